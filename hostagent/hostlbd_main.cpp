@@ -1,0 +1,247 @@
+// hostlbd: turns VIP frames delivered by MAC into local connections.
+// Flags and process lifecycle only; the work is in Agent and Reconciler.
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "agent.h"
+#include "hostlb/netlink/error.h"
+#include "hostlb/policies/state_document.h"
+#include "hostlb/version.h"
+
+namespace {
+
+using namespace hostlb;
+
+// Exit codes (documented in hostlbd(8)).
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;  // the kernel or the state directory refused
+constexpr int kExitUsage = 2;    // bad flags or a state document that is not valid
+
+struct Flags {
+  std::string config;
+  std::string socket = "/run/hostlb/hostlbd.sock";
+  std::string state_dir = "/var/lib/hostlb";
+  std::string log_level = "info";
+  std::string default_bridge;
+  std::string ct_mark_mask = "0xfffff000";
+  bool no_manage_sysctls = false;
+  bool cleanup = false;
+  bool check = false;
+};
+
+std::optional<uint32_t> parse_mask(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long value = std::strtoul(text.c_str(), &end, 0);
+  if (errno != 0 || *end != '\0' || value > 0xffffffffUL || text.front() == '-')
+    return std::nullopt;
+  return static_cast<uint32_t>(value);
+}
+
+State read_config(const std::string& path, const DocumentOptions& options) {
+  const std::string text = read_file(path);
+  try {
+    return parse_state_document(text, options);
+  } catch (const DocumentError& e) {
+    throw DocumentError(e.path(), e.reason());
+  }
+}
+
+// Blocks the signals hostlbd handles and returns a signalfd for them.
+int make_signal_fd() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return -1;
+  return signalfd(-1, &mask, SFD_CLOEXEC);
+}
+
+void reload(Agent& agent, const Flags& flags, const DocumentOptions& doc_options) {
+  if (flags.config.empty()) {
+    spdlog::info("SIGHUP: no --config file to re-read; re-applying the current state");
+    agent.restore();
+    return;
+  }
+  sd_notify(0, "RELOADING=1");
+  try {
+    agent.apply(read_config(flags.config, doc_options));
+    spdlog::info("reloaded {}", flags.config);
+  } catch (const DocumentError& e) {
+    spdlog::error("reload refused, {} is not valid: {}; keeping the current state", flags.config,
+                  e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("reload of {} failed: {}; keeping the current state", flags.config, e.what());
+  }
+  sd_notify(0, "READY=1");
+}
+
+int event_loop(Agent& agent, const Flags& flags, const DocumentOptions& doc_options, int sig_fd) {
+  uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  const int timeout_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
+  for (;;) {
+    pollfd pfd{sig_fd, POLLIN, 0};
+    const int n = poll(&pfd, 1, timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::critical("poll failed: {}", std::strerror(errno));
+      return kExitFailure;
+    }
+    if (watchdog) sd_notify(0, "WATCHDOG=1");
+    if (n == 0) continue;
+    signalfd_siginfo info{};
+    if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
+    if (info.ssi_signo == SIGHUP) {
+      reload(agent, flags, doc_options);
+      continue;
+    }
+    // The datapath stays in place: established connections live in
+    // conntrack and the ruleset keeps serving new ones while no daemon runs.
+    spdlog::info("{} received, exiting; the datapath stays in place",
+                 info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    sd_notify(0, "STOPPING=1");
+    return kExitOk;
+  }
+}
+
+int run(const Flags& flags) {
+  auto level = spdlog::level::from_str(flags.log_level);
+  spdlog::set_level(level);
+
+  DocumentOptions doc_options{flags.default_bridge};
+  if (!flags.default_bridge.empty() && !is_valid_interface_name(flags.default_bridge)) {
+    spdlog::error("--default-bridge: \"{}\" is not a valid interface name", flags.default_bridge);
+    return kExitUsage;
+  }
+  const auto mask = parse_mask(flags.ct_mark_mask);
+  std::optional<MarkLayout> marks;
+  try {
+    if (!mask) throw std::invalid_argument("\"" + flags.ct_mark_mask + "\" is not a 32-bit number");
+    marks.emplace(*mask);
+  } catch (const std::invalid_argument& e) {
+    spdlog::error("--ct-mark-mask: {}", e.what());
+    return kExitUsage;
+  }
+
+  // The document is validated before anything else happens, so that a
+  // refused document changes nothing at all.
+  std::optional<State> config;
+  if (!flags.config.empty()) {
+    try {
+      config = read_config(flags.config, doc_options);
+    } catch (const DocumentError& e) {
+      spdlog::error("{}: {}", flags.config, e.what());
+      return kExitUsage;
+    } catch (const StoreError& e) {
+      spdlog::error("{}", e.what());
+      return kExitUsage;
+    }
+  }
+  if (flags.check) {
+    if (!config) {
+      spdlog::error("--check needs --config FILE");
+      return kExitUsage;
+    }
+    std::printf("%s: valid (%zu backends, %zu services)\n", flags.config.c_str(),
+                config->backends.size(), config->services.size());
+    return kExitOk;
+  }
+
+  try {
+    StateStore store(flags.state_dir);
+    auto nft = make_libnftables_client();
+    auto routes = make_libnl_route_table();
+    auto sysctls = make_procfs_sysctls();
+    Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
+    Agent agent(reconciler, store, *marks);
+    agent.load_persisted();
+
+    if (flags.cleanup) {
+      agent.cleanup();
+      return kExitOk;
+    }
+
+    const int sig_fd = make_signal_fd();
+    if (sig_fd < 0) {
+      spdlog::critical("cannot set up signal handling: {}", std::strerror(errno));
+      return kExitFailure;
+    }
+    spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
+                 flags.state_dir, flags.socket);
+    if (config) {
+      agent.apply(*config);
+      spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
+                   config->services.size());
+    } else if (agent.has_persisted()) {
+      agent.restore();
+    } else {
+      spdlog::info("no --config and no persisted state: starting empty");
+      agent.apply(State{});
+    }
+    sd_notify(0, "READY=1");
+    return event_loop(agent, flags, doc_options, sig_fd);
+  } catch (const PreconditionError& e) {
+    spdlog::error("cannot apply: {}", e.what());
+  } catch (const KernelError& e) {
+    spdlog::error("{}", e.what());
+  } catch (const StoreError& e) {
+    spdlog::error("{}", e.what());
+  } catch (const IdSpaceExhausted& e) {
+    spdlog::error("{}", e.what());
+  }
+  return kExitFailure;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "hostlbd - the backend-host half of a stateless L4 load balancer.\n"
+      "Frames a gateway delivers by MAC (eth.dst = backend MAC, ip.dst = VIP) become\n"
+      "local connections: conntrack is committed and the VIP is DNATed to the backend.",
+      "hostlbd"};
+  Flags flags;
+  app.add_option("-c,--config", flags.config, "State document (JSON) to apply at start and on SIGHUP")
+      ->check(CLI::ExistingFile);
+  app.add_option("--socket", flags.socket, "Control socket path")->capture_default_str();
+  app.add_option("--state-dir", flags.state_dir, "Directory for persisted state")
+      ->capture_default_str();
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error, critical or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--default-bridge", flags.default_bridge,
+                 "Bridge for backends that do not name one");
+  app.add_option("--ct-mark-mask", flags.ct_mark_mask,
+                 "Conntrack mark bits that carry hostlb's binding identity (one run of bits)")
+      ->capture_default_str();
+  app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
+               "Refuse to start if a needed sysctl is wrong instead of setting it");
+  app.add_flag("--check", flags.check, "Validate --config and exit; changes nothing");
+  app.add_flag("--cleanup", flags.cleanup,
+               "Remove everything hostlbd installed (table, routes, neighbours) and exit; "
+               "established connections are not flushed");
+  app.set_version_flag("-V,--version", std::string("hostlbd ") + HOSTLB_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  auto logger = spdlog::stderr_color_mt("hostlbd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  return run(flags);
+}

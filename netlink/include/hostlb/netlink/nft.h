@@ -1,0 +1,44 @@
+// nftables: hostlb's ruleset lives in one table, `inet hostlb`, and every
+// change to it is one nft transaction (all or nothing).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "hostlb/policies/datapath.h"
+
+namespace hostlb {
+
+inline constexpr const char* kNftFamily = "inet";
+inline constexpr const char* kNftTable = "hostlb";
+
+// Runs one script of nft commands as a single transaction.
+class NftClient {
+ public:
+  virtual ~NftClient() = default;
+  // Throws KernelError naming `what` and nft's own error text; on failure the
+  // kernel ruleset is unchanged.
+  virtual void run(const std::string& what, const std::string& script) = 0;
+};
+
+std::unique_ptr<NftClient> make_libnftables_client();
+
+// Rendering: pure functions from desired state to nft command text.
+//
+// The ruleset: one prerouting nat chain that looks up
+//   ether daddr . ip[6] daddr . meta l4proto . th dport
+// in a verdict map (one lookup whatever the number of services) and goes to
+// the binding's own chain, which sets hostlb's bits of the conntrack mark to
+// the binding's identity (other bits are kept) and DNATs to the backend.
+// A chain per binding, rather than a data map, because nft cannot OR a map
+// value into the ct mark; the chain also gives later issues a place for
+// per-binding drain and counters.
+
+// Replaces the whole table atomically (conntrack entries and their NAT
+// bindings are not affected, so live connections continue).
+std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks);
+
+// Removes the table if it exists.
+std::string render_delete_ruleset();
+
+}  // namespace hostlb

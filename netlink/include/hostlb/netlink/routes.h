@@ -1,0 +1,47 @@
+// Links, host routes and permanent neighbours (rtnetlink through libnl-route).
+// br_netfilter hands a DNATed frame back to the bridge only if the host has a
+// route to the backend via that bridge; the permanent neighbour spares an ARP
+// or ND exchange from a bridge that usually has no address.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/address.h"
+
+namespace hostlb {
+
+// rtm_protocol of the routes hostlb installs, so that they can be told apart
+// from everyone else's ("ip route show proto 213").
+inline constexpr int kRouteProtocol = 213;
+
+struct InstalledRoute {
+  int ifindex = 0;
+  IpAddress address;
+};
+
+class RouteTable {
+ public:
+  virtual ~RouteTable() = default;
+
+  // nullopt if no link has that name.
+  virtual std::optional<int> link_index(const std::string& name) = 0;
+  virtual std::string link_name(int ifindex) = 0;
+
+  // Create or replace; throw KernelError.
+  virtual void replace_host_route(int ifindex, const IpAddress& address) = 0;
+  virtual void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) = 0;
+  // A missing entry is not an error.
+  virtual void delete_host_route(int ifindex, const IpAddress& address) = 0;
+  virtual void delete_neighbour(int ifindex, const IpAddress& address) = 0;
+
+  // Routes carrying kRouteProtocol, in the main table.
+  virtual std::vector<InstalledRoute> list_host_routes() = 0;
+};
+
+// Throws KernelError if the rtnetlink socket cannot be opened.
+std::unique_ptr<RouteTable> make_libnl_route_table();
+
+}  // namespace hostlb

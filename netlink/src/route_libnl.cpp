@@ -1,0 +1,174 @@
+#include <linux/neighbour.h>
+#include <linux/rtnetlink.h>
+#include <netlink/netlink.h>
+#include <netlink/route/link.h>
+#include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
+#include <sys/socket.h>
+
+#include <memory>
+
+#include "hostlb/netlink/error.h"
+#include "hostlb/netlink/routes.h"
+
+namespace hostlb {
+namespace {
+
+template <typename T, void (*Free)(T*)>
+struct Deleter {
+  void operator()(T* p) const {
+    if (p) Free(p);
+  }
+};
+using SocketPtr = std::unique_ptr<nl_sock, Deleter<nl_sock, nl_socket_free>>;
+using AddrPtr = std::unique_ptr<nl_addr, Deleter<nl_addr, nl_addr_put>>;
+using RoutePtr = std::unique_ptr<rtnl_route, Deleter<rtnl_route, rtnl_route_put>>;
+using NeighPtr = std::unique_ptr<rtnl_neigh, Deleter<rtnl_neigh, rtnl_neigh_put>>;
+using LinkPtr = std::unique_ptr<rtnl_link, Deleter<rtnl_link, rtnl_link_put>>;
+using CachePtr = std::unique_ptr<nl_cache, Deleter<nl_cache, nl_cache_free>>;
+
+std::string libnl_said(int err) { return std::string(nl_geterror(err)) + " (libnl)"; }
+
+int af_of(const IpAddress& address) { return address.is_v4() ? AF_INET : AF_INET6; }
+
+AddrPtr build_addr(const IpAddress& address) {
+  AddrPtr addr(nl_addr_build(af_of(address), address.bytes().data(), address.size()));
+  if (!addr) throw KernelError("building address " + address.str(), "out of memory");
+  nl_addr_set_prefixlen(addr.get(), static_cast<int>(address.size() * 8));
+  return addr;
+}
+
+IpAddress from_nl_addr(const nl_addr* addr) {
+  const auto* bytes = static_cast<const uint8_t*>(nl_addr_get_binary_addr(addr));
+  return IpAddress::from_bytes(nl_addr_get_family(addr) == AF_INET ? IpFamily::kV4 : IpFamily::kV6,
+                               bytes);
+}
+
+class LibnlRouteTable final : public RouteTable {
+ public:
+  LibnlRouteTable() : sock_(nl_socket_alloc()) {
+    if (!sock_) throw KernelError("opening an rtnetlink socket", "out of memory");
+    if (int err = nl_connect(sock_.get(), NETLINK_ROUTE); err < 0)
+      throw KernelError("opening an rtnetlink socket", libnl_said(err));
+  }
+
+  std::optional<int> link_index(const std::string& name) override {
+    rtnl_link* raw = nullptr;
+    const int err = rtnl_link_get_kernel(sock_.get(), 0, name.c_str(), &raw);
+    LinkPtr link(raw);
+    if (err == -NLE_OBJ_NOTFOUND || err == -NLE_NODEV) return std::nullopt;
+    if (err < 0) throw KernelError("looking up link " + name, libnl_said(err));
+    return rtnl_link_get_ifindex(link.get());
+  }
+
+  std::string link_name(int ifindex) override {
+    rtnl_link* raw = nullptr;
+    const int err = rtnl_link_get_kernel(sock_.get(), ifindex, nullptr, &raw);
+    LinkPtr link(raw);
+    if (err < 0) return "ifindex " + std::to_string(ifindex);
+    return rtnl_link_get_name(link.get());
+  }
+
+  void replace_host_route(int ifindex, const IpAddress& address) override {
+    const std::string what = "installing route " + describe(address, ifindex);
+    auto route = host_route(ifindex, address, what);
+    if (int err = rtnl_route_add(sock_.get(), route.get(), NLM_F_REPLACE); err < 0)
+      throw KernelError(what, libnl_said(err));
+  }
+
+  void delete_host_route(int ifindex, const IpAddress& address) override {
+    const std::string what = "removing route " + describe(address, ifindex);
+    auto route = host_route(ifindex, address, what);
+    const int err = rtnl_route_delete(sock_.get(), route.get(), 0);
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND) throw KernelError(what, libnl_said(err));
+  }
+
+  void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) override {
+    const std::string what =
+        "installing neighbour " + address.str() + " lladdr " + mac.str() + " on " +
+        link_name(ifindex);
+    auto neigh = neighbour(ifindex, address, what);
+    AddrPtr lladdr(nl_addr_build(AF_LLC, mac.bytes().data(), mac.bytes().size()));
+    if (!lladdr) throw KernelError(what, "out of memory");
+    rtnl_neigh_set_lladdr(neigh.get(), lladdr.get());
+    rtnl_neigh_set_state(neigh.get(), NUD_PERMANENT);
+    if (int err = rtnl_neigh_add(sock_.get(), neigh.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
+      throw KernelError(what, libnl_said(err));
+  }
+
+  void delete_neighbour(int ifindex, const IpAddress& address) override {
+    const std::string what = "removing neighbour " + address.str() + " on " + link_name(ifindex);
+    auto neigh = neighbour(ifindex, address, what);
+    const int err = rtnl_neigh_delete(sock_.get(), neigh.get(), 0);
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NODEV)
+      throw KernelError(what, libnl_said(err));
+  }
+
+  std::vector<InstalledRoute> list_host_routes() override {
+    std::vector<InstalledRoute> found;
+    for (int family : {AF_INET, AF_INET6}) {
+      nl_cache* raw = nullptr;
+      if (int err = rtnl_route_alloc_cache(sock_.get(), family, 0, &raw); err < 0)
+        throw KernelError("listing routes", libnl_said(err));
+      CachePtr cache(raw);
+      for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
+        auto* route = reinterpret_cast<rtnl_route*>(obj);
+        if (rtnl_route_get_protocol(route) != kRouteProtocol) continue;
+        if (rtnl_route_get_table(route) != RT_TABLE_MAIN) continue;
+        if (rtnl_route_get_nnexthops(route) < 1) continue;
+        const nl_addr* dst = rtnl_route_get_dst(route);
+        if (!dst || nl_addr_get_prefixlen(dst) != nl_addr_get_len(dst) * 8)
+          continue;
+        InstalledRoute entry;
+        entry.ifindex = rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0));
+        entry.address = from_nl_addr(dst);
+        found.push_back(entry);
+      }
+    }
+    return found;
+  }
+
+ private:
+  std::string describe(const IpAddress& address, int ifindex) {
+    return address.str() + (address.is_v4() ? "/32" : "/128") + " dev " + link_name(ifindex) +
+           " proto " + std::to_string(kRouteProtocol);
+  }
+
+  RoutePtr host_route(int ifindex, const IpAddress& address, const std::string& what) {
+    RoutePtr route(rtnl_route_alloc());
+    rtnl_nexthop* nh = rtnl_route_nh_alloc();
+    if (!route || !nh) {
+      if (nh) rtnl_route_nh_free(nh);
+      throw KernelError(what, "out of memory");
+    }
+    auto dst = build_addr(address);
+    rtnl_route_set_family(route.get(), static_cast<uint8_t>(af_of(address)));
+    rtnl_route_set_dst(route.get(), dst.get());
+    rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+    rtnl_route_set_protocol(route.get(), kRouteProtocol);
+    rtnl_route_set_type(route.get(), RTN_UNICAST);
+    if (address.is_v4()) rtnl_route_set_scope(route.get(), RT_SCOPE_LINK);
+    rtnl_route_nh_set_ifindex(nh, ifindex);
+    rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh from here on
+    return route;
+  }
+
+  NeighPtr neighbour(int ifindex, const IpAddress& address, const std::string& what) {
+    NeighPtr neigh(rtnl_neigh_alloc());
+    if (!neigh) throw KernelError(what, "out of memory");
+    AddrPtr dst(nl_addr_build(af_of(address), address.bytes().data(), address.size()));
+    if (!dst) throw KernelError(what, "out of memory");
+    rtnl_neigh_set_ifindex(neigh.get(), ifindex);
+    rtnl_neigh_set_family(neigh.get(), af_of(address));
+    rtnl_neigh_set_dst(neigh.get(), dst.get());
+    return neigh;
+  }
+
+  SocketPtr sock_;
+};
+
+}  // namespace
+
+std::unique_ptr<RouteTable> make_libnl_route_table() { return std::make_unique<LibnlRouteTable>(); }
+
+}  // namespace hostlb

@@ -1,0 +1,103 @@
+// What the kernel must hold for a desired State: the bindings (one per
+// service x local backend, each with a stable numeric identity carried in the
+// conntrack mark) and the host entries (route + permanent neighbour for each
+// backend address on its bridge). Pure: compiled from State, diffed, rendered
+// by netlink/.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/model.h"
+
+namespace hostlb {
+
+// Which conntrack mark bits belong to hostlb. A binding's identity is stored
+// in those bits; the others are left to other netfilter users.
+class MarkLayout {
+ public:
+  // Throws std::invalid_argument unless `mask` is one non-empty run of bits.
+  explicit MarkLayout(uint32_t mask);
+
+  uint32_t mask() const { return mask_; }
+  uint32_t max_id() const { return mask_ >> shift_; }
+  uint32_t mark_for(uint32_t id) const { return id << shift_; }
+  uint32_t id_from_mark(uint32_t mark) const { return (mark & mask_) >> shift_; }
+
+  static constexpr uint32_t kDefaultMask = 0xfffff000;
+
+ private:
+  uint32_t mask_;
+  unsigned shift_;
+};
+
+struct BindingKey {
+  ServiceKey service;
+  std::string backend;
+
+  std::string str() const { return service.str() + " -> " + backend; }
+  auto operator<=>(const BindingKey&) const = default;
+};
+
+struct Binding {
+  BindingKey key;
+  MacAddress mac;      // the frame's destination MAC the gateway chose
+  IpAddress target;    // the backend's address of the VIP's family
+  uint16_t target_port = 0;
+  uint32_t id = 0;     // 1..MarkLayout::max_id(), stable for the binding's life
+
+  bool operator==(const Binding&) const = default;
+};
+
+struct HostEntry {
+  std::string bridge;
+  IpAddress address;
+  MacAddress mac;
+  std::string backend;
+
+  auto operator<=>(const HostEntry&) const = default;
+};
+
+// Identities handed out so far, kept across restarts so that marks on live
+// connections keep meaning the same binding.
+using BindingIds = std::map<BindingKey, uint32_t>;
+
+struct Datapath {
+  std::vector<Binding> bindings;  // sorted by key
+  std::vector<HostEntry> hosts;   // sorted
+  std::vector<std::string> bridges;  // sorted, unique
+
+  BindingIds ids() const;
+};
+
+class IdSpaceExhausted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Keeps the identity of every binding that `previous` knows, gives new
+// bindings the lowest free identities. Throws IdSpaceExhausted when the mark
+// bits cannot number them all.
+Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks);
+
+struct DatapathDiff {
+  std::vector<Binding> bindings_added;
+  std::vector<Binding> bindings_removed;
+  std::vector<HostEntry> hosts_added;
+  std::vector<HostEntry> hosts_removed;
+
+  bool empty() const {
+    return bindings_added.empty() && bindings_removed.empty() && hosts_added.empty() &&
+           hosts_removed.empty();
+  }
+};
+
+// A binding whose target changed appears as removed and added (its identity
+// is the same; the kernel object is rewritten).
+DatapathDiff diff_datapath(const Datapath& before, const Datapath& after);
+
+}  // namespace hostlb

@@ -1,0 +1,69 @@
+// The desired state of one host: local backends (VM interfaces) and the
+// services (VIP:port/protocol) they serve. Plain data; see state_document.h
+// for how it is read and validated.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hostlb/policies/address.h"
+
+namespace hostlb {
+
+enum class Protocol : uint8_t { kTcp, kUdp };
+
+std::string_view protocol_name(Protocol protocol);
+std::optional<Protocol> parse_protocol(std::string_view text);
+
+struct ServiceKey {
+  IpAddress vip;
+  uint16_t port = 0;
+  Protocol protocol = Protocol::kTcp;
+
+  // "203.0.113.10:80/tcp", "[2001:db8:f00::10]:443/tcp".
+  std::string str() const;
+  auto operator<=>(const ServiceKey&) const = default;
+};
+
+// Parses the "VIP:PORT/PROTO" form. On failure returns nullopt and, if
+// `reason` is given, a sentence saying what is wrong.
+std::optional<ServiceKey> parse_service_key(std::string_view text, std::string* reason = nullptr);
+
+struct Backend {
+  std::string name;
+  MacAddress mac;
+  std::optional<IpAddress> ipv4;
+  std::optional<IpAddress> ipv6;
+  std::string bridge;
+
+  const std::optional<IpAddress>& address_for(IpFamily family) const {
+    return family == IpFamily::kV4 ? ipv4 : ipv6;
+  }
+  bool operator==(const Backend&) const = default;
+};
+
+struct BackendRef {
+  std::string name;
+  uint16_t port = 0;
+  bool operator==(const BackendRef&) const = default;
+};
+
+struct Service {
+  ServiceKey key;
+  std::vector<BackendRef> backends;
+  bool operator==(const Service&) const = default;
+};
+
+struct State {
+  std::vector<Backend> backends;
+  std::vector<Service> services;
+
+  const Backend* find_backend(std::string_view name) const;
+  bool operator==(const State&) const = default;
+};
+
+}  // namespace hostlb

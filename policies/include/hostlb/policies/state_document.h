@@ -1,0 +1,48 @@
+// The state document (JSON) that describes a host's desired state, and its
+// strict validation. Every error names the JSON path at fault and the reason,
+// e.g. `backends[0].mac: "02:00:00:00:01:zz" is not a MAC address`.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "hostlb/policies/model.h"
+
+namespace hostlb {
+
+inline constexpr int kStateDocumentVersion = 1;
+
+class DocumentError : public std::runtime_error {
+ public:
+  DocumentError(std::string path, std::string reason)
+      : std::runtime_error(path.empty() ? reason : path + ": " + reason),
+        path_(std::move(path)),
+        reason_(std::move(reason)) {}
+  const std::string& path() const { return path_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string path_;
+  std::string reason_;
+};
+
+struct DocumentOptions {
+  // Used for backends that do not name their bridge; empty means "required".
+  std::string default_bridge;
+};
+
+// Parses and validates a state document. Throws DocumentError.
+State parse_state_document(std::string_view text, const DocumentOptions& options = {});
+State state_from_json(const nlohmann::json& document, const DocumentOptions& options = {});
+
+// The canonical JSON form (stable key and element order as given).
+nlohmann::ordered_json state_to_json(const State& state);
+
+// Names of backends, and of bridges, as the kernel and the CLI accept them.
+bool is_valid_backend_name(std::string_view name);
+bool is_valid_interface_name(std::string_view name);
+
+}  // namespace hostlb

@@ -1,0 +1,91 @@
+#include "hostlb/policies/datapath.h"
+
+#include <algorithm>
+#include <bit>
+#include <set>
+
+namespace hostlb {
+
+MarkLayout::MarkLayout(uint32_t mask) : mask_(mask), shift_(0) {
+  if (mask == 0) throw std::invalid_argument("the conntrack mark mask must not be 0");
+  shift_ = static_cast<unsigned>(std::countr_zero(mask));
+  const uint32_t run = mask >> shift_;
+  if ((run & (run + 1)) != 0)
+    throw std::invalid_argument("the conntrack mark mask must be one contiguous run of bits");
+}
+
+BindingIds Datapath::ids() const {
+  BindingIds ids;
+  for (const auto& binding : bindings) ids.emplace(binding.key, binding.id);
+  return ids;
+}
+
+Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks) {
+  Datapath out;
+  std::set<std::string> bridges;
+  for (const auto& backend : state.backends) {
+    for (const auto* addr : {&backend.ipv4, &backend.ipv6}) {
+      if (*addr) out.hosts.push_back({backend.bridge, **addr, backend.mac, backend.name});
+    }
+    bridges.insert(backend.bridge);
+  }
+  std::sort(out.hosts.begin(), out.hosts.end());
+  out.bridges.assign(bridges.begin(), bridges.end());
+
+  for (const auto& service : state.services) {
+    for (const auto& ref : service.backends) {
+      const Backend* backend = state.find_backend(ref.name);
+      if (backend == nullptr) continue;  // validation guarantees it exists
+      const auto& target = backend->address_for(service.key.vip.family());
+      if (!target) continue;  // validation guarantees it exists
+      out.bindings.push_back({{service.key, ref.name}, backend->mac, *target, ref.port, 0});
+    }
+  }
+  std::sort(out.bindings.begin(), out.bindings.end(),
+            [](const Binding& a, const Binding& b) { return a.key < b.key; });
+
+  // Identities of bindings that still exist are kept; freed ones may be
+  // reused. (A reused identity can only meet leftover connections of a
+  // removed binding, and those are flushed when the binding goes.)
+  std::set<uint32_t> taken;
+  for (auto& binding : out.bindings) {
+    auto it = previous.find(binding.key);
+    if (it != previous.end() && it->second >= 1 && it->second <= marks.max_id() &&
+        taken.insert(it->second).second)
+      binding.id = it->second;
+  }
+  uint32_t next = 1;
+  for (auto& binding : out.bindings) {
+    if (binding.id != 0) continue;
+    while (taken.count(next) != 0) ++next;
+    if (next > marks.max_id())
+      throw IdSpaceExhausted("more bindings than the conntrack mark mask can number (at most " +
+                             std::to_string(marks.max_id()) + ")");
+    binding.id = next;
+    taken.insert(next);
+  }
+  return out;
+}
+
+DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
+  DatapathDiff diff;
+  auto by_key = [](const Binding& a, const Binding& b) { return a.key < b.key; };
+  // Both lists are sorted by key; a binding is "the same" only if every
+  // field is, so set differences on full equality give removed/added.
+  auto full_less = [&](const Binding& a, const Binding& b) {
+    if (a.key != b.key) return by_key(a, b);
+    return std::tie(a.mac, a.target, a.target_port, a.id) <
+           std::tie(b.mac, b.target, b.target_port, b.id);
+  };
+  std::set_difference(before.bindings.begin(), before.bindings.end(), after.bindings.begin(),
+                      after.bindings.end(), std::back_inserter(diff.bindings_removed), full_less);
+  std::set_difference(after.bindings.begin(), after.bindings.end(), before.bindings.begin(),
+                      before.bindings.end(), std::back_inserter(diff.bindings_added), full_less);
+  std::set_difference(before.hosts.begin(), before.hosts.end(), after.hosts.begin(),
+                      after.hosts.end(), std::back_inserter(diff.hosts_removed));
+  std::set_difference(after.hosts.begin(), after.hosts.end(), before.hosts.begin(),
+                      before.hosts.end(), std::back_inserter(diff.hosts_added));
+  return diff;
+}
+
+}  // namespace hostlb

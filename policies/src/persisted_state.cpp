@@ -1,0 +1,49 @@
+#include "hostlb/policies/persisted_state.h"
+
+#include <nlohmann/json.hpp>
+
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+
+std::string persisted_state_to_text(const PersistedState& persisted) {
+  nlohmann::ordered_json ids = nlohmann::ordered_json::array();
+  for (const auto& [key, id] : persisted.ids)
+    ids.push_back({{"service", key.service.str()}, {"backend", key.backend}, {"id", id}});
+  nlohmann::ordered_json out = {{"format", "hostlbd-state"},
+                                {"version", 1},
+                                {"desired", state_to_json(persisted.state)},
+                                {"binding_ids", std::move(ids)}};
+  return out.dump(1) + "\n";
+}
+
+PersistedState persisted_state_from_text(std::string_view text) {
+  nlohmann::json doc = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) throw DocumentError("", "not a JSON object");
+  if (doc.value("format", "") != "hostlbd-state" || doc.value("version", 0) != 1)
+    throw DocumentError("format", "not a hostlbd state file of version 1");
+  PersistedState out;
+  if (!doc.contains("desired")) throw DocumentError("desired", "is required");
+  try {
+    out.state = state_from_json(doc["desired"]);
+  } catch (const DocumentError& e) {
+    throw DocumentError("desired." + e.path(), e.reason());
+  }
+  const auto& ids = doc.value("binding_ids", nlohmann::json::array());
+  if (!ids.is_array()) throw DocumentError("binding_ids", "must be an array");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string path = "binding_ids[" + std::to_string(i) + "]";
+    const auto& entry = ids[i];
+    if (!entry.is_object() || !entry.contains("service") || !entry["service"].is_string() ||
+        !entry.contains("backend") || !entry["backend"].is_string() || !entry.contains("id") ||
+        !entry["id"].is_number_unsigned())
+      throw DocumentError(path, "must be {\"service\": KEY, \"backend\": NAME, \"id\": N}");
+    std::string reason;
+    auto key = parse_service_key(entry["service"].get<std::string>(), &reason);
+    if (!key) throw DocumentError(path + ".service", reason);
+    out.ids[{*key, entry["backend"].get<std::string>()}] = entry["id"].get<uint32_t>();
+  }
+  return out;
+}
+
+}  // namespace hostlb

@@ -1,0 +1,336 @@
+#include "hostlb/policies/state_document.h"
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
+
+namespace hostlb {
+namespace {
+
+using nlohmann::json;
+
+std::string shown(const json& value) {
+  // dump() escapes control characters and replaces invalid UTF-8, so the
+  // message is always printable whatever the input held.
+  std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
+  constexpr size_t kMax = 80;
+  if (text.size() > kMax) text = text.substr(0, kMax) + "...";
+  return text;
+}
+
+std::string type_name(const json& value) {
+  if (value.is_number_integer()) return "an integer";
+  if (value.is_number_float()) return "a number with a fraction";
+  if (value.is_string()) return "a string";
+  if (value.is_boolean()) return "a boolean";
+  if (value.is_null()) return "null";
+  if (value.is_array()) return "an array";
+  return "an object";
+}
+
+std::string member(const std::string& path, std::string_view key) {
+  return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string element(const std::string& path, size_t index) {
+  return path + "[" + std::to_string(index) + "]";
+}
+
+void require_object(const json& value, const std::string& path,
+                    std::initializer_list<std::string_view> allowed) {
+  if (!value.is_object())
+    throw DocumentError(path.empty() ? "document" : path, "must be an object, not " + type_name(value));
+  for (const auto& [key, unused] : value.items()) {
+    bool known = false;
+    for (auto name : allowed) known = known || key == name;
+    if (!known) throw DocumentError(member(path, key), "unknown field");
+  }
+}
+
+const std::string& require_string(const json& value, const std::string& path) {
+  if (!value.is_string()) throw DocumentError(path, "must be a string, not " + type_name(value));
+  return value.get_ref<const std::string&>();
+}
+
+uint16_t require_port(const json& value, const std::string& path) {
+  if (!value.is_number_integer())
+    throw DocumentError(path, "must be an integer port number, not " + type_name(value));
+  if (value.is_number_unsigned()) {
+    const auto port = value.get<uint64_t>();
+    if (port >= 1 && port <= 65535) return static_cast<uint16_t>(port);
+  }
+  throw DocumentError(path, shown(value) + " is not a port (1-65535)");
+}
+
+const json* optional_member(const json& object, std::string_view key) {
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+const json& required_member(const json& object, const std::string& path, std::string_view key) {
+  const json* value = optional_member(object, key);
+  if (value == nullptr) throw DocumentError(member(path, key), "is required");
+  return *value;
+}
+
+IpAddress parse_host_address(const json& value, const std::string& path, IpFamily family) {
+  const std::string& text = require_string(value, path);
+  auto addr = family == IpFamily::kV4 ? IpAddress::parse_v4(text) : IpAddress::parse_v6(text);
+  if (!addr)
+    throw DocumentError(path, shown(value) + " is not an " + std::string(family_name(family)) +
+                                  " address");
+  if (!addr->is_usable_unicast())
+    throw DocumentError(path, addr->str() + " is not a usable unicast address");
+  return *addr;
+}
+
+Backend parse_backend(const json& value, const std::string& path, const DocumentOptions& options) {
+  require_object(value, path, {"name", "mac", "ipv4", "ipv6", "bridge"});
+  Backend backend;
+
+  const auto name_path = member(path, "name");
+  backend.name = require_string(required_member(value, path, "name"), name_path);
+  if (!is_valid_backend_name(backend.name))
+    throw DocumentError(name_path, shown(backend.name) +
+                                       " is not a valid name (1-63 characters: letters, digits, "
+                                       "'.', '_', '-'; starting with a letter or digit)");
+
+  const auto mac_path = member(path, "mac");
+  const json& mac_value = required_member(value, path, "mac");
+  auto mac = MacAddress::parse(require_string(mac_value, mac_path));
+  if (!mac) throw DocumentError(mac_path, shown(mac_value) + " is not a MAC address");
+  if (mac->is_multicast() || mac->is_zero())
+    throw DocumentError(mac_path, mac->str() + " is not a unicast MAC address");
+  backend.mac = *mac;
+
+  if (const json* v4 = optional_member(value, "ipv4"))
+    backend.ipv4 = parse_host_address(*v4, member(path, "ipv4"), IpFamily::kV4);
+  if (const json* v6 = optional_member(value, "ipv6"))
+    backend.ipv6 = parse_host_address(*v6, member(path, "ipv6"), IpFamily::kV6);
+  if (!backend.ipv4 && !backend.ipv6)
+    throw DocumentError(path, "needs an \"ipv4\" or an \"ipv6\" address (or both)");
+
+  const auto bridge_path = member(path, "bridge");
+  if (const json* bridge = optional_member(value, "bridge")) {
+    backend.bridge = require_string(*bridge, bridge_path);
+  } else if (!options.default_bridge.empty()) {
+    backend.bridge = options.default_bridge;
+  } else {
+    throw DocumentError(bridge_path, "is required (no default bridge is configured)");
+  }
+  if (!is_valid_interface_name(backend.bridge))
+    throw DocumentError(bridge_path, shown(backend.bridge) + " is not a valid interface name");
+  return backend;
+}
+
+Service parse_service(const json& value, const std::string& path, const State& state) {
+  require_object(value, path, {"vip", "port", "protocol", "backends"});
+  Service service;
+
+  const auto vip_path = member(path, "vip");
+  const json& vip_value = required_member(value, path, "vip");
+  auto vip = IpAddress::parse(require_string(vip_value, vip_path));
+  if (!vip) throw DocumentError(vip_path, shown(vip_value) + " is not an IP address");
+  if (!vip->is_usable_unicast())
+    throw DocumentError(vip_path, vip->str() + " cannot be a VIP (not a unicast address)");
+  service.key.vip = *vip;
+
+  service.key.port = require_port(required_member(value, path, "port"), member(path, "port"));
+
+  const auto proto_path = member(path, "protocol");
+  const json& proto_value = required_member(value, path, "protocol");
+  auto protocol = parse_protocol(require_string(proto_value, proto_path));
+  if (!protocol) throw DocumentError(proto_path, shown(proto_value) + " is not tcp or udp");
+  service.key.protocol = *protocol;
+
+  for (const auto& backend : state.backends) {
+    if (backend.address_for(vip->family()) == *vip)
+      throw DocumentError(vip_path, vip->str() + " is the address of backend \"" + backend.name +
+                                        "\"; a VIP must not be a backend's own address");
+  }
+
+  const auto refs_path = member(path, "backends");
+  const json* refs = optional_member(value, "backends");
+  if (refs == nullptr) return service;
+  if (!refs->is_array()) throw DocumentError(refs_path, "must be an array, not " + type_name(*refs));
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < refs->size(); ++i) {
+    const auto ref_path = element(refs_path, i);
+    const json& ref_value = (*refs)[i];
+    require_object(ref_value, ref_path, {"name", "port"});
+    BackendRef ref;
+    const auto name_path = member(ref_path, "name");
+    ref.name = require_string(required_member(ref_value, ref_path, "name"), name_path);
+    ref.port = require_port(required_member(ref_value, ref_path, "port"), member(ref_path, "port"));
+    const Backend* backend = state.find_backend(ref.name);
+    if (backend == nullptr) throw DocumentError(name_path, "unknown backend " + shown(ref.name));
+    if (!backend->address_for(vip->family()))
+      throw DocumentError(name_path, "backend \"" + ref.name + "\" has no " +
+                                         std::string(family_name(vip->family())) +
+                                         " address for VIP " + vip->str());
+    auto [it, inserted] = seen.emplace(ref.name, i);
+    if (!inserted)
+      throw DocumentError(name_path, "backend \"" + ref.name + "\" is listed twice (also " +
+                                         element(refs_path, it->second) + ")");
+    service.backends.push_back(std::move(ref));
+  }
+  return service;
+}
+
+// nlohmann keeps the last of duplicate keys silently; a document that says
+// two things about one field is refused instead.
+class DuplicateKeyGuard {
+ public:
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        keys_.resize(static_cast<size_t>(depth) + 1);
+        keys_[static_cast<size_t>(depth)].clear();
+        break;
+      case json::parse_event_t::key: {
+        auto& level = keys_.at(static_cast<size_t>(depth) - 1);
+        const auto& key = parsed.get_ref<const std::string&>();
+        if (!level.insert(key).second)
+          throw DocumentError("", "invalid JSON: key \"" + key + "\" appears twice in one object");
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  }
+
+ private:
+  std::vector<std::set<std::string>> keys_;
+};
+
+std::string describe_position(std::string_view text, size_t byte) {
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return "line " + std::to_string(line) + " column " + std::to_string(column);
+}
+
+}  // namespace
+
+bool is_valid_backend_name(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name.front())) return false;
+  for (char c : name)
+    if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  return true;
+}
+
+bool is_valid_interface_name(std::string_view name) {
+  // The kernel allows more (IFNAMSIZ-1 bytes, anything but '/', ':' and
+  // white space); hostlb accepts the conservative subset every tool prints.
+  if (name.empty() || name.size() > 15 || name == "." || name == "..") return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+State parse_state_document(std::string_view text, const DocumentOptions& options) {
+  json document;
+  try {
+    DuplicateKeyGuard guard;
+    document = json::parse(text.begin(), text.end(), std::ref(guard));
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line..";
+    // keep the part after the library's tag.
+    std::string detail = e.what();
+    if (auto pos = detail.find("] "); pos != std::string::npos) detail = detail.substr(pos + 2);
+    throw DocumentError("", "invalid JSON (" + describe_position(text, e.byte) + "): " + detail);
+  }
+  return state_from_json(document, options);
+}
+
+State state_from_json(const json& document, const DocumentOptions& options) {
+  require_object(document, "", {"version", "backends", "services"});
+  const json& version = required_member(document, "", "version");
+  if (!version.is_number_integer() || version.get<int64_t>() != kStateDocumentVersion)
+    throw DocumentError("version", shown(version) + " is not a supported version (expected " +
+                                       std::to_string(kStateDocumentVersion) + ")");
+
+  State state;
+  std::map<std::string, size_t> names;
+  std::map<MacAddress, size_t> macs;
+  std::map<IpAddress, size_t> addresses;
+  if (const json* backends = optional_member(document, "backends")) {
+    if (!backends->is_array())
+      throw DocumentError("backends", "must be an array, not " + type_name(*backends));
+    for (size_t i = 0; i < backends->size(); ++i) {
+      const auto path = element("backends", i);
+      Backend backend = parse_backend((*backends)[i], path, options);
+      if (auto [it, ok] = names.emplace(backend.name, i); !ok)
+        throw DocumentError(member(path, "name"), "duplicate backend name \"" + backend.name +
+                                                      "\" (also " + element("backends", it->second) +
+                                                      ")");
+      if (auto [it, ok] = macs.emplace(backend.mac, i); !ok)
+        throw DocumentError(member(path, "mac"), "MAC " + backend.mac.str() + " is already used by " +
+                                                     element("backends", it->second));
+      for (const auto* addr : {&backend.ipv4, &backend.ipv6}) {
+        if (!*addr) continue;
+        if (auto [it, ok] = addresses.emplace(**addr, i); !ok)
+          throw DocumentError(member(path, (*addr)->is_v4() ? "ipv4" : "ipv6"),
+                              "address " + (*addr)->str() + " is already used by " +
+                                  element("backends", it->second));
+      }
+      state.backends.push_back(std::move(backend));
+    }
+  }
+
+  std::map<ServiceKey, size_t> keys;
+  if (const json* services = optional_member(document, "services")) {
+    if (!services->is_array())
+      throw DocumentError("services", "must be an array, not " + type_name(*services));
+    for (size_t i = 0; i < services->size(); ++i) {
+      const auto path = element("services", i);
+      Service service = parse_service((*services)[i], path, state);
+      if (auto [it, ok] = keys.emplace(service.key, i); !ok)
+        throw DocumentError(path, "duplicate service " + service.key.str() + " (also " +
+                                      element("services", it->second) + ")");
+      state.services.push_back(std::move(service));
+    }
+  }
+  return state;
+}
+
+nlohmann::ordered_json state_to_json(const State& state) {
+  using json = nlohmann::ordered_json;
+  json backends = json::array();
+  for (const auto& backend : state.backends) {
+    json object = {{"name", backend.name}, {"mac", backend.mac.str()}};
+    if (backend.ipv4) object["ipv4"] = backend.ipv4->str();
+    if (backend.ipv6) object["ipv6"] = backend.ipv6->str();
+    object["bridge"] = backend.bridge;
+    backends.push_back(std::move(object));
+  }
+  json services = json::array();
+  for (const auto& service : state.services) {
+    json refs = json::array();
+    for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
+    services.push_back({{"vip", service.key.vip.str()},
+                        {"port", service.key.port},
+                        {"protocol", protocol_name(service.key.protocol)},
+                        {"backends", std::move(refs)}});
+  }
+  return {{"version", kStateDocumentVersion},
+          {"backends", std::move(backends)},
+          {"services", std::move(services)}};
+}
+
+}  // namespace hostlb
