@@ -1,5 +1,6 @@
 #include "hostlb/policies/state_document.h"
 
+#include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -205,17 +206,21 @@ class DuplicateKeyGuard {
   std::vector<std::set<std::string>> keys_;
 };
 
-std::string describe_position(std::string_view text, size_t byte) {
-  size_t line = 1, column = 1;
-  for (size_t i = 0; i < byte && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      column = 1;
+// Parser messages quote the input they stopped at; bytes that are not
+// printable ASCII are shown as \xNN so that the message is always safe to
+// print and log.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
     } else {
-      ++column;
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
     }
   }
-  return "line " + std::to_string(line) + " column " + std::to_string(column);
+  return out;
 }
 
 }  // namespace
@@ -249,11 +254,11 @@ State parse_state_document(std::string_view text, const DocumentOptions& options
     DuplicateKeyGuard guard;
     document = json::parse(text.begin(), text.end(), std::ref(guard));
   } catch (const json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line..";
-    // keep the part after the library's tag.
+    // e.what() is "[json.exception.parse_error.101] parse error at line
+    // 1, column 2: ..."; keep the part after the library's tag.
     std::string detail = e.what();
     if (auto pos = detail.find("] "); pos != std::string::npos) detail = detail.substr(pos + 2);
-    throw DocumentError("", "invalid JSON (" + describe_position(text, e.byte) + "): " + detail);
+    throw DocumentError("", "invalid JSON: " + printable(detail));
   }
   return state_from_json(document, options);
 }

@@ -1,0 +1,308 @@
+// The datapath on the real kernel: namespaces, a Linux bridge with
+// br_netfilter, hostlbd in the hypervisor namespace, real TCP and UDP.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <regex>
+#include <thread>
+
+#include "lab.h"
+
+namespace hostlb::lab {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kVip10 = "203.0.113.10";
+const std::string kVip20 = "203.0.113.20";
+const std::string kVip6 = "2001:db8:f00::10";
+
+std::string backend_json(const VmInfo& vm, const std::string& name) {
+  return R"({"name":")" + name + R"(","mac":")" + vm.mac + R"(","ipv4":")" + vm.ipv4 +
+         R"(","ipv6":")" + vm.ipv6 + R"(","bridge":"br0"})";
+}
+
+std::string service_json(const std::string& vip, int port, const std::string& proto,
+                         const std::vector<std::pair<std::string, int>>& backends) {
+  std::string refs;
+  for (const auto& [name, p] : backends) {
+    if (!refs.empty()) refs += ",";
+    refs += R"({"name":")" + name + R"(","port":)" + std::to_string(p) + "}";
+  }
+  return R"({"vip":")" + vip + R"(","port":)" + std::to_string(port) + R"(,"protocol":")" + proto +
+         R"(","backends":[)" + refs + "]}";
+}
+
+std::string document(const std::vector<std::string>& services) {
+  std::string joined;
+  for (const auto& s : services) joined += (joined.empty() ? "" : ",") + s;
+  return R"({"version":1,"backends":[)" + backend_json(kVm1, "web-1") + "," +
+         backend_json(kVm2, "web-2") + R"(],"services":[)" + joined + "]}";
+}
+
+class DatapathTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Hostlbd> start_hostlbd(const std::string& doc,
+                                         std::vector<std::string> extra = {}) {
+    const std::string config = write_lab_file(lab_, "config.json", doc);
+    std::vector<std::string> args = {"--config", config, "--state-dir", lab_.dir() + "/state",
+                                     "--socket", lab_.dir() + "/hostlbd.sock", "--log-level",
+                                     "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto daemon = std::make_unique<Hostlbd>(lab_, args);
+    EXPECT_TRUE(daemon->start()) << daemon->log();
+    return daemon;
+  }
+
+  std::string ruleset() { return lab_.in("hv", "nft list ruleset").output; }
+  std::string conntrack(const std::string& filter) {
+    return lab_.in("hv", "conntrack -L " + filter).output;
+  }
+
+  Lab lab_;
+};
+
+// Extracts "key=value" fields of the first conntrack line containing `needle`.
+std::string ct_field(const std::string& listing, const std::string& needle, const std::string& key,
+                     int occurrence = 0) {
+  std::istringstream lines(listing);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.find(needle) == std::string::npos) continue;
+    size_t pos = 0;
+    for (int i = 0; i <= occurrence; ++i) {
+      pos = line.find(" " + key + "=", pos);
+      if (pos == std::string::npos) return "";
+      pos += key.size() + 2;
+    }
+    return line.substr(pos, line.find(' ', pos) - pos);
+  }
+  return "";
+}
+
+TEST_F(DatapathTest, TcpAndUdpToVipReachTheBackendAndRepliesComeFromTheVip) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm1_dns(lab_, "vm1", 5353);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip10, 53, "udp", {{"web-1", 5353}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+
+  TcpClient tcp(lab_, "c1", kVip10, 80);
+  EXPECT_EQ(tcp.peer(), kVip10 + ":80");
+  const std::string banner = tcp.read_line();
+  EXPECT_EQ(banner, "vm1 local=198.18.1.11:8080 peer=" + tcp.local());
+
+  const std::string reply = udp_exchange(lab_, "c1", kVip10, 53);
+  EXPECT_TRUE(reply.rfind("vm1 local=0.0.0.0:5353 peer=198.18.0.1:", 0) == 0)
+      << "no reply from " << kVip10 << ":53 on a connected socket: '" << reply << "'";
+
+  // conntrack holds the NAT binding, marked with a binding identity.
+  const std::string port = std::to_string(tcp.local_port());
+  const std::string ct = conntrack("-p tcp --sport " + port);
+  EXPECT_EQ(ct_field(ct, "dport=80", "src", 1), kVm1.ipv4) << ct;
+  EXPECT_EQ(ct_field(ct, "dport=80", "sport", 1), "8080") << ct;
+  const auto mark = std::stoul(ct_field(ct, "dport=80", "mark"));
+  EXPECT_NE(mark & 0xfffff000u, 0u) << ct;
+  EXPECT_EQ(ct_field(conntrack("-p udp --dport 53"), "dport=53", "src", 1), kVm1.ipv4);
+}
+
+TEST_F(DatapathTest, OneBackendOnTwoVipsAnswersFromTheVipEachClientUsed) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip20, 80, "tcp", {{"web-1", 8080}})}));
+  for (const char* client : {"c1", "c2"})
+    for (const auto& vip : {kVip10, kVip20}) lab_.gateway(client, vip, kVm1.mac);
+
+  TcpClient a(lab_, "c1", kVip10, 80);
+  TcpClient b(lab_, "c2", kVip20, 80);
+  EXPECT_EQ(a.peer(), kVip10 + ":80");
+  EXPECT_EQ(b.peer(), kVip20 + ":80");
+  EXPECT_EQ(a.read_line(), "vm1 local=198.18.1.11:8080 peer=" + a.local());
+  EXPECT_EQ(b.read_line(), "vm1 local=198.18.1.11:8080 peer=" + b.local());
+
+  // The same client address and port to both VIPs at once: both tuples map
+  // to the same backend socket pair, so conntrack must keep them apart.
+  TcpClient same1(lab_, "c1", kVip10, 80, 3s, kClient1V4, 40000);
+  TcpClient same2(lab_, "c1", kVip20, 80, 3s, kClient1V4, 40000);
+  EXPECT_EQ(same1.local(), std::string(kClient1V4) + ":40000");
+  EXPECT_EQ(same2.local(), std::string(kClient1V4) + ":40000");
+  EXPECT_EQ(same1.peer(), kVip10 + ":80");
+  EXPECT_EQ(same2.peer(), kVip20 + ":80");
+  EXPECT_TRUE(same1.read_line().rfind("vm1 local=198.18.1.11:8080", 0) == 0);
+  EXPECT_TRUE(same2.read_line().rfind("vm1 local=198.18.1.11:8080", 0) == 0);
+  for (TcpClient* c : {&same1, &same2}) {
+    c->send_all(std::string(1000, 'x'));
+    c->shutdown_write();
+    EXPECT_EQ(c->read_line(), "bytes=1000");
+  }
+}
+
+TEST_F(DatapathTest, TwoBackendsOfOneVipTheFrameGoesToTheMacItCarries) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm2(lab_, "vm2", 8080);
+  auto daemon = start_hostlbd(
+      document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}, {"web-2", 8080}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  lab_.gateway("c2", kVip10, kVm2.mac);
+  for (int i = 0; i < 3; ++i) {
+    TcpClient to1(lab_, "c1", kVip10, 80);
+    TcpClient to2(lab_, "c2", kVip10, 80);
+    EXPECT_EQ(to1.read_line(), "vm1 local=198.18.1.11:8080 peer=" + to1.local());
+    EXPECT_EQ(to2.read_line(), "vm2 local=198.18.1.12:8080 peer=" + to2.local());
+    EXPECT_EQ(to1.peer(), kVip10 + ":80");
+    EXPECT_EQ(to2.peer(), kVip10 + ":80");
+  }
+}
+
+TEST_F(DatapathTest, Ipv6Vip) {
+  BackendServer vm1(lab_, "vm1", 8443, /*ipv6=*/true);
+  auto daemon = start_hostlbd(document({service_json(kVip6, 443, "tcp", {{"web-1", 8443}}),
+                                        service_json(kVip6, 443, "udp", {{"web-1", 8443}})}));
+  lab_.gateway("c1", kVip6, kVm1.mac);
+  TcpClient tcp(lab_, "c1", kVip6, 443);
+  EXPECT_EQ(tcp.peer(), "[" + kVip6 + "]:443");
+  EXPECT_EQ(tcp.read_line(), "vm1 local=[2001:db8:1::11]:8443 peer=" + tcp.local());
+  const std::string reply = udp_exchange(lab_, "c1", kVip6, 443);
+  EXPECT_TRUE(reply.rfind("vm1 local=[::]:8443 peer=[2001:db8::1]:", 0) == 0) << reply;
+}
+
+TEST_F(DatapathTest, UnservedPortIsNotDnatedAndBackendIpTrafficIsUntouched) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm1_other(lab_, "vm1", 81);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+
+  // VIP:81 is not a service: the frame reaches vm1 unchanged, and vm1 does
+  // not own the VIP, so nothing answers (even though vm1 listens on 81).
+  EXPECT_THROW(TcpClient(lab_, "c1", kVip10, 81, 1500ms), std::runtime_error);
+  const std::string ct81 = conntrack("-p tcp --dport 81");
+  EXPECT_EQ(ct_field(ct81, "dport=81", "src", 1), kVip10) << "not DNATed: " << ct81;
+
+  // The same for UDP.
+  EXPECT_EQ(udp_exchange(lab_, "c1", kVip10, 81, 1000ms), "");
+
+  // The backend's own address works as if hostlb were not there.
+  TcpClient direct(lab_, "c1", kVm1.ipv4, 8080);
+  EXPECT_EQ(direct.read_line(), "vm1 local=198.18.1.11:8080 peer=" + direct.local());
+  const std::string ct = conntrack("-p tcp --sport " + std::to_string(direct.local_port()));
+  EXPECT_EQ(ct_field(ct, "dport=8080", "src", 1), kVm1.ipv4) << ct;
+  EXPECT_EQ(ct_field(ct, "dport=8080", "mark"), "0") << ct;
+}
+
+TEST_F(DatapathTest, SigtermDuringATransferThenRestartTheTransferCompletes) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  const std::string doc = document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})});
+  auto daemon = start_hostlbd(doc);
+  lab_.gateway("c1", kVip10, kVm1.mac);
+
+  TcpClient client(lab_, "c1", kVip10, 80);
+  ASSERT_EQ(client.read_line(), "vm1 local=198.18.1.11:8080 peer=" + client.local());
+  const std::string sport = std::to_string(client.local_port());
+  const std::string id_before = ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
+  ASSERT_FALSE(id_before.empty());
+
+  constexpr int kChunks = 120;
+  const std::string chunk(64 * 1024, 'd');
+  std::atomic<int> sent{0};
+  std::thread sender([&] {
+    for (int i = 0; i < kChunks; ++i) {  // ~7.5 MB over ~3 s
+      client.send_all(chunk);
+      sent = i + 1;
+      std::this_thread::sleep_for(25ms);
+    }
+    client.shutdown_write();
+  });
+
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
+  EXPECT_NE(daemon->log().find("SIGTERM received, exiting; the datapath stays in place"),
+            std::string::npos);
+  EXPECT_NE(ruleset().find("table inet hostlb"), std::string::npos) << "datapath left in place";
+  std::this_thread::sleep_for(300ms);
+  auto restarted = start_hostlbd(doc);
+  sender.join();
+
+  EXPECT_EQ(client.read_line(10s), "bytes=" + std::to_string(kChunks * chunk.size()));
+  const std::string id_after = ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
+  EXPECT_EQ(id_after, id_before) << "the conntrack entry was replaced (flushed)";
+  EXPECT_GT(sent.load(), 0);
+}
+
+TEST_F(DatapathTest, RefusedDocumentLeavesTheKernelByteForByteUnchanged) {
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  const std::string before = ruleset();
+  const std::string routes_before = lab_.in("hv", "ip route; ip -6 route; ip neigh").output;
+  ASSERT_NE(before.find("203.0.113.10 . tcp . 80"), std::string::npos);
+
+  struct Case {
+    std::string doc;
+    int exit_code;
+    std::string message;
+  };
+  const std::string bad_mac = std::regex_replace(
+      document({service_json(kVip20, 80, "tcp", {{"web-1", 8080}})}), std::regex("02:00:00:00:01:11"),
+      "02:00:00:00:01:zz");
+  const std::string bad_bridge =
+      std::regex_replace(document({}), std::regex("\"br0\""), "\"br-missing\"");
+  for (const Case& c : {
+           Case{bad_mac, 2, "backends[0].mac: \"02:00:00:00:01:zz\" is not a MAC address"},
+           Case{"{\"version\":1,", 2, "invalid JSON: parse error at line 1, column 14"},
+           Case{document({service_json(kVip10, 0, "tcp", {})}), 2,
+                "services[0].port: 0 is not a port (1-65535)"},
+           Case{bad_bridge, 1, "bridge br-missing does not exist on this host"},
+       }) {
+    const std::string config = write_lab_file(lab_, "bad.json", c.doc);
+    Hostlbd refused(lab_, {"--config", config, "--state-dir", lab_.dir() + "/state"});
+    const auto result = refused.run_to_exit();
+    EXPECT_EQ(result.exit_code, c.exit_code) << result.output;
+    EXPECT_NE(result.output.find(c.message), std::string::npos) << result.output;
+    EXPECT_EQ(ruleset(), before) << "ruleset changed by a refused document";
+    EXPECT_EQ(lab_.in("hv", "ip route; ip -6 route; ip neigh").output, routes_before);
+  }
+}
+
+TEST_F(DatapathTest, RestartWithoutConfigRestoresThePersistedState) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  // As after a reboot: the kernel forgot everything, the state dir did not.
+  ASSERT_EQ(lab_.in("hv", "nft delete table inet hostlb").exit_code, 0);
+  ASSERT_EQ(lab_.in("hv", "ip route flush proto 213").exit_code, 0);
+
+  Hostlbd again(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", lab_.dir() + "/s.sock"});
+  ASSERT_TRUE(again.start()) << again.log();
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  TcpClient client(lab_, "c1", kVip10, 80);
+  EXPECT_EQ(client.read_line(), "vm1 local=198.18.1.11:8080 peer=" + client.local());
+  EXPECT_NE(lab_.in("hv", "ip route show proto 213").output.find("198.18.1.11 dev br0"),
+            std::string::npos);
+}
+
+TEST_F(DatapathTest, CleanupRemovesTheTableRoutesAndNeighbours) {
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  ASSERT_NE(ruleset().find("table inet hostlb"), std::string::npos);
+  Hostlbd cleanup(lab_, {"--cleanup", "--state-dir", lab_.dir() + "/state"});
+  const auto result = cleanup.run_to_exit();
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(ruleset().find("hostlb"), std::string::npos);
+  EXPECT_EQ(lab_.in("hv", "ip route show proto 213; ip -6 route show proto 213").output, "");
+  EXPECT_EQ(lab_.in("hv", "ip neigh show nud permanent").output, "");
+}
+
+TEST_F(DatapathTest, OtherTablesAreLeftAlone) {
+  ASSERT_EQ(lab_.in("hv", "nft add table ip other").exit_code, 0);
+  ASSERT_EQ(lab_.in("hv", "nft add chain ip other c '{ type filter hook forward priority 0; }'").exit_code, 0);
+  ASSERT_EQ(lab_.in("hv", "nft add rule ip other c counter").exit_code, 0);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  Hostlbd cleanup(lab_, {"--cleanup", "--state-dir", lab_.dir() + "/state"});
+  ASSERT_EQ(cleanup.run_to_exit().exit_code, 0);
+  const std::string after = ruleset();
+  EXPECT_NE(after.find("table ip other"), std::string::npos) << after;
+  EXPECT_NE(after.find("counter"), std::string::npos) << after;
+}
+
+}  // namespace
+}  // namespace hostlb::lab

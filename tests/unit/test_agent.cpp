@@ -1,0 +1,186 @@
+// Component tests: the agent's apply path against stateful kernel fakes and
+// a real state directory.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "agent.h"
+#include "fakes/fake_kernel.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+namespace {
+
+using testing::FakeNft;
+using testing::FakeRoutes;
+using testing::FakeSysctls;
+
+State example(const std::string& bridge = "br0") {
+  return parse_state_document(R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":")" +
+                              bridge + R"("}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}]},
+                {"vip":"203.0.113.20","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}]}]})");
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("hostlb-agent-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  struct Daemon {
+    Daemon(FakeNft& nft, FakeRoutes& routes, FakeSysctls& sysctls, const std::string& dir,
+           bool manage_sysctls = true)
+        : store(dir),
+          reconciler(nft, routes, sysctls, {MarkLayout(MarkLayout::kDefaultMask), manage_sysctls}),
+          agent(reconciler, store, MarkLayout(MarkLayout::kDefaultMask)) {
+      agent.load_persisted();
+    }
+    StateStore store;
+    Reconciler reconciler;
+    Agent agent;
+  };
+
+  std::filesystem::path dir_;
+  FakeNft nft_;
+  FakeRoutes routes_;
+  FakeSysctls sysctls_;
+};
+
+TEST_F(AgentTest, AppliesRulesetHostEntriesAndSysctlsThenPersists) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.apply(example());
+  EXPECT_NE(nft_.ruleset.find("02:00:00:00:01:11 . 203.0.113.10 . tcp . 80 : goto bind_1"),
+            std::string::npos);
+  EXPECT_EQ(routes_.routes.size(), 2u);  // IPv4 and IPv6 host routes
+  EXPECT_EQ(routes_.neighbours.size(), 2u);
+  EXPECT_EQ(sysctls_.values["net/ipv4/conf/br0/forwarding"], "1");
+  EXPECT_EQ(sysctls_.values["net/ipv6/conf/br0/forwarding"], "1");
+  EXPECT_EQ(sysctls_.values["net/bridge/bridge-nf-call-ip6tables"], "1");
+  EXPECT_EQ(sysctls_.values["net/ipv4/conf/br1/forwarding"], "0") << "unused bridge untouched";
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "state.json"));
+}
+
+TEST_F(AgentTest, RestartRestoresTheSameRulesetAndIdentities) {
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.apply(example());
+  }
+  const std::string before = nft_.ruleset;
+  FakeNft fresh;
+  Daemon d(fresh, routes_, sysctls_, dir_);
+  ASSERT_TRUE(d.agent.has_persisted());
+  d.agent.restore();
+  EXPECT_EQ(fresh.ruleset, before);
+}
+
+TEST_F(AgentTest, IdentitiesSurviveARestartWithAChangedConfig) {
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.apply(example());
+  }
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  State changed = example();
+  changed.services.erase(changed.services.begin());  // 203.0.113.10 goes
+  d.agent.apply(changed);
+  // 203.0.113.20 keeps identity 2 although it is now the only binding.
+  EXPECT_NE(nft_.ruleset.find("203.0.113.20 . tcp . 80 : goto bind_2"), std::string::npos)
+      << nft_.ruleset;
+}
+
+TEST_F(AgentTest, MissingBridgeChangesNothing) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  EXPECT_THROW(d.agent.apply(example("br9")), PreconditionError);
+  EXPECT_EQ(nft_.transactions, 0);
+  EXPECT_TRUE(routes_.routes.empty());
+  EXPECT_EQ(sysctls_.writes, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "state.json"));
+}
+
+TEST_F(AgentTest, MissingBrNetfilterIsAPreconditionError) {
+  sysctls_.values.erase("net/bridge/bridge-nf-call-iptables");
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  try {
+    d.agent.apply(example());
+    FAIL();
+  } catch (const PreconditionError& e) {
+    EXPECT_NE(std::string(e.what()).find("br_netfilter is not loaded"), std::string::npos);
+  }
+  EXPECT_EQ(nft_.transactions, 0);
+}
+
+TEST_F(AgentTest, UnmanagedSysctlsAreReportedNotSet) {
+  Daemon d(nft_, routes_, sysctls_, dir_, /*manage_sysctls=*/false);
+  try {
+    d.agent.apply(example());
+    FAIL();
+  } catch (const PreconditionError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "sysctl net.bridge.bridge-nf-call-ip6tables is 0, the datapath needs 1 (bridged "
+              "IPv6 frames must pass the inet hooks for DNAT)");
+  }
+  EXPECT_EQ(sysctls_.writes, 0);
+  EXPECT_EQ(nft_.transactions, 0);
+}
+
+TEST_F(AgentTest, FailedTransactionRollsBackNewHostEntriesAndKeepsOldState) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.apply(example());
+  const std::string ruleset = nft_.ruleset;
+  const auto routes = routes_.routes;
+
+  State more = example();
+  more.backends.push_back(
+      {"web-2", *MacAddress::parse("02:00:00:00:01:12"), IpAddress::parse("198.18.1.12"), {}, "br1"});
+  more.services[0].backends.push_back({"web-2", 8080});
+  nft_.fail_next = true;
+  EXPECT_THROW(d.agent.apply(more), KernelError);
+  EXPECT_EQ(nft_.ruleset, ruleset);
+  EXPECT_EQ(routes_.routes, routes) << "the new backend's route was rolled back";
+  EXPECT_EQ(d.agent.current(), example());
+  EXPECT_EQ(persisted_state_from_text(read_file((dir_ / "state.json").string())).state, example())
+      << "the persisted state is still the last one applied";
+}
+
+TEST_F(AgentTest, RemovedBackendLosesItsHostEntriesAndStaleRoutesGo) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.apply(example());
+  // A route of ours the state does not know about (e.g. a lost state dir).
+  routes_.routes.insert({10, *IpAddress::parse("198.18.9.9")});
+  d.agent.apply(State{});
+  EXPECT_TRUE(routes_.routes.empty());
+  EXPECT_TRUE(routes_.neighbours.empty());
+  EXPECT_EQ(nft_.ruleset.find("goto"), std::string::npos);
+}
+
+TEST_F(AgentTest, CleanupRemovesTableAndHostEntries) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.apply(example());
+  d.agent.cleanup();
+  EXPECT_EQ(nft_.ruleset, "");
+  EXPECT_TRUE(routes_.routes.empty());
+  EXPECT_TRUE(routes_.neighbours.empty());
+  EXPECT_EQ(d.agent.current(), State{});
+}
+
+TEST_F(AgentTest, SecondDaemonOnTheSameStateDirIsRefused) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  EXPECT_THROW(StateStore second(dir_), StoreError);
+}
+
+TEST_F(AgentTest, CorruptStateFileIsAnErrorNotAGuess) {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(dir_ / "state.json") << "{not json";
+  StateStore store(dir_);
+  EXPECT_THROW(store.load(), StoreError);
+}
+
+}  // namespace
+}  // namespace hostlb

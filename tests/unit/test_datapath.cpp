@@ -1,0 +1,141 @@
+#include <gtest/gtest.h>
+
+#include "hostlb/policies/datapath.h"
+#include "hostlb/policies/persisted_state.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+namespace {
+
+State two_backends() {
+  return parse_state_document(R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0"},
+                {"name":"web-2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br1"}],
+    "services":[{"vip":"203.0.113.20","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}]},
+                {"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-2","port":8080},{"name":"web-1","port":8080}]},
+                {"vip":"2001:db8:f00::10","port":443,"protocol":"tcp","backends":[{"name":"web-1","port":8443}]}]})");
+}
+
+TEST(MarkLayout, AcceptsOneRunOfBits) {
+  MarkLayout layout(0xfffff000);
+  EXPECT_EQ(layout.max_id(), 0xfffffu);
+  EXPECT_EQ(layout.mark_for(1), 0x1000u);
+  EXPECT_EQ(layout.id_from_mark(0x00003abc), 3u);
+  EXPECT_EQ(MarkLayout(0x000000ff).max_id(), 255u);
+  EXPECT_EQ(MarkLayout(0xffffffff).max_id(), 0xffffffffu);
+}
+
+TEST(MarkLayout, RejectsEmptyOrSplitMasks) {
+  EXPECT_THROW(MarkLayout(0), std::invalid_argument);
+  EXPECT_THROW(MarkLayout(0xff00ff00), std::invalid_argument);
+  EXPECT_THROW(MarkLayout(0x5), std::invalid_argument);
+}
+
+TEST(CompileDatapath, OneBindingPerServiceAndBackendSortedWithIds) {
+  Datapath dp = compile_datapath(two_backends(), {}, MarkLayout(MarkLayout::kDefaultMask));
+  ASSERT_EQ(dp.bindings.size(), 4u);
+  EXPECT_EQ(dp.bindings[0].key.str(), "203.0.113.10:80/tcp -> web-1");
+  EXPECT_EQ(dp.bindings[1].key.str(), "203.0.113.10:80/tcp -> web-2");
+  EXPECT_EQ(dp.bindings[2].key.str(), "203.0.113.20:80/tcp -> web-1");
+  EXPECT_EQ(dp.bindings[3].key.str(), "[2001:db8:f00::10]:443/tcp -> web-1");
+  EXPECT_EQ(dp.bindings[1].target.str(), "198.18.1.12");
+  EXPECT_EQ(dp.bindings[1].mac.str(), "02:00:00:00:01:12");
+  EXPECT_EQ(dp.bindings[3].target.str(), "2001:db8:1::11");
+  EXPECT_EQ(dp.bindings[3].target_port, 8443);
+  for (size_t i = 0; i < dp.bindings.size(); ++i) EXPECT_EQ(dp.bindings[i].id, i + 1);
+
+  ASSERT_EQ(dp.hosts.size(), 3u);
+  EXPECT_EQ(dp.bridges, (std::vector<std::string>{"br0", "br1"}));
+}
+
+TEST(CompileDatapath, KeepsIdentitiesAcrossChangesAndReusesFreedOnes) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  State state = two_backends();
+  Datapath first = compile_datapath(state, {}, marks);
+
+  // Drop web-2 from 203.0.113.10 and add a new service: the survivors keep
+  // their identities, the newcomer takes the freed one.
+  state.services[1].backends = {{"web-1", 8080}};
+  state.services.push_back({*parse_service_key("203.0.113.30:80/udp"), {{"web-2", 53}}});
+  Datapath second = compile_datapath(state, first.ids(), marks);
+  auto id_of = [&](const Datapath& dp, const std::string& key) {
+    for (const auto& b : dp.bindings)
+      if (b.key.str() == key) return b.id;
+    return 0u;
+  };
+  for (const char* key : {"203.0.113.10:80/tcp -> web-1", "203.0.113.20:80/tcp -> web-1",
+                          "[2001:db8:f00::10]:443/tcp -> web-1"})
+    EXPECT_EQ(id_of(second, key), id_of(first, key)) << key;
+  EXPECT_EQ(id_of(second, "203.0.113.30:80/udp -> web-2"), id_of(first, "203.0.113.10:80/tcp -> web-2"));
+}
+
+TEST(CompileDatapath, RefusesMoreBindingsThanTheMaskCanNumber) {
+  State state = two_backends();
+  EXPECT_THROW(compile_datapath(state, {}, MarkLayout(0x3)), IdSpaceExhausted);
+  EXPECT_NO_THROW(compile_datapath(state, {}, MarkLayout(0x7)));
+}
+
+TEST(CompileDatapath, IgnoresPersistedIdsOutsideTheMaskOrTakenTwice) {
+  State state = two_backends();
+  BindingIds bogus;
+  Datapath plain = compile_datapath(state, {}, MarkLayout(0x7));
+  bogus[plain.bindings[0].key] = 100;  // outside a 3-bit mask
+  bogus[plain.bindings[1].key] = 2;
+  bogus[plain.bindings[2].key] = 2;  // duplicate
+  Datapath dp = compile_datapath(state, bogus, MarkLayout(0x7));
+  std::set<uint32_t> ids;
+  for (const auto& b : dp.bindings) {
+    EXPECT_GE(b.id, 1u);
+    EXPECT_LE(b.id, 7u);
+    ids.insert(b.id);
+  }
+  EXPECT_EQ(ids.size(), dp.bindings.size());
+  EXPECT_EQ(dp.bindings[1].id, 2u);
+}
+
+TEST(DiffDatapath, ReportsAddedRemovedAndChanged) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  State state = two_backends();
+  Datapath before = compile_datapath(state, {}, marks);
+  EXPECT_TRUE(diff_datapath(before, before).empty());
+
+  state.services[0].backends[0].port = 9090;            // changed target port
+  state.backends[1].ipv4 = *IpAddress::parse("198.18.1.13");  // web-2 moves
+  Datapath after = compile_datapath(state, before.ids(), marks);
+  DatapathDiff diff = diff_datapath(before, after);
+  ASSERT_EQ(diff.bindings_removed.size(), 2u);
+  ASSERT_EQ(diff.bindings_added.size(), 2u);
+  EXPECT_EQ(diff.bindings_added[0].key.str(), "203.0.113.10:80/tcp -> web-2");
+  EXPECT_EQ(diff.bindings_added[0].target.str(), "198.18.1.13");
+  EXPECT_EQ(diff.bindings_added[1].target_port, 9090);
+  ASSERT_EQ(diff.hosts_removed.size(), 1u);
+  EXPECT_EQ(diff.hosts_removed[0].address.str(), "198.18.1.12");
+  ASSERT_EQ(diff.hosts_added.size(), 1u);
+  EXPECT_EQ(diff.hosts_added[0].address.str(), "198.18.1.13");
+}
+
+TEST(PersistedState, RoundTripsStateAndIds) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  PersistedState persisted{two_backends(), compile_datapath(two_backends(), {}, marks).ids()};
+  PersistedState back = persisted_state_from_text(persisted_state_to_text(persisted));
+  EXPECT_EQ(back.state, persisted.state);
+  EXPECT_EQ(back.ids, persisted.ids);
+}
+
+TEST(PersistedState, RejectsForeignOrCorruptFiles) {
+  EXPECT_THROW(persisted_state_from_text("garbage"), DocumentError);
+  EXPECT_THROW(persisted_state_from_text(R"({"version":1})"), DocumentError);
+  EXPECT_THROW(persisted_state_from_text(
+                   R"({"format":"hostlbd-state","version":1,"desired":{"version":1},"binding_ids":[{"service":"x","backend":"a","id":1}]})"),
+               DocumentError);
+  try {
+    persisted_state_from_text(
+        R"({"format":"hostlbd-state","version":1,"desired":{"version":1,"backends":[{"name":"a"}]}})");
+    FAIL();
+  } catch (const DocumentError& e) {
+    EXPECT_EQ(e.path(), "desired.backends[0].mac");
+  }
+}
+
+}  // namespace
+}  // namespace hostlb
