@@ -214,7 +214,8 @@ int main(int argc, char** argv) {
       "local connections: conntrack is committed and the VIP is DNATed to the backend.",
       "hostlbd"};
   Flags flags;
-  app.add_option("-c,--config", flags.config, "State document (JSON) to apply at start and on SIGHUP")
+  app.add_option("-c,--config", flags.config,
+                 "State document (JSON) to apply at start and on SIGHUP")
       ->check(CLI::ExistingFile);
   app.add_option("--socket", flags.socket, "Control socket path")->capture_default_str();
   app.add_option("--state-dir", flags.state_dir, "Directory for persisted state")

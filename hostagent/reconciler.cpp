@@ -19,8 +19,9 @@ void Reconciler::check_sysctls(const Datapath& desired) {
     const auto current = sysctls_.read(req.key);
     if (!current) {
       if (req.key.rfind("net/bridge/", 0) == 0)
-        throw PreconditionError("sysctl " + sysctl_display_name(req.key) +
-                                " does not exist: br_netfilter is not loaded (modprobe br_netfilter)");
+        throw PreconditionError(
+            "sysctl " + sysctl_display_name(req.key) +
+            " does not exist: br_netfilter is not loaded (modprobe br_netfilter)");
       throw PreconditionError("sysctl " + sysctl_display_name(req.key) + " does not exist");
     }
     if (*current == req.value) continue;

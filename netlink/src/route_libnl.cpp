@@ -84,9 +84,8 @@ class LibnlRouteTable final : public RouteTable {
   }
 
   void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) override {
-    const std::string what =
-        "installing neighbour " + address.str() + " lladdr " + mac.str() + " on " +
-        link_name(ifindex);
+    const std::string what = "installing neighbour " + address.str() + " lladdr " + mac.str() +
+                             " on " + link_name(ifindex);
     auto neigh = neighbour(ifindex, address, what);
     AddrPtr lladdr(nl_addr_build(AF_LLC, mac.bytes().data(), mac.bytes().size()));
     if (!lladdr) throw KernelError(what, "out of memory");
@@ -117,8 +116,7 @@ class LibnlRouteTable final : public RouteTable {
         if (rtnl_route_get_table(route) != RT_TABLE_MAIN) continue;
         if (rtnl_route_get_nnexthops(route) < 1) continue;
         const nl_addr* dst = rtnl_route_get_dst(route);
-        if (!dst || nl_addr_get_prefixlen(dst) != nl_addr_get_len(dst) * 8)
-          continue;
+        if (!dst || nl_addr_get_prefixlen(dst) != nl_addr_get_len(dst) * 8) continue;
         InstalledRoute entry;
         entry.ifindex = rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0));
         entry.address = from_nl_addr(dst);

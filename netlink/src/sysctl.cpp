@@ -26,7 +26,8 @@ class ProcfsSysctls final : public Sysctls {
     const ssize_t n = ::read(fd, buf, sizeof buf - 1);
     const int saved = errno;
     ::close(fd);
-    if (n < 0) throw KernelError("reading sysctl " + sysctl_display_name(key), std::strerror(saved));
+    if (n < 0)
+      throw KernelError("reading sysctl " + sysctl_display_name(key), std::strerror(saved));
     std::string value(buf, static_cast<size_t>(n));
     while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) value.pop_back();
     return value;
@@ -35,7 +36,9 @@ class ProcfsSysctls final : public Sysctls {
   void write(const std::string& key, const std::string& value) override {
     const std::string path = path_of(key);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) throw KernelError("setting sysctl " + sysctl_display_name(key) + "=" + value, std::strerror(errno));
+    if (fd < 0)
+      throw KernelError("setting sysctl " + sysctl_display_name(key) + "=" + value,
+                        std::strerror(errno));
     const std::string line = value + "\n";
     const ssize_t n = ::write(fd, line.data(), line.size());
     const int saved = errno;
@@ -46,9 +49,7 @@ class ProcfsSysctls final : public Sysctls {
   }
 
  private:
-  std::string path_of(const std::string& key) const {
-    return root_ + "/" + key;
-  }
+  std::string path_of(const std::string& key) const { return root_ + "/" + key; }
 
   std::string root_;
 };

@@ -79,16 +79,16 @@ std::optional<IpAddress> IpAddress::parse(std::string_view text) {
 bool IpAddress::is_usable_unicast() const {
   const auto& b = bytes_;
   if (is_v4()) {
-    if (b[0] == 0) return false;                            // 0.0.0.0/8
-    if (b[0] == 127) return false;                          // loopback
-    if (b[0] >= 224) return false;                          // multicast, reserved, broadcast
-    if (b[0] == 169 && b[1] == 254) return false;           // link-local
+    if (b[0] == 0) return false;                   // 0.0.0.0/8
+    if (b[0] == 127) return false;                 // loopback
+    if (b[0] >= 224) return false;                 // multicast, reserved, broadcast
+    if (b[0] == 169 && b[1] == 254) return false;  // link-local
     return true;
   }
   bool all_zero = true;
   for (size_t i = 0; i < 16; ++i)
     if (b[i] != 0) all_zero = false;
-  if (all_zero) return false;                               // ::
+  if (all_zero) return false;  // ::
   bool loopback = b[15] == 1;
   for (size_t i = 0; i < 15 && loopback; ++i)
     if (b[i] != 0) loopback = false;
@@ -109,8 +109,6 @@ std::string IpAddress::str() const {
   return buf;
 }
 
-std::string_view family_name(IpFamily family) {
-  return family == IpFamily::kV4 ? "IPv4" : "IPv6";
-}
+std::string_view family_name(IpFamily family) { return family == IpFamily::kV4 ? "IPv4" : "IPv6"; }
 
 }  // namespace hostlb

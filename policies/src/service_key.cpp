@@ -32,7 +32,8 @@ std::optional<ServiceKey> parse_service_key(std::string_view text, std::string* 
     return std::nullopt;
   };
   const size_t slash = text.rfind('/');
-  if (slash == std::string_view::npos) return fail("expected VIP:PORT/PROTO (missing /tcp or /udp)");
+  if (slash == std::string_view::npos)
+    return fail("expected VIP:PORT/PROTO (missing /tcp or /udp)");
   const auto protocol = parse_protocol(text.substr(slash + 1));
   if (!protocol) return fail("protocol must be tcp or udp");
   std::string_view host_port = text.substr(0, slash);
@@ -59,7 +60,8 @@ std::optional<ServiceKey> parse_service_key(std::string_view text, std::string* 
   key.protocol = *protocol;
   const auto vip = host_port.front() == '[' ? IpAddress::parse_v6(host) : IpAddress::parse_v4(host);
   if (!vip) return fail("\"" + std::string(host) + "\" is not an IP address");
-  if (!vip->is_usable_unicast()) return fail(vip->str() + " cannot be a VIP (not a unicast address)");
+  if (!vip->is_usable_unicast())
+    return fail(vip->str() + " cannot be a VIP (not a unicast address)");
   key.vip = *vip;
 
   unsigned value = 0;

@@ -41,7 +41,8 @@ std::string element(const std::string& path, size_t index) {
 void require_object(const json& value, const std::string& path,
                     std::initializer_list<std::string_view> allowed) {
   if (!value.is_object())
-    throw DocumentError(path.empty() ? "document" : path, "must be an object, not " + type_name(value));
+    throw DocumentError(path.empty() ? "document" : path,
+                        "must be an object, not " + type_name(value));
   for (const auto& [key, unused] : value.items()) {
     bool known = false;
     for (auto name : allowed) known = known || key == name;
@@ -79,8 +80,8 @@ IpAddress parse_host_address(const json& value, const std::string& path, IpFamil
   const std::string& text = require_string(value, path);
   auto addr = family == IpFamily::kV4 ? IpAddress::parse_v4(text) : IpAddress::parse_v6(text);
   if (!addr)
-    throw DocumentError(path, shown(value) + " is not an " + std::string(family_name(family)) +
-                                  " address");
+    throw DocumentError(
+        path, shown(value) + " is not an " + std::string(family_name(family)) + " address");
   if (!addr->is_usable_unicast())
     throw DocumentError(path, addr->str() + " is not a usable unicast address");
   return *addr;
@@ -154,7 +155,8 @@ Service parse_service(const json& value, const std::string& path, const State& s
   const auto refs_path = member(path, "backends");
   const json* refs = optional_member(value, "backends");
   if (refs == nullptr) return service;
-  if (!refs->is_array()) throw DocumentError(refs_path, "must be an array, not " + type_name(*refs));
+  if (!refs->is_array())
+    throw DocumentError(refs_path, "must be an array, not " + type_name(*refs));
   std::map<std::string, size_t> seen;
   for (size_t i = 0; i < refs->size(); ++i) {
     const auto ref_path = element(refs_path, i);
@@ -282,11 +284,12 @@ State state_from_json(const json& document, const DocumentOptions& options) {
       Backend backend = parse_backend((*backends)[i], path, options);
       if (auto [it, ok] = names.emplace(backend.name, i); !ok)
         throw DocumentError(member(path, "name"), "duplicate backend name \"" + backend.name +
-                                                      "\" (also " + element("backends", it->second) +
-                                                      ")");
+                                                      "\" (also " +
+                                                      element("backends", it->second) + ")");
       if (auto [it, ok] = macs.emplace(backend.mac, i); !ok)
-        throw DocumentError(member(path, "mac"), "MAC " + backend.mac.str() + " is already used by " +
-                                                     element("backends", it->second));
+        throw DocumentError(
+            member(path, "mac"),
+            "MAC " + backend.mac.str() + " is already used by " + element("backends", it->second));
       for (const auto* addr : {&backend.ipv4, &backend.ipv6}) {
         if (!*addr) continue;
         if (auto [it, ok] = addresses.emplace(**addr, i); !ok)
@@ -327,7 +330,8 @@ nlohmann::ordered_json state_to_json(const State& state) {
   json services = json::array();
   for (const auto& service : state.services) {
     json refs = json::array();
-    for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
+    for (const auto& ref : service.backends)
+      refs.push_back({{"name", ref.name}, {"port", ref.port}});
     services.push_back({{"vip", service.key.vip.str()},
                         {"port", service.key.port},
                         {"protocol", protocol_name(service.key.protocol)},

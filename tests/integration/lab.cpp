@@ -119,7 +119,8 @@ std::string endpoint_of(const void* addr) {
 }
 
 Lab::Lab() {
-  if (::geteuid() != 0) throw std::runtime_error("integration tests need root (network namespaces)");
+  if (::geteuid() != 0)
+    throw std::runtime_error("integration tests need root (network namespaces)");
   prefix_ = "hlt" + std::to_string(::getpid());
   dir_ = "/tmp/" + prefix_;
   sh("rm -rf " + dir_);
@@ -235,7 +236,8 @@ void BackendServer::udp_loop() {
     if (n < 0) continue;
     // The local address of an unconnected UDP socket is the wildcard; the
     // port is what shows the DNAT reached it.
-    const std::string reply = name_ + " local=" + endpoint_of(&local) + " peer=" + endpoint_of(&peer);
+    const std::string reply =
+        name_ + " local=" + endpoint_of(&local) + " peer=" + endpoint_of(&peer);
     ::sendto(udp_fd_, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&peer), peer_len);
   }
 }
@@ -349,7 +351,8 @@ std::string write_lab_file(const Lab& lab, const std::string& name, const std::s
   return path;
 }
 
-Hostlbd::Hostlbd(const Lab& lab, std::vector<std::string> args) : lab_(lab), args_(std::move(args)) {
+Hostlbd::Hostlbd(const Lab& lab, std::vector<std::string> args)
+    : lab_(lab), args_(std::move(args)) {
   static int counter = 0;
   ++counter;
   log_path_ = lab.dir() + "/hostlbd-" + std::to_string(counter) + ".log";

@@ -45,9 +45,10 @@ class DatapathTest : public ::testing::Test {
   std::unique_ptr<Hostlbd> start_hostlbd(const std::string& doc,
                                          std::vector<std::string> extra = {}) {
     const std::string config = write_lab_file(lab_, "config.json", doc);
-    std::vector<std::string> args = {"--config", config, "--state-dir", lab_.dir() + "/state",
-                                     "--socket", lab_.dir() + "/hostlbd.sock", "--log-level",
-                                     "debug"};
+    std::vector<std::string> args = {"--config",    config,
+                                     "--state-dir", lab_.dir() + "/state",
+                                     "--socket",    lab_.dir() + "/hostlbd.sock",
+                                     "--log-level", "debug"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto daemon = std::make_unique<Hostlbd>(lab_, args);
     EXPECT_TRUE(daemon->start()) << daemon->log();
@@ -198,7 +199,8 @@ TEST_F(DatapathTest, SigtermDuringATransferThenRestartTheTransferCompletes) {
   TcpClient client(lab_, "c1", kVip10, 80);
   ASSERT_EQ(client.read_line(), "vm1 local=198.18.1.11:8080 peer=" + client.local());
   const std::string sport = std::to_string(client.local_port());
-  const std::string id_before = ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
+  const std::string id_before =
+      ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
   ASSERT_FALSE(id_before.empty());
 
   constexpr int kChunks = 120;
@@ -223,7 +225,8 @@ TEST_F(DatapathTest, SigtermDuringATransferThenRestartTheTransferCompletes) {
   sender.join();
 
   EXPECT_EQ(client.read_line(10s), "bytes=" + std::to_string(kChunks * chunk.size()));
-  const std::string id_after = ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
+  const std::string id_after =
+      ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
   EXPECT_EQ(id_after, id_before) << "the conntrack entry was replaced (flushed)";
   EXPECT_GT(sent.load(), 0);
 }
@@ -240,9 +243,9 @@ TEST_F(DatapathTest, RefusedDocumentLeavesTheKernelByteForByteUnchanged) {
     int exit_code;
     std::string message;
   };
-  const std::string bad_mac = std::regex_replace(
-      document({service_json(kVip20, 80, "tcp", {{"web-1", 8080}})}), std::regex("02:00:00:00:01:11"),
-      "02:00:00:00:01:zz");
+  const std::string bad_mac =
+      std::regex_replace(document({service_json(kVip20, 80, "tcp", {{"web-1", 8080}})}),
+                         std::regex("02:00:00:00:01:11"), "02:00:00:00:01:zz");
   const std::string bad_bridge =
       std::regex_replace(document({}), std::regex("\"br0\""), "\"br-missing\"");
   for (const Case& c : {
@@ -293,7 +296,9 @@ TEST_F(DatapathTest, CleanupRemovesTheTableRoutesAndNeighbours) {
 
 TEST_F(DatapathTest, OtherTablesAreLeftAlone) {
   ASSERT_EQ(lab_.in("hv", "nft add table ip other").exit_code, 0);
-  ASSERT_EQ(lab_.in("hv", "nft add chain ip other c '{ type filter hook forward priority 0; }'").exit_code, 0);
+  ASSERT_EQ(lab_.in("hv", "nft add chain ip other c '{ type filter hook forward priority 0; }'")
+                .exit_code,
+            0);
   ASSERT_EQ(lab_.in("hv", "nft add rule ip other c counter").exit_code, 0);
   auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
   ASSERT_EQ(daemon->stop(SIGTERM), 0);

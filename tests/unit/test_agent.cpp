@@ -137,8 +137,11 @@ TEST_F(AgentTest, FailedTransactionRollsBackNewHostEntriesAndKeepsOldState) {
   const auto routes = routes_.routes;
 
   State more = example();
-  more.backends.push_back(
-      {"web-2", *MacAddress::parse("02:00:00:00:01:12"), IpAddress::parse("198.18.1.12"), {}, "br1"});
+  more.backends.push_back({"web-2",
+                           *MacAddress::parse("02:00:00:00:01:12"),
+                           IpAddress::parse("198.18.1.12"),
+                           {},
+                           "br1"});
   more.services[0].backends.push_back({"web-2", 8080});
   nft_.fail_next = true;
   EXPECT_THROW(d.agent.apply(more), KernelError);

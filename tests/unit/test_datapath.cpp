@@ -66,7 +66,8 @@ TEST(CompileDatapath, KeepsIdentitiesAcrossChangesAndReusesFreedOnes) {
   for (const char* key : {"203.0.113.10:80/tcp -> web-1", "203.0.113.20:80/tcp -> web-1",
                           "[2001:db8:f00::10]:443/tcp -> web-1"})
     EXPECT_EQ(id_of(second, key), id_of(first, key)) << key;
-  EXPECT_EQ(id_of(second, "203.0.113.30:80/udp -> web-2"), id_of(first, "203.0.113.10:80/tcp -> web-2"));
+  EXPECT_EQ(id_of(second, "203.0.113.30:80/udp -> web-2"),
+            id_of(first, "203.0.113.10:80/tcp -> web-2"));
 }
 
 TEST(CompileDatapath, RefusesMoreBindingsThanTheMaskCanNumber) {
@@ -99,7 +100,7 @@ TEST(DiffDatapath, ReportsAddedRemovedAndChanged) {
   Datapath before = compile_datapath(state, {}, marks);
   EXPECT_TRUE(diff_datapath(before, before).empty());
 
-  state.services[0].backends[0].port = 9090;            // changed target port
+  state.services[0].backends[0].port = 9090;                  // changed target port
   state.backends[1].ipv4 = *IpAddress::parse("198.18.1.13");  // web-2 moves
   Datapath after = compile_datapath(state, before.ids(), marks);
   DatapathDiff diff = diff_datapath(before, after);
@@ -125,9 +126,10 @@ TEST(PersistedState, RoundTripsStateAndIds) {
 TEST(PersistedState, RejectsForeignOrCorruptFiles) {
   EXPECT_THROW(persisted_state_from_text("garbage"), DocumentError);
   EXPECT_THROW(persisted_state_from_text(R"({"version":1})"), DocumentError);
-  EXPECT_THROW(persisted_state_from_text(
-                   R"({"format":"hostlbd-state","version":1,"desired":{"version":1},"binding_ids":[{"service":"x","backend":"a","id":1}]})"),
-               DocumentError);
+  EXPECT_THROW(
+      persisted_state_from_text(
+          R"({"format":"hostlbd-state","version":1,"desired":{"version":1},"binding_ids":[{"service":"x","backend":"a","id":1}]})"),
+      DocumentError);
   try {
     persisted_state_from_text(
         R"({"format":"hostlbd-state","version":1,"desired":{"version":1,"backends":[{"name":"a"}]}})");

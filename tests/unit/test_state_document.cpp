@@ -31,11 +31,10 @@ TEST(StateDocument, RoundTripsThroughCanonicalJson) {
   State state = parse_state_document(kExample);
   const std::string canonical = state_to_json(state).dump();
   EXPECT_EQ(parse_state_document(canonical), state);
-  EXPECT_EQ(canonical,
-            R"({"version":1,"backends":[{"name":"web-1","mac":"02:00:00:00:01:11",)"
-            R"("ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0"}],)"
-            R"("services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp",)"
-            R"("backends":[{"name":"web-1","port":8080}]}]})");
+  EXPECT_EQ(canonical, R"({"version":1,"backends":[{"name":"web-1","mac":"02:00:00:00:01:11",)"
+                       R"("ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0"}],)"
+                       R"("services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp",)"
+                       R"("backends":[{"name":"web-1","port":8080}]}]})");
 }
 
 TEST(StateDocument, EmptyDocumentIsValid) {
@@ -149,26 +148,31 @@ INSTANTIATE_TEST_SUITE_P(
         BadDocument{"NoBridge",
                     with_backend(R"("name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11")"),
                     "backends[0].bridge: is required (no default bridge is configured)"},
-        BadDocument{"BadBridge",
-                    with_backend(
-                        R"("name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br/0")"),
-                    "backends[0].bridge: \"br/0\" is not a valid interface name"},
-        BadDocument{"LongBridge",
-                    with_backend(
-                        R"("name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"bridge-name-too-long")"),
-                    "backends[0].bridge: \"bridge-name-too-long\" is not a valid interface name"},
-        BadDocument{"DuplicateName",
-                    R"({"version":1,"backends":[)" + kBackend +
-                        R"(,{"name":"web-1","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0"}]})",
-                    "backends[1].name: duplicate backend name \"web-1\" (also backends[0])"},
-        BadDocument{"DuplicateMac",
-                    R"({"version":1,"backends":[)" + kBackend +
-                        R"(,{"name":"web-2","mac":"02:00:00:00:01:11","ipv4":"198.18.1.12","bridge":"br0"}]})",
-                    "backends[1].mac: MAC 02:00:00:00:01:11 is already used by backends[0]"},
-        BadDocument{"DuplicateAddress",
-                    R"({"version":1,"backends":[)" + kBackend +
-                        R"(,{"name":"web-2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.11","bridge":"br0"}]})",
-                    "backends[1].ipv4: address 198.18.1.11 is already used by backends[0]"},
+        BadDocument{
+            "BadBridge",
+            with_backend(
+                R"("name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br/0")"),
+            "backends[0].bridge: \"br/0\" is not a valid interface name"},
+        BadDocument{
+            "LongBridge",
+            with_backend(
+                R"("name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"bridge-name-too-long")"),
+            "backends[0].bridge: \"bridge-name-too-long\" is not a valid interface name"},
+        BadDocument{
+            "DuplicateName",
+            R"({"version":1,"backends":[)" + kBackend +
+                R"(,{"name":"web-1","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0"}]})",
+            "backends[1].name: duplicate backend name \"web-1\" (also backends[0])"},
+        BadDocument{
+            "DuplicateMac",
+            R"({"version":1,"backends":[)" + kBackend +
+                R"(,{"name":"web-2","mac":"02:00:00:00:01:11","ipv4":"198.18.1.12","bridge":"br0"}]})",
+            "backends[1].mac: MAC 02:00:00:00:01:11 is already used by backends[0]"},
+        BadDocument{
+            "DuplicateAddress",
+            R"({"version":1,"backends":[)" + kBackend +
+                R"(,{"name":"web-2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.11","bridge":"br0"}]})",
+            "backends[1].ipv4: address 198.18.1.11 is already used by backends[0]"},
         BadDocument{"ServicesNotArray", R"({"version":1,"services":"x"})",
                     "services: must be an array, not a string"},
         BadDocument{"UnknownServiceField",
@@ -207,43 +211,51 @@ INSTANTIATE_TEST_SUITE_P(
         BadDocument{"UpperCaseProtocol",
                     with_service(R"("vip":"203.0.113.10","port":80,"protocol":"TCP")"),
                     "services[0].protocol: \"TCP\" is not tcp or udp"},
-        BadDocument{"RefsNotArray",
-                    with_service(R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":{})"),
-                    "services[0].backends: must be an array, not an object"},
-        BadDocument{"UnknownBackend",
-                    with_service(
-                        R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-9","port":8080}])"),
-                    "services[0].backends[0].name: unknown backend \"web-9\""},
-        BadDocument{"RefMissingPort",
-                    with_service(
-                        R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1"}])"),
-                    "services[0].backends[0].port: is required"},
-        BadDocument{"RefPortZero",
-                    with_service(
-                        R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":0}])"),
-                    "services[0].backends[0].port: 0 is not a port (1-65535)"},
-        BadDocument{"RefUnknownField",
-                    with_service(
-                        R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1,"x":1}])"),
-                    "services[0].backends[0].x: unknown field"},
-        BadDocument{"FamilyMismatch",
-                    with_service(
-                        R"("vip":"2001:db8:f00::10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}])"),
-                    "services[0].backends[0].name: backend \"web-1\" has no IPv6 address for VIP "
-                    "2001:db8:f00::10"},
-        BadDocument{"BackendTwice",
-                    with_service(
-                        R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1},{"name":"web-1","port":2}])"),
-                    "services[0].backends[1].name: backend \"web-1\" is listed twice (also "
-                    "services[0].backends[0])"},
+        BadDocument{
+            "RefsNotArray",
+            with_service(R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":{})"),
+            "services[0].backends: must be an array, not an object"},
+        BadDocument{
+            "UnknownBackend",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-9","port":8080}])"),
+            "services[0].backends[0].name: unknown backend \"web-9\""},
+        BadDocument{
+            "RefMissingPort",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1"}])"),
+            "services[0].backends[0].port: is required"},
+        BadDocument{
+            "RefPortZero",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":0}])"),
+            "services[0].backends[0].port: 0 is not a port (1-65535)"},
+        BadDocument{
+            "RefUnknownField",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1,"x":1}])"),
+            "services[0].backends[0].x: unknown field"},
+        BadDocument{
+            "FamilyMismatch",
+            with_service(
+                R"("vip":"2001:db8:f00::10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}])"),
+            "services[0].backends[0].name: backend \"web-1\" has no IPv6 address for VIP "
+            "2001:db8:f00::10"},
+        BadDocument{
+            "BackendTwice",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1},{"name":"web-1","port":2}])"),
+            "services[0].backends[1].name: backend \"web-1\" is listed twice (also "
+            "services[0].backends[0])"},
         BadDocument{"DuplicateService",
                     R"({"version":1,"services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp"},)"
                     R"({"vip":"203.0.113.10","port":80,"protocol":"tcp"}]})",
                     "services[1]: duplicate service 203.0.113.10:80/tcp (also services[0])"},
-        BadDocument{"DuplicateServiceV6Spelling",
-                    R"({"version":1,"services":[{"vip":"2001:db8:f00::10","port":80,"protocol":"tcp"},)"
-                    R"({"vip":"2001:0db8:0f00::0010","port":80,"protocol":"tcp"}]})",
-                    "services[1]: duplicate service [2001:db8:f00::10]:80/tcp (also services[0])"},
+        BadDocument{
+            "DuplicateServiceV6Spelling",
+            R"({"version":1,"services":[{"vip":"2001:db8:f00::10","port":80,"protocol":"tcp"},)"
+            R"({"vip":"2001:0db8:0f00::0010","port":80,"protocol":"tcp"}]})",
+            "services[1]: duplicate service [2001:db8:f00::10]:80/tcp (also services[0])"},
         BadDocument{"NonUtf8Name", with_backend("\"name\":\"a\xff\"," + kMacIp),
                     "invalid JSON: parse error at line 1, column 36: syntax error while parsing "
                     "value - invalid string: ill-formed UTF-8 byte; last read: '\"a\\xFF'"}),
@@ -251,7 +263,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(StateDocument, ErrorKeepsPathAndReasonApart) {
   try {
-    parse_state_document(with_backend(R"("name":"a","mac":"02:00:00:00:01:zz","ipv4":"198.18.1.11")"));
+    parse_state_document(
+        with_backend(R"("name":"a","mac":"02:00:00:00:01:zz","ipv4":"198.18.1.11")"));
     FAIL();
   } catch (const DocumentError& e) {
     EXPECT_EQ(e.path(), "backends[0].mac");

@@ -45,10 +45,10 @@ struct BindingKey {
 
 struct Binding {
   BindingKey key;
-  MacAddress mac;      // the frame's destination MAC the gateway chose
-  IpAddress target;    // the backend's address of the VIP's family
+  MacAddress mac;    // the frame's destination MAC the gateway chose
+  IpAddress target;  // the backend's address of the VIP's family
   uint16_t target_port = 0;
-  uint32_t id = 0;     // 1..MarkLayout::max_id(), stable for the binding's life
+  uint32_t id = 0;  // 1..MarkLayout::max_id(), stable for the binding's life
 
   bool operator==(const Binding&) const = default;
 };
@@ -67,8 +67,8 @@ struct HostEntry {
 using BindingIds = std::map<BindingKey, uint32_t>;
 
 struct Datapath {
-  std::vector<Binding> bindings;  // sorted by key
-  std::vector<HostEntry> hosts;   // sorted
+  std::vector<Binding> bindings;     // sorted by key
+  std::vector<HostEntry> hosts;      // sorted
   std::vector<std::string> bridges;  // sorted, unique
 
   BindingIds ids() const;

@@ -3,11 +3,10 @@
 // e.g. `backends[0].mac: "02:00:00:00:01:zz" is not a MAC address`.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "hostlb/policies/model.h"
 
