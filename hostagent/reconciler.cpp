@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <map>
 #include <set>
 
@@ -38,6 +39,7 @@ void Reconciler::check_sysctls(const Datapath& desired) {
 }
 
 void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
+  const auto started = std::chrono::steady_clock::now();
   // 1. Everything that can be checked without changing anything.
   std::map<std::string, int> ifindex;
   for (const auto& bridge : desired.bridges) {
@@ -53,6 +55,7 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
   std::set<std::pair<std::string, IpAddress>> existed;
   for (const auto& host : previous.hosts) existed.insert({host.bridge, host.address});
   std::vector<const HostEntry*> added;
+  NftRunStats stats;
   try {
     for (const auto& host : desired.hosts) {
       const int index = ifindex.at(host.bridge);
@@ -62,8 +65,8 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
       wanted.insert({host.bridge, host.address});
     }
     // 3. The one transaction that switches packets over.
-    nft_.run("replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
-             render_full_ruleset(desired, options_.marks));
+    stats = nft_.run("replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
+                     render_full_ruleset(desired, options_.marks));
   } catch (...) {
     for (const HostEntry* host : added) {
       try {
@@ -75,8 +78,12 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
     }
     throw;
   }
-  spdlog::info("datapath applied: {} bindings, {} host entries", desired.bindings.size(),
-               desired.hosts.size());
+  spdlog::info("datapath applied: {} bindings, {} host entries in {} ms (nft helper peak RSS {} kB)",
+               desired.bindings.size(), desired.hosts.size(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count(),
+               stats.helper_peak_rss_kb);
 
   // 4. What is no longer wanted: entries of the previous state, and any
   // route of ours the kernel still holds (e.g. from a state that was lost).

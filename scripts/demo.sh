@@ -67,7 +67,8 @@ say "state document $RUN/demo.json"
 cat "$RUN/demo.json"
 
 say "starting hostlbd in $P-hv"
-in_ns hv "$HOSTLBD" --config "$RUN/demo.json" --state-dir "$RUN/state" \
+# Not through in_ns: $! must be hostlbd itself (ip netns exec execs it).
+ip netns exec "$P-hv" "$HOSTLBD" --config "$RUN/demo.json" --state-dir "$RUN/state" \
   --socket "$RUN/hostlbd.sock" >"$RUN/hostlbd.log" 2>&1 &
 echo $! >"$RUN/hostlbd.pid"
 for _ in $(seq 50); do

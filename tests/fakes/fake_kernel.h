@@ -17,7 +17,7 @@ namespace hostlb::testing {
 
 class FakeNft : public NftClient {
  public:
-  void run(const std::string& what, const std::string& script) override {
+  NftRunStats run(const std::string& what, const std::string& script) override {
     ++transactions;
     if (fail_next) {
       fail_next = false;
@@ -28,6 +28,7 @@ class FakeNft : public NftClient {
     const std::string marker = "delete table inet hostlb\n";
     const auto at = script.rfind(marker);
     ruleset = at == std::string::npos ? ruleset + script : script.substr(at + marker.size());
+    return {};
   }
 
   std::string ruleset;  // empty: no table

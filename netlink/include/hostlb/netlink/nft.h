@@ -12,13 +12,19 @@ namespace hostlb {
 inline constexpr const char* kNftFamily = "inet";
 inline constexpr const char* kNftTable = "hostlb";
 
+struct NftRunStats {
+  // Peak resident memory of the process that ran libnftables (0 if it ran
+  // in the caller).
+  long helper_peak_rss_kb = 0;
+};
+
 // Runs one script of nft commands as a single transaction.
 class NftClient {
  public:
   virtual ~NftClient() = default;
   // Throws KernelError naming `what` and nft's own error text; on failure the
   // kernel ruleset is unchanged.
-  virtual void run(const std::string& what, const std::string& script) = 0;
+  virtual NftRunStats run(const std::string& what, const std::string& script) = 0;
 };
 
 std::unique_ptr<NftClient> make_libnftables_client();
