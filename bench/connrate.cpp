@@ -83,8 +83,8 @@ bool request_response(int fd) {
   return true;
 }
 
-int connect_loop(bool request, const char* ip, int port, const char* source_base,
-                 int source_count, double seconds, int threads) {
+int connect_loop(bool request, const char* ip, int port, const char* source_base, int source_count,
+                 double seconds, int threads) {
   sockaddr_in dst{};
   dst.sin_family = AF_INET;
   dst.sin_port = htons(static_cast<uint16_t>(port));

@@ -43,9 +43,10 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
   // 1. Everything that can be checked without changing anything.
   std::map<std::string, int> ifindex;
   for (const auto& bridge : desired.bridges) {
-    auto index = routes_.link_index(bridge);
-    if (!index) throw PreconditionError("bridge " + bridge + " does not exist on this host");
-    ifindex[bridge] = *index;
+    auto link = routes_.link(bridge);
+    if (!link) throw PreconditionError("bridge " + bridge + " does not exist on this host");
+    if (!link->up) throw PreconditionError("bridge " + bridge + " is down");
+    ifindex[bridge] = link->ifindex;
   }
   check_sysctls(desired);
 
@@ -78,20 +79,21 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
     }
     throw;
   }
-  spdlog::info("datapath applied: {} bindings, {} host entries in {} ms (nft helper peak RSS {} kB)",
-               desired.bindings.size(), desired.hosts.size(),
-               std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - started)
-                   .count(),
-               stats.helper_peak_rss_kb);
+  spdlog::info(
+      "datapath applied: {} bindings, {} host entries in {} ms (nft helper peak RSS {} kB)",
+      desired.bindings.size(), desired.hosts.size(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                            started)
+          .count(),
+      stats.helper_peak_rss_kb);
 
   // 4. What is no longer wanted: entries of the previous state, and any
   // route of ours the kernel still holds (e.g. from a state that was lost).
   for (const auto& host : previous.hosts) {
     if (wanted.count({host.bridge, host.address})) continue;
-    auto index = routes_.link_index(host.bridge);
-    if (!index) continue;  // the bridge is gone, and its entries with it
-    remove_host(*index, host.address);
+    auto link = routes_.link(host.bridge);
+    if (!link) continue;  // the bridge is gone, and its entries with it
+    remove_host(link->ifindex, host.address);
     spdlog::info("removed host entry {} on {} (backend {})", host.address.str(), host.bridge,
                  host.backend);
   }
@@ -117,10 +119,7 @@ void Reconciler::cleanup(const Datapath& previous) {
     ++removed;
   }
   for (const auto& host : previous.hosts) {
-    if (auto index = routes_.link_index(host.bridge)) {
-      routes_.delete_host_route(*index, host.address);
-      routes_.delete_neighbour(*index, host.address);
-    }
+    if (auto link = routes_.link(host.bridge)) remove_host(link->ifindex, host.address);
   }
   spdlog::info("cleanup: removed table {} {} and {} host routes", kNftFamily, kNftTable, removed);
 }

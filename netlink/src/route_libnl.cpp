@@ -1,3 +1,4 @@
+#include <linux/if.h>
 #include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <netlink/netlink.h>
@@ -6,6 +7,7 @@
 #include <netlink/route/route.h>
 #include <sys/socket.h>
 
+#include <cstring>
 #include <memory>
 
 #include "hostlb/netlink/error.h"
@@ -27,7 +29,12 @@ using NeighPtr = std::unique_ptr<rtnl_neigh, Deleter<rtnl_neigh, rtnl_neigh_put>
 using LinkPtr = std::unique_ptr<rtnl_link, Deleter<rtnl_link, rtnl_link_put>>;
 using CachePtr = std::unique_ptr<nl_cache, Deleter<nl_cache, nl_cache_free>>;
 
-std::string libnl_said(int err) { return std::string(nl_geterror(err)) + " (libnl)"; }
+// libnl folds many kernel errnos into "Unspecific failure"; the error
+// callback keeps the kernel's own errno so that messages can say it.
+int remember_kernel_errno(sockaddr_nl*, nlmsgerr* err, void* arg) {
+  *static_cast<int*>(arg) = -err->error;
+  return NL_STOP;
+}
 
 int af_of(const IpAddress& address) { return address.is_v4() ? AF_INET : AF_INET6; }
 
@@ -49,16 +56,22 @@ class LibnlRouteTable final : public RouteTable {
   LibnlRouteTable() : sock_(nl_socket_alloc()) {
     if (!sock_) throw KernelError("opening an rtnetlink socket", "out of memory");
     if (int err = nl_connect(sock_.get(), NETLINK_ROUTE); err < 0)
-      throw KernelError("opening an rtnetlink socket", libnl_said(err));
+      throw KernelError("opening an rtnetlink socket", nl_geterror(err));
+    nl_socket_modify_err_cb(sock_.get(), NL_CB_CUSTOM, remember_kernel_errno, &kernel_errno_);
   }
 
-  std::optional<int> link_index(const std::string& name) override {
+  std::optional<LinkState> link(const std::string& name) override {
+    kernel_errno_ = 0;
     rtnl_link* raw = nullptr;
     const int err = rtnl_link_get_kernel(sock_.get(), 0, name.c_str(), &raw);
-    LinkPtr link(raw);
-    if (err == -NLE_OBJ_NOTFOUND || err == -NLE_NODEV) return std::nullopt;
-    if (err < 0) throw KernelError("looking up link " + name, libnl_said(err));
-    return rtnl_link_get_ifindex(link.get());
+    LinkPtr found(raw);
+    if (err == -NLE_OBJ_NOTFOUND || err == -NLE_NODEV || kernel_errno_ == ENODEV) {
+      kernel_errno_ = 0;
+      return std::nullopt;
+    }
+    if (err < 0) throw KernelError("looking up link " + name, said(err));
+    return LinkState{rtnl_link_get_ifindex(found.get()),
+                     (rtnl_link_get_flags(found.get()) & IFF_UP) != 0};
   }
 
   std::string link_name(int ifindex) override {
@@ -70,20 +83,23 @@ class LibnlRouteTable final : public RouteTable {
   }
 
   void replace_host_route(int ifindex, const IpAddress& address) override {
+    kernel_errno_ = 0;
     const std::string what = "installing route " + describe(address, ifindex);
     auto route = host_route(ifindex, address, what);
     if (int err = rtnl_route_add(sock_.get(), route.get(), NLM_F_REPLACE); err < 0)
-      throw KernelError(what, libnl_said(err));
+      throw KernelError(what, said(err));
   }
 
   void delete_host_route(int ifindex, const IpAddress& address) override {
+    kernel_errno_ = 0;
     const std::string what = "removing route " + describe(address, ifindex);
     auto route = host_route(ifindex, address, what);
     const int err = rtnl_route_delete(sock_.get(), route.get(), 0);
-    if (err < 0 && err != -NLE_OBJ_NOTFOUND) throw KernelError(what, libnl_said(err));
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND) throw KernelError(what, said(err));
   }
 
   void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) override {
+    kernel_errno_ = 0;
     const std::string what = "installing neighbour " + address.str() + " lladdr " + mac.str() +
                              " on " + link_name(ifindex);
     auto neigh = neighbour(ifindex, address, what);
@@ -92,23 +108,25 @@ class LibnlRouteTable final : public RouteTable {
     rtnl_neigh_set_lladdr(neigh.get(), lladdr.get());
     rtnl_neigh_set_state(neigh.get(), NUD_PERMANENT);
     if (int err = rtnl_neigh_add(sock_.get(), neigh.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
-      throw KernelError(what, libnl_said(err));
+      throw KernelError(what, said(err));
   }
 
   void delete_neighbour(int ifindex, const IpAddress& address) override {
+    kernel_errno_ = 0;
     const std::string what = "removing neighbour " + address.str() + " on " + link_name(ifindex);
     auto neigh = neighbour(ifindex, address, what);
     const int err = rtnl_neigh_delete(sock_.get(), neigh.get(), 0);
     if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NODEV)
-      throw KernelError(what, libnl_said(err));
+      throw KernelError(what, said(err));
   }
 
   std::vector<InstalledRoute> list_host_routes() override {
+    kernel_errno_ = 0;
     std::vector<InstalledRoute> found;
     for (int family : {AF_INET, AF_INET6}) {
       nl_cache* raw = nullptr;
       if (int err = rtnl_route_alloc_cache(sock_.get(), family, 0, &raw); err < 0)
-        throw KernelError("listing routes", libnl_said(err));
+        throw KernelError("listing routes", said(err));
       CachePtr cache(raw);
       for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
         auto* route = reinterpret_cast<rtnl_route*>(obj);
@@ -127,6 +145,15 @@ class LibnlRouteTable final : public RouteTable {
   }
 
  private:
+  // What the kernel said for the last request, or libnl's text if the
+  // failure did not come from the kernel.
+  std::string said(int err) {
+    const int kernel = kernel_errno_;
+    kernel_errno_ = 0;
+    if (kernel > 0) return std::strerror(kernel);
+    return std::string(nl_geterror(err)) + " (libnl)";
+  }
+
   std::string describe(const IpAddress& address, int ifindex) {
     return address.str() + (address.is_v4() ? "/32" : "/128") + " dev " + link_name(ifindex) +
            " proto " + std::to_string(kRouteProtocol);
@@ -163,6 +190,7 @@ class LibnlRouteTable final : public RouteTable {
   }
 
   SocketPtr sock_;
+  int kernel_errno_ = 0;
 };
 
 }  // namespace

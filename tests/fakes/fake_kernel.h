@@ -38,10 +38,10 @@ class FakeNft : public NftClient {
 
 class FakeRoutes : public RouteTable {
  public:
-  std::optional<int> link_index(const std::string& name) override {
+  std::optional<LinkState> link(const std::string& name) override {
     auto it = links.find(name);
     if (it == links.end()) return std::nullopt;
-    return it->second;
+    return LinkState{it->second, !down.count(name)};
   }
   std::string link_name(int ifindex) override {
     for (const auto& [name, index] : links)
@@ -71,6 +71,7 @@ class FakeRoutes : public RouteTable {
   }
 
   std::map<std::string, int> links{{"br0", 10}, {"br1", 11}};
+  std::set<std::string> down;
   std::set<std::pair<int, IpAddress>> routes;
   std::map<std::pair<int, IpAddress>, MacAddress> neighbours;
   std::optional<IpAddress> fail_route_for;

@@ -104,6 +104,19 @@ TEST_F(AgentTest, MissingBridgeChangesNothing) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "state.json"));
 }
 
+TEST_F(AgentTest, BridgeThatIsDownChangesNothing) {
+  routes_.down.insert("br0");
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  try {
+    d.agent.apply(example());
+    FAIL();
+  } catch (const PreconditionError& e) {
+    EXPECT_EQ(std::string(e.what()), "bridge br0 is down");
+  }
+  EXPECT_EQ(nft_.transactions, 0);
+  EXPECT_TRUE(routes_.routes.empty());
+}
+
 TEST_F(AgentTest, MissingBrNetfilterIsAPreconditionError) {
   sysctls_.values.erase("net/bridge/bridge-nf-call-iptables");
   Daemon d(nft_, routes_, sysctls_, dir_);

@@ -17,6 +17,11 @@ namespace hostlb {
 // from everyone else's ("ip route show proto 213").
 inline constexpr int kRouteProtocol = 213;
 
+struct LinkState {
+  int ifindex = 0;
+  bool up = false;
+};
+
 struct InstalledRoute {
   int ifindex = 0;
   IpAddress address;
@@ -27,7 +32,7 @@ class RouteTable {
   virtual ~RouteTable() = default;
 
   // nullopt if no link has that name.
-  virtual std::optional<int> link_index(const std::string& name) = 0;
+  virtual std::optional<LinkState> link(const std::string& name) = 0;
   virtual std::string link_name(int ifindex) = 0;
 
   // Create or replace; throw KernelError.
