@@ -1,6 +1,6 @@
 // The daemon's one flow: desired state -> compile (keeping binding
-// identities) -> reconcile the kernel -> persist. Both the start-up path and
-// reloads go through apply().
+// identities) -> reconcile the kernel -> persist. Start-up, reloads and
+// control requests all go through here.
 #pragma once
 
 #include <optional>
@@ -13,18 +13,21 @@ namespace hostlb {
 
 class Agent {
  public:
-  Agent(Reconciler& reconciler, StateStore& store, MarkLayout marks);
+  Agent(Reconciler& reconciler, StateStore& store);
 
   // Loads what the previous run persisted (if anything). Throws StoreError.
   void load_persisted();
   bool has_persisted() const { return persisted_.has_value(); }
 
-  // Applies `desired`; on success the kernel holds it and it is persisted.
-  // On failure (PreconditionError, KernelError, IdSpaceExhausted) the
-  // previous state stays current.
-  void apply(const State& desired);
-  // Applies the persisted state again (start-up without --config).
-  void restore();
+  // Start-up: makes the kernel hold `desired` (or, without it, the persisted
+  // state), rebuilding hostlb's table whatever the kernel held before.
+  ApplyReport start(const std::optional<State>& desired);
+
+  // A change while running: touches only what differs. On success the
+  // kernel holds `desired` and it is persisted; on failure
+  // (PreconditionError, KernelError, IdSpaceExhausted, StoreError) the
+  // current state stays current.
+  ApplyReport change(const State& desired);
 
   void cleanup();
 
@@ -32,9 +35,10 @@ class Agent {
   const Datapath& datapath() const { return applied_; }
 
  private:
+  ApplyReport apply(const State& desired, ApplyMode mode);
+
   Reconciler& reconciler_;
   StateStore& store_;
-  MarkLayout marks_;
   std::optional<PersistedState> persisted_;
   Datapath applied_;
 };

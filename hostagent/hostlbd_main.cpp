@@ -50,12 +50,7 @@ std::optional<uint32_t> parse_mask(const std::string& text) {
 }
 
 State read_config(const std::string& path, const DocumentOptions& options) {
-  const std::string text = read_file(path);
-  try {
-    return parse_state_document(text, options);
-  } catch (const DocumentError& e) {
-    throw DocumentError(e.path(), e.reason());
-  }
+  return parse_state_document(read_file(path), options);
 }
 
 // Blocks the signals hostlbd handles and returns a signalfd for them.
@@ -71,13 +66,12 @@ int make_signal_fd() {
 
 void reload(Agent& agent, const Flags& flags, const DocumentOptions& doc_options) {
   if (flags.config.empty()) {
-    spdlog::info("SIGHUP: no --config file to re-read; re-applying the current state");
-    agent.restore();
+    spdlog::info("SIGHUP: no --config file to re-read; nothing to do");
     return;
   }
   sd_notify(0, "RELOADING=1");
   try {
-    agent.apply(read_config(flags.config, doc_options));
+    agent.change(read_config(flags.config, doc_options));
     spdlog::info("reloaded {}", flags.config);
   } catch (const DocumentError& e) {
     spdlog::error("reload refused, {} is not valid: {}; keeping the current state", flags.config,
@@ -162,11 +156,11 @@ int run(const Flags& flags) {
 
   try {
     StateStore store(flags.state_dir);
-    auto nft = make_libnftables_client();
+    auto nft = make_kernel_ruleset();
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
-    Agent agent(reconciler, store, *marks);
+    Agent agent(reconciler, store);
     agent.load_persisted();
 
     if (flags.cleanup) {
@@ -181,16 +175,12 @@ int run(const Flags& flags) {
     }
     spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
                  flags.state_dir, flags.socket);
-    if (config) {
-      agent.apply(*config);
+    if (!config && !agent.has_persisted())
+      spdlog::info("no --config and no persisted state: starting empty");
+    agent.start(config);
+    if (config)
       spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
                    config->services.size());
-    } else if (agent.has_persisted()) {
-      agent.restore();
-    } else {
-      spdlog::info("no --config and no persisted state: starting empty");
-      agent.apply(State{});
-    }
     sd_notify(0, "READY=1");
     return event_loop(agent, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {

@@ -10,7 +10,11 @@
 
 namespace hostlb {
 
-Reconciler::Reconciler(NftClient& nft, RouteTable& routes, Sysctls& sysctls,
+namespace {
+using HostSlot = std::pair<std::string, IpAddress>;  // (bridge, address)
+}
+
+Reconciler::Reconciler(NftRuleset& nft, RouteTable& routes, Sysctls& sysctls,
                        ReconcilerOptions options)
     : nft_(nft), routes_(routes), sysctls_(sysctls), options_(options) {}
 
@@ -38,8 +42,11 @@ void Reconciler::check_sysctls(const Datapath& desired) {
   }
 }
 
-void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
+ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous, ApplyMode mode) {
   const auto started = std::chrono::steady_clock::now();
+  ApplyReport report;
+  const DatapathDiff diff = diff_datapath(previous, desired);
+
   // 1. Everything that can be checked without changing anything.
   std::map<std::string, int> ifindex;
   for (const auto& bridge : desired.bridges) {
@@ -51,23 +58,22 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
   check_sysctls(desired);
 
   // 2. Host entries first: a route and a neighbour for a backend address do
-  // nothing until a DNAT rule sends traffic their way.
-  std::set<std::pair<std::string, IpAddress>> wanted;
-  std::set<std::pair<std::string, IpAddress>> existed;
+  // nothing until a DNAT rule sends traffic their way. At start-up all are
+  // (re)installed; while running only those that changed.
+  const auto& hosts = mode == ApplyMode::kReplace ? desired.hosts : diff.hosts_added;
+  std::set<HostSlot> existed;
   for (const auto& host : previous.hosts) existed.insert({host.bridge, host.address});
   std::vector<const HostEntry*> added;
-  NftRunStats stats;
   try {
-    for (const auto& host : desired.hosts) {
+    for (const auto& host : hosts) {
       const int index = ifindex.at(host.bridge);
       if (!existed.count({host.bridge, host.address})) added.push_back(&host);
       routes_.replace_host_route(index, host.address);
       routes_.replace_neighbour(index, host.address, host.mac);
-      wanted.insert({host.bridge, host.address});
     }
+    report.hosts_added = diff.hosts_added.size();
     // 3. The one transaction that switches packets over.
-    stats = nft_.run("replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
-                     render_full_ruleset(desired, options_.marks));
+    apply_nft(desired, previous, diff, mode, report);
   } catch (...) {
     for (const HostEntry* host : added) {
       try {
@@ -79,30 +85,62 @@ void Reconciler::apply(const Datapath& desired, const Datapath& previous) {
     }
     throw;
   }
-  spdlog::info(
-      "datapath applied: {} bindings, {} host entries in {} ms (nft helper peak RSS {} kB)",
-      desired.bindings.size(), desired.hosts.size(),
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                            started)
-          .count(),
-      stats.helper_peak_rss_kb);
 
-  // 4. What is no longer wanted: entries of the previous state, and any
-  // route of ours the kernel still holds (e.g. from a state that was lost).
-  for (const auto& host : previous.hosts) {
-    if (wanted.count({host.bridge, host.address})) continue;
+  // 4. What is no longer wanted.
+  std::set<HostSlot> wanted;
+  for (const auto& host : desired.hosts) wanted.insert({host.bridge, host.address});
+  for (const auto& host : diff.hosts_removed) {
+    if (wanted.count({host.bridge, host.address})) continue;  // changed MAC: replaced above
     auto link = routes_.link(host.bridge);
     if (!link) continue;  // the bridge is gone, and its entries with it
     remove_host(link->ifindex, host.address);
+    ++report.hosts_removed;
     spdlog::info("removed host entry {} on {} (backend {})", host.address.str(), host.bridge,
                  host.backend);
   }
-  for (const auto& route : routes_.list_host_routes()) {
-    const std::string bridge = routes_.link_name(route.ifindex);
-    if (wanted.count({bridge, route.address})) continue;
-    remove_host(route.ifindex, route.address);
-    spdlog::info("removed stale host route {} on {}", route.address.str(), bridge);
+  if (mode == ApplyMode::kReplace) {
+    // Any route of ours the kernel still holds that no state explains (a
+    // state directory that was lost, an interrupted run).
+    for (const auto& route : routes_.list_host_routes()) {
+      const std::string bridge = routes_.link_name(route.ifindex);
+      if (wanted.count({bridge, route.address})) continue;
+      remove_host(route.ifindex, route.address);
+      ++report.hosts_removed;
+      spdlog::info("removed stale host route {} on {}", route.address.str(), bridge);
+    }
   }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - started)
+                      .count();
+  if (report.kernel_changed())
+    spdlog::info("datapath applied: {} bindings, {} host entries in {} ms (+{} -{} bindings)",
+                 desired.bindings.size(), desired.hosts.size(), ms, report.bindings_added,
+                 report.bindings_removed);
+  return report;
+}
+
+void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
+                           const DatapathDiff& diff, ApplyMode mode, ApplyReport& report) {
+  if (mode == ApplyMode::kIncremental) {
+    if (diff.bindings_added.empty() && diff.bindings_removed.empty()) return;
+    try {
+      nft_.apply(diff, options_.marks);
+      report.bindings_added = diff.bindings_added.size();
+      report.bindings_removed = diff.bindings_removed.size();
+      return;
+    } catch (const KernelError& e) {
+      // The kernel's table is not what hostlbd believes (someone edited it).
+      // Rebuilding it whole is still one atomic transaction.
+      spdlog::warn("incremental nftables change failed ({}); replacing the whole table", e.what());
+    }
+  }
+  const NftRunStats stats = nft_.replace(desired, options_.marks);
+  report.replaced_table = true;
+  report.bindings_added = diff.bindings_added.size();
+  report.bindings_removed = diff.bindings_removed.size();
+  spdlog::info("replaced table {} {}: {} bindings, {} before (nft helper peak RSS {} kB)",
+               kNftFamily, kNftTable, desired.bindings.size(), previous.bindings.size(),
+               stats.helper_peak_rss_kb);
 }
 
 void Reconciler::remove_host(int ifindex, const IpAddress& address) {
@@ -111,8 +149,7 @@ void Reconciler::remove_host(int ifindex, const IpAddress& address) {
 }
 
 void Reconciler::cleanup(const Datapath& previous) {
-  nft_.run("removing nftables table " + std::string(kNftFamily) + " " + kNftTable,
-           render_delete_ruleset());
+  nft_.remove();
   size_t removed = 0;
   for (const auto& route : routes_.list_host_routes()) {
     remove_host(route.ifindex, route.address);

@@ -30,26 +30,51 @@ struct ReconcilerOptions {
   bool manage_sysctls = true;
 };
 
+enum class ApplyMode {
+  // Rebuild the whole table in one transaction and sweep stale host routes:
+  // for start-up, when the kernel may hold anything.
+  kReplace,
+  // Touch only what differs from `previous`, which the kernel is known to
+  // hold: for changes while running. Falls back to kReplace if the kernel
+  // disagrees with hostlbd's view.
+  kIncremental,
+};
+
+struct ApplyReport {
+  size_t bindings_added = 0;
+  size_t bindings_removed = 0;
+  size_t hosts_added = 0;
+  size_t hosts_removed = 0;
+  bool replaced_table = false;
+  bool kernel_changed() const {
+    return replaced_table || bindings_added || bindings_removed || hosts_added || hosts_removed;
+  }
+};
+
 class Reconciler {
  public:
-  Reconciler(NftClient& nft, RouteTable& routes, Sysctls& sysctls, ReconcilerOptions options);
+  Reconciler(NftRuleset& nft, RouteTable& routes, Sysctls& sysctls, ReconcilerOptions options);
 
-  // Makes the kernel hold exactly `desired`. `previous` is what hostlbd last
-  // applied (possibly from an earlier run); host entries in it that are no
-  // longer desired are removed. Throws PreconditionError (nothing changed)
-  // or KernelError.
-  void apply(const Datapath& desired, const Datapath& previous);
+  // Makes the kernel hold exactly `desired`; `previous` is what hostlbd last
+  // applied (possibly in an earlier run). Throws PreconditionError (nothing
+  // changed) or KernelError (nothing changed: new host entries are rolled
+  // back, the nft transaction is atomic).
+  ApplyReport apply(const Datapath& desired, const Datapath& previous, ApplyMode mode);
 
   // Removes everything hostlbd installed: its nft table, its routes and the
   // neighbours it created. Established connections keep their conntrack NAT
   // bindings and are not flushed.
   void cleanup(const Datapath& previous);
 
+  const MarkLayout& marks() const { return options_.marks; }
+
  private:
   void check_sysctls(const Datapath& desired);
   void remove_host(int ifindex, const IpAddress& address);
+  void apply_nft(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff,
+                 ApplyMode mode, ApplyReport& report);
 
-  NftClient& nft_;
+  NftRuleset& nft_;
   RouteTable& routes_;
   Sysctls& sysctls_;
   ReconcilerOptions options_;

@@ -9,7 +9,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(
   build-essential cmake pkg-config git clang-format
-  libnftables-dev libnetfilter-conntrack-dev libmnl-dev
+  libnftables-dev libnftnl-dev libnetfilter-conntrack-dev libmnl-dev
   libnl-3-dev libnl-route-3-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev

@@ -10,6 +10,7 @@
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/nft.h"
+#include "nft_internal.h"
 
 namespace hostlb {
 namespace {
@@ -30,67 +31,59 @@ std::string run_in_this_process(const std::string& script) {
   return said.empty() ? "nft reported failure without a message" : said;
 }
 
-// libnftables builds a large in-memory form of every command (tens of MB for
-// a 10,000-service table) and glibc keeps much of that heap after it is
-// freed. Each transaction therefore runs in a forked child: the kernel
-// outcome is the same (one atomic batch), the daemon's resident memory stays
-// that of its own state, and the child's heap goes back to the system when
-// it exits.
-class ForkingLibNftablesClient final : public NftClient {
- public:
-  NftRunStats run(const std::string& what, const std::string& script) override {
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-      throw KernelError(what, std::string("pipe: ") + std::strerror(errno));
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      const int saved = errno;
-      ::close(pipe_fds[0]);
-      ::close(pipe_fds[1]);
-      throw KernelError(what, std::string("fork: ") + std::strerror(saved));
-    }
-    if (pid == 0) {
-      ::close(pipe_fds[0]);
-      const std::string error = run_in_this_process(script);
-      size_t done = 0;
-      while (done < error.size()) {
-        const ssize_t n = ::write(pipe_fds[1], error.data() + done, error.size() - done);
-        if (n <= 0) break;
-        done += static_cast<size_t>(n);
-      }
-      ::_exit(error.empty() ? 0 : 1);
-    }
-    ::close(pipe_fds[1]);
-    std::string error;
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
-      if (n > 0) {
-        error.append(buf, static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      break;
-    }
-    ::close(pipe_fds[0]);
-    int status = 0;
-    rusage usage{};
-    while (::wait4(pid, &status, 0, &usage) < 0) {
-      if (errno != EINTR) throw KernelError(what, std::string("wait4: ") + std::strerror(errno));
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {usage.ru_maxrss};
-    if (WIFSIGNALED(status))
-      throw KernelError(what, "the nftables helper died from signal " +
-                                  std::to_string(WTERMSIG(status)) +
-                                  "; the transaction was not committed or was committed whole");
-    throw KernelError(what, error.empty() ? "nft failed without a message" : error);
-  }
-};
-
 }  // namespace
 
-std::unique_ptr<NftClient> make_libnftables_client() {
-  return std::make_unique<ForkingLibNftablesClient>();
+// libnftables builds a large in-memory form of every command (tens of MB for
+// a 10,000-service table) and glibc keeps much of that heap after it is
+// freed. Each script therefore runs in a forked child: the kernel outcome is
+// the same (one atomic batch), the daemon's resident memory stays that of its
+// own state, and the child's heap goes back to the system when it exits.
+NftRunStats run_nft_script_in_helper(const std::string& what, const std::string& script) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+    throw KernelError(what, std::string("pipe: ") + std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int saved = errno;
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    throw KernelError(what, std::string("fork: ") + std::strerror(saved));
+  }
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    const std::string error = run_in_this_process(script);
+    size_t done = 0;
+    while (done < error.size()) {
+      const ssize_t n = ::write(pipe_fds[1], error.data() + done, error.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::_exit(error.empty() ? 0 : 1);
+  }
+  ::close(pipe_fds[1]);
+  std::string error;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
+    if (n > 0) {
+      error.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  rusage usage{};
+  while (::wait4(pid, &status, 0, &usage) < 0) {
+    if (errno != EINTR) throw KernelError(what, std::string("wait4: ") + std::strerror(errno));
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {usage.ru_maxrss};
+  if (WIFSIGNALED(status))
+    throw KernelError(what, "the nftables helper died from signal " +
+                                std::to_string(WTERMSIG(status)) +
+                                " (a transaction is atomic: it was committed whole or not at all)");
+  throw KernelError(what, error.empty() ? "nft failed without a message" : error);
 }
 
 }  // namespace hostlb

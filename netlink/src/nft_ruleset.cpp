@@ -1,6 +1,7 @@
 #include <cstdio>
 
 #include "hostlb/netlink/nft.h"
+#include "nft_names.h"
 
 namespace hostlb {
 namespace {
@@ -13,11 +14,9 @@ std::string hex32(uint32_t value) {
 
 std::string table_ref() { return std::string(kNftFamily) + " " + kNftTable; }
 
-std::string chain_name(const Binding& binding) { return "bind_" + std::to_string(binding.id); }
+std::string chain_name(const Binding& binding) { return nft_names::chain(binding.id); }
 
-std::string map_name(IpFamily family) {
-  return family == IpFamily::kV4 ? "bindings4" : "bindings6";
-}
+std::string map_name(IpFamily family) { return nft_names::map(family); }
 
 std::string element_key(const Binding& binding) {
   return binding.mac.str() + " . " + binding.key.service.vip.str() + " . " +
@@ -36,7 +35,8 @@ void render_binding(std::string& out, const Binding& binding, const MarkLayout& 
   const std::string chain = chain_name(binding);
   // The comment carries only validated text (addresses, ports, backend names
   // of [A-Za-z0-9._-]), so it needs no escaping.
-  out += "add chain " + table + " " + chain + " { comment \"" + binding.key.str() + "\"; }\n";
+  out += "add chain " + table + " " + chain + " { comment \"" + nft_names::comment(binding) +
+         "\"; }\n";
   out += "add rule " + table + " " + chain + " meta l4proto " +
          std::string(protocol_name(binding.key.service.protocol)) + " ct mark set ct mark & " +
          hex32(~marks.mask()) + " | " + hex32(marks.mark_for(binding.id)) + " " +

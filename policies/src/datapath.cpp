@@ -44,14 +44,18 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   std::sort(out.bindings.begin(), out.bindings.end(),
             [](const Binding& a, const Binding& b) { return a.key < b.key; });
 
-  // Identities of bindings that still exist are kept; freed ones may be
-  // reused. (A reused identity can only meet leftover connections of a
-  // removed binding, and those are flushed when the binding goes.)
+  // Identities of bindings that still exist are kept. A new binding never
+  // takes an identity that `previous` used, even one this change frees: the
+  // connections of a removed binding still carry its mark until they are
+  // flushed, and must not be mistaken for the newcomer's. Freed identities
+  // become available from the next change on.
   std::set<uint32_t> taken;
+  for (const auto& [key, id] : previous) taken.insert(id);
+  std::set<uint32_t> kept;
   for (auto& binding : out.bindings) {
     auto it = previous.find(binding.key);
     if (it != previous.end() && it->second >= 1 && it->second <= marks.max_id() &&
-        taken.insert(it->second).second)
+        kept.insert(it->second).second)
       binding.id = it->second;
   }
   uint32_t next = 1;
@@ -60,7 +64,8 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
     while (taken.count(next) != 0) ++next;
     if (next > marks.max_id())
       throw IdSpaceExhausted("more bindings than the conntrack mark mask can number (at most " +
-                             std::to_string(marks.max_id()) + ")");
+                             std::to_string(marks.max_id()) +
+                             ", counting identities freed by this change)");
     binding.id = next;
     taken.insert(next);
   }

@@ -3,6 +3,7 @@
 // route to a missing link fails) and exposes the resulting state.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -15,25 +16,78 @@
 
 namespace hostlb::testing {
 
-class FakeNft : public NftClient {
+// nf_tables as far as hostlb's table goes: a transaction applies whole or
+// not at all, deleting what is missing fails with ENOENT and adding what
+// exists with EEXIST. The state is dumped with the real renderer, so tests
+// compare canonical text.
+class FakeNft : public NftRuleset {
  public:
-  NftRunStats run(const std::string& what, const std::string& script) override {
-    ++transactions;
-    if (fail_next) {
-      fail_next = false;
-      throw KernelError(what, "Error: Could not process rule: No such file or directory");
-    }
-    // Every script hostlbd sends starts by deleting the table, so the
-    // resulting ruleset is what follows the last "delete table".
-    const std::string marker = "delete table inet hostlb\n";
-    const auto at = script.rfind(marker);
-    ruleset = at == std::string::npos ? ruleset + script : script.substr(at + marker.size());
+  NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) override {
+    begin("replacing table");
+    table_ = true;
+    marks_ = marks;
+    bindings_.clear();
+    for (const auto& binding : datapath.bindings) bindings_[binding.id] = binding;
+    ++replacements;
     return {};
   }
 
-  std::string ruleset;  // empty: no table
+  void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
+    begin("applying a change");
+    if (!table_) throw KernelError("applying a change", "No such file or directory");
+    auto next = bindings_;
+    for (const auto& binding : diff.bindings_removed) {
+      auto it = next.find(binding.id);
+      if (it == next.end() || !(it->second == binding))
+        throw KernelError("deleting " + binding.key.str(), "No such file or directory");
+      next.erase(it);
+    }
+    for (const auto& binding : diff.bindings_added) {
+      if (!next.emplace(binding.id, binding).second)
+        throw KernelError("adding " + binding.key.str(), "File exists");
+    }
+    bindings_ = std::move(next);
+    marks_ = marks;
+    ++increments;
+  }
+
+  void remove() override {
+    begin("removing table");
+    table_ = false;
+    bindings_.clear();
+  }
+
+  // What `nft list` would hold, as the text that would create it; "" when
+  // the table does not exist.
+  std::string ruleset() const {
+    if (!table_) return "";
+    Datapath datapath;
+    for (const auto& [id, binding] : bindings_) datapath.bindings.push_back(binding);
+    std::sort(datapath.bindings.begin(), datapath.bindings.end(),
+              [](const Binding& a, const Binding& b) { return a.key < b.key; });
+    return render_full_ruleset(datapath, marks_);
+  }
+
+  // Someone else edits the table behind hostlbd's back.
+  void drop_binding(uint32_t id) { bindings_.erase(id); }
+
   int transactions = 0;
-  bool fail_next = false;
+  int replacements = 0;
+  int increments = 0;
+  int failures_to_inject = 0;  // the next N transactions fail
+
+ private:
+  void begin(const std::string& what) {
+    ++transactions;
+    if (failures_to_inject > 0) {
+      --failures_to_inject;
+      throw KernelError(what, "Operation not permitted");
+    }
+  }
+
+  bool table_ = false;
+  MarkLayout marks_{MarkLayout::kDefaultMask};
+  std::map<uint32_t, Binding> bindings_;
 };
 
 class FakeRoutes : public RouteTable {

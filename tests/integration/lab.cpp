@@ -426,4 +426,22 @@ CommandResult Hostlbd::run_to_exit(std::chrono::milliseconds timeout) {
 
 std::string Hostlbd::log() const { return read_text_file(log_path_); }
 
+void Hostlbd::signal(int signo) const {
+  if (pid_ > 0) ::kill(pid_, signo);
+}
+
+bool Hostlbd::wait_for_log(const std::string& needle, int count,
+                           std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string text = log();
+    int found = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+      ++found;
+    if (found >= count) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 }  // namespace hostlb::lab

@@ -126,6 +126,10 @@ class Hostlbd {
   CommandResult run_to_exit(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   std::string log() const;
   pid_t pid() const { return pid_; }
+  void signal(int signo) const;
+  // Waits until the log contains `needle` `count` times.
+  bool wait_for_log(const std::string& needle, int count = 1,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
  private:
   void spawn();

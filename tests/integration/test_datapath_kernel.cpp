@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <cstring>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "lab.h"
@@ -280,6 +283,76 @@ TEST_F(DatapathTest, RestartWithoutConfigRestoresThePersistedState) {
   EXPECT_EQ(client.read_line(), "vm1 local=198.18.1.11:8080 peer=" + client.local());
   EXPECT_NE(lab_.in("hv", "ip route show proto 213").output.find("198.18.1.11 dev br0"),
             std::string::npos);
+}
+
+// Sorted lines of the table listing without the punctuation that depends on
+// where an element falls in the list, so that two listings of the same
+// table compare equal whatever order the kernel keeps the elements in.
+std::vector<std::string> canonical_listing(const std::string& listing) {
+  std::vector<std::string> lines;
+  std::istringstream in(listing);
+  std::string line;
+  while (std::getline(in, line)) {
+    for (const char* noise : {"elements = {", "}", ","}) {
+      for (size_t at = line.find(noise); at != std::string::npos; at = line.find(noise))
+        line.erase(at, std::strlen(noise));
+    }
+    line.erase(0, line.find_first_not_of(" \t"));
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+  }
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+TEST_F(DatapathTest, ReloadChangesOnlyWhatDiffersAndMatchesAFreshStart) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm1_new_port(lab_, "vm1", 9090);
+  BackendServer vm2(lab_, "vm2", 8080);
+  const std::string vip30 = "203.0.113.30";
+  auto daemon =
+      start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}, {"web-2", 8080}}),
+                              service_json(kVip20, 80, "tcp", {{"web-1", 8080}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  lab_.gateway("c1", kVip20, kVm1.mac);
+  lab_.gateway("c2", kVip10, kVm2.mac);
+  lab_.gateway("c2", vip30, kVm2.mac);
+  TcpClient unrelated(lab_, "c1", kVip20, 80);
+  ASSERT_EQ(unrelated.read_line(), "vm1 local=198.18.1.11:8080 peer=" + unrelated.local());
+
+  // web-1 moves to port 9090 on .10, web-2 leaves .10 and serves .30.
+  write_lab_file(lab_, "config.json",
+                 document({service_json(kVip10, 80, "tcp", {{"web-1", 9090}}),
+                           service_json(kVip20, 80, "tcp", {{"web-1", 8080}}),
+                           service_json(vip30, 80, "tcp", {{"web-2", 8080}})}));
+  daemon->signal(SIGHUP);
+  ASSERT_TRUE(daemon->wait_for_log("reloaded")) << daemon->log();
+  const std::string log = daemon->log();
+  EXPECT_NE(log.find("(+2 -2 bindings)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("replaced table"), log.rfind("replaced table"))
+      << "only the start-up may rebuild the table: " << log;
+
+  TcpClient moved(lab_, "c1", kVip10, 80);
+  EXPECT_EQ(moved.read_line(), "vm1 local=198.18.1.11:9090 peer=" + moved.local());
+  TcpClient added(lab_, "c2", vip30, 80);
+  EXPECT_EQ(added.read_line(), "vm2 local=198.18.1.12:8080 peer=" + added.local());
+  EXPECT_THROW(TcpClient(lab_, "c2", kVip10, 80, 1000ms), std::runtime_error)
+      << "web-2 no longer serves .10";
+  unrelated.send_all(std::string(5000, 'u'));
+  unrelated.shutdown_write();
+  EXPECT_EQ(unrelated.read_line(), "bytes=5000") << "the unrelated connection kept working";
+
+  // The table the change built is the one a fresh start builds.
+  const std::string incremental = lab_.in("hv", "nft list table inet hostlb").output;
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  ASSERT_EQ(lab_.in("hv", "nft delete table inet hostlb").exit_code, 0);
+  auto fresh = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 9090}}),
+                                       service_json(kVip20, 80, "tcp", {{"web-1", 8080}}),
+                                       service_json(vip30, 80, "tcp", {{"web-2", 8080}})}));
+  const std::string full = lab_.in("hv", "nft list table inet hostlb").output;
+  EXPECT_EQ(canonical_listing(incremental), canonical_listing(full)) << "incremental:\n"
+                                                                     << incremental << "\nfull:\n"
+                                                                     << full;
 }
 
 TEST_F(DatapathTest, CleanupRemovesTheTableRoutesAndNeighbours) {

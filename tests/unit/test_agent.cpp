@@ -40,7 +40,7 @@ class AgentTest : public ::testing::Test {
            bool manage_sysctls = true)
         : store(dir),
           reconciler(nft, routes, sysctls, {MarkLayout(MarkLayout::kDefaultMask), manage_sysctls}),
-          agent(reconciler, store, MarkLayout(MarkLayout::kDefaultMask)) {
+          agent(reconciler, store) {
       agent.load_persisted();
     }
     StateStore store;
@@ -56,8 +56,8 @@ class AgentTest : public ::testing::Test {
 
 TEST_F(AgentTest, AppliesRulesetHostEntriesAndSysctlsThenPersists) {
   Daemon d(nft_, routes_, sysctls_, dir_);
-  d.agent.apply(example());
-  EXPECT_NE(nft_.ruleset.find("02:00:00:00:01:11 . 203.0.113.10 . tcp . 80 : goto bind_1"),
+  d.agent.start(example());
+  EXPECT_NE(nft_.ruleset().find("02:00:00:00:01:11 . 203.0.113.10 . tcp . 80 : goto bind_1"),
             std::string::npos);
   EXPECT_EQ(routes_.routes.size(), 2u);  // IPv4 and IPv6 host routes
   EXPECT_EQ(routes_.neighbours.size(), 2u);
@@ -71,33 +71,33 @@ TEST_F(AgentTest, AppliesRulesetHostEntriesAndSysctlsThenPersists) {
 TEST_F(AgentTest, RestartRestoresTheSameRulesetAndIdentities) {
   {
     Daemon d(nft_, routes_, sysctls_, dir_);
-    d.agent.apply(example());
+    d.agent.start(example());
   }
-  const std::string before = nft_.ruleset;
+  const std::string before = nft_.ruleset();
   FakeNft fresh;
   Daemon d(fresh, routes_, sysctls_, dir_);
   ASSERT_TRUE(d.agent.has_persisted());
-  d.agent.restore();
-  EXPECT_EQ(fresh.ruleset, before);
+  d.agent.start(std::nullopt);
+  EXPECT_EQ(fresh.ruleset(), before);
 }
 
 TEST_F(AgentTest, IdentitiesSurviveARestartWithAChangedConfig) {
   {
     Daemon d(nft_, routes_, sysctls_, dir_);
-    d.agent.apply(example());
+    d.agent.start(example());
   }
   Daemon d(nft_, routes_, sysctls_, dir_);
   State changed = example();
   changed.services.erase(changed.services.begin());  // 203.0.113.10 goes
-  d.agent.apply(changed);
+  d.agent.start(changed);
   // 203.0.113.20 keeps identity 2 although it is now the only binding.
-  EXPECT_NE(nft_.ruleset.find("203.0.113.20 . tcp . 80 : goto bind_2"), std::string::npos)
-      << nft_.ruleset;
+  EXPECT_NE(nft_.ruleset().find("203.0.113.20 . tcp . 80 : goto bind_2"), std::string::npos)
+      << nft_.ruleset();
 }
 
 TEST_F(AgentTest, MissingBridgeChangesNothing) {
   Daemon d(nft_, routes_, sysctls_, dir_);
-  EXPECT_THROW(d.agent.apply(example("br9")), PreconditionError);
+  EXPECT_THROW(d.agent.start(example("br9")), PreconditionError);
   EXPECT_EQ(nft_.transactions, 0);
   EXPECT_TRUE(routes_.routes.empty());
   EXPECT_EQ(sysctls_.writes, 0);
@@ -108,7 +108,7 @@ TEST_F(AgentTest, BridgeThatIsDownChangesNothing) {
   routes_.down.insert("br0");
   Daemon d(nft_, routes_, sysctls_, dir_);
   try {
-    d.agent.apply(example());
+    d.agent.start(example());
     FAIL();
   } catch (const PreconditionError& e) {
     EXPECT_EQ(std::string(e.what()), "bridge br0 is down");
@@ -121,7 +121,7 @@ TEST_F(AgentTest, MissingBrNetfilterIsAPreconditionError) {
   sysctls_.values.erase("net/bridge/bridge-nf-call-iptables");
   Daemon d(nft_, routes_, sysctls_, dir_);
   try {
-    d.agent.apply(example());
+    d.agent.start(example());
     FAIL();
   } catch (const PreconditionError& e) {
     EXPECT_NE(std::string(e.what()).find("br_netfilter is not loaded"), std::string::npos);
@@ -132,7 +132,7 @@ TEST_F(AgentTest, MissingBrNetfilterIsAPreconditionError) {
 TEST_F(AgentTest, UnmanagedSysctlsAreReportedNotSet) {
   Daemon d(nft_, routes_, sysctls_, dir_, /*manage_sysctls=*/false);
   try {
-    d.agent.apply(example());
+    d.agent.start(example());
     FAIL();
   } catch (const PreconditionError& e) {
     EXPECT_EQ(std::string(e.what()),
@@ -145,8 +145,8 @@ TEST_F(AgentTest, UnmanagedSysctlsAreReportedNotSet) {
 
 TEST_F(AgentTest, FailedTransactionRollsBackNewHostEntriesAndKeepsOldState) {
   Daemon d(nft_, routes_, sysctls_, dir_);
-  d.agent.apply(example());
-  const std::string ruleset = nft_.ruleset;
+  d.agent.start(example());
+  const std::string ruleset = nft_.ruleset();
   const auto routes = routes_.routes;
 
   State more = example();
@@ -156,9 +156,9 @@ TEST_F(AgentTest, FailedTransactionRollsBackNewHostEntriesAndKeepsOldState) {
                            {},
                            "br1"});
   more.services[0].backends.push_back({"web-2", 8080});
-  nft_.fail_next = true;
-  EXPECT_THROW(d.agent.apply(more), KernelError);
-  EXPECT_EQ(nft_.ruleset, ruleset);
+  nft_.failures_to_inject = 2;  // the change, and the whole-table fallback
+  EXPECT_THROW(d.agent.change(more), KernelError);
+  EXPECT_EQ(nft_.ruleset(), ruleset);
   EXPECT_EQ(routes_.routes, routes) << "the new backend's route was rolled back";
   EXPECT_EQ(d.agent.current(), example());
   EXPECT_EQ(persisted_state_from_text(read_file((dir_ / "state.json").string())).state, example())
@@ -167,20 +167,78 @@ TEST_F(AgentTest, FailedTransactionRollsBackNewHostEntriesAndKeepsOldState) {
 
 TEST_F(AgentTest, RemovedBackendLosesItsHostEntriesAndStaleRoutesGo) {
   Daemon d(nft_, routes_, sysctls_, dir_);
-  d.agent.apply(example());
+  d.agent.start(example());
   // A route of ours the state does not know about (e.g. a lost state dir).
   routes_.routes.insert({10, *IpAddress::parse("198.18.9.9")});
-  d.agent.apply(State{});
+  d.agent.start(State{});
   EXPECT_TRUE(routes_.routes.empty());
   EXPECT_TRUE(routes_.neighbours.empty());
-  EXPECT_EQ(nft_.ruleset.find("goto"), std::string::npos);
+  EXPECT_EQ(nft_.ruleset().find("goto"), std::string::npos);
+}
+
+TEST_F(AgentTest, AChangeTouchesOnlyWhatDiffers) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const auto routes_before = routes_.routes;
+  State more = example();
+  more.services.push_back({*parse_service_key("203.0.113.30:443/tcp"), {{"web-1", 8443}}});
+  const ApplyReport report = d.agent.change(more);
+  EXPECT_EQ(report.bindings_added, 1u);
+  EXPECT_EQ(report.bindings_removed, 0u);
+  EXPECT_FALSE(report.replaced_table);
+  EXPECT_EQ(nft_.replacements, 1) << "only the start-up rebuilt the table";
+  EXPECT_EQ(nft_.increments, 1);
+  EXPECT_EQ(routes_.routes, routes_before);
+  // The result is what a fresh start with the new state would build.
+  FakeNft fresh;
+  fresh.replace(d.agent.datapath(), MarkLayout(MarkLayout::kDefaultMask));
+  EXPECT_EQ(nft_.ruleset(), fresh.ruleset());
+}
+
+TEST_F(AgentTest, TheSameStateTwiceChangesNothingInTheKernel) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const int transactions = nft_.transactions;
+  const auto mtime = std::filesystem::last_write_time(dir_ / "state.json");
+  const ApplyReport report = d.agent.change(example());
+  EXPECT_FALSE(report.kernel_changed());
+  EXPECT_EQ(nft_.transactions, transactions);
+  EXPECT_EQ(std::filesystem::last_write_time(dir_ / "state.json"), mtime);
+}
+
+TEST_F(AgentTest, AKernelThatDisagreesIsRebuiltWhole) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  nft_.drop_binding(1);  // someone deleted a binding behind hostlbd's back
+  State fewer = example();
+  fewer.services.erase(fewer.services.begin());  // removes binding 1: ENOENT
+  const ApplyReport report = d.agent.change(fewer);
+  EXPECT_TRUE(report.replaced_table);
+  FakeNft fresh;
+  fresh.replace(d.agent.datapath(), MarkLayout(MarkLayout::kDefaultMask));
+  EXPECT_EQ(nft_.ruleset(), fresh.ruleset());
+}
+
+TEST_F(AgentTest, RemovingABackendOnlyRemovesItsHostEntries) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  State two = example();
+  two.backends.push_back({"web-2",
+                          *MacAddress::parse("02:00:00:00:01:12"),
+                          IpAddress::parse("198.18.1.12"),
+                          {},
+                          "br0"});
+  d.agent.start(two);
+  ASSERT_EQ(routes_.routes.size(), 3u);
+  d.agent.change(example());
+  EXPECT_EQ(routes_.routes.size(), 2u);
+  EXPECT_FALSE(routes_.routes.count({10, *IpAddress::parse("198.18.1.12")}));
 }
 
 TEST_F(AgentTest, CleanupRemovesTableAndHostEntries) {
   Daemon d(nft_, routes_, sysctls_, dir_);
-  d.agent.apply(example());
+  d.agent.start(example());
   d.agent.cleanup();
-  EXPECT_EQ(nft_.ruleset, "");
+  EXPECT_EQ(nft_.ruleset(), "");
   EXPECT_TRUE(routes_.routes.empty());
   EXPECT_TRUE(routes_.neighbours.empty());
   EXPECT_EQ(d.agent.current(), State{});

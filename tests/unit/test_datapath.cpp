@@ -48,13 +48,14 @@ TEST(CompileDatapath, OneBindingPerServiceAndBackendSortedWithIds) {
   EXPECT_EQ(dp.bridges, (std::vector<std::string>{"br0", "br1"}));
 }
 
-TEST(CompileDatapath, KeepsIdentitiesAcrossChangesAndReusesFreedOnes) {
+TEST(CompileDatapath, KeepsIdentitiesAndNeverReusesOneFreedByTheSameChange) {
   const MarkLayout marks(MarkLayout::kDefaultMask);
   State state = two_backends();
   Datapath first = compile_datapath(state, {}, marks);
 
   // Drop web-2 from 203.0.113.10 and add a new service: the survivors keep
-  // their identities, the newcomer takes the freed one.
+  // their identities; the newcomer does not take the one just freed (its
+  // connections still carry that mark), but the next change may.
   state.services[1].backends = {{"web-1", 8080}};
   state.services.push_back({*parse_service_key("203.0.113.30:80/udp"), {{"web-2", 53}}});
   Datapath second = compile_datapath(state, first.ids(), marks);
@@ -66,7 +67,11 @@ TEST(CompileDatapath, KeepsIdentitiesAcrossChangesAndReusesFreedOnes) {
   for (const char* key : {"203.0.113.10:80/tcp -> web-1", "203.0.113.20:80/tcp -> web-1",
                           "[2001:db8:f00::10]:443/tcp -> web-1"})
     EXPECT_EQ(id_of(second, key), id_of(first, key)) << key;
-  EXPECT_EQ(id_of(second, "203.0.113.30:80/udp -> web-2"),
+  EXPECT_EQ(id_of(second, "203.0.113.30:80/udp -> web-2"), 5u);
+
+  state.services.push_back({*parse_service_key("203.0.113.40:80/udp"), {{"web-2", 53}}});
+  Datapath third = compile_datapath(state, second.ids(), marks);
+  EXPECT_EQ(id_of(third, "203.0.113.40:80/udp -> web-2"),
             id_of(first, "203.0.113.10:80/tcp -> web-2"));
 }
 
@@ -74,6 +79,12 @@ TEST(CompileDatapath, RefusesMoreBindingsThanTheMaskCanNumber) {
   State state = two_backends();
   EXPECT_THROW(compile_datapath(state, {}, MarkLayout(0x3)), IdSpaceExhausted);
   EXPECT_NO_THROW(compile_datapath(state, {}, MarkLayout(0x7)));
+  // Identities freed by a change count until the next one.
+  Datapath full = compile_datapath(state, {}, MarkLayout(0x7));
+  State other = state;
+  for (auto& service : other.services) service.key.port += 1;
+  EXPECT_THROW(compile_datapath(other, full.ids(), MarkLayout(0x7)), IdSpaceExhausted);
+  EXPECT_NO_THROW(compile_datapath(other, {}, MarkLayout(0x7)));
 }
 
 TEST(CompileDatapath, IgnoresPersistedIdsOutsideTheMaskOrTakenTwice) {

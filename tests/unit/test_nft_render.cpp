@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "hostlb/netlink/nft.h"
+#include "hostlb/netlink/nft_batch.h"
 #include "hostlb/policies/state_document.h"
 
 namespace hostlb {
@@ -60,6 +61,44 @@ TEST(NftRender, MarkKeepsBitsOutsideTheMask) {
 
 TEST(NftRender, DeleteIsIdempotent) {
   EXPECT_EQ(render_delete_ruleset(), "add table inet hostlb\ndelete table inet hostlb\n");
+}
+
+}  // namespace
+}  // namespace hostlb
+
+namespace hostlb {
+namespace {
+
+// The batch for a change: one binding removed, one whose target port and
+// MAC changed, one added. Pins the messages and expressions the kernel
+// receives; the integration tests prove they build the same table as the
+// text path.
+TEST(NftBatch, ChangeBatchGolden) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  State before = parse_state_document(R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0"},
+                {"name":"web-2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080},{"name":"web-2","port":8080}]},
+                {"vip":"203.0.113.20","port":53,"protocol":"udp","backends":[{"name":"web-2","port":5353}]}]})");
+  State after = before;
+  after.services[0].backends.pop_back();                            // 10:80 -> web-2 goes
+  after.services[1].backends[0].port = 5354;                        // 20:53 -> web-2 changes port
+  after.backends[1].mac = *MacAddress::parse("02:00:00:00:01:13");  // and web-2 its MAC
+  after.services.push_back({*parse_service_key("[2001:db8:f00::10]:443/tcp"), {{"web-1", 8443}}});
+  Datapath old_dp = compile_datapath(before, {}, marks);
+  Datapath new_dp = compile_datapath(after, old_dp.ids(), marks);
+  NftBatch batch = encode_diff_batch(diff_datapath(old_dp, new_dp), marks, 100);
+  EXPECT_EQ(batch.first_seq, 100u);
+  EXPECT_EQ(batch.operations.size(), batch.messages);
+  EXPECT_EQ(batch.operations.at(batch.last_seq),
+            "adding element [2001:db8:f00::10]:443/tcp -> web-1 to map bindings6");
+  expect_golden("batch_change.txt", describe_batch(batch));
+}
+
+TEST(NftBatch, EmptyDiffIsAnEmptyBatch) {
+  NftBatch batch = encode_diff_batch(DatapathDiff{}, MarkLayout(MarkLayout::kDefaultMask), 1);
+  EXPECT_EQ(batch.messages, 0u);
+  EXPECT_EQ(describe_batch(batch), "batch begin\nbatch end\n");
 }
 
 }  // namespace

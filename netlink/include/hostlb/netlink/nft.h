@@ -18,16 +18,26 @@ struct NftRunStats {
   long helper_peak_rss_kb = 0;
 };
 
-// Runs one script of nft commands as a single transaction.
-class NftClient {
+// hostlb's table as the agent sees it. Every method is one nftables
+// transaction: on failure it throws KernelError (naming what was attempted
+// and what the kernel said) and the ruleset is unchanged.
+class NftRuleset {
  public:
-  virtual ~NftClient() = default;
-  // Throws KernelError naming `what` and nft's own error text; on failure the
-  // kernel ruleset is unchanged.
-  virtual NftRunStats run(const std::string& what, const std::string& script) = 0;
+  virtual ~NftRuleset() = default;
+  // Replaces the whole table (creating it if needed).
+  virtual NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) = 0;
+  // Applies the difference between two datapaths; touches only the
+  // bindings in it. The table must hold `diff`'s "before" side.
+  virtual void apply(const DatapathDiff& diff, const MarkLayout& marks) = 0;
+  // Removes the table if it exists.
+  virtual void remove() = 0;
 };
 
-std::unique_ptr<NftClient> make_libnftables_client();
+// The kernel: whole-table replacement through libnftables (nft's own
+// parser and evaluator, run in a forked helper), changes as hand-built
+// batches through libnftnl (no ruleset cache to fetch: the cost of a change
+// does not grow with the table).
+std::unique_ptr<NftRuleset> make_kernel_ruleset();
 
 // Rendering: pure functions from desired state to nft command text.
 //

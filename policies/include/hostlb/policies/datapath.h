@@ -79,9 +79,9 @@ class IdSpaceExhausted : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Keeps the identity of every binding that `previous` knows, gives new
-// bindings the lowest free identities. Throws IdSpaceExhausted when the mark
-// bits cannot number them all.
+// Keeps the identity of every binding that `previous` knows and gives new
+// bindings the lowest identities `previous` does not use. Throws
+// IdSpaceExhausted when the mark bits cannot number them all.
 Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks);
 
 struct DatapathDiff {

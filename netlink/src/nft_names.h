@@ -1,0 +1,39 @@
+// Names and byte layouts shared by the text renderer and the batch encoder,
+// so that the two cannot drift apart.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/datapath.h"
+
+namespace hostlb::nft_names {
+
+inline std::string chain(uint32_t binding_id) { return "bind_" + std::to_string(binding_id); }
+
+inline std::string map(IpFamily family) {
+  return family == IpFamily::kV4 ? "bindings4" : "bindings6";
+}
+
+inline std::string comment(const Binding& binding) { return binding.key.str(); }
+
+// The map key as nf_tables stores a concatenation: each field padded to a
+// multiple of 4 bytes (MAC 6+2, address 4 or 16, l4proto 1+3, port 2+2).
+inline std::vector<uint8_t> element_key(const Binding& binding) {
+  std::vector<uint8_t> key;
+  const auto& mac = binding.mac.bytes();
+  key.insert(key.end(), mac.begin(), mac.end());
+  key.insert(key.end(), 2, 0);
+  const auto& vip = binding.key.service.vip;
+  key.insert(key.end(), vip.bytes().begin(), vip.bytes().begin() + vip.size());
+  key.push_back(binding.key.service.protocol == Protocol::kTcp ? 6 : 17);
+  key.insert(key.end(), 3, 0);
+  key.push_back(static_cast<uint8_t>(binding.key.service.port >> 8));
+  key.push_back(static_cast<uint8_t>(binding.key.service.port & 0xff));
+  key.insert(key.end(), 2, 0);
+  return key;
+}
+
+}  // namespace hostlb::nft_names
