@@ -12,9 +12,13 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "agent.h"
+#include "control_handler.h"
+#include "control_server.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
 
@@ -30,6 +34,7 @@ constexpr int kExitUsage = 2;    // bad flags or a state document that is not va
 struct Flags {
   std::string config;
   std::string socket = "/run/hostlb/hostlbd.sock";
+  std::string socket_group = "hostlb";
   std::string state_dir = "/var/lib/hostlb";
   std::string log_level = "info";
   std::string default_bridge;
@@ -64,7 +69,8 @@ int make_signal_fd() {
   return signalfd(-1, &mask, SFD_CLOEXEC);
 }
 
-void reload(Agent& agent, const Flags& flags, const DocumentOptions& doc_options) {
+void reload(Agent& agent, ControlHandler& control, const Flags& flags,
+            const DocumentOptions& doc_options) {
   if (flags.config.empty()) {
     spdlog::info("SIGHUP: no --config file to re-read; nothing to do");
     return;
@@ -76,30 +82,39 @@ void reload(Agent& agent, const Flags& flags, const DocumentOptions& doc_options
   } catch (const DocumentError& e) {
     spdlog::error("reload refused, {} is not valid: {}; keeping the current state", flags.config,
                   e.what());
+    control.note_error("reload: " + flags.config + ": " + e.what());
   } catch (const std::exception& e) {
     spdlog::error("reload of {} failed: {}; keeping the current state", flags.config, e.what());
+    control.note_error("reload: " + flags.config + ": " + e.what());
   }
   sd_notify(0, "READY=1");
 }
 
-int event_loop(Agent& agent, const Flags& flags, const DocumentOptions& doc_options, int sig_fd) {
+int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, const Flags& flags,
+               const DocumentOptions& doc_options, int sig_fd) {
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  const int timeout_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
+  const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
+  std::vector<pollfd> fds;
   for (;;) {
-    pollfd pfd{sig_fd, POLLIN, 0};
-    const int n = poll(&pfd, 1, timeout_ms);
+    fds.clear();
+    fds.push_back({sig_fd, POLLIN, 0});
+    server.add_poll_fds(fds);
+    int timeout_ms = server.next_timeout_ms();
+    if (watchdog_ms >= 0 && (timeout_ms < 0 || watchdog_ms < timeout_ms)) timeout_ms = watchdog_ms;
+    const int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::critical("poll failed: {}", std::strerror(errno));
       return kExitFailure;
     }
     if (watchdog) sd_notify(0, "WATCHDOG=1");
-    if (n == 0) continue;
+    server.process(fds, 1);
+    if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
     if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
     if (info.ssi_signo == SIGHUP) {
-      reload(agent, flags, doc_options);
+      reload(agent, control, flags, doc_options);
       continue;
     }
     // The datapath stays in place: established connections live in
@@ -175,6 +190,18 @@ int run(const Flags& flags) {
     }
     spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
                  flags.state_dir, flags.socket);
+    ControlHandler control(agent, *routes, *sysctls, doc_options,
+                           {HOSTLB_VERSION, flags.state_dir, flags.socket});
+    ControlServer server(
+        {flags.socket, flags.socket_group},
+        [&](const PeerCredentials& peer, std::string_view line) {
+          return control.handle(peer, line);
+        },
+        [](int code, const std::string& message) {
+          return control::encode_error(nullptr, {code, message, ""});
+        });
+    // The socket first: if another daemon owns it, nothing is touched.
+    server.open();
     if (!config && !agent.has_persisted())
       spdlog::info("no --config and no persisted state: starting empty");
     agent.start(config);
@@ -182,7 +209,7 @@ int run(const Flags& flags) {
       spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
                    config->services.size());
     sd_notify(0, "READY=1");
-    return event_loop(agent, flags, doc_options, sig_fd);
+    return event_loop(agent, server, control, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());
   } catch (const KernelError& e) {
@@ -190,6 +217,8 @@ int run(const Flags& flags) {
   } catch (const StoreError& e) {
     spdlog::error("{}", e.what());
   } catch (const IdSpaceExhausted& e) {
+    spdlog::error("{}", e.what());
+  } catch (const ControlError& e) {
     spdlog::error("{}", e.what());
   }
   return kExitFailure;
@@ -207,7 +236,11 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", flags.config,
                  "State document (JSON) to apply at start and on SIGHUP")
       ->check(CLI::ExistingFile);
-  app.add_option("--socket", flags.socket, "Control socket path")->capture_default_str();
+  app.add_option("--socket", flags.socket, "Control socket path (for hostlbctl)")
+      ->capture_default_str();
+  app.add_option("--socket-group", flags.socket_group,
+                 "Group whose members may use the control socket besides root")
+      ->capture_default_str();
   app.add_option("--state-dir", flags.state_dir, "Directory for persisted state")
       ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error, critical or off")

@@ -6,6 +6,8 @@
 #include <set>
 #include <vector>
 
+#include "hostlb/policies/state_edit.h"
+
 namespace hostlb {
 namespace {
 
@@ -87,7 +89,10 @@ IpAddress parse_host_address(const json& value, const std::string& path, IpFamil
   return *addr;
 }
 
-Backend parse_backend(const json& value, const std::string& path, const DocumentOptions& options) {
+}  // namespace
+
+Backend parse_backend_object(const json& value, const std::string& path,
+                             const DocumentOptions& options) {
   require_object(value, path, {"name", "mac", "ipv4", "ipv6", "bridge"});
   Backend backend;
 
@@ -126,6 +131,23 @@ Backend parse_backend(const json& value, const std::string& path, const Document
   return backend;
 }
 
+BackendRef parse_backend_ref(const json& value, const std::string& path) {
+  require_object(value, path, {"name", "port"});
+  BackendRef ref;
+  ref.name = require_string(required_member(value, path, "name"), member(path, "name"));
+  ref.port = require_port(required_member(value, path, "port"), member(path, "port"));
+  return ref;
+}
+
+ServiceKey parse_service_key_param(const json& value, const std::string& path) {
+  std::string reason;
+  auto key = parse_service_key(require_string(value, path), &reason);
+  if (!key) throw DocumentError(path, shown(value) + ": " + reason);
+  return *key;
+}
+
+namespace {
+
 Service parse_service(const json& value, const std::string& path, const State& state) {
   require_object(value, path, {"vip", "port", "protocol", "backends"});
   Service service;
@@ -160,12 +182,8 @@ Service parse_service(const json& value, const std::string& path, const State& s
   std::map<std::string, size_t> seen;
   for (size_t i = 0; i < refs->size(); ++i) {
     const auto ref_path = element(refs_path, i);
-    const json& ref_value = (*refs)[i];
-    require_object(ref_value, ref_path, {"name", "port"});
-    BackendRef ref;
+    BackendRef ref = parse_backend_ref((*refs)[i], ref_path);
     const auto name_path = member(ref_path, "name");
-    ref.name = require_string(required_member(ref_value, ref_path, "name"), name_path);
-    ref.port = require_port(required_member(ref_value, ref_path, "port"), member(ref_path, "port"));
     const Backend* backend = state.find_backend(ref.name);
     if (backend == nullptr) throw DocumentError(name_path, "unknown backend " + shown(ref.name));
     if (!backend->address_for(vip->family()))
@@ -281,7 +299,7 @@ State state_from_json(const json& document, const DocumentOptions& options) {
       throw DocumentError("backends", "must be an array, not " + type_name(*backends));
     for (size_t i = 0; i < backends->size(); ++i) {
       const auto path = element("backends", i);
-      Backend backend = parse_backend((*backends)[i], path, options);
+      Backend backend = parse_backend_object((*backends)[i], path, options);
       if (auto [it, ok] = names.emplace(backend.name, i); !ok)
         throw DocumentError(member(path, "name"), "duplicate backend name \"" + backend.name +
                                                       "\" (also " +

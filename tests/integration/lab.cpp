@@ -345,6 +345,37 @@ std::string udp_exchange(const Lab& lab, const std::string& role, const std::str
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
 }
 
+ControlClient::ControlClient(const std::string& path) {
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error(errno_text("connect " + path));
+}
+
+ControlClient::~ControlClient() { ::close(fd_); }
+
+control::Response ControlClient::call(const std::string& method, const nlohmann::json& params) {
+  const std::string request = control::encode_request(++id_, method, params);
+  if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size()))
+    throw std::runtime_error(errno_text("send"));
+  while (buffer_.find('\n') == std::string::npos) {
+    if (!wait_readable(fd_, std::chrono::seconds(30))) throw std::runtime_error("no reply");
+    char buf[65536];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) throw std::runtime_error("connection closed");
+    buffer_.append(buf, static_cast<size_t>(n));
+  }
+  const auto nl = buffer_.find('\n');
+  const std::string line = buffer_.substr(0, nl);
+  buffer_.erase(0, nl + 1);
+  return control::decode_response(line);
+}
+
+std::string read_lab_text(const std::string& path) { return read_text_file(path); }
+
 std::string write_lab_file(const Lab& lab, const std::string& name, const std::string& text) {
   const std::string path = lab.dir() + "/" + name;
   std::ofstream(path) << text;

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "hostlb/policies/control_protocol.h"
+
 namespace hostlb::lab {
 
 struct CommandResult {
@@ -140,6 +142,22 @@ class Hostlbd {
   std::string notify_path_;
   pid_t pid_ = -1;
 };
+
+// A raw JSON-RPC client of hostlbd's control socket.
+class ControlClient {
+ public:
+  explicit ControlClient(const std::string& path);
+  ~ControlClient();
+  control::Response call(const std::string& method,
+                         const nlohmann::json& params = nlohmann::json::object());
+
+ private:
+  int fd_ = -1;
+  int id_ = 0;
+  std::string buffer_;
+};
+
+std::string read_lab_text(const std::string& path);
 
 // Writes `text` to a file in the lab directory and returns its path.
 std::string write_lab_file(const Lab& lab, const std::string& name, const std::string& text);

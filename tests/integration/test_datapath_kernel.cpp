@@ -9,80 +9,14 @@
 #include <sstream>
 #include <thread>
 
-#include "lab.h"
+#include "lab_fixture.h"
 
 namespace hostlb::lab {
 namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kVip10 = "203.0.113.10";
-const std::string kVip20 = "203.0.113.20";
-const std::string kVip6 = "2001:db8:f00::10";
-
-std::string backend_json(const VmInfo& vm, const std::string& name) {
-  return R"({"name":")" + name + R"(","mac":")" + vm.mac + R"(","ipv4":")" + vm.ipv4 +
-         R"(","ipv6":")" + vm.ipv6 + R"(","bridge":"br0"})";
-}
-
-std::string service_json(const std::string& vip, int port, const std::string& proto,
-                         const std::vector<std::pair<std::string, int>>& backends) {
-  std::string refs;
-  for (const auto& [name, p] : backends) {
-    if (!refs.empty()) refs += ",";
-    refs += R"({"name":")" + name + R"(","port":)" + std::to_string(p) + "}";
-  }
-  return R"({"vip":")" + vip + R"(","port":)" + std::to_string(port) + R"(,"protocol":")" + proto +
-         R"(","backends":[)" + refs + "]}";
-}
-
-std::string document(const std::vector<std::string>& services) {
-  std::string joined;
-  for (const auto& s : services) joined += (joined.empty() ? "" : ",") + s;
-  return R"({"version":1,"backends":[)" + backend_json(kVm1, "web-1") + "," +
-         backend_json(kVm2, "web-2") + R"(],"services":[)" + joined + "]}";
-}
-
-class DatapathTest : public ::testing::Test {
- protected:
-  std::unique_ptr<Hostlbd> start_hostlbd(const std::string& doc,
-                                         std::vector<std::string> extra = {}) {
-    const std::string config = write_lab_file(lab_, "config.json", doc);
-    std::vector<std::string> args = {"--config",    config,
-                                     "--state-dir", lab_.dir() + "/state",
-                                     "--socket",    lab_.dir() + "/hostlbd.sock",
-                                     "--log-level", "debug"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto daemon = std::make_unique<Hostlbd>(lab_, args);
-    EXPECT_TRUE(daemon->start()) << daemon->log();
-    return daemon;
-  }
-
-  std::string ruleset() { return lab_.in("hv", "nft list ruleset").output; }
-  std::string conntrack(const std::string& filter) {
-    return lab_.in("hv", "conntrack -L " + filter).output;
-  }
-
-  Lab lab_;
-};
-
-// Extracts "key=value" fields of the first conntrack line containing `needle`.
-std::string ct_field(const std::string& listing, const std::string& needle, const std::string& key,
-                     int occurrence = 0) {
-  std::istringstream lines(listing);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.find(needle) == std::string::npos) continue;
-    size_t pos = 0;
-    for (int i = 0; i <= occurrence; ++i) {
-      pos = line.find(" " + key + "=", pos);
-      if (pos == std::string::npos) return "";
-      pos += key.size() + 2;
-    }
-    return line.substr(pos, line.find(' ', pos) - pos);
-  }
-  return "";
-}
+using DatapathTest = LabTest;
 
 TEST_F(DatapathTest, TcpAndUdpToVipReachTheBackendAndRepliesComeFromTheVip) {
   BackendServer vm1(lab_, "vm1", 8080);

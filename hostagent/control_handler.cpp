@@ -1,0 +1,276 @@
+#include "control_handler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+
+#include "hostlb/netlink/error.h"
+#include "hostlb/policies/state_edit.h"
+
+namespace hostlb {
+namespace {
+
+using control::Error;
+using nlohmann::json;
+
+// A request that cannot be served, with the JSON-RPC error to answer.
+struct Refusal {
+  Error error;
+};
+
+[[noreturn]] void refuse(int code, std::string message, std::string path = "") {
+  throw Refusal{{code, std::move(message), std::move(path)}};
+}
+
+void check_params(const json& params, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [key, value] : params.items()) {
+    bool known = false;
+    for (auto name : allowed) known = known || key == name;
+    if (!known) refuse(control::kInvalidParams, "unknown parameter", "params." + key);
+  }
+}
+
+const json& param(const json& params, const std::string& name) {
+  auto it = params.find(name);
+  if (it == params.end()) refuse(control::kInvalidParams, "is required", "params." + name);
+  return *it;
+}
+
+std::string param_string(const json& params, const std::string& name) {
+  const json& value = param(params, name);
+  if (!value.is_string()) refuse(control::kInvalidParams, "must be a string", "params." + name);
+  return value.get<std::string>();
+}
+
+// Runs a parse or edit whose DocumentError paths are relative to `params`.
+template <typename F>
+auto with_params_paths(F&& f) {
+  try {
+    return f();
+  } catch (const DocumentError& e) {
+    refuse(control::kInvalidParams, e.reason(), e.path().empty() ? "params" : "params." + e.path());
+  }
+}
+
+std::string now_text() {
+  char buf[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+json service_json(const Service& service) {
+  json refs = json::array();
+  for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
+  return {{"service", service.key.str()},
+          {"vip", service.key.vip.str()},
+          {"port", service.key.port},
+          {"protocol", protocol_name(service.key.protocol)},
+          {"backends", std::move(refs)}};
+}
+
+}  // namespace
+
+ControlHandler::ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls,
+                               DocumentOptions doc_options, DaemonInfo info)
+    : agent_(agent),
+      routes_(routes),
+      sysctls_(sysctls),
+      doc_options_(std::move(doc_options)),
+      info_(std::move(info)) {}
+
+void ControlHandler::note_error(const std::string& message) {
+  last_error_ = std::make_pair(now_text(), message);
+}
+
+std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view line) {
+  Error error;
+  json id;
+  auto request = control::decode_request(line, &error, &id);
+  if (!request) return control::encode_error(id, error);
+  try {
+    json result = dispatch(*request);
+    return control::encode_result(request->id, result);
+  } catch (const Refusal& r) {
+    error = r.error;
+  } catch (const DocumentError& e) {
+    error = {control::kRefused, e.reason(), e.path()};
+  } catch (const PreconditionError& e) {
+    error = {control::kRefused, e.what(), ""};
+  } catch (const IdSpaceExhausted& e) {
+    error = {control::kRefused, e.what(), ""};
+  } catch (const KernelError& e) {
+    error = {control::kKernelError, e.what(), ""};
+  } catch (const StoreError& e) {
+    error = {control::kInternalError, std::string("applied, but not persisted: ") + e.what(), ""};
+  } catch (const std::exception& e) {
+    error = {control::kInternalError, e.what(), ""};
+  }
+  if (error.code != control::kMethodNotFound && error.code != control::kInvalidParams &&
+      error.code != control::kRefused) {
+    note_error(request->method + ": " + error.message);
+  }
+  spdlog::info("control: {} from uid {} refused: {}{}", request->method, peer.uid,
+               error.path.empty() ? "" : error.path + ": ", error.message);
+  return control::encode_error(request->id, error);
+}
+
+json ControlHandler::dispatch(const control::Request& request) {
+  const json& p = request.params;
+  const std::string& m = request.method;
+  const State& current = agent_.current();
+
+  if (m == "status") {
+    check_params(p, {});
+    return status();
+  }
+  if (m == "get") {
+    check_params(p, {});
+    return state_to_json(current);
+  }
+  if (m == "apply") return apply(p);
+
+  if (m == "backend.list") {
+    check_params(p, {});
+    json out = json::array();
+    for (const auto& b : current.backends) {
+      json services = json::array();
+      for (const auto& s : current.services)
+        for (const auto& ref : s.backends)
+          if (ref.name == b.name) services.push_back(s.key.str() + ":" + std::to_string(ref.port));
+      json entry = {{"name", b.name}, {"mac", b.mac.str()}};
+      entry["ipv4"] = b.ipv4 ? json(b.ipv4->str()) : json();
+      entry["ipv6"] = b.ipv6 ? json(b.ipv6->str()) : json();
+      entry["bridge"] = b.bridge;
+      entry["services"] = std::move(services);
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+  if (m == "backend.add") {
+    check_params(p, {"name", "mac", "ipv4", "ipv6", "bridge"});
+    const Backend backend =
+        with_params_paths([&] { return parse_backend_object(p, "", doc_options_); });
+    return change_to(with_params_paths([&] { return add_backend(current, backend); }));
+  }
+  if (m == "backend.del") {
+    check_params(p, {"name"});
+    const std::string name = param_string(p, "name");
+    return change_to(with_params_paths([&] { return remove_backend(current, name); }));
+  }
+  if (m == "service.list") {
+    check_params(p, {});
+    json out = json::array();
+    for (const auto& s : current.services) out.push_back(service_json(s));
+    return out;
+  }
+  if (m == "service.add") {
+    check_params(p, {"service", "backends"});
+    Service service;
+    service.key =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+    if (auto it = p.find("backends"); it != p.end()) {
+      if (!it->is_array()) refuse(control::kInvalidParams, "must be an array", "params.backends");
+      for (size_t i = 0; i < it->size(); ++i)
+        service.backends.push_back(with_params_paths(
+            [&] { return parse_backend_ref((*it)[i], "backends[" + std::to_string(i) + "]"); }));
+    }
+    return change_to(with_params_paths([&] { return add_service(current, service); }));
+  }
+  if (m == "service.del") {
+    check_params(p, {"service"});
+    const ServiceKey key =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+    return change_to(with_params_paths([&] { return remove_service(current, key); }));
+  }
+  if (m == "service.attach") {
+    check_params(p, {"service", "backend", "port"});
+    const ServiceKey key =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+    const BackendRef ref = with_params_paths([&] {
+      return parse_backend_ref(json{{"name", param(p, "backend")}, {"port", param(p, "port")}}, "");
+    });
+    return change_to(with_params_paths([&] { return attach_backend(current, key, ref); }));
+  }
+  if (m == "service.detach") {
+    check_params(p, {"service", "backend"});
+    const ServiceKey key =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+    const std::string name = param_string(p, "backend");
+    return change_to(with_params_paths([&] { return detach_backend(current, key, name); }));
+  }
+  refuse(control::kMethodNotFound, "no method \"" + m + "\"");
+}
+
+json ControlHandler::change_to(const State& next) {
+  validate_state(next);
+  const auto changes = describe_changes(agent_.current(), next);
+  const ApplyReport report = agent_.change(next);
+  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
+}
+
+json ControlHandler::apply(const json& p) {
+  check_params(p, {"document", "document_text", "dry_run"});
+  bool dry_run = false;
+  if (auto it = p.find("dry_run"); it != p.end()) {
+    if (!it->is_boolean()) refuse(control::kInvalidParams, "must be a boolean", "params.dry_run");
+    dry_run = it->get<bool>();
+  }
+  State next;
+  try {
+    // document_text is parsed by the strict document parser (duplicate keys,
+    // exact positions); document is an already-parsed object.
+    if (auto text = p.find("document_text"); text != p.end()) {
+      if (p.contains("document"))
+        refuse(control::kInvalidParams, "give document or document_text, not both", "params");
+      if (!text->is_string())
+        refuse(control::kInvalidParams, "must be a string", "params.document_text");
+      next = parse_state_document(text->get<std::string>(), doc_options_);
+    } else {
+      next = state_from_json(param(p, "document"), doc_options_);
+    }
+  } catch (const DocumentError& e) {
+    refuse(control::kInvalidParams, e.reason(),
+           e.path() == "document" || e.path().empty() ? "params.document"
+                                                      : "params.document." + e.path());
+  }
+  if (dry_run) return {{"dry_run", true}, {"changes", describe_changes(agent_.current(), next)}};
+  return change_to(next);
+}
+
+json ControlHandler::status() {
+  const State& current = agent_.current();
+  json checks = json::array();
+  for (const auto& bridge : agent_.datapath().bridges) {
+    auto link = routes_.link(bridge);
+    checks.push_back({{"check", "bridge " + bridge},
+                      {"ok", link && link->up},
+                      {"detail", !link      ? "missing"
+                                 : link->up ? "up"
+                                            : "down"}});
+  }
+  for (const auto& req : datapath_sysctls(agent_.datapath().bridges)) {
+    const auto value = sysctls_.read(req.key);
+    checks.push_back({{"check", "sysctl " + sysctl_display_name(req.key)},
+                      {"ok", value && *value == req.value},
+                      {"detail", value ? *value : "missing"}});
+  }
+  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::steady_clock::now() - info_.started)
+                          .count();
+  json last_error;
+  if (last_error_) last_error = {{"time", last_error_->first}, {"message", last_error_->second}};
+  return {{"version", info_.version},
+          {"uptime_seconds", uptime},
+          {"backends", current.backends.size()},
+          {"services", current.services.size()},
+          {"bindings", agent_.datapath().bindings.size()},
+          {"state_dir", info_.state_dir},
+          {"socket", info_.socket},
+          {"prerequisites", std::move(checks)},
+          {"last_error", std::move(last_error)}};
+}
+
+}  // namespace hostlb

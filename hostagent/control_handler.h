@@ -1,0 +1,53 @@
+// The control methods: decode a request, turn it into a new desired state
+// with the pure edits of policies/, hand that to the Agent, encode the
+// reply. Methods are documented in hostlbctl(8).
+#pragma once
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agent.h"
+#include "control_server.h"
+#include "hostlb/netlink/routes.h"
+#include "hostlb/netlink/sysctl.h"
+#include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+
+struct DaemonInfo {
+  std::string version;
+  std::string state_dir;
+  std::string socket;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+class ControlHandler {
+ public:
+  ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls, DocumentOptions doc_options,
+                 DaemonInfo info);
+
+  // One request line in, one reply line out.
+  std::string handle(const PeerCredentials& peer, std::string_view line);
+
+  // Remembers a failure for `status` (a refused request, a failed reload).
+  void note_error(const std::string& message);
+
+ private:
+  nlohmann::json dispatch(const control::Request& request);
+  nlohmann::json status();
+  nlohmann::json change_to(const State& next);
+  nlohmann::json apply(const nlohmann::json& params);
+
+  Agent& agent_;
+  RouteTable& routes_;
+  Sysctls& sysctls_;
+  DocumentOptions doc_options_;
+  DaemonInfo info_;
+  std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
+};
+
+}  // namespace hostlb

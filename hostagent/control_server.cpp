@@ -1,0 +1,279 @@
+#include "control_server.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "hostlb/policies/control_protocol.h"
+
+namespace hostlb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string errno_text() { return std::strerror(errno); }
+
+sockaddr_un socket_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path)
+    throw ControlError("control socket path is too long (" + std::to_string(path.size()) +
+                       " bytes, at most " + std::to_string(sizeof addr.sun_path - 1) +
+                       "): " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+void make_parent_directory(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return;
+  const std::string dir = path.substr(0, slash);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw ControlError("creating " + dir + ": " + errno_text());
+}
+
+PeerCredentials credentials_of(int fd) {
+  PeerCredentials peer;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer.pid = cred.pid;
+    peer.uid = cred.uid;
+    peer.gid = cred.gid;
+  } else {
+    peer.uid = static_cast<uid_t>(-1);  // unknown: never authorized
+    peer.gid = static_cast<gid_t>(-1);
+  }
+  std::vector<gid_t> groups(64);
+  len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0 && errno == ERANGE) {
+    groups.resize(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) len = 0;
+  }
+  groups.resize(len / sizeof(gid_t));
+  peer.groups = std::move(groups);
+  return peer;
+}
+
+}  // namespace
+
+bool peer_is_authorized(const PeerCredentials& peer, std::optional<gid_t> group_gid) {
+  if (peer.uid == 0) return true;
+  if (!group_gid) return false;
+  if (peer.gid == *group_gid) return true;
+  return std::find(peer.groups.begin(), peer.groups.end(), *group_gid) != peer.groups.end();
+}
+
+ControlServer::ControlServer(ControlServerOptions options, Handler handler, ErrorReply error_reply)
+    : options_(std::move(options)),
+      handler_(std::move(handler)),
+      error_reply_(std::move(error_reply)) {}
+
+ControlServer::~ControlServer() {
+  for (auto& [fd, client] : clients_) ::close(fd);
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    ::unlink(options_.path.c_str());
+  }
+}
+
+void ControlServer::open() {
+  const sockaddr_un addr = socket_address(options_.path);
+  make_parent_directory(options_.path);
+  // A socket file left by a daemon that died is replaced; one that answers
+  // belongs to a running daemon and is not.
+  {
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      const bool alive =
+          ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+      ::close(probe);
+      if (alive)
+        throw ControlError("control socket " + options_.path + " is in use by another hostlbd");
+    }
+    ::unlink(options_.path.c_str());
+  }
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (listen_fd_ < 0) throw ControlError("creating the control socket: " + errno_text());
+  const mode_t old_umask = ::umask(0117);  // the socket is born 0660
+  const int rc = ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  ::umask(old_umask);
+  if (rc != 0)
+    throw ControlError("binding the control socket " + options_.path + ": " + errno_text());
+  const group* grp = ::getgrnam(options_.group.c_str());
+  if (grp && ::chown(options_.path.c_str(), 0, grp->gr_gid) != 0)
+    spdlog::warn("cannot give {} to group {}: {}", options_.path, options_.group, errno_text());
+  ::chmod(options_.path.c_str(), 0660);
+  if (::listen(listen_fd_, 64) != 0)
+    throw ControlError("listening on " + options_.path + ": " + errno_text());
+  spdlog::info(
+      "control socket {} (mode 0660, root{})", options_.path,
+      grp ? " and group " + options_.group : std::string(" only: no group ") + options_.group);
+}
+
+void ControlServer::add_poll_fds(std::vector<pollfd>& fds) const {
+  fds.push_back({listen_fd_, POLLIN, 0});
+  for (const auto& [fd, client] : clients_) {
+    short events = client.closing ? 0 : POLLIN;
+    if (!client.out.empty()) events |= POLLOUT;
+    fds.push_back({fd, events, 0});
+  }
+}
+
+void ControlServer::process(const std::vector<pollfd>& fds, size_t first) {
+  if (fds[first].revents & POLLIN) accept_clients();
+  for (size_t i = first + 1; i < fds.size(); ++i) {
+    auto it = clients_.find(fds[i].fd);
+    if (it == clients_.end()) continue;
+    Client& client = it->second;
+    if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) on_readable(client);
+    if (clients_.count(fds[i].fd) && (fds[i].revents & POLLOUT)) on_writable(client);
+  }
+  expire();
+}
+
+void ControlServer::accept_clients() {
+  for (;;) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        spdlog::warn("accepting a control connection: {}", errno_text());
+      return;
+    }
+    Client client;
+    client.fd = fd;
+    client.peer = credentials_of(fd);
+    // Looked up per connection: the group may be created (or its members
+    // changed) while the daemon runs.
+    const group* grp = ::getgrnam(options_.group.c_str());
+    client.authorized =
+        peer_is_authorized(client.peer, grp ? std::optional<gid_t>(grp->gr_gid) : std::nullopt);
+    client.last_activity = client.request_started = Clock::now();
+    if (clients_.size() >= options_.max_clients) {
+      client.out = error_reply_(control::kInternalError,
+                                "too many clients (" + std::to_string(options_.max_clients) + ")");
+      client.closing = true;
+      spdlog::warn("control: refused a client from pid {}: too many clients", client.peer.pid);
+    } else if (!client.authorized) {
+      client.out = error_reply_(control::kPermissionDenied,
+                                "permission denied: uid " + std::to_string(client.peer.uid) +
+                                    " is neither root nor in group " + options_.group);
+      client.closing = true;
+      spdlog::warn("control: refused uid {} (pid {}): neither root nor in group {}",
+                   client.peer.uid, client.peer.pid, options_.group);
+    }
+    clients_[fd] = std::move(client);
+    on_writable(clients_[fd]);
+  }
+}
+
+void ControlServer::on_readable(Client& client) {
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::recv(client.fd, buf, sizeof buf, 0);
+    if (n == 0) {
+      // The client finished sending (or is gone): answer what it asked
+      // completely, drop what it half-sent, and close.
+      client.in.clear();
+      client.closing = true;
+      break;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      drop(client.fd);
+      return;
+    }
+    if (client.closing) continue;  // discard input after a fatal reply
+    if (client.in.empty()) client.request_started = Clock::now();
+    client.in.append(buf, static_cast<size_t>(n));
+    client.last_activity = Clock::now();
+    // Answer every complete line before reading more.
+    size_t start = 0;
+    for (size_t nl = client.in.find('\n'); nl != std::string::npos;
+         nl = client.in.find('\n', start)) {
+      std::string_view line(client.in.data() + start, nl - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!line.empty()) client.out += handler_(client.peer, line);
+      start = nl + 1;
+    }
+    client.in.erase(0, start);
+    if (!client.in.empty() && start > 0) client.request_started = Clock::now();
+    if (client.in.size() > options_.max_request_bytes) {
+      client.out += error_reply_(
+          control::kRequestTooLarge,
+          "request larger than " + std::to_string(options_.max_request_bytes) + " bytes");
+      client.in.clear();
+      client.closing = true;
+    }
+    if (client.out.size() > options_.max_reply_backlog) {
+      spdlog::warn("control: dropping pid {}: it does not read its replies", client.peer.pid);
+      drop(client.fd);
+      return;
+    }
+  }
+  if (!client.out.empty() || client.closing) on_writable(client);
+}
+
+void ControlServer::on_writable(Client& client) {
+  while (!client.out.empty()) {
+    const ssize_t n = ::send(client.fd, client.out.data(), client.out.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      drop(client.fd);
+      return;
+    }
+    client.out.erase(0, static_cast<size_t>(n));
+    client.last_activity = Clock::now();
+  }
+  if (client.closing) drop(client.fd);
+}
+
+void ControlServer::expire() {
+  const auto now = Clock::now();
+  std::vector<int> stalled, idle;
+  for (auto& [fd, client] : clients_) {
+    if (!client.in.empty() && now - client.request_started > options_.stall_timeout)
+      stalled.push_back(fd);
+    else if (client.in.empty() && now - client.last_activity > options_.idle_timeout)
+      idle.push_back(fd);
+  }
+  for (int fd : stalled) {
+    Client& client = clients_[fd];
+    spdlog::warn("control: pid {} did not finish its request within {} ms; disconnecting",
+                 client.peer.pid, options_.stall_timeout.count());
+    client.in.clear();
+    client.out += error_reply_(control::kTimeout, "request not completed in time");
+    client.closing = true;
+    on_writable(client);
+  }
+  for (int fd : idle) drop(fd);
+}
+
+int ControlServer::next_timeout_ms() const {
+  if (clients_.empty()) return -1;
+  const auto now = Clock::now();
+  auto next = Clock::time_point::max();
+  for (const auto& [fd, client] : clients_) {
+    next = std::min(next, client.in.empty() ? client.last_activity + options_.idle_timeout
+                                            : client.request_started + options_.stall_timeout);
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::clamp<long long>(ms + 1, 0, 60000));
+}
+
+void ControlServer::drop(int fd) {
+  ::close(fd);
+  clients_.erase(fd);
+}
+
+}  // namespace hostlb

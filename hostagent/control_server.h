@@ -1,0 +1,100 @@
+// The control socket: a Unix stream socket, one JSON-RPC request per line.
+// Single-threaded and non-blocking, driven by the daemon's poll loop, so
+// requests from any number of clients are handled one at a time, each
+// completely. Bounded: request size, clients, time to finish a request,
+// unread replies. A client that misbehaves is disconnected; the daemon goes
+// on.
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hostlb {
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups of the peer process
+};
+
+struct ControlServerOptions {
+  std::string path;
+  std::string group = "hostlb";  // may use the socket besides root, if it exists
+  size_t max_request_bytes = 16 * 1024 * 1024;
+  size_t max_reply_backlog = 64 * 1024 * 1024;
+  size_t max_clients = 64;
+  std::chrono::milliseconds stall_timeout{5000};  // to finish a request once begun
+  std::chrono::milliseconds idle_timeout{300000};
+};
+
+class ControlError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Who may talk to hostlbd: root, or a member of `group_gid` (primary or
+// supplementary). Pure, for tests.
+bool peer_is_authorized(const PeerCredentials& peer, std::optional<gid_t> group_gid);
+
+class ControlServer {
+ public:
+  // Returns the reply line for one request line of an authorized peer.
+  using Handler = std::function<std::string(const PeerCredentials&, std::string_view)>;
+  // Replies for problems found before a request reaches the handler.
+  using ErrorReply = std::function<std::string(int code, const std::string& message)>;
+
+  ControlServer(ControlServerOptions options, Handler handler, ErrorReply error_reply);
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // Creates the socket (mode 0660, group `options.group` if it exists).
+  // Throws ControlError if the path is in use by a live daemon or cannot be
+  // created.
+  void open();
+
+  // The descriptors to poll, appended to `fds`; then process() with the
+  // same vector and the index where this server's entries start.
+  void add_poll_fds(std::vector<pollfd>& fds) const;
+  void process(const std::vector<pollfd>& fds, size_t first);
+  // Milliseconds until the next client deadline (-1: none).
+  int next_timeout_ms() const;
+
+  size_t client_count() const { return clients_.size(); }
+
+ private:
+  struct Client {
+    int fd = -1;
+    PeerCredentials peer;
+    bool authorized = false;
+    std::string in;
+    std::string out;
+    bool closing = false;  // close once `out` is written
+    std::chrono::steady_clock::time_point last_activity;
+    std::chrono::steady_clock::time_point request_started;
+  };
+
+  void accept_clients();
+  void on_readable(Client& client);
+  void on_writable(Client& client);
+  void expire();
+  void drop(int fd);
+
+  ControlServerOptions options_;
+  Handler handler_;
+  ErrorReply error_reply_;
+  int listen_fd_ = -1;
+  std::map<int, Client> clients_;
+};
+
+}  // namespace hostlb

@@ -1,0 +1,340 @@
+// hostlbctl: the command line for hostlbd's control socket. Every command is
+// one JSON-RPC request; see hostlbctl(8) for the protocol and exit codes.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/control_protocol.h"
+#include "hostlb/version.h"
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRefused = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+struct Unreachable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Connection {
+ public:
+  Connection(const std::string& path, int timeout_ms) : timeout_ms_(timeout_ms) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw UsageError("--socket: path too long");
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw Unreachable(std::string("socket: ") + std::strerror(errno));
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw Unreachable("cannot reach hostlbd at " + path + ": " + std::strerror(errno));
+  }
+  ~Connection() { ::close(fd_); }
+
+  hostlb::control::Response call(const std::string& method, const json& params) {
+    const std::string request = hostlb::control::encode_request(1, method, params);
+    size_t done = 0;
+    while (done < request.size()) {
+      const ssize_t n = ::send(fd_, request.data() + done, request.size() - done, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        // The daemon may have answered and closed before reading (it
+        // refuses some peers at once): its answer is still worth reading.
+        if (errno == EPIPE || errno == ECONNRESET) break;
+        throw Unreachable(std::string("sending the request: ") + std::strerror(errno));
+      }
+      done += static_cast<size_t>(n);
+    }
+    std::string reply;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
+    char buf[65536];
+    while (reply.find('\n') == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      pollfd pfd{fd_, POLLIN, 0};
+      if (left <= 0 || ::poll(&pfd, 1, static_cast<int>(left)) == 0)
+        throw Unreachable("hostlbd did not answer within " + std::to_string(timeout_ms_) + " ms");
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw Unreachable("hostlbd closed the connection without an answer");
+      reply.append(buf, static_cast<size_t>(n));
+    }
+    return hostlb::control::decode_response(reply.substr(0, reply.find('\n')));
+  }
+
+ private:
+  int fd_ = -1;
+  int timeout_ms_;
+};
+
+std::string read_input(const std::string& file) {
+  if (file == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+  FILE* f = std::fopen(file.c_str(), "rb");
+  if (!f) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return text;
+}
+
+// "NAME:PORT" -> {"name": NAME, "port": PORT}; the daemon validates both.
+json backend_ref(const std::string& text, const std::string& what) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    throw UsageError(what + " \"" + text + "\": expected NAME:PORT");
+  const std::string port = text.substr(colon + 1);
+  if (port.size() > 9 || port.find_first_not_of("0123456789") != std::string::npos)
+    throw UsageError(what + " \"" + text + "\": the port must be a number");
+  return {{"name", text.substr(0, colon)}, {"port", std::stol(port)}};
+}
+
+std::string cell(const json& value) {
+  if (value.is_null()) return "-";
+  if (value.is_string()) return value.get<std::string>();
+  return value.dump();
+}
+
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  line(header);
+  for (const auto& row : rows) line(row);
+}
+
+void print_changes(const json& result) {
+  const auto& changes = result.at("changes");
+  if (changes.empty()) {
+    std::printf("no change\n");
+  } else {
+    for (const auto& c : changes) std::printf("%s\n", c.get<std::string>().c_str());
+  }
+  if (result.value("dry_run", false)) std::printf("(dry run: nothing was changed)\n");
+}
+
+std::string duration_text(long seconds) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%ldd %02ld:%02ld:%02ld", seconds / 86400, seconds / 3600 % 24,
+                seconds / 60 % 60, seconds % 60);
+  return buf;
+}
+
+void print_status(const json& s) {
+  std::printf("hostlbd %s, up %s\n", s.at("version").get<std::string>().c_str(),
+              duration_text(s.at("uptime_seconds").get<long>()).c_str());
+  std::printf("backends %zu, services %zu, bindings %zu\n", s.at("backends").get<size_t>(),
+              s.at("services").get<size_t>(), s.at("bindings").get<size_t>());
+  std::printf("state dir %s, socket %s\n", s.at("state_dir").get<std::string>().c_str(),
+              s.at("socket").get<std::string>().c_str());
+  std::printf("kernel prerequisites:\n");
+  if (s.at("prerequisites").empty()) std::printf("  (none: no backends)\n");
+  for (const auto& p : s.at("prerequisites"))
+    std::printf("  %-4s %s: %s\n", p.at("ok").get<bool>() ? "ok" : "FAIL",
+                p.at("check").get<std::string>().c_str(),
+                p.at("detail").get<std::string>().c_str());
+  const auto& err = s.at("last_error");
+  if (err.is_null())
+    std::printf("last error: none\n");
+  else
+    std::printf("last error: %s %s\n", err.at("time").get<std::string>().c_str(),
+                err.at("message").get<std::string>().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hostlbctl - manage hostlbd through its control socket", "hostlbctl"};
+  app.require_subcommand(1);
+  std::string socket = "/run/hostlb/hostlbd.sock";
+  bool as_json = false;
+  int timeout_s = 60;
+  app.add_option("--socket", socket, "hostlbd's control socket")->capture_default_str();
+  app.add_flag("--json", as_json, "Print the daemon's answer as JSON");
+  app.add_option("--timeout", timeout_s, "Seconds to wait for the answer")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.set_version_flag("-V,--version", std::string("hostlbctl ") + HOSTLB_VERSION);
+  app.footer(
+      "Exit codes: 0 ok, 1 the daemon refused (message printed), 2 usage error, "
+      "3 the daemon is unreachable.");
+
+  std::string method;
+  json params = json::object();
+  std::function<void(const json&)> print = [](const json& r) { print_changes(r); };
+
+  auto* status =
+      app.add_subcommand("status", "Version, uptime, counts, kernel prerequisites, last error");
+  status->callback([&] {
+    method = "status";
+    print = print_status;
+  });
+  auto* get = app.add_subcommand("get", "Print the current state document");
+  get->callback([&] {
+    method = "get";
+    print = [](const json& r) { std::printf("%s\n", r.dump(2).c_str()); };
+  });
+
+  std::string apply_file;
+  bool dry_run = false;
+  auto* apply = app.add_subcommand("apply", "Replace the whole desired state with a document");
+  apply->add_option("-f,--file", apply_file, "State document, or - for standard input")->required();
+  apply->add_flag("--dry-run", dry_run, "Print what would change; change nothing");
+  apply->callback([&] {
+    method = "apply";
+    params = {{"document_text", read_input(apply_file)}, {"dry_run", dry_run}};
+  });
+
+  auto* backend = app.add_subcommand("backend", "Backends (local VM interfaces)");
+  backend->require_subcommand(1);
+  std::string b_name, b_mac, b_ipv4, b_ipv6, b_bridge;
+  auto* b_add = backend->add_subcommand("add", "Add a backend");
+  b_add->add_option("name", b_name, "Backend name")->required();
+  b_add->add_option("--mac", b_mac, "The VM interface's MAC")->required();
+  b_add->add_option("--ipv4", b_ipv4, "Its IPv4 address");
+  b_add->add_option("--ipv6", b_ipv6, "Its IPv6 address");
+  b_add->add_option("--bridge", b_bridge, "The bridge its port is on (default: hostlbd's)");
+  b_add->callback([&] {
+    method = "backend.add";
+    params = {{"name", b_name}, {"mac", b_mac}};
+    if (!b_ipv4.empty()) params["ipv4"] = b_ipv4;
+    if (!b_ipv6.empty()) params["ipv6"] = b_ipv6;
+    if (!b_bridge.empty()) params["bridge"] = b_bridge;
+  });
+  auto* b_del =
+      backend->add_subcommand("del", "Remove a backend (and detach it from its services)");
+  b_del->add_option("name", b_name, "Backend name")->required();
+  b_del->callback([&] {
+    method = "backend.del";
+    params = {{"name", b_name}};
+  });
+  auto* b_list = backend->add_subcommand("list", "List backends");
+  b_list->callback([&] {
+    method = "backend.list";
+    print = [](const json& r) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& b : r) {
+        std::string services;
+        for (const auto& s : b.at("services")) services += (services.empty() ? "" : ",") + cell(s);
+        rows.push_back({cell(b["name"]), cell(b["mac"]), cell(b["ipv4"]), cell(b["ipv6"]),
+                        cell(b["bridge"]), services.empty() ? "-" : services});
+      }
+      print_table({"NAME", "MAC", "IPV4", "IPV6", "BRIDGE", "SERVICES"}, rows);
+    };
+  });
+
+  auto* service = app.add_subcommand("service", "Services (VIP:PORT/PROTO)");
+  service->require_subcommand(1);
+  std::string s_key, s_ref, s_backend;
+  std::vector<std::string> s_backends;
+  auto* s_add = service->add_subcommand("add", "Add a service");
+  s_add->add_option("service", s_key, "VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp")->required();
+  s_add->add_option("--backend", s_backends, "NAME:PORT of a local backend (repeatable)");
+  s_add->callback([&] {
+    method = "service.add";
+    json refs = json::array();
+    for (const auto& b : s_backends) refs.push_back(backend_ref(b, "--backend"));
+    params = {{"service", s_key}, {"backends", refs}};
+  });
+  auto* s_del = service->add_subcommand("del", "Remove a service");
+  s_del->add_option("service", s_key, "VIP:PORT/PROTO")->required();
+  s_del->callback([&] {
+    method = "service.del";
+    params = {{"service", s_key}};
+  });
+  auto* s_list = service->add_subcommand("list", "List services");
+  s_list->callback([&] {
+    method = "service.list";
+    print = [](const json& r) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& s : r) {
+        std::string backends;
+        for (const auto& b : s.at("backends"))
+          backends += (backends.empty() ? "" : ",") + cell(b["name"]) + ":" + cell(b["port"]);
+        rows.push_back({cell(s["service"]), backends.empty() ? "-" : backends});
+      }
+      print_table({"SERVICE", "BACKENDS"}, rows);
+    };
+  });
+  auto* s_attach = service->add_subcommand("attach", "Let a backend serve a service");
+  s_attach->add_option("service", s_key, "VIP:PORT/PROTO")->required();
+  s_attach->add_option("backend", s_ref, "NAME:PORT")->required();
+  s_attach->callback([&] {
+    method = "service.attach";
+    const json ref = backend_ref(s_ref, "backend");
+    params = {{"service", s_key}, {"backend", ref["name"]}, {"port", ref["port"]}};
+  });
+  auto* s_detach = service->add_subcommand("detach", "Stop a backend serving a service");
+  s_detach->add_option("service", s_key, "VIP:PORT/PROTO")->required();
+  s_detach->add_option("backend", s_backend, "Backend name")->required();
+  s_detach->callback([&] {
+    method = "service.detach";
+    params = {{"service", s_key}, {"backend", s_backend}};
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
+    return kExitUsage;
+  }
+
+  try {
+    Connection connection(socket, timeout_s * 1000);
+    const auto response = connection.call(method, params);
+    if (!response.ok) {
+      std::fprintf(stderr, "hostlbctl: %s: %s%s\n", method.c_str(),
+                   response.error.path.empty() ? "" : (response.error.path + ": ").c_str(),
+                   response.error.message.c_str());
+      return kExitRefused;
+    }
+    if (as_json)
+      std::printf("%s\n", response.result.dump(2).c_str());
+    else
+      print(response.result);
+    return kExitOk;
+  } catch (const Unreachable& e) {
+    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
+    return kExitUnreachable;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
+    return kExitUnreachable;
+  }
+}

@@ -1,0 +1,290 @@
+// hostlbctl against a live hostlbd on the real kernel: every command, with
+// traffic proving what the kernel does after it.
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "lab_fixture.h"
+
+namespace hostlb::lab {
+namespace {
+
+using namespace std::chrono_literals;
+using ControlTest = LabTest;
+
+const std::string kVip30 = "203.0.113.30";
+
+std::string one_service() {
+  return document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                   service_json(kVip20, 80, "tcp", {{"web-1", 8080}})});
+}
+
+TEST_F(ControlTest, EveryCommandAgainstALiveDaemon) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm2(lab_, "vm2", 8080);
+  // Start with web-1 only; web-2 comes through hostlbctl.
+  auto daemon = start_hostlbd(R"({"version":1,"backends":[)" + backend_json(kVm1, "web-1") +
+                              R"(],"services":[)" +
+                              service_json(kVip10, 80, "tcp", {{"web-1", 8080}}) + "]}");
+  lab_.gateway("c1", kVip30, kVm1.mac);
+  lab_.gateway("c2", kVip30, kVm2.mac);
+
+  auto r = ctl("backend add web-2 --mac 02:00:00:00:01:12 --ipv4 198.18.1.12 --bridge br0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "+ backend web-2 mac 02:00:00:00:01:12 ipv4 198.18.1.12 bridge br0\n");
+  r = ctl("service add 203.0.113.30:80/tcp --backend web-2:8080");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output,
+            "+ service 203.0.113.30:80/tcp\n+ binding 203.0.113.30:80/tcp -> web-2:8080\n");
+  {
+    TcpClient to2(lab_, "c2", kVip30, 80);
+    EXPECT_EQ(to2.read_line(), "vm2 local=198.18.1.12:8080 peer=" + to2.local());
+  }
+  r = ctl("service attach 203.0.113.30:80/tcp web-1:8080");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  {
+    TcpClient to1(lab_, "c1", kVip30, 80);
+    EXPECT_EQ(to1.read_line(), "vm1 local=198.18.1.11:8080 peer=" + to1.local());
+  }
+  r = ctl("service list");
+  EXPECT_EQ(r.output,
+            "SERVICE              BACKENDS\n"
+            "203.0.113.10:80/tcp  web-1:8080\n"
+            "203.0.113.30:80/tcp  web-2:8080,web-1:8080\n");
+  r = ctl("backend list");
+  EXPECT_NE(r.output.find("web-2  02:00:00:00:01:12  198.18.1.12  -               br0     "
+                          "203.0.113.30:80/tcp:8080"),
+            std::string::npos)
+      << r.output;
+  r = ctl("--json service list");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(r.output)[1]["backends"][1]["name"], "web-1");
+
+  r = ctl("service detach 203.0.113.30:80/tcp web-2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THROW(TcpClient(lab_, "c2", kVip30, 80, 1000ms), std::runtime_error)
+      << "web-2 was detached";
+  r = ctl("backend del web-2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(lab_.in("hv", "ip route show proto 213").output.find("198.18.1.12"), std::string::npos);
+  r = ctl("service del 203.0.113.30:80/tcp");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ruleset().find("203.0.113.30"), std::string::npos);
+
+  r = ctl("get");
+  ASSERT_EQ(r.exit_code, 0);
+  const auto doc = nlohmann::json::parse(r.output);
+  EXPECT_EQ(doc["backends"].size(), 1u);
+  EXPECT_EQ(doc["services"].size(), 1u);
+  r = ctl("status");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("backends 1, services 1, bindings 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ok   sysctl net.ipv4.conf.br0.forwarding: 1"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("last error: none"), std::string::npos) << r.output;
+}
+
+TEST_F(ControlTest, ExitCodesAndBadInputLeaveTheDaemonAndKernelAsTheyWere) {
+  auto daemon = start_hostlbd(one_service());
+  const std::string before = ruleset();
+  struct Case {
+    std::string args;
+    int exit_code;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{"backend add x --mac 02:00:00:00:01:zz --ipv4 198.18.1.99", 1,
+                "backend.add: params.mac: \"02:00:00:00:01:zz\" is not a MAC address"},
+           Case{"backend add 'a\"; flush ruleset' --mac 02:00:00:00:01:20 --ipv4 198.18.1.99", 1,
+                "is not a valid name"},
+           Case{"backend add web-1 --mac 02:00:00:00:01:20 --ipv4 198.18.1.99 --bridge br0", 1,
+                "backend \"web-1\" already exists"},
+           Case{"backend add x --mac 02:00:00:00:01:20 --ipv4 198.18.1.99 --bridge nosuchbr", 1,
+                "bridge nosuchbr does not exist on this host"},
+           Case{"service add 203.0.113.10:80/tcp", 1, "service 203.0.113.10:80/tcp already exists"},
+           Case{"service add 203.0.113.10:0/tcp", 1, "port must be between 1 and 65535"},
+           Case{"service add 203.0.113.40:80/sctp", 1, "protocol must be tcp or udp"},
+           Case{"service attach 203.0.113.10:80/tcp web-9:80", 1, "no backend \"web-9\""},
+           Case{"service attach 203.0.113.10:80/tcp web-1:70000", 1, "70000 is not a port"},
+           Case{"service detach 203.0.113.99:80/tcp web-1", 1, "no service 203.0.113.99:80/tcp"},
+           Case{"backend del nobody", 1, "no backend \"nobody\""},
+           Case{"apply -f /dev/null", 1, "invalid JSON"},
+           Case{"service attach 203.0.113.10:80/tcp web-1", 2, "expected NAME:PORT"},
+           Case{"backend add", 2, "name is required"},
+           Case{"frobnicate", 2, ""},
+       }) {
+    const auto r = ctl(c.args);
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+  }
+  const auto unreachable = sh(std::string(HOSTLBCTL_PATH) + " --socket /nonexistent/x.sock status");
+  EXPECT_EQ(unreachable.exit_code, 3) << unreachable.output;
+  EXPECT_NE(unreachable.output.find("cannot reach hostlbd at /nonexistent/x.sock"),
+            std::string::npos);
+  EXPECT_EQ(ruleset(), before) << "no refused command changed the kernel";
+  EXPECT_EQ(ctl("status").exit_code, 0) << "the daemon is still up";
+}
+
+TEST_F(ControlTest, ApplyIsIdempotentAndDryRunChangesNothing) {
+  auto daemon = start_hostlbd(one_service());
+  const std::string file =
+      write_lab_file(lab_, "next.json",
+                     document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}, {"web-2", 8080}}),
+                               service_json(kVip30, 80, "tcp", {{"web-2", 8080}})}));
+  const std::string before = ruleset();
+  auto r = ctl("apply --dry-run -f " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output,
+            "- service 203.0.113.20:80/tcp\n"
+            "+ service 203.0.113.30:80/tcp\n"
+            "- binding 203.0.113.20:80/tcp -> web-1:8080\n"
+            "+ binding 203.0.113.10:80/tcp -> web-2:8080\n"
+            "+ binding 203.0.113.30:80/tcp -> web-2:8080\n"
+            "(dry run: nothing was changed)\n");
+  EXPECT_EQ(ruleset(), before);
+
+  r = ctl("apply -f " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string after = ruleset();
+  EXPECT_NE(after, before);
+  const std::string log_before = daemon->log();
+  r = ctl("apply -f - < " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "no change\n");
+  EXPECT_EQ(ruleset(), after) << "applying the same file twice changes nothing";
+  EXPECT_EQ(daemon->log().substr(log_before.size()).find("datapath applied"), std::string::npos);
+}
+
+TEST_F(ControlTest, ChangesSurviveARestartAndAReboot) {
+  BackendServer vm2(lab_, "vm2", 8080);
+  auto daemon = start_hostlbd(one_service());
+  ASSERT_EQ(ctl("service add 203.0.113.30:80/tcp --backend web-2:8080").exit_code, 0);
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  // A reboot: the kernel forgets, the state directory does not.
+  ASSERT_EQ(lab_.in("hv", "nft delete table inet hostlb").exit_code, 0);
+  Hostlbd again(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", socket_path()});
+  ASSERT_TRUE(again.start()) << again.log();
+  lab_.gateway("c2", kVip30, kVm2.mac);
+  TcpClient client(lab_, "c2", kVip30, 80);
+  EXPECT_EQ(client.read_line(), "vm2 local=198.18.1.12:8080 peer=" + client.local());
+  EXPECT_NE(ctl("service list").output.find("203.0.113.30:80/tcp  web-2:8080"), std::string::npos);
+}
+
+TEST_F(ControlTest, KilledBetweenApplyingAndPersistingTheNextStartConverges) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(one_service());
+  lab_.gateway("c1", kVip20, kVm1.mac);
+  TcpClient live(lab_, "c1", kVip20, 80);  // a connection of a service that does not change
+  ASSERT_EQ(live.read_line(), "vm1 local=198.18.1.11:8080 peer=" + live.local());
+  const std::string sport = std::to_string(live.local_port());
+  const std::string id_before =
+      ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
+
+  const std::string state = lab_.dir() + "/state/state.json";
+  const std::string persisted = read_lab_text(state);
+  ASSERT_EQ(ctl("service add 203.0.113.30:80/tcp --backend web-2:8080").exit_code, 0);
+  ASSERT_NE(ruleset().find("203.0.113.30"), std::string::npos);
+  // As if SIGKILL had struck after the kernel changed but before the state
+  // file was renamed into place.
+  EXPECT_EQ(daemon->stop(SIGKILL), 128 + SIGKILL);
+  write_lab_file(lab_, "state/state.json", persisted);
+
+  Hostlbd again(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", socket_path()});
+  ASSERT_TRUE(again.start()) << again.log();
+  EXPECT_EQ(ruleset().find("203.0.113.30"), std::string::npos)
+      << "converged to the persisted state";
+  live.send_all("still here");
+  live.shutdown_write();
+  EXPECT_EQ(live.read_line(), "bytes=10");
+  EXPECT_EQ(ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id"), id_before);
+}
+
+TEST_F(ControlTest, OnlyRootOrTheGroupMayUseTheSocket) {
+  const std::string group = "hlt" + std::to_string(::getpid());
+  ASSERT_EQ(sh("groupadd " + group).exit_code, 0);
+  struct GroupGuard {
+    std::string name;
+    ~GroupGuard() { sh("groupdel " + name); }
+  } guard{group};
+  auto daemon = start_hostlbd(one_service(), {"--socket-group", group});
+  ::chmod(lab_.dir().c_str(), 0755);  // let others reach the socket file itself
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_gid, ::getgrnam(group.c_str())->gr_gid);
+
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  auto r = sh(as_nobody + HOSTLBCTL_PATH + " --socket " + socket_path() + " status");
+  EXPECT_EQ(r.exit_code, 3) << r.output;  // the file mode stops it
+  ::chmod(socket_path().c_str(), 0666);   // past the file mode, the daemon checks the peer
+  r = sh(as_nobody + HOSTLBCTL_PATH + " --socket " + socket_path() + " status");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("permission denied: uid 65534 is neither root nor in group " + group),
+            std::string::npos)
+      << r.output;
+  const std::string gid = std::to_string(::getgrnam(group.c_str())->gr_gid);
+  r = sh("setpriv --reuid=65534 --regid=65534 --groups=" + gid + " " + HOSTLBCTL_PATH +
+         " --socket " + socket_path() + " status");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ctl("status").exit_code, 0);
+}
+
+TEST_F(ControlTest, ATransferThroughAnUnrelatedVipSurvivesAThousandChanges) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(one_service());
+  lab_.gateway("c1", kVip20, kVm1.mac);
+  TcpClient transfer(lab_, "c1", kVip20, 80);
+  ASSERT_EQ(transfer.read_line(), "vm1 local=198.18.1.11:8080 peer=" + transfer.local());
+
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> sent{0};
+  std::string error;
+  std::thread sender([&] {
+    const std::string chunk(16 * 1024, 't');
+    try {
+      while (!done) {  // bounded by the change loop below
+        transfer.send_all(chunk);
+        sent += chunk.size();
+        std::this_thread::sleep_for(5ms);
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+
+  // 1,000 changes to other services over one connection: 500 attach, 500 detach.
+  ControlClient client(socket_path());
+  ASSERT_TRUE(client.call("service.add", {{"service", "203.0.113.30:80/tcp"}}).ok);
+  int failures = 0;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 500; ++i) {
+    const int port = 8000 + i % 50;
+    failures +=
+        !client
+             .call("service.attach",
+                   {{"service", "203.0.113.30:80/tcp"}, {"backend", "web-2"}, {"port", port}})
+             .ok;
+    failures +=
+        !client.call("service.detach", {{"service", "203.0.113.30:80/tcp"}, {"backend", "web-2"}})
+             .ok;
+  }
+  const auto took = std::chrono::steady_clock::now() - started;
+  done = true;
+  sender.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(error, "") << "the transfer saw an error (reset?)";
+  transfer.shutdown_write();
+  EXPECT_EQ(transfer.read_line(10s), "bytes=" + std::to_string(sent.load()));
+  std::printf(
+      "1000 changes in %lld ms while %llu bytes went through %s\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()),
+      static_cast<unsigned long long>(sent.load()), kVip20.c_str());
+}
+
+}  // namespace
+}  // namespace hostlb::lab

@@ -1,0 +1,352 @@
+// Component tests: the control socket and its methods against the agent on
+// stateful kernel fakes. No root: the socket lives in a temporary directory.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "control_handler.h"
+#include "control_server.h"
+#include "fakes/fake_kernel.h"
+#include "hostlb/policies/control_protocol.h"
+
+namespace hostlb {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+class Client {
+ public:
+  explicit Client(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::runtime_error("connect failed");
+  }
+  ~Client() { ::close(fd_); }
+  void send_raw(const std::string& data) {
+    ASSERT_EQ(::send(fd_, data.data(), data.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(data.size()));
+  }
+  // The next reply line, or "" on timeout/EOF.
+  std::string read_line(std::chrono::milliseconds timeout = 3s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (buffer_.find('\n') == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd pfd{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) return "";
+      char buf[65536];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return "";
+      buffer_.append(buf, static_cast<size_t>(n));
+    }
+    const auto nl = buffer_.find('\n');
+    std::string line = buffer_.substr(0, nl);
+    buffer_.erase(0, nl + 1);
+    return line;
+  }
+  control::Response call(const std::string& method, const json& params = json::object()) {
+    send_raw(control::encode_request(++id_, method, params));
+    return control::decode_response(read_line());
+  }
+  bool closed_by_peer(std::chrono::milliseconds timeout = 3s) {
+    pollfd pfd{fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    char c;
+    return ::recv(fd_, &c, 1, MSG_PEEK) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  int id_ = 0;
+  std::string buffer_;
+};
+
+class ControlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("hostlb-ctl-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    store_ = std::make_unique<StateStore>((dir_ / "state").string());
+    reconciler_ = std::make_unique<Reconciler>(nft_, routes_, sysctls_, ReconcilerOptions{});
+    agent_ = std::make_unique<Agent>(*reconciler_, *store_);
+    agent_->start(State{});
+    handler_ = std::make_unique<ControlHandler>(*agent_, routes_, sysctls_, DocumentOptions{"br0"},
+                                                DaemonInfo{"test", "dir", "sock"});
+    ControlServerOptions options;
+    options.path = (dir_ / "ctl.sock").string();
+    options.max_request_bytes = 64 * 1024;
+    options.stall_timeout = 300ms;
+    server_ = std::make_unique<ControlServer>(
+        options,
+        [this](const PeerCredentials& peer, std::string_view line) {
+          return handler_->handle(peer, line);
+        },
+        [](int code, const std::string& message) {
+          return control::encode_error(nullptr, {code, message, ""});
+        });
+    server_->open();
+    loop_ = std::thread([this] {
+      std::vector<pollfd> fds;
+      while (!stop_) {
+        fds.clear();
+        server_->add_poll_fds(fds);
+        ::poll(fds.data(), fds.size(), 20);
+        server_->process(fds, 0);
+      }
+    });
+  }
+  void TearDown() override {
+    stop_ = true;
+    loop_.join();
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string path() const { return (dir_ / "ctl.sock").string(); }
+
+  std::filesystem::path dir_;
+  testing::FakeNft nft_;
+  testing::FakeRoutes routes_;
+  testing::FakeSysctls sysctls_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<Agent> agent_;
+  std::unique_ptr<ControlHandler> handler_;
+  std::unique_ptr<ControlServer> server_;
+  std::atomic<bool> stop_{false};
+  std::thread loop_;
+};
+
+TEST_F(ControlTest, CommandsChangeTheStateAndTheKernel) {
+  Client c(path());
+  auto r = c.call("backend.add",
+                  {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}});
+  ASSERT_TRUE(r.ok) << r.error.message;
+  EXPECT_EQ(r.result["changes"][0],
+            "+ backend web-1 mac 02:00:00:00:01:11 ipv4 198.18.1.11 bridge br0");
+  r = c.call("service.add", {{"service", "203.0.113.10:80/tcp"},
+                             {"backends", {{{"name", "web-1"}, {"port", 8080}}}}});
+  ASSERT_TRUE(r.ok) << r.error.message;
+  EXPECT_NE(nft_.ruleset().find("203.0.113.10 . tcp . 80 : goto bind_1"), std::string::npos);
+  r = c.call("service.attach",
+             {{"service", "203.0.113.10:80/tcp"}, {"backend", "web-1"}, {"port", 9090}});
+  ASSERT_TRUE(r.ok) << r.error.message;
+  EXPECT_NE(nft_.ruleset().find("dnat ip to 198.18.1.11:9090"), std::string::npos);
+  r = c.call("service.list");
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.result[0]["backends"][0]["port"], 9090);
+  r = c.call("backend.list");
+  EXPECT_EQ(r.result[0]["services"][0], "203.0.113.10:80/tcp:9090");
+  r = c.call("get");
+  EXPECT_EQ(r.result["services"][0]["vip"], "203.0.113.10");
+  r = c.call("service.detach", {{"service", "203.0.113.10:80/tcp"}, {"backend", "web-1"}});
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(nft_.ruleset().find("goto"), std::string::npos);
+  r = c.call("status");
+  EXPECT_EQ(r.result["backends"], 1);
+  EXPECT_EQ(r.result["bindings"], 0);
+  EXPECT_TRUE(r.result["last_error"].is_null());
+}
+
+TEST_F(ControlTest, ApplyIsIdempotentAndDryRunChangesNothing) {
+  Client c(path());
+  const std::string doc = R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":80}]}]})";
+  auto r = c.call("apply", {{"document_text", doc}, {"dry_run", true}});
+  ASSERT_TRUE(r.ok) << r.error.message;
+  EXPECT_EQ(r.result["changes"].size(), 3u);
+  EXPECT_EQ(agent_->current(), State{});
+  const int transactions = nft_.transactions;
+  r = c.call("apply", {{"document_text", doc}});
+  ASSERT_TRUE(r.ok) << r.error.message;
+  EXPECT_TRUE(r.result["kernel_changed"]);
+  EXPECT_EQ(nft_.transactions, transactions + 1);
+  r = c.call("apply", {{"document_text", doc}});
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(r.result["changes"].empty());
+  EXPECT_FALSE(r.result["kernel_changed"]);
+  EXPECT_EQ(nft_.transactions, transactions + 1) << "the same document twice changes nothing";
+}
+
+TEST_F(ControlTest, BadInputIsRefusedWithItsPathAndChangesNothing) {
+  Client c(path());
+  ASSERT_TRUE(c.call("backend.add",
+                     {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
+                  .ok);
+  const State before = agent_->current();
+  const int transactions = nft_.transactions;
+  struct Case {
+    std::string method;
+    json params;
+    int code;
+    std::string path;
+  };
+  for (const Case& k : {
+           Case{"nope", json::object(), control::kMethodNotFound, ""},
+           Case{"backend.add",
+                {{"name", "web-2"}, {"mac", "zz"}, {"ipv4", "198.18.1.12"}},
+                control::kInvalidParams,
+                "params.mac"},
+           Case{"backend.add",
+                {{"name", "web-2"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.12"}},
+                control::kRefused,
+                "backends[1].mac"},
+           Case{"backend.add",
+                {{"name", "web-1"}, {"mac", "02:00:00:00:01:12"}, {"ipv4", "198.18.1.12"}},
+                control::kInvalidParams,
+                "params.name"},
+           Case{"backend.add", {{"name", 5}}, control::kInvalidParams, "params.name"},
+           Case{"backend.add",
+                {{"name", "x"}, {"mac", "02:00:00:00:01:12"}, {"ipv4", "1.2.3.4"}, {"vlan", 1}},
+                control::kInvalidParams,
+                "params.vlan"},
+           Case{"backend.del", {{"name", "web-9"}}, control::kInvalidParams, "params.name"},
+           Case{"service.add",
+                {{"service", "203.0.113.10:80"}},
+                control::kInvalidParams,
+                "params.service"},
+           Case{"service.add",
+                {{"service", "203.0.113.10:80/tcp"},
+                 {"backends", {{{"name", "web-1"}, {"port", "80"}}}}},
+                control::kInvalidParams,
+                "params.backends[0].port"},
+           Case{"service.add",
+                {{"service", "[2001:db8:f00::1]:80/tcp"},
+                 {"backends", {{{"name", "web-1"}, {"port", 80}}}}},
+                control::kRefused,
+                "services[0].backends[0].name"},
+           Case{"service.attach",
+                {{"service", "203.0.113.10:80/tcp"}, {"backend", "web-1"}, {"port", 80}},
+                control::kInvalidParams,
+                "params.service"},
+           Case{"service.detach",
+                {{"service", "203.0.113.10:80/tcp"}},
+                control::kInvalidParams,
+                "params.backend"},
+           Case{"apply",
+                {{"document_text", "{\"version\":1,\"x\":1}"}},
+                control::kInvalidParams,
+                "params.document.x"},
+           Case{"apply", {{"document", 5}}, control::kInvalidParams, "params.document"},
+           Case{"apply",
+                {{"document_text", "{"}, {"dry_run", "yes"}},
+                control::kInvalidParams,
+                "params.dry_run"},
+       }) {
+    auto r = c.call(k.method, k.params);
+    EXPECT_FALSE(r.ok) << k.method << " " << k.params.dump();
+    EXPECT_EQ(r.error.code, k.code)
+        << k.method << " " << k.params.dump() << ": " << r.error.message;
+    EXPECT_EQ(r.error.path, k.path)
+        << k.method << " " << k.params.dump() << ": " << r.error.message;
+  }
+  EXPECT_EQ(agent_->current(), before);
+  EXPECT_EQ(nft_.transactions, transactions);
+}
+
+TEST_F(ControlTest, AKernelFailureIsReportedAndRemembered) {
+  Client c(path());
+  nft_.failures_to_inject = 2;
+  ASSERT_TRUE(c.call("backend.add",
+                     {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
+                  .ok);
+  auto r = c.call("service.add", {{"service", "203.0.113.10:80/tcp"},
+                                  {"backends", {{{"name", "web-1"}, {"port", 80}}}}});
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error.code, control::kKernelError);
+  EXPECT_NE(r.error.message.find("Operation not permitted"), std::string::npos) << r.error.message;
+  EXPECT_TRUE(agent_->current().services.empty());
+  r = c.call("status");
+  EXPECT_NE(r.result["last_error"]["message"].get<std::string>().find("service.add"),
+            std::string::npos);
+}
+
+TEST_F(ControlTest, MisbehavingClientsAreDisconnectedAndTheDaemonGoesOn) {
+  {
+    Client c(path());  // not JSON
+    c.send_raw("{this is not json\n");
+    EXPECT_EQ(control::decode_response(c.read_line()).error.code, control::kParseError);
+    c.send_raw("[]\n");  // the connection stays usable after a bad request
+    EXPECT_EQ(control::decode_response(c.read_line()).error.code, control::kInvalidRequest);
+  }
+  {
+    Client c(path());  // larger than the limit, with no newline
+    c.send_raw(std::string(70 * 1024, 'x'));
+    EXPECT_EQ(control::decode_response(c.read_line()).error.code, control::kRequestTooLarge);
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    Client c(path());  // half a request, then silence
+    c.send_raw(R"({"jsonrpc":"2.0","id":1,"meth)");
+    EXPECT_EQ(control::decode_response(c.read_line(2s)).error.code, control::kTimeout);
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    Client c(path());  // half a request, then gone
+    c.send_raw(R"({"jsonrpc":"2.0","id":1,"method":"backend.add","params":{"name")");
+  }
+  {
+    Client c(path());  // several requests in one write, then shutdown of the sending side
+    c.send_raw(control::encode_request(1, "status", json::object()) +
+               control::encode_request(2, "get", json::object()));
+    EXPECT_TRUE(control::decode_response(c.read_line()).ok);
+    EXPECT_TRUE(control::decode_response(c.read_line()).ok);
+  }
+  Client after(path());
+  EXPECT_TRUE(after.call("status").ok);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(server_->client_count(), 1u);
+}
+
+TEST_F(ControlTest, ManyClientsAtOnceAreServedOneRequestAtATime) {
+  Client setup(path());
+  ASSERT_TRUE(setup
+                  .call("backend.add",
+                        {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
+                  .ok);
+  constexpr int kClients = 8, kServices = 10;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&, t] {
+      Client c(path());
+      for (int i = 0; i < kServices; ++i) {
+        const std::string key =
+            "203.0.113." + std::to_string(t + 1) + ":" + std::to_string(1000 + i) + "/tcp";
+        if (!c.call("service.add",
+                    {{"service", key}, {"backends", {{{"name", "web-1"}, {"port", 80}}}}})
+                 .ok)
+          ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(agent_->current().services.size(), static_cast<size_t>(kClients * kServices));
+  testing::FakeNft fresh;
+  fresh.replace(agent_->datapath(), MarkLayout(MarkLayout::kDefaultMask));
+  EXPECT_EQ(nft_.ruleset(), fresh.ruleset());
+}
+
+TEST(PeerAuthorization, RootOrTheGroup) {
+  EXPECT_TRUE(peer_is_authorized({1, 0, 0, {}}, std::nullopt));
+  EXPECT_FALSE(peer_is_authorized({1, 1000, 1000, {}}, std::nullopt));
+  EXPECT_FALSE(peer_is_authorized({1, 1000, 1000, {27}}, 999));
+  EXPECT_TRUE(peer_is_authorized({1, 1000, 999, {}}, 999));
+  EXPECT_TRUE(peer_is_authorized({1, 1000, 1000, {27, 999}}, 999));
+}
+
+}  // namespace
+}  // namespace hostlb
