@@ -40,16 +40,8 @@ disown  # ended by lab.sh down with the namespace
 # does not fill up over a long run (this namespace only).
 in_ns hv sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_close=1
 
-backend='{"name":"web-1","mac":"'$VM1_MAC'","ipv4":"198.18.1.11","bridge":"br0"}'
-target='{"vip":"'$VIP'","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}]}'
-echo '{"version":1,"backends":['"$backend"'],"services":['"$target"']}' >"$WORK/one.json"
-# SERVICES-1 other services on VIPs 203.0.113.1-250, ports 1000.., plus the target.
-awk -v n="$((SERVICES - 1))" -v backend="$backend" -v target="$target" 'BEGIN {
-  printf "{\"version\":1,\"backends\":[%s],\"services\":[", backend
-  for (i = 0; i < n; i++)
-    printf "{\"vip\":\"203.0.113.%d\",\"port\":%d,\"protocol\":\"tcp\",\"backends\":[{\"name\":\"web-1\",\"port\":8080}]},", i % 250 + 1, 1000 + int(i / 250)
-  printf "%s]}\n", target
-}' >"$WORK/many.json"
+"$ROOT/bench/gen-doc.sh" 1 >"$WORK/one.json"
+"$ROOT/bench/gen-doc.sh" "$SERVICES" >"$WORK/many.json"
 awk -v n="$((SERVICES - 1))" -v mac="$VM1_MAC" -v vip="$VIP" 'BEGIN {
   print "table ip benchlinear {"
   print " chain pre { type nat hook prerouting priority dstnat; policy accept;"

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 namespace hostlb {
 
 namespace {
@@ -11,8 +13,27 @@ const State kEmptyState;
 Agent::Agent(Reconciler& reconciler, StateStore& store) : reconciler_(reconciler), store_(store) {}
 
 void Agent::load_persisted() {
-  persisted_ = store_.load();
-  if (!persisted_) return;
+  auto loaded = store_.load();
+  if (!loaded) return;
+  persisted_ = std::move(loaded->snapshot);
+  // Replay the edits journaled since the snapshot, with the identities they
+  // gave their bindings.
+  for (size_t i = 0; i < loaded->journal.size(); ++i) {
+    const auto& record = loaded->journal[i];
+    try {
+      const Edit e = edit_from_json(record.at("edit"));
+      check_edit(persisted_->state, e);
+      apply_edit(persisted_->state, e);
+      for (const auto& id : record.at("ids")) {
+        auto key = parse_service_key(id.at("service").get<std::string>());
+        if (!key) throw DocumentError("ids", "bad service key");
+        persisted_->ids[{*key, id.at("backend").get<std::string>()}] = id.at("id").get<uint32_t>();
+      }
+    } catch (const std::exception& e) {
+      throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
+                       " does not apply: " + e.what());
+    }
+  }
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.
   applied_ = compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks());
@@ -32,16 +53,38 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
   Datapath next = compile_datapath(desired, previous_ids, reconciler_.marks());
   ApplyReport report = reconciler_.apply(next, applied_, mode);
   applied_ = std::move(next);
-  const bool unchanged = persisted_ && persisted_->state == desired && !report.kernel_changed();
-  persisted_ = PersistedState{desired, applied_.ids()};
+  const bool unchanged = persisted_ && persisted_->state == desired && !report.kernel_changed() &&
+                         store_.journal_length() == 0;
+  persisted_ = PersistedState{desired, applied_.ids(), persisted_ ? persisted_->generation : 0};
   if (!unchanged) store_.save(*persisted_);
+  return report;
+}
+
+ApplyReport Agent::edit(const Edit& e) {
+  if (!persisted_) persisted_ = PersistedState{};
+  check_edit(persisted_->state, e);
+  DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks());
+  ApplyReport report = reconciler_.apply(change.next, applied_, change.diff);
+  apply_edit(persisted_->state, e);
+  applied_ = std::move(change.next);
+  nlohmann::json ids = nlohmann::json::array();
+  for (const auto& b : change.diff.bindings_removed) persisted_->ids.erase(b.key);
+  for (const auto& b : change.diff.bindings_added) {
+    persisted_->ids[b.key] = b.id;
+    ids.push_back({{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
+  }
+  if (store_.journal_length() + 1 >= kJournalLimit) {
+    store_.save(*persisted_);
+  } else {
+    store_.append({{"edit", edit_to_json(e)}, {"ids", std::move(ids)}});
+  }
   return report;
 }
 
 void Agent::cleanup() {
   reconciler_.cleanup(applied_);
   applied_ = Datapath{};
-  persisted_ = PersistedState{};
+  persisted_ = PersistedState{{}, {}, persisted_ ? persisted_->generation : 0};
   store_.save(*persisted_);
 }
 

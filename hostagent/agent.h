@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "hostlb/policies/persisted_state.h"
+#include "hostlb/policies/state_edit.h"
 #include "reconciler.h"
 #include "state_store.h"
 
@@ -23,6 +24,11 @@ class Agent {
   // state), rebuilding hostlb's table whatever the kernel held before.
   ApplyReport start(const std::optional<State>& desired);
 
+  // One control command while running: checked and turned into a datapath
+  // change without rebuilding anything, applied, journaled. Same failure
+  // guarantees as change().
+  ApplyReport edit(const Edit& edit);
+
   // A change while running: touches only what differs. On success the
   // kernel holds `desired` and it is persisted; on failure
   // (PreconditionError, KernelError, IdSpaceExhausted, StoreError) the
@@ -32,7 +38,11 @@ class Agent {
   void cleanup();
 
   const State& current() const;
+
   const Datapath& datapath() const { return applied_; }
+
+  // A snapshot is written after this many journaled edits.
+  static constexpr size_t kJournalLimit = 1000;
 
  private:
   ApplyReport apply(const State& desired, ApplyMode mode);

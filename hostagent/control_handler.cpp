@@ -121,6 +121,7 @@ json ControlHandler::dispatch(const control::Request& request) {
   const json& p = request.params;
   const std::string& m = request.method;
   const State& current = agent_.current();
+  (void)current;
 
   if (m == "status") {
     check_params(p, {});
@@ -151,14 +152,12 @@ json ControlHandler::dispatch(const control::Request& request) {
   }
   if (m == "backend.add") {
     check_params(p, {"name", "mac", "ipv4", "ipv6", "bridge"});
-    const Backend backend =
-        with_params_paths([&] { return parse_backend_object(p, "", doc_options_); });
-    return change_to(with_params_paths([&] { return add_backend(current, backend); }));
+    return edit(with_params_paths(
+        [&] { return Edit::add_backend(parse_backend_object(p, "", doc_options_)); }));
   }
   if (m == "backend.del") {
     check_params(p, {"name"});
-    const std::string name = param_string(p, "name");
-    return change_to(with_params_paths([&] { return remove_backend(current, name); }));
+    return edit(Edit::remove_backend(param_string(p, "name")));
   }
   if (m == "service.list") {
     check_params(p, {});
@@ -177,35 +176,45 @@ json ControlHandler::dispatch(const control::Request& request) {
         service.backends.push_back(with_params_paths(
             [&] { return parse_backend_ref((*it)[i], "backends[" + std::to_string(i) + "]"); }));
     }
-    return change_to(with_params_paths([&] { return add_service(current, service); }));
+    return edit(Edit::add_service(std::move(service)));
   }
   if (m == "service.del") {
     check_params(p, {"service"});
-    const ServiceKey key =
-        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
-    return change_to(with_params_paths([&] { return remove_service(current, key); }));
+    return edit(Edit::remove_service(with_params_paths(
+        [&] { return parse_service_key_param(param(p, "service"), "service"); })));
   }
   if (m == "service.attach") {
     check_params(p, {"service", "backend", "port"});
     const ServiceKey key =
         with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
-    const BackendRef ref = with_params_paths([&] {
+    BackendRef ref = with_params_paths([&] {
       return parse_backend_ref(json{{"name", param(p, "backend")}, {"port", param(p, "port")}}, "");
     });
-    return change_to(with_params_paths([&] { return attach_backend(current, key, ref); }));
+    if (auto it = p.find("backend"); it != p.end() && !it->is_string())
+      refuse(control::kInvalidParams, "must be a string", "params.backend");
+    return edit(Edit::attach(key, std::move(ref)));
   }
   if (m == "service.detach") {
     check_params(p, {"service", "backend"});
     const ServiceKey key =
         with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
-    const std::string name = param_string(p, "backend");
-    return change_to(with_params_paths([&] { return detach_backend(current, key, name); }));
+    return edit(Edit::detach(key, param_string(p, "backend")));
   }
   refuse(control::kMethodNotFound, "no method \"" + m + "\"");
 }
 
+json ControlHandler::edit(const Edit& e) {
+  // Checked here too, so that parameter paths are those of the request.
+  with_params_paths([&] {
+    check_edit(agent_.current(), e);
+    return 0;
+  });
+  const auto changes = describe_edit(agent_.current(), e);
+  const ApplyReport report = agent_.edit(e);
+  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
+}
+
 json ControlHandler::change_to(const State& next) {
-  validate_state(next);
   const auto changes = describe_changes(agent_.current(), next);
   const ApplyReport report = agent_.change(next);
   return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};

@@ -15,6 +15,7 @@
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
+#include "hostlb/policies/state_edit.h"
 
 namespace hostlb {
 
@@ -40,6 +41,7 @@ class ControlHandler {
   nlohmann::json dispatch(const control::Request& request);
   nlohmann::json status();
   nlohmann::json change_to(const State& next);
+  nlohmann::json edit(const Edit& edit);
   nlohmann::json apply(const nlohmann::json& params);
 
   Agent& agent_;

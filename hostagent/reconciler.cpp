@@ -43,9 +43,18 @@ void Reconciler::check_sysctls(const Datapath& desired) {
 }
 
 ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous, ApplyMode mode) {
+  return apply_with(desired, previous, diff_datapath(previous, desired), mode);
+}
+
+ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous,
+                              const DatapathDiff& diff) {
+  return apply_with(desired, previous, diff, ApplyMode::kIncremental);
+}
+
+ApplyReport Reconciler::apply_with(const Datapath& desired, const Datapath& previous,
+                                   const DatapathDiff& diff, ApplyMode mode) {
   const auto started = std::chrono::steady_clock::now();
   ApplyReport report;
-  const DatapathDiff diff = diff_datapath(previous, desired);
 
   // 1. Everything that can be checked without changing anything.
   std::map<std::string, int> ifindex;

@@ -60,6 +60,8 @@ class Reconciler {
   // changed) or KernelError (nothing changed: new host entries are rolled
   // back, the nft transaction is atomic).
   ApplyReport apply(const Datapath& desired, const Datapath& previous, ApplyMode mode);
+  // The same, with the difference already known (kIncremental).
+  ApplyReport apply(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff);
 
   // Removes everything hostlbd installed: its nft table, its routes and the
   // neighbours it created. Established connections keep their conntrack NAT
@@ -71,6 +73,8 @@ class Reconciler {
  private:
   void check_sysctls(const Datapath& desired);
   void remove_host(int ifindex, const IpAddress& address);
+  ApplyReport apply_with(const Datapath& desired, const Datapath& previous,
+                         const DatapathDiff& diff, ApplyMode mode);
   void apply_nft(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff,
                  ApplyMode mode, ApplyReport& report);
 

@@ -1,12 +1,14 @@
 #include "state_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -70,26 +72,62 @@ StateStore::StateStore(std::string directory) : directory_(std::move(directory))
 }
 
 StateStore::~StateStore() {
+  if (journal_fd_ >= 0) ::close(journal_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-std::optional<PersistedState> StateStore::load() const {
+std::string StateStore::journal_path(uint64_t generation) const {
+  return directory_ + "/journal-" + std::to_string(generation) + ".jsonl";
+}
+
+std::optional<StateStore::Loaded> StateStore::load() {
   const std::string path = state_path();
   if (::access(path.c_str(), F_OK) != 0) {
     if (errno == ENOENT) return std::nullopt;
     throw StoreError("cannot access " + path + ": " + errno_text());
   }
-  const std::string text = read_file(path);
+  Loaded loaded;
   try {
-    return persisted_state_from_text(text);
+    loaded.snapshot = persisted_state_from_text(read_file(path));
   } catch (const DocumentError& e) {
     throw StoreError(path + " is corrupt: " + e.what());
   }
+  generation_ = loaded.snapshot.generation;
+  const std::string journal = journal_path(generation_);
+  if (::access(journal.c_str(), F_OK) == 0) {
+    const std::string text = read_file(journal);
+    size_t start = 0;
+    while (start < text.size()) {
+      const size_t nl = text.find('\n', start);
+      if (nl == std::string::npos) {
+        spdlog::warn("{}: dropping an incomplete last record (a crash while writing it)", journal);
+        if (::truncate(journal.c_str(), static_cast<off_t>(start)) != 0)
+          throw StoreError("truncating " + journal + ": " + errno_text());
+        break;
+      }
+      auto record = nlohmann::json::parse(text.begin() + static_cast<long>(start),
+                                          text.begin() + static_cast<long>(nl), nullptr, false);
+      if (record.is_discarded())
+        throw StoreError(journal + " is corrupt at byte " + std::to_string(start));
+      loaded.journal.push_back(std::move(record));
+      start = nl + 1;
+    }
+  }
+  journal_length_ = loaded.journal.size();
+  // Journals of other generations were folded into a snapshot already (a
+  // crash came between writing the snapshot and removing them).
+  for (const auto& entry : std::filesystem::directory_iterator(directory_)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("journal-", 0) == 0 && entry.path().string() != journal)
+      std::filesystem::remove(entry.path());
+  }
+  return loaded;
 }
 
-void StateStore::save(const PersistedState& state) const {
+void StateStore::save(PersistedState& state) {
   const std::string path = state_path();
   const std::string tmp = path + ".tmp";
+  state.generation = generation_ + 1;
   const std::string text = persisted_state_to_text(state);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) throw StoreError("creating " + tmp + ": " + errno_text());
@@ -112,6 +150,23 @@ void StateStore::save(const PersistedState& state) const {
     ::fsync(dir);  // makes the rename durable; a failure here loses nothing already applied
     ::close(dir);
   }
+  // The new snapshot contains everything the old journal said.
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  journal_fd_ = -1;
+  ::unlink(journal_path(generation_).c_str());
+  generation_ = state.generation;
+  journal_length_ = 0;
+}
+
+void StateStore::append(const nlohmann::json& record) {
+  const std::string path = journal_path(generation_);
+  if (journal_fd_ < 0) {
+    journal_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (journal_fd_ < 0) throw StoreError("opening " + path + ": " + errno_text());
+  }
+  write_all(journal_fd_, record.dump() + "\n", path);
+  if (::fdatasync(journal_fd_) != 0) throw StoreError("syncing " + path + ": " + errno_text());
+  ++journal_length_;
 }
 
 }  // namespace hostlb

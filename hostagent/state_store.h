@@ -1,11 +1,19 @@
-// The state directory: the persisted state (written atomically: temporary
-// file, fsync, rename, fsync of the directory) and a lock that keeps two
-// daemons from sharing one directory.
+// The state directory: a snapshot of the persisted state (written
+// atomically: temporary file, fsync, rename, fsync of the directory), a
+// journal of the edits made since (one JSON line each, appended and
+// fdatasync'ed: a change costs the same whatever the size of the state),
+// and a lock that keeps two daemons from sharing one directory.
+//
+// The snapshot names its journal by generation (journal-G.jsonl); writing a
+// snapshot starts a new generation and removes the old journal, so a crash
+// between the two never replays a journal onto a snapshot that contains it.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "hostlb/policies/persisted_state.h"
 
@@ -25,17 +33,31 @@ class StateStore {
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
+  struct Loaded {
+    PersistedState snapshot;
+    std::vector<nlohmann::json> journal;  // complete records, oldest first
+  };
   // nullopt if nothing was persisted yet. Throws StoreError for an unreadable
-  // or corrupt file (the daemon must not guess).
-  std::optional<PersistedState> load() const;
-  void save(const PersistedState& state) const;
+  // or corrupt snapshot (the daemon must not guess). A torn last journal
+  // line (a crash mid-append) is dropped with a warning.
+  std::optional<Loaded> load();
+  // Writes a snapshot (a new generation) and starts an empty journal.
+  void save(PersistedState& state);
+  // Appends one record to the current journal. Throws StoreError.
+  void append(const nlohmann::json& record);
+  size_t journal_length() const { return journal_length_; }
 
   const std::string& directory() const { return directory_; }
   std::string state_path() const { return directory_ + "/state.json"; }
 
  private:
+  std::string journal_path(uint64_t generation) const;
+
   std::string directory_;
   int lock_fd_ = -1;
+  uint64_t generation_ = 0;
+  int journal_fd_ = -1;
+  size_t journal_length_ = 0;
 };
 
 // Reads a whole file; throws StoreError naming the path.

@@ -12,6 +12,7 @@ std::string persisted_state_to_text(const PersistedState& persisted) {
     ids.push_back({{"service", key.service.str()}, {"backend", key.backend}, {"id", id}});
   nlohmann::ordered_json out = {{"format", "hostlbd-state"},
                                 {"version", 1},
+                                {"generation", persisted.generation},
                                 {"desired", state_to_json(persisted.state)},
                                 {"binding_ids", std::move(ids)}};
   return out.dump(1) + "\n";
@@ -23,6 +24,7 @@ PersistedState persisted_state_from_text(std::string_view text) {
   if (doc.value("format", "") != "hostlbd-state" || doc.value("version", 0) != 1)
     throw DocumentError("format", "not a hostlbd state file of version 1");
   PersistedState out;
+  out.generation = doc.value("generation", uint64_t{0});
   if (!doc.contains("desired")) throw DocumentError("desired", "is required");
   try {
     out.state = state_from_json(doc["desired"]);

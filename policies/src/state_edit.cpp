@@ -3,14 +3,10 @@
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace hostlb {
 namespace {
-
-std::vector<Service>::iterator find_service(State& state, const ServiceKey& key) {
-  return std::find_if(state.services.begin(), state.services.end(),
-                      [&](const Service& s) { return s.key == key; });
-}
 
 std::string describe_backend(const Backend& b) {
   std::string out = "backend " + b.name + " mac " + b.mac.str();
@@ -21,64 +17,368 @@ std::string describe_backend(const Backend& b) {
 
 }  // namespace
 
-State add_backend(const State& state, const Backend& backend) {
-  if (state.find_backend(backend.name))
-    throw DocumentError("name", "backend \"" + backend.name + "\" already exists");
-  State out = state;
-  out.backends.push_back(backend);
-  return out;
+Edit Edit::add_backend(Backend backend) {
+  Edit e;
+  e.kind = Kind::kAddBackend;
+  e.backend = std::move(backend);
+  return e;
+}
+Edit Edit::remove_backend(std::string name) {
+  Edit e;
+  e.kind = Kind::kRemoveBackend;
+  e.ref.name = std::move(name);
+  return e;
+}
+Edit Edit::add_service(Service service) {
+  Edit e;
+  e.kind = Kind::kAddService;
+  e.service = std::move(service);
+  return e;
+}
+Edit Edit::remove_service(ServiceKey key) {
+  Edit e;
+  e.kind = Kind::kRemoveService;
+  e.service.key = key;
+  return e;
+}
+Edit Edit::attach(ServiceKey key, BackendRef ref) {
+  Edit e;
+  e.kind = Kind::kAttach;
+  e.service.key = key;
+  e.ref = std::move(ref);
+  return e;
+}
+Edit Edit::detach(ServiceKey key, std::string name) {
+  Edit e;
+  e.kind = Kind::kDetach;
+  e.service.key = key;
+  e.ref.name = std::move(name);
+  return e;
 }
 
-State remove_backend(const State& state, const std::string& name) {
-  if (!state.find_backend(name)) throw DocumentError("name", "no backend \"" + name + "\"");
-  State out = state;
-  std::erase_if(out.backends, [&](const Backend& b) { return b.name == name; });
-  for (auto& service : out.services)
-    std::erase_if(service.backends, [&](const BackendRef& r) { return r.name == name; });
-  return out;
+namespace {
+
+const Service* find_service(const State& state, const ServiceKey& key) {
+  for (const auto& s : state.services)
+    if (s.key == key) return &s;
+  return nullptr;
 }
 
-State add_service(const State& state, const Service& service) {
-  State out = state;
-  if (find_service(out, service.key) != out.services.end())
-    throw DocumentError("service", "service " + service.key.str() + " already exists");
-  out.services.push_back(service);
-  return out;
+void check_serves(const Backend& backend, const IpAddress& vip, const std::string& path) {
+  if (!backend.address_for(vip.family()))
+    throw DocumentError(path, "backend \"" + backend.name + "\" has no " +
+                                  std::string(family_name(vip.family())) + " address for VIP " +
+                                  vip.str());
 }
 
-State remove_service(const State& state, const ServiceKey& key) {
-  State out = state;
-  auto it = find_service(out, key);
-  if (it == out.services.end()) throw DocumentError("service", "no service " + key.str());
-  out.services.erase(it);
-  return out;
-}
-
-State attach_backend(const State& state, const ServiceKey& key, const BackendRef& ref) {
-  State out = state;
-  auto it = find_service(out, key);
-  if (it == out.services.end()) throw DocumentError("service", "no service " + key.str());
-  if (!out.find_backend(ref.name))
-    throw DocumentError("backend", "no backend \"" + ref.name + "\"");
-  for (auto& existing : it->backends) {
-    if (existing.name == ref.name) {
-      existing.port = ref.port;
-      return out;
+void check_add_backend(const State& state, const Backend& b) {
+  if (state.find_backend(b.name))
+    throw DocumentError("name", "backend \"" + b.name + "\" already exists");
+  for (const auto& other : state.backends) {
+    if (other.mac == b.mac)
+      throw DocumentError(
+          "mac", "MAC " + b.mac.str() + " is already used by backend \"" + other.name + "\"");
+    for (const auto* addr : {&b.ipv4, &b.ipv6}) {
+      if (*addr && (other.ipv4 == *addr || other.ipv6 == *addr))
+        throw DocumentError(
+            (*addr)->is_v4() ? "ipv4" : "ipv6",
+            "address " + (*addr)->str() + " is already used by backend \"" + other.name + "\"");
     }
   }
-  it->backends.push_back(ref);
+  for (const auto& service : state.services) {
+    for (const auto* addr : {&b.ipv4, &b.ipv6}) {
+      if (*addr && service.key.vip == **addr)
+        throw DocumentError((*addr)->is_v4() ? "ipv4" : "ipv6",
+                            (*addr)->str() + " is the VIP of " + service.key.str() +
+                                "; a VIP must not be a backend's own address");
+    }
+  }
+}
+
+void check_add_service(const State& state, const Service& service) {
+  if (find_service(state, service.key))
+    throw DocumentError("service", "service " + service.key.str() + " already exists");
+  for (const auto& backend : state.backends) {
+    if (backend.address_for(service.key.vip.family()) == service.key.vip)
+      throw DocumentError("service", service.key.vip.str() + " is the address of backend \"" +
+                                         backend.name +
+                                         "\"; a VIP must not be a backend's own address");
+  }
+  for (size_t i = 0; i < service.backends.size(); ++i) {
+    const std::string path = "backends[" + std::to_string(i) + "].name";
+    const auto& ref = service.backends[i];
+    const Backend* backend = state.find_backend(ref.name);
+    if (!backend) throw DocumentError(path, "unknown backend \"" + ref.name + "\"");
+    check_serves(*backend, service.key.vip, path);
+    for (size_t j = 0; j < i; ++j)
+      if (service.backends[j].name == ref.name)
+        throw DocumentError(path, "backend \"" + ref.name + "\" is listed twice (also backends[" +
+                                      std::to_string(j) + "])");
+  }
+}
+
+}  // namespace
+
+void check_edit(const State& state, const Edit& edit) {
+  const ServiceKey& key = edit.service.key;
+  switch (edit.kind) {
+    case Edit::Kind::kAddBackend:
+      return check_add_backend(state, edit.backend);
+    case Edit::Kind::kRemoveBackend:
+      if (!state.find_backend(edit.ref.name))
+        throw DocumentError("name", "no backend \"" + edit.ref.name + "\"");
+      return;
+    case Edit::Kind::kAddService:
+      return check_add_service(state, edit.service);
+    case Edit::Kind::kRemoveService:
+      if (!find_service(state, key)) throw DocumentError("service", "no service " + key.str());
+      return;
+    case Edit::Kind::kAttach: {
+      if (!find_service(state, key)) throw DocumentError("service", "no service " + key.str());
+      const Backend* backend = state.find_backend(edit.ref.name);
+      if (!backend) throw DocumentError("backend", "no backend \"" + edit.ref.name + "\"");
+      check_serves(*backend, key.vip, "backend");
+      return;
+    }
+    case Edit::Kind::kDetach: {
+      const Service* service = find_service(state, key);
+      if (!service) throw DocumentError("service", "no service " + key.str());
+      for (const auto& ref : service->backends)
+        if (ref.name == edit.ref.name) return;
+      throw DocumentError("backend",
+                          "backend \"" + edit.ref.name + "\" does not serve " + key.str());
+    }
+  }
+}
+
+void apply_edit(State& state, const Edit& edit) {
+  const ServiceKey& key = edit.service.key;
+  auto service_it = [&] {
+    return std::find_if(state.services.begin(), state.services.end(),
+                        [&](const Service& s) { return s.key == key; });
+  };
+  switch (edit.kind) {
+    case Edit::Kind::kAddBackend:
+      state.backends.push_back(edit.backend);
+      return;
+    case Edit::Kind::kRemoveBackend:
+      std::erase_if(state.backends, [&](const Backend& b) { return b.name == edit.ref.name; });
+      for (auto& service : state.services)
+        std::erase_if(service.backends,
+                      [&](const BackendRef& r) { return r.name == edit.ref.name; });
+      return;
+    case Edit::Kind::kAddService:
+      state.services.push_back(edit.service);
+      return;
+    case Edit::Kind::kRemoveService:
+      state.services.erase(service_it());
+      return;
+    case Edit::Kind::kAttach: {
+      auto& refs = service_it()->backends;
+      for (auto& ref : refs) {
+        if (ref.name == edit.ref.name) {
+          ref.port = edit.ref.port;
+          return;
+        }
+      }
+      refs.push_back(edit.ref);
+      return;
+    }
+    case Edit::Kind::kDetach:
+      std::erase_if(service_it()->backends,
+                    [&](const BackendRef& r) { return r.name == edit.ref.name; });
+      return;
+  }
+}
+
+State edited(const State& state, const Edit& edit) {
+  check_edit(state, edit);
+  State out = state;
+  apply_edit(out, edit);
   return out;
 }
 
-State detach_backend(const State& state, const ServiceKey& key, const std::string& name) {
-  State out = state;
-  auto it = find_service(out, key);
-  if (it == out.services.end()) throw DocumentError("service", "no service " + key.str());
-  const auto before = it->backends.size();
-  std::erase_if(it->backends, [&](const BackendRef& r) { return r.name == name; });
-  if (it->backends.size() == before)
-    throw DocumentError("backend", "backend \"" + name + "\" does not serve " + key.str());
+nlohmann::json edit_to_json(const Edit& edit) {
+  using nlohmann::json;
+  const std::string key = edit.service.key.str();
+  switch (edit.kind) {
+    case Edit::Kind::kAddBackend: {
+      State one;
+      one.backends.push_back(edit.backend);
+      return {{"op", "backend.add"}, {"backend", state_to_json(one)["backends"][0]}};
+    }
+    case Edit::Kind::kRemoveBackend:
+      return {{"op", "backend.del"}, {"name", edit.ref.name}};
+    case Edit::Kind::kAddService: {
+      json refs = json::array();
+      for (const auto& r : edit.service.backends)
+        refs.push_back({{"name", r.name}, {"port", r.port}});
+      return {{"op", "service.add"}, {"service", key}, {"backends", refs}};
+    }
+    case Edit::Kind::kRemoveService:
+      return {{"op", "service.del"}, {"service", key}};
+    case Edit::Kind::kAttach:
+      return {{"op", "service.attach"},
+              {"service", key},
+              {"backend", edit.ref.name},
+              {"port", edit.ref.port}};
+    case Edit::Kind::kDetach:
+      return {{"op", "service.detach"}, {"service", key}, {"backend", edit.ref.name}};
+  }
+  return {};
+}
+
+Edit edit_from_json(const nlohmann::json& value) {
+  if (!value.is_object() || !value.contains("op") || !value["op"].is_string())
+    throw DocumentError("op", "is required");
+  const std::string op = value["op"];
+  auto name = [&](const char* field) {
+    if (!value.contains(field) || !value[field].is_string())
+      throw DocumentError(field, "must be a string");
+    return value[field].get<std::string>();
+  };
+  if (op == "backend.add")
+    return Edit::add_backend(parse_backend_object(value["backend"], "backend", {}));
+  if (op == "backend.del") return Edit::remove_backend(name("name"));
+  const ServiceKey key =
+      parse_service_key_param(value.value("service", nlohmann::json()), "service");
+  if (op == "service.add") {
+    Service service{key, {}};
+    for (const auto& r : value.value("backends", nlohmann::json::array()))
+      service.backends.push_back(parse_backend_ref(r, "backends"));
+    return Edit::add_service(std::move(service));
+  }
+  if (op == "service.del") return Edit::remove_service(key);
+  if (op == "service.attach")
+    return Edit::attach(key, parse_backend_ref({{"name", value.value("backend", nlohmann::json())},
+                                                {"port", value.value("port", nlohmann::json())}},
+                                               ""));
+  if (op == "service.detach") return Edit::detach(key, name("backend"));
+  throw DocumentError("op", "unknown edit \"" + op + "\"");
+}
+
+DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
+                               const MarkLayout& marks) {
+  DatapathChange out;
+  const ServiceKey& key = edit.service.key;
+  const std::string& name = edit.ref.name;
+  auto removed_binding = [&](const Binding& b) {
+    switch (edit.kind) {
+      case Edit::Kind::kRemoveBackend:
+        return b.key.backend == name;
+      case Edit::Kind::kRemoveService:
+        return b.key.service == key;
+      case Edit::Kind::kDetach:
+        return b.key.service == key && b.key.backend == name;
+      case Edit::Kind::kAttach:  // a re-pointed binding is rewritten
+        return b.key.service == key && b.key.backend == name && b.target_port != edit.ref.port;
+      default:
+        return false;
+    }
+  };
+  std::vector<Binding> added;
+  auto make_binding = [&](const ServiceKey& k, const BackendRef& ref) {
+    const Backend* backend = before.find_backend(ref.name);
+    return Binding{{k, ref.name}, backend->mac, *backend->address_for(k.vip.family()), ref.port, 0};
+  };
+  if (edit.kind == Edit::Kind::kAddService)
+    for (const auto& ref : edit.service.backends) added.push_back(make_binding(key, ref));
+
+  // One pass over the bindings: keep, drop, or note an existing one.
+  out.next.bindings.reserve(applied.bindings.size() + added.size());
+  const Binding* existing = nullptr;
+  std::vector<bool> in_use(applied.bindings.size() + added.size() + 2, false);
+  for (const auto& b : applied.bindings) {
+    if (b.id < in_use.size()) in_use[b.id] = true;
+    if (edit.kind == Edit::Kind::kAttach && b.key.service == key && b.key.backend == name)
+      existing = &b;
+    if (removed_binding(b)) {
+      out.diff.bindings_removed.push_back(b);
+      continue;
+    }
+    out.next.bindings.push_back(b);
+  }
+  if (edit.kind == Edit::Kind::kAttach && (!existing || existing->target_port != edit.ref.port)) {
+    Binding b = make_binding(key, edit.ref);
+    if (existing) b.id = existing->id;  // rewritten in place, same identity
+    added.push_back(b);
+  }
+  // Lowest identities not in use (identities freed by this edit are still
+  // marked in use: their connections carry them until flushed).
+  uint32_t next_id = 1;
+  for (auto& b : added) {
+    if (b.id != 0) continue;
+    while (next_id < in_use.size() && in_use[next_id]) ++next_id;
+    if (next_id > marks.max_id())
+      throw IdSpaceExhausted("more bindings than the conntrack mark mask can number (at most " +
+                             std::to_string(marks.max_id()) + ")");
+    b.id = next_id++;
+  }
+  auto by_key = [](const Binding& a, const Binding& b) { return a.key < b.key; };
+  for (const auto& b : added) {
+    out.next.bindings.insert(
+        std::upper_bound(out.next.bindings.begin(), out.next.bindings.end(), b, by_key), b);
+    out.diff.bindings_added.push_back(b);
+  }
+
+  // Host entries and bridges change only with backends.
+  out.next.hosts = applied.hosts;
+  if (edit.kind == Edit::Kind::kAddBackend) {
+    for (const auto* addr : {&edit.backend.ipv4, &edit.backend.ipv6}) {
+      if (!*addr) continue;
+      HostEntry host{edit.backend.bridge, **addr, edit.backend.mac, edit.backend.name};
+      out.next.hosts.insert(std::upper_bound(out.next.hosts.begin(), out.next.hosts.end(), host),
+                            host);
+      out.diff.hosts_added.push_back(host);
+    }
+  } else if (edit.kind == Edit::Kind::kRemoveBackend) {
+    std::erase_if(out.next.hosts, [&](const HostEntry& h) {
+      if (h.backend != name) return false;
+      out.diff.hosts_removed.push_back(h);
+      return true;
+    });
+  }
+  std::set<std::string> bridges;
+  for (const auto& b : before.backends)
+    if (!(edit.kind == Edit::Kind::kRemoveBackend && b.name == name)) bridges.insert(b.bridge);
+  if (edit.kind == Edit::Kind::kAddBackend) bridges.insert(edit.backend.bridge);
+  out.next.bridges.assign(bridges.begin(), bridges.end());
   return out;
+}
+
+std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
+  // An edit touches one backend or one service: describe that slice.
+  State slice_before, slice_after;
+  const ServiceKey& key = edit.service.key;
+  const bool backend_edit =
+      edit.kind == Edit::Kind::kAddBackend || edit.kind == Edit::Kind::kRemoveBackend;
+  const std::string backend_name =
+      edit.kind == Edit::Kind::kAddBackend ? edit.backend.name : edit.ref.name;
+  for (const auto& b : before.backends)
+    if (backend_edit && b.name == backend_name) slice_before.backends.push_back(b);
+  for (const auto& s : before.services) {
+    if (backend_edit) {
+      Service only{s.key, {}};
+      for (const auto& r : s.backends)
+        if (r.name == backend_name) only.backends.push_back(r);
+      if (!only.backends.empty()) slice_before.services.push_back(only);
+    } else if (s.key == key) {
+      slice_before.services.push_back(s);
+    }
+  }
+  slice_after = slice_before;
+  if (edit.kind == Edit::Kind::kRemoveBackend) {
+    slice_after.backends.clear();
+    for (auto& s : slice_after.services) s.backends.clear();
+  } else {
+    // The slice holds every object the edit names, so applying it to the
+    // slice is the edit's effect; backends it references come along.
+    for (const auto& b : before.backends)
+      if (!slice_after.find_backend(b.name) && edit.kind != Edit::Kind::kAddBackend)
+        slice_after.backends.push_back(b), slice_before.backends.push_back(b);
+    apply_edit(slice_after, edit);
+  }
+  return describe_changes(slice_before, slice_after);
 }
 
 void validate_state(const State& state) { state_from_json(nlohmann::json(state_to_json(state))); }

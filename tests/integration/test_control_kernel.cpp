@@ -185,14 +185,14 @@ TEST_F(ControlTest, KilledBetweenApplyingAndPersistingTheNextStartConverges) {
   const std::string id_before =
       ct_field(conntrack("-p tcp --sport " + sport + " -o id"), "dport=80", "id");
 
-  const std::string state = lab_.dir() + "/state/state.json";
-  const std::string persisted = read_lab_text(state);
+  const std::string state = lab_.dir() + "/state";
+  ASSERT_EQ(sh("cp -a " + state + " " + state + ".before").exit_code, 0);
   ASSERT_EQ(ctl("service add 203.0.113.30:80/tcp --backend web-2:8080").exit_code, 0);
   ASSERT_NE(ruleset().find("203.0.113.30"), std::string::npos);
-  // As if SIGKILL had struck after the kernel changed but before the state
-  // file was renamed into place.
+  // As if SIGKILL had struck after the kernel changed but before the change
+  // reached the state directory.
   EXPECT_EQ(daemon->stop(SIGKILL), 128 + SIGKILL);
-  write_lab_file(lab_, "state/state.json", persisted);
+  ASSERT_EQ(sh("rm -rf " + state + " && mv " + state + ".before " + state).exit_code, 0);
 
   Hostlbd again(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", socket_path()});
   ASSERT_TRUE(again.start()) << again.log();

@@ -234,6 +234,53 @@ TEST_F(AgentTest, RemovingABackendOnlyRemovesItsHostEntries) {
   EXPECT_FALSE(routes_.routes.count({10, *IpAddress::parse("198.18.1.12")}));
 }
 
+TEST_F(AgentTest, EditsAreJournaledAndReplayedAfterARestart) {
+  std::string ruleset;
+  State expected;
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.start(example());
+    d.agent.edit(Edit::add_service({*parse_service_key("203.0.113.30:53/udp"), {{"web-1", 5353}}}));
+    d.agent.edit(Edit::attach(*parse_service_key("203.0.113.10:80/tcp"), {"web-1", 9090}));
+    d.agent.edit(Edit::remove_service(*parse_service_key("203.0.113.20:80/tcp")));
+    EXPECT_EQ(d.store.journal_length(), 3u);
+    ruleset = nft_.ruleset();
+    expected = d.agent.current();
+  }
+  FakeNft fresh;
+  Daemon d(fresh, routes_, sysctls_, dir_);
+  EXPECT_EQ(d.agent.current(), expected);
+  d.agent.start(std::nullopt);
+  EXPECT_EQ(fresh.ruleset(), ruleset) << "same bindings with the same identities";
+  EXPECT_EQ(d.store.journal_length(), 0u) << "the start folded the journal into a snapshot";
+}
+
+TEST_F(AgentTest, ATornLastJournalRecordIsDropped) {
+  State expected;
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.start(example());
+    d.agent.edit(Edit::detach(*parse_service_key("203.0.113.20:80/tcp"), "web-1"));
+    expected = d.agent.current();
+  }
+  std::string journal;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_))
+    if (entry.path().filename().string().rfind("journal-", 0) == 0) journal = entry.path();
+  ASSERT_FALSE(journal.empty());
+  std::ofstream(journal, std::ios::app) << R"({"edit":{"op":"service.del","serv)";
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  EXPECT_EQ(d.agent.current(), expected);
+}
+
+TEST_F(AgentTest, TheJournalIsFoldedIntoASnapshotWhenLong) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const auto key = *parse_service_key("203.0.113.20:80/tcp");
+  for (size_t i = 0; i < Agent::kJournalLimit + 10; ++i)
+    d.agent.edit(Edit::attach(key, {"web-1", static_cast<uint16_t>(1000 + i % 2)}));
+  EXPECT_LT(d.store.journal_length(), 20u);
+}
+
 TEST_F(AgentTest, CleanupRemovesTableAndHostEntries) {
   Daemon d(nft_, routes_, sysctls_, dir_);
   d.agent.start(example());

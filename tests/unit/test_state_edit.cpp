@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "hostlb/policies/state_edit.h"
 
@@ -33,67 +35,174 @@ void expect_error(const std::function<void()>& f, const std::string& path,
 TEST(StateEdit, AddAndRemoveBackend) {
   Backend b{
       "web-3", *MacAddress::parse("02:00:00:00:01:13"), IpAddress::parse("198.18.1.13"), {}, "br0"};
-  State added = add_backend(base(), b);
+  State added = edited(base(), Edit::add_backend(b));
   EXPECT_EQ(added.backends.size(), 3u);
-  expect_error([&] { add_backend(added, b); }, "name", "backend \"web-3\" already exists");
+  expect_error([&] { edited(added, Edit::add_backend(b)); }, "name",
+               "backend \"web-3\" already exists");
 
   // Removing a backend detaches it from every service.
-  State removed = remove_backend(base(), "web-2");
+  State removed = edited(base(), Edit::remove_backend("web-2"));
   EXPECT_EQ(removed.backends.size(), 1u);
   EXPECT_EQ(removed.services[0].backends, (std::vector<BackendRef>{{"web-1", 8080}}));
   EXPECT_TRUE(removed.services[1].backends.empty());
-  expect_error([&] { remove_backend(base(), "web-9"); }, "name", "no backend \"web-9\"");
+  expect_error([&] { edited(base(), Edit::remove_backend("web-9")); }, "name",
+               "no backend \"web-9\"");
 }
 
 TEST(StateEdit, AddAndRemoveService) {
-  State added = add_service(base(), {key("203.0.113.30:53/udp"), {{"web-1", 5353}}});
+  State added = edited(base(), Edit::add_service({key("203.0.113.30:53/udp"), {{"web-1", 5353}}}));
   EXPECT_EQ(added.services.size(), 3u);
   expect_error(
       [&] {
-        add_service(added, {key("203.0.113.30:53/udp"), {}});
+        edited(added, Edit::add_service({key("203.0.113.30:53/udp"), {}}));
       },
       "service", "service 203.0.113.30:53/udp already exists");
-  EXPECT_EQ(remove_service(base(), key("203.0.113.20:80/tcp")).services.size(), 1u);
-  expect_error([&] { remove_service(base(), key("203.0.113.99:80/tcp")); }, "service",
+  EXPECT_EQ(edited(base(), Edit::remove_service(key("203.0.113.20:80/tcp"))).services.size(), 1u);
+  expect_error([&] { edited(base(), Edit::remove_service(key("203.0.113.99:80/tcp"))); }, "service",
                "no service 203.0.113.99:80/tcp");
 }
 
 TEST(StateEdit, AttachAddsRepointsOrChangesNothing) {
-  State attached = attach_backend(base(), key("203.0.113.20:80/tcp"), {"web-1", 9000});
+  State attached = edited(base(), Edit::attach(key("203.0.113.20:80/tcp"), {"web-1", 9000}));
   EXPECT_EQ(attached.services[1].backends.size(), 2u);
-  State repointed = attach_backend(attached, key("203.0.113.20:80/tcp"), {"web-1", 9001});
+  State repointed = edited(attached, Edit::attach(key("203.0.113.20:80/tcp"), {"web-1", 9001}));
   EXPECT_EQ(repointed.services[1].backends.size(), 2u);
   EXPECT_EQ(repointed.services[1].backends[1].port, 9001);
-  EXPECT_EQ(attach_backend(repointed, key("203.0.113.20:80/tcp"), {"web-1", 9001}), repointed);
+  EXPECT_EQ(edited(repointed, Edit::attach(key("203.0.113.20:80/tcp"), {"web-1", 9001})),
+            repointed);
   expect_error(
       [&] {
-        attach_backend(base(), key("203.0.113.99:80/tcp"), {"web-1", 1});
+        edited(base(), Edit::attach(key("203.0.113.99:80/tcp"), {"web-1", 1}));
       },
       "service", "no service 203.0.113.99:80/tcp");
   expect_error(
       [&] {
-        attach_backend(base(), key("203.0.113.20:80/tcp"), {"web-9", 1});
+        edited(base(), Edit::attach(key("203.0.113.20:80/tcp"), {"web-9", 1}));
       },
       "backend", "no backend \"web-9\"");
 }
 
 TEST(StateEdit, Detach) {
-  State detached = detach_backend(base(), key("203.0.113.10:80/tcp"), "web-2");
+  State detached = edited(base(), Edit::detach(key("203.0.113.10:80/tcp"), "web-2"));
   EXPECT_EQ(detached.services[0].backends, (std::vector<BackendRef>{{"web-1", 8080}}));
-  expect_error([&] { detach_backend(detached, key("203.0.113.10:80/tcp"), "web-2"); }, "backend",
-               "backend \"web-2\" does not serve 203.0.113.10:80/tcp");
+  expect_error([&] { edited(detached, Edit::detach(key("203.0.113.10:80/tcp"), "web-2")); },
+               "backend", "backend \"web-2\" does not serve 203.0.113.10:80/tcp");
 }
 
-TEST(StateEdit, ValidationOfTheWholeResultStillApplies) {
+TEST(StateEdit, CrossObjectRulesOfTheDocumentHold) {
   // web-1 has no IPv6 address: it cannot serve an IPv6 VIP.
-  State bad = add_service(base(), {key("[2001:db8:f00::10]:443/tcp"), {{"web-1", 8443}}});
-  expect_error([&] { validate_state(bad); }, "services[2].backends[0].name",
-               "backend \"web-1\" has no IPv6 address for VIP 2001:db8:f00::10");
+  expect_error(
+      [&] {
+        edited(base(), Edit::add_service({key("[2001:db8:f00::10]:443/tcp"), {{"web-1", 8443}}}));
+      },
+      "backends[0].name", "backend \"web-1\" has no IPv6 address for VIP 2001:db8:f00::10");
+  State v6 = edited(base(), Edit::add_service({key("[2001:db8:f00::10]:443/tcp"), {}}));
+  expect_error(
+      [&] {
+        edited(v6, Edit::attach(key("[2001:db8:f00::10]:443/tcp"), {"web-1", 1}));
+      },
+      "backend", "backend \"web-1\" has no IPv6 address for VIP 2001:db8:f00::10");
   Backend dup_mac{
       "web-3", *MacAddress::parse("02:00:00:00:01:11"), IpAddress::parse("198.18.1.13"), {}, "br0"};
-  expect_error([&] { validate_state(add_backend(base(), dup_mac)); }, "backends[2].mac",
-               "MAC 02:00:00:00:01:11 is already used by backends[0]");
+  expect_error([&] { edited(base(), Edit::add_backend(dup_mac)); }, "mac",
+               "MAC 02:00:00:00:01:11 is already used by backend \"web-1\"");
+  Backend dup_addr{
+      "web-3", *MacAddress::parse("02:00:00:00:01:13"), IpAddress::parse("198.18.1.12"), {}, "br0"};
+  expect_error([&] { edited(base(), Edit::add_backend(dup_addr)); }, "ipv4",
+               "address 198.18.1.12 is already used by backend \"web-2\"");
+  Backend on_vip{"web-3",
+                 *MacAddress::parse("02:00:00:00:01:13"),
+                 IpAddress::parse("203.0.113.10"),
+                 {},
+                 "br0"};
+  expect_error([&] { edited(base(), Edit::add_backend(on_vip)); }, "ipv4",
+               "203.0.113.10 is the VIP of 203.0.113.10:80/tcp; a VIP must not be a backend's own "
+               "address");
+  expect_error(
+      [&] {
+        edited(base(), Edit::add_service({key("198.18.1.11:80/tcp"), {}}));
+      },
+      "service",
+      "198.18.1.11 is the address of backend \"web-1\"; a VIP must not be a backend's own "
+      "address");
+  expect_error(
+      [&] {
+        edited(base(),
+               Edit::add_service({key("203.0.113.40:80/tcp"), {{"web-1", 1}, {"web-1", 2}}}));
+      },
+      "backends[1].name", "backend \"web-1\" is listed twice (also backends[0])");
   EXPECT_NO_THROW(validate_state(base()));
+}
+
+// Property: an edit is accepted exactly when the whole-document validator
+// accepts its result, and its datapath change equals compiling the result.
+TEST(StateEdit, EditsAgreeWithTheDocumentValidatorAndTheCompiler) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  std::vector<Edit> edits;
+  for (const char* name : {"web-1", "web-2", "web-3"}) {
+    edits.push_back(Edit::remove_backend(name));
+    for (const char* svc : {"203.0.113.10:80/tcp", "203.0.113.20:80/tcp", "198.18.1.11:80/tcp",
+                            "[2001:db8:f00::10]:443/tcp"}) {
+      edits.push_back(Edit::attach(key(svc), {name, 9000}));
+      edits.push_back(Edit::attach(key(svc), {name, 8080}));
+      edits.push_back(Edit::detach(key(svc), name));
+      edits.push_back(Edit::add_service({key(svc), {{name, 80}}}));
+      edits.push_back(Edit::remove_service(key(svc)));
+    }
+  }
+  edits.push_back(Edit::add_backend({"web-3", *MacAddress::parse("02:00:00:00:01:13"),
+                                     IpAddress::parse("198.18.1.13"),
+                                     IpAddress::parse("2001:db8:1::13"), "br1"}));
+  edits.push_back(Edit::add_backend({"web-4",
+                                     *MacAddress::parse("02:00:00:00:01:11"),
+                                     IpAddress::parse("198.18.1.14"),
+                                     {},
+                                     "br0"}));
+  // Apply them in sequence from the base, checking each step.
+  State state = base();
+  Datapath applied = compile_datapath(state, {}, marks);
+  size_t accepted = 0;
+  std::mt19937 random(12345);  // fixed: the same sequence every run
+  for (int round = 0; round < 6; ++round) {
+    std::shuffle(edits.begin(), edits.end(), random);
+    for (const Edit& e : edits) {
+      bool document_ok = true;
+      try {
+        check_edit(state, e);
+      } catch (const DocumentError&) {
+        document_ok = false;
+      }
+      if (!document_ok) continue;
+      State candidate = state;
+      apply_edit(candidate, e);
+      bool validator_ok = true;
+      try {
+        validate_state(candidate);
+      } catch (const DocumentError&) {
+        validator_ok = false;
+      }
+      ASSERT_TRUE(validator_ok) << edit_to_json(e).dump();
+      ++accepted;
+      DatapathChange change = change_datapath(state, e, applied, marks);
+      Datapath compiled = compile_datapath(candidate, applied.ids(), marks);
+      // Identities may differ for new bindings (the compiler keeps freed
+      // ones of the whole previous state out); everything else must match.
+      auto strip = [](Datapath d) {
+        for (auto& b : d.bindings) b.id = 0;
+        return d;
+      };
+      EXPECT_EQ(strip(change.next).bindings, strip(compiled).bindings) << edit_to_json(e).dump();
+      EXPECT_EQ(change.next.hosts, compiled.hosts) << edit_to_json(e).dump();
+      EXPECT_EQ(change.next.bridges, compiled.bridges) << edit_to_json(e).dump();
+      DatapathDiff diff = diff_datapath(applied, change.next);
+      EXPECT_EQ(diff.bindings_added, change.diff.bindings_added) << edit_to_json(e).dump();
+      EXPECT_EQ(diff.bindings_removed, change.diff.bindings_removed) << edit_to_json(e).dump();
+      state = candidate;
+      applied = change.next;
+      EXPECT_EQ(edit_from_json(edit_to_json(e)).kind, e.kind);
+    }
+  }
+  EXPECT_GT(accepted, 20u);
 }
 
 TEST(StateEdit, ParamParsersNameTheParameter) {
@@ -114,9 +223,9 @@ TEST(StateEdit, ParamParsersNameTheParameter) {
 }
 
 TEST(StateEdit, DescribeChanges) {
-  State after = remove_backend(base(), "web-1");
-  after = add_service(after, {key("203.0.113.30:53/udp"), {{"web-2", 5353}}});
-  after = attach_backend(after, key("203.0.113.20:80/tcp"), {"web-2", 9090});
+  State after = edited(base(), Edit::remove_backend("web-1"));
+  after = edited(after, Edit::add_service({key("203.0.113.30:53/udp"), {{"web-2", 5353}}}));
+  after = edited(after, Edit::attach(key("203.0.113.20:80/tcp"), {"web-2", 9090}));
   EXPECT_EQ(describe_changes(base(), after),
             (std::vector<std::string>{
                 "- backend web-1 mac 02:00:00:00:01:11 ipv4 198.18.1.11 bridge br0",

@@ -14,6 +14,8 @@ namespace hostlb {
 struct PersistedState {
   State state;
   BindingIds ids;
+  // Which journal continues this snapshot (see hostagent/state_store.h).
+  uint64_t generation = 0;
 };
 
 std::string persisted_state_to_text(const PersistedState& persisted);

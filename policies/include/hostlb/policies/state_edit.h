@@ -1,13 +1,12 @@
-// Edits of a State as the control commands express them. Each returns the
-// new State (the input is untouched) or throws DocumentError naming the
-// parameter at fault; the result still goes through the document validator
-// as a whole (see validate_state), so cross-object rules hold.
+// Edits of a State as the control commands express them, and what they
+// change in the datapath.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
+#include "hostlb/policies/datapath.h"
 #include "hostlb/policies/model.h"
 #include "hostlb/policies/state_document.h"
 
@@ -22,15 +21,54 @@ BackendRef parse_backend_ref(const nlohmann::json& value, const std::string& pat
 // Parses a "VIP:PORT/PROTO" string.
 ServiceKey parse_service_key_param(const nlohmann::json& value, const std::string& path);
 
-State add_backend(const State& state, const Backend& backend);
-// Also detaches the backend from every service it serves.
-State remove_backend(const State& state, const std::string& name);
-State add_service(const State& state, const Service& service);
-State remove_service(const State& state, const ServiceKey& key);
-// Attaching an attached backend again with another port re-points it; with
-// the same port it changes nothing.
-State attach_backend(const State& state, const ServiceKey& key, const BackendRef& ref);
-State detach_backend(const State& state, const ServiceKey& key, const std::string& name);
+// One control command, as data: what it changes and nothing else. Checked
+// against the current state with the rules of the document validator, then
+// applied in place, in time that grows at most with a scan of the state, not
+// with a rebuild of it: a change to one service costs the same with ten
+// services as with ten thousand.
+struct Edit {
+  enum class Kind { kAddBackend, kRemoveBackend, kAddService, kRemoveService, kAttach, kDetach };
+  Kind kind = Kind::kAddBackend;
+  Backend backend;  // kAddBackend
+  Service service;  // kAddService; its key for kRemoveService, kAttach, kDetach
+  BackendRef ref;   // kAttach; ref.name alone for kRemoveBackend and kDetach
+
+  static Edit add_backend(Backend backend);
+  static Edit remove_backend(std::string name);
+  static Edit add_service(Service service);
+  static Edit remove_service(ServiceKey key);
+  // Attaching an attached backend again with another port re-points it; with
+  // the same port it changes nothing.
+  static Edit attach(ServiceKey key, BackendRef ref);
+  static Edit detach(ServiceKey key, std::string name);
+};
+
+// Throws DocumentError (paths name the edit's parameters: "name", "mac",
+// "service", "backend", "backends[1].name") if `edit` cannot be applied to
+// `state`, or if the result would not be a valid document.
+void check_edit(const State& state, const Edit& edit);
+// Applies a checked edit. Removing a backend also detaches it everywhere.
+void apply_edit(State& state, const Edit& edit);
+// check_edit, then apply_edit on a copy.
+State edited(const State& state, const Edit& edit);
+
+// The journal form of an edit.
+nlohmann::json edit_to_json(const Edit& edit);
+Edit edit_from_json(const nlohmann::json& value);  // throws DocumentError
+
+// What a checked edit changes in the datapath: the next datapath and the
+// difference, computed from the edit (the bindings of the services and
+// backends it names), not by compiling the whole state again. New bindings
+// get the lowest identities neither in use nor freed by this edit.
+struct DatapathChange {
+  Datapath next;
+  DatapathDiff diff;
+};
+DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
+                               const MarkLayout& marks);
+
+// The lines describe_changes would print for this edit.
+std::vector<std::string> describe_edit(const State& before, const Edit& edit);
 
 // Runs the whole-document validation on an edited state. Throws
 // DocumentError.
