@@ -133,7 +133,13 @@ void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
   if (mode == ApplyMode::kIncremental) {
     if (diff.bindings_added.empty() && diff.bindings_removed.empty()) return;
     try {
+      const auto started = std::chrono::steady_clock::now();
       nft_.apply(diff, options_.marks);
+      spdlog::debug("nftables change of +{} -{} bindings took {} us", diff.bindings_added.size(),
+                    diff.bindings_removed.size(),
+                    std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count());
       report.bindings_added = diff.bindings_added.size();
       report.bindings_removed = diff.bindings_removed.size();
       return;

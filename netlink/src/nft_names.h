@@ -11,13 +11,14 @@
 
 namespace hostlb::nft_names {
 
-inline std::string chain(uint32_t binding_id) { return "bind_" + std::to_string(binding_id); }
-
-inline std::string map(IpFamily family) {
-  return family == IpFamily::kV4 ? "bindings4" : "bindings6";
+// DNAT targets: key -> backend address . port.
+inline std::string targets_map(IpFamily family) {
+  return family == IpFamily::kV4 ? "targets4" : "targets6";
 }
-
-inline std::string comment(const Binding& binding) { return binding.key.str(); }
+// Binding identities: key -> conntrack mark.
+inline std::string marks_map(IpFamily family) {
+  return family == IpFamily::kV4 ? "marks4" : "marks6";
+}
 
 // The map key as nf_tables stores a concatenation: each field padded to a
 // multiple of 4 bytes (MAC 6+2, address 4 or 16, l4proto 1+3, port 2+2).
@@ -34,6 +35,17 @@ inline std::vector<uint8_t> element_key(const Binding& binding) {
   key.push_back(static_cast<uint8_t>(binding.key.service.port & 0xff));
   key.insert(key.end(), 2, 0);
   return key;
+}
+
+// The target as nf_tables stores address . port: the address, then the
+// port in network order padded to 4 bytes.
+inline std::vector<uint8_t> target_data(const Binding& binding) {
+  std::vector<uint8_t> data(binding.target.bytes().begin(),
+                            binding.target.bytes().begin() + binding.target.size());
+  data.push_back(static_cast<uint8_t>(binding.target_port >> 8));
+  data.push_back(static_cast<uint8_t>(binding.target_port & 0xff));
+  data.insert(data.end(), 2, 0);
+  return data;
 }
 
 }  // namespace hostlb::nft_names

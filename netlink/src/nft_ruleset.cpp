@@ -14,33 +14,23 @@ std::string hex32(uint32_t value) {
 
 std::string table_ref() { return std::string(kNftFamily) + " " + kNftTable; }
 
-std::string chain_name(const Binding& binding) { return nft_names::chain(binding.id); }
-
-std::string map_name(IpFamily family) { return nft_names::map(family); }
-
 std::string element_key(const Binding& binding) {
   return binding.mac.str() + " . " + binding.key.service.vip.str() + " . " +
          std::string(protocol_name(binding.key.service.protocol)) + " . " +
          std::to_string(binding.key.service.port);
 }
 
-std::string dnat_target(const Binding& binding) {
-  if (binding.target.is_v4())
-    return "dnat ip to " + binding.target.str() + ":" + std::to_string(binding.target_port);
-  return "dnat ip6 to [" + binding.target.str() + "]:" + std::to_string(binding.target_port);
+std::string lookup_key(IpFamily family) {
+  return std::string("ether daddr . ") + (family == IpFamily::kV4 ? "ip" : "ip6") +
+         " daddr . meta l4proto . th dport";
 }
 
-void render_binding(std::string& out, const Binding& binding, const MarkLayout& marks) {
-  const std::string table = table_ref();
-  const std::string chain = chain_name(binding);
-  // The comment carries only validated text (addresses, ports, backend names
-  // of [A-Za-z0-9._-]), so it needs no escaping.
-  out += "add chain " + table + " " + chain + " { comment \"" + nft_names::comment(binding) +
-         "\"; }\n";
-  out += "add rule " + table + " " + chain + " meta l4proto " +
-         std::string(protocol_name(binding.key.service.protocol)) + " ct mark set ct mark & " +
-         hex32(~marks.mask()) + " | " + hex32(marks.mark_for(binding.id)) + " " +
-         dnat_target(binding) + "\n";
+void add_elements(std::string& out, const std::string& map, const std::vector<std::string>& items) {
+  if (items.empty()) return;
+  out += "add element " + table_ref() + " " + map + " {\n";
+  for (size_t i = 0; i < items.size(); ++i)
+    out += "  " + items[i] + (i + 1 < items.size() ? ",\n" : "\n");
+  out += "}\n";
 }
 
 }  // namespace
@@ -55,26 +45,36 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
   std::string out = render_delete_ruleset();
   out += "add table " + table + "\n";
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
-    const char* addr_type = family == IpFamily::kV4 ? "ipv4_addr" : "ipv6_addr";
-    out += "add map " + table + " " + map_name(family) + " { type ether_addr . " + addr_type +
-           " . inet_proto . inet_service : verdict; }\n";
+    const std::string addr = family == IpFamily::kV4 ? "ipv4_addr" : "ipv6_addr";
+    const std::string key = "ether_addr . " + addr + " . inet_proto . inet_service";
+    out += "add map " + table + " " + nft_names::targets_map(family) + " { type " + key + " : " +
+           addr + " . inet_service; }\n";
+    out +=
+        "add map " + table + " " + nft_names::marks_map(family) + " { type " + key + " : mark; }\n";
   }
   out += "add chain " + table +
          " prerouting { type nat hook prerouting priority dstnat; policy accept; }\n";
-  out += "add rule " + table +
-         " prerouting ether daddr . ip daddr . meta l4proto . th dport vmap @bindings4\n";
-  out += "add rule " + table +
-         " prerouting ether daddr . ip6 daddr . meta l4proto . th dport vmap @bindings6\n";
-  for (const auto& binding : datapath.bindings) render_binding(out, binding, marks);
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
-    std::string elements;
+    // The identity goes into hostlb's mark bits only if no other bits are
+    // set: nft cannot merge a map value into the mark, and hostlb does not
+    // clobber marks others set before dstnat (such connections stay
+    // unmarked, and are found by their tuple instead).
+    out += "add rule " + table + " prerouting ct mark & " + hex32(~marks.mask()) +
+           " == 0x00000000 ct mark set " + lookup_key(family) + " map @" +
+           nft_names::marks_map(family) + "\n";
+    out += "add rule " + table + " prerouting dnat " + (family == IpFamily::kV4 ? "ip" : "ip6") +
+           " to " + lookup_key(family) + " map @" + nft_names::targets_map(family) + "\n";
+  }
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    std::vector<std::string> targets, identities;
     for (const auto& binding : datapath.bindings) {
       if (binding.target.family() != family) continue;
-      if (!elements.empty()) elements += ",\n  ";
-      elements += element_key(binding) + " : goto " + chain_name(binding);
+      targets.push_back(element_key(binding) + " : " + binding.target.str() + " . " +
+                        std::to_string(binding.target_port));
+      identities.push_back(element_key(binding) + " : " + hex32(marks.mark_for(binding.id)));
     }
-    if (!elements.empty())
-      out += "add element " + table + " " + map_name(family) + " {\n  " + elements + "\n}\n";
+    add_elements(out, nft_names::targets_map(family), targets);
+    add_elements(out, nft_names::marks_map(family), identities);
   }
   return out;
 }

@@ -44,6 +44,28 @@ TEST_F(DatapathTest, TcpAndUdpToVipReachTheBackendAndRepliesComeFromTheVip) {
   EXPECT_EQ(ct_field(conntrack("-p udp --dport 53"), "dport=53", "src", 1), kVm1.ipv4);
 }
 
+TEST_F(DatapathTest, MarkBitsSetByOthersBeforeDnatAreLeftAlone) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  ASSERT_EQ(lab_.in("hv", "nft add table ip other").exit_code, 0);
+  ASSERT_EQ(lab_.in("hv",
+                    "nft add chain ip other pre '{ type filter hook prerouting priority "
+                    "mangle; }'")
+                .exit_code,
+            0);
+  ASSERT_EQ(lab_.in("hv", "nft add rule ip other pre tcp dport 81 ct mark set 0x1").exit_code, 0);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip10, 81, "tcp", {{"web-1", 8080}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  TcpClient marked(lab_, "c1", kVip10, 81);
+  EXPECT_EQ(marked.read_line(), "vm1 local=198.18.1.11:8080 peer=" + marked.local())
+      << "DNAT still happens";
+  const std::string ct = conntrack("-p tcp --sport " + std::to_string(marked.local_port()));
+  EXPECT_EQ(ct_field(ct, "dport=81", "mark"), "1") << "the other user's mark is kept: " << ct;
+  TcpClient plain(lab_, "c1", kVip10, 80);
+  const std::string ct80 = conntrack("-p tcp --sport " + std::to_string(plain.local_port()));
+  EXPECT_NE(std::stoul(ct_field(ct80, "dport=80", "mark")) & 0xfffff000u, 0u) << ct80;
+}
+
 TEST_F(DatapathTest, OneBackendOnTwoVipsAnswersFromTheVipEachClientUsed) {
   BackendServer vm1(lab_, "vm1", 8080);
   auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),

@@ -48,13 +48,17 @@ TEST(NftRender, EmptyStateStillOwnsItsTable) {
   expect_golden("ruleset_empty.nft", render_full_ruleset(Datapath{}, marks));
 }
 
-TEST(NftRender, MarkKeepsBitsOutsideTheMask) {
+TEST(NftRender, TheIdentityGoesIntoTheMaskBitsOnlyWhenNoOtherBitsAreSet) {
   State state = parse_state_document(R"({"version":1,
     "backends":[{"name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"}],
     "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"a","port":80}]}]})");
   const MarkLayout marks(0x0000ff00);
   const std::string text = render_full_ruleset(compile_datapath(state, {}, marks), marks);
-  EXPECT_NE(text.find("ct mark set ct mark & 0xffff00ff | 0x00000100 dnat ip to 198.18.1.11:80"),
+  EXPECT_NE(text.find("prerouting ct mark & 0xffff00ff == 0x00000000 ct mark set ether daddr . "
+                      "ip daddr . meta l4proto . th dport map @marks4\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("02:00:00:00:01:11 . 203.0.113.10 . tcp . 80 : 0x00000100\n"),
             std::string::npos)
       << text;
 }
@@ -91,7 +95,7 @@ TEST(NftBatch, ChangeBatchGolden) {
   EXPECT_EQ(batch.first_seq, 100u);
   EXPECT_EQ(batch.operations.size(), batch.messages);
   EXPECT_EQ(batch.operations.at(batch.last_seq),
-            "adding element [2001:db8:f00::10]:443/tcp -> web-1 to map bindings6");
+            "adding element [2001:db8:f00::10]:443/tcp -> web-1 to map marks6");
   expect_golden("batch_change.txt", describe_batch(batch));
 }
 
