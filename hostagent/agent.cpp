@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 namespace hostlb {
@@ -49,14 +50,24 @@ ApplyReport Agent::start(const std::optional<State>& desired) {
 ApplyReport Agent::change(const State& desired) { return apply(desired, ApplyMode::kIncremental); }
 
 ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto lap = [&](const char* what) {
+    spdlog::debug(
+        "agent: {} at {} us", what,
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
+  };
   const BindingIds previous_ids = persisted_ ? persisted_->ids : BindingIds{};
   Datapath next = compile_datapath(desired, previous_ids, reconciler_.marks());
+  lap("compiled");
   ApplyReport report = reconciler_.apply(next, applied_, mode);
+  lap("reconciled");
   applied_ = std::move(next);
   const bool unchanged = persisted_ && persisted_->state == desired && !report.kernel_changed() &&
                          store_.journal_length() == 0;
   persisted_ = PersistedState{desired, applied_.ids(), persisted_ ? persisted_->generation : 0};
   if (!unchanged) store_.save(*persisted_);
+  lap("persisted");
   return report;
 }
 

@@ -221,6 +221,13 @@ json ControlHandler::change_to(const State& next) {
 }
 
 json ControlHandler::apply(const json& p) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto lap = [&](const char* what) {
+    spdlog::debug(
+        "apply: {} at {} us", what,
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
+  };
   check_params(p, {"document", "document_text", "dry_run"});
   bool dry_run = false;
   if (auto it = p.find("dry_run"); it != p.end()) {
@@ -245,8 +252,13 @@ json ControlHandler::apply(const json& p) {
            e.path() == "document" || e.path().empty() ? "params.document"
                                                       : "params.document." + e.path());
   }
+  lap("parsed");
   if (dry_run) return {{"dry_run", true}, {"changes", describe_changes(agent_.current(), next)}};
-  return change_to(next);
+  auto changes = describe_changes(agent_.current(), next);
+  lap("described");
+  const ApplyReport report = agent_.change(next);
+  lap("applied");
+  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
 }
 
 json ControlHandler::status() {
