@@ -22,9 +22,16 @@ void Agent::load_persisted() {
   for (size_t i = 0; i < loaded->journal.size(); ++i) {
     const auto& record = loaded->journal[i];
     try {
-      const Edit e = edit_from_json(record.at("edit"));
-      check_edit(persisted_->state, e);
-      apply_edit(persisted_->state, e);
+      std::vector<Edit> edits;
+      if (record.contains("edits")) {
+        for (const auto& one : record.at("edits")) edits.push_back(edit_from_json(one));
+      } else {
+        edits.push_back(edit_from_json(record.at("edit")));
+      }
+      for (const auto& e : edits) {
+        check_edit(persisted_->state, e);
+        apply_edit(persisted_->state, e);
+      }
       for (const auto& id : record.at("ids")) {
         auto key = parse_service_key(id.at("service").get<std::string>());
         if (!key) throw DocumentError("ids", "bad service key");
@@ -50,24 +57,38 @@ ApplyReport Agent::start(const std::optional<State>& desired) {
 ApplyReport Agent::change(const State& desired) { return apply(desired, ApplyMode::kIncremental); }
 
 ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto lap = [&](const char* what) {
-    spdlog::debug(
-        "agent: {} at {} us", what,
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-            .count());
-  };
   const BindingIds previous_ids = persisted_ ? persisted_->ids : BindingIds{};
   Datapath next = compile_datapath(desired, previous_ids, reconciler_.marks());
-  lap("compiled");
-  ApplyReport report = reconciler_.apply(next, applied_, mode);
-  lap("reconciled");
+  const DatapathDiff diff = diff_datapath(applied_, next);
+  ApplyReport report = mode == ApplyMode::kReplace ? reconciler_.apply(next, applied_, mode)
+                                                   : reconciler_.apply(next, applied_, diff);
   applied_ = std::move(next);
-  const bool unchanged = persisted_ && persisted_->state == desired && !report.kernel_changed() &&
-                         store_.journal_length() == 0;
-  persisted_ = PersistedState{desired, applied_.ids(), persisted_ ? persisted_->generation : 0};
-  if (!unchanged) store_.save(*persisted_);
-  lap("persisted");
+  if (!persisted_) persisted_ = PersistedState{};
+  const bool same_state = persisted_->state == desired;
+  if (same_state && !report.kernel_changed() && store_.journal_length() == 0) return report;
+
+  // While running, a document that differs in a few places is journaled as
+  // the edits between the two states, so that applying it costs no rewrite of
+  // the whole state; at start-up (and for large differences) a snapshot is
+  // written.
+  std::vector<Edit> edits;
+  if (mode == ApplyMode::kIncremental) edits = edits_between(persisted_->state, desired);
+  persisted_->state = desired;
+  for (const auto& b : diff.bindings_removed) persisted_->ids.erase(b.key);
+  nlohmann::json ids = nlohmann::json::array();
+  for (const auto& b : diff.bindings_added) {
+    persisted_->ids[b.key] = b.id;
+    ids.push_back({{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
+  }
+  if (mode == ApplyMode::kIncremental && store_.journal_length() + edits.size() < kJournalLimit) {
+    if (!edits.empty()) {
+      nlohmann::json record = {{"edits", nlohmann::json::array()}, {"ids", std::move(ids)}};
+      for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
+      store_.append(record);
+    }
+  } else {
+    store_.save(*persisted_);
+  }
   return report;
 }
 

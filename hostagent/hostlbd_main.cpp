@@ -1,5 +1,6 @@
 // hostlbd: turns VIP frames delivered by MAC into local connections.
 // Flags and process lifecycle only; the work is in Agent and Reconciler.
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -205,6 +206,7 @@ int run(const Flags& flags) {
     if (!config && !agent.has_persisted())
       spdlog::info("no --config and no persisted state: starting empty");
     agent.start(config);
+    ::malloc_trim(0);  // the document's parse tree and the start-up transaction are gone
     if (config)
       spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
                    config->services.size());

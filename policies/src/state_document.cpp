@@ -1,5 +1,6 @@
 #include "hostlb/policies/state_document.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -200,20 +201,24 @@ Service parse_service(const json& value, const std::string& path, const State& s
 }
 
 // nlohmann keeps the last of duplicate keys silently; a document that says
-// two things about one field is refused instead.
+// two things about one field is refused instead. Objects here have a handful
+// of keys, so a linear search in a reused vector per depth is the cheapest.
 class DuplicateKeyGuard {
  public:
   bool operator()(int depth, json::parse_event_t event, json& parsed) {
     switch (event) {
-      case json::parse_event_t::object_start:
-        keys_.resize(static_cast<size_t>(depth) + 1);
-        keys_[static_cast<size_t>(depth)].clear();
+      case json::parse_event_t::object_start: {
+        const auto level = static_cast<size_t>(depth);
+        if (keys_.size() <= level) keys_.resize(level + 1);
+        keys_[level].clear();
         break;
+      }
       case json::parse_event_t::key: {
         auto& level = keys_.at(static_cast<size_t>(depth) - 1);
         const auto& key = parsed.get_ref<const std::string&>();
-        if (!level.insert(key).second)
+        if (std::find(level.begin(), level.end(), key) != level.end())
           throw DocumentError("", "invalid JSON: key \"" + key + "\" appears twice in one object");
+        level.push_back(key);
         break;
       }
       default:
@@ -223,7 +228,7 @@ class DuplicateKeyGuard {
   }
 
  private:
-  std::vector<std::set<std::string>> keys_;
+  std::vector<std::vector<std::string>> keys_;
 };
 
 // Parser messages quote the input they stopped at; bytes that are not

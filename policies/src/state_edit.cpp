@@ -1,9 +1,13 @@
 #include "hostlb/policies/state_edit.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
 
 namespace hostlb {
 namespace {
@@ -346,6 +350,62 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   return out;
 }
 
+std::vector<Edit> edits_between(const State& before, const State& after) {
+  std::unordered_map<std::string_view, const Backend*> old_backends, new_backends;
+  for (const auto& b : before.backends) old_backends[b.name] = &b;
+  for (const auto& b : after.backends) new_backends[b.name] = &b;
+  auto changed_backend = [&](const std::string& name) {
+    auto o = old_backends.find(name);
+    auto n = new_backends.find(name);
+    return o != old_backends.end() && n != new_backends.end() && !(*o->second == *n->second);
+  };
+  std::map<ServiceKey, const Service*> old_services, new_services;
+  for (const auto& s : before.services) old_services.emplace(s.key, &s);
+  for (const auto& s : after.services) new_services.emplace(s.key, &s);
+
+  std::vector<Edit> edits;
+  // 1. Services that go, and bindings that go from services that stay.
+  for (const auto& [key, s] : old_services) {
+    auto it = new_services.find(key);
+    if (it == new_services.end()) {
+      edits.push_back(Edit::remove_service(key));
+      continue;
+    }
+    for (const auto& ref : s->backends) {
+      const auto& refs = it->second->backends;
+      const bool kept = std::any_of(refs.begin(), refs.end(),
+                                    [&](const BackendRef& r) { return r.name == ref.name; });
+      if (!kept && !changed_backend(ref.name) && new_backends.count(ref.name))
+        edits.push_back(Edit::detach(key, ref.name));
+    }
+  }
+  // 2. Backends that go or change (a changed one is removed and added again,
+  // which detaches it everywhere; step 5 attaches it where it belongs).
+  for (const auto& b : before.backends)
+    if (!new_backends.count(b.name) || changed_backend(b.name))
+      edits.push_back(Edit::remove_backend(b.name));
+  // 3. Backends that come.
+  for (const auto& b : after.backends)
+    if (!old_backends.count(b.name) || changed_backend(b.name))
+      edits.push_back(Edit::add_backend(b));
+  // 4. Services that come, with their backends.
+  for (const auto& s : after.services)
+    if (!old_services.count(s.key)) edits.push_back(Edit::add_service(s));
+  // 5. Bindings that come or change in services that stay.
+  for (const auto& [key, s] : new_services) {
+    auto it = old_services.find(key);
+    if (it == old_services.end()) continue;
+    for (const auto& ref : s->backends) {
+      const auto& refs = it->second->backends;
+      auto old_ref = std::find_if(refs.begin(), refs.end(),
+                                  [&](const BackendRef& r) { return r.name == ref.name; });
+      if (old_ref == refs.end() || old_ref->port != ref.port || changed_backend(ref.name))
+        edits.push_back(Edit::attach(key, ref));
+    }
+  }
+  return edits;
+}
+
 std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
   // An edit touches one backend or one service: describe that slice.
   State slice_before, slice_after;
@@ -385,48 +445,66 @@ void validate_state(const State& state) { state_from_json(nlohmann::json(state_t
 
 std::vector<std::string> describe_changes(const State& before, const State& after) {
   std::vector<std::string> lines;
-  std::map<std::string, const Backend*> old_backends, new_backends;
-  for (const auto& b : before.backends) old_backends[b.name] = &b;
-  for (const auto& b : after.backends) new_backends[b.name] = &b;
-  for (const auto& [name, b] : old_backends) {
-    auto it = new_backends.find(name);
-    if (it == new_backends.end() || !(*it->second == *b))
-      lines.push_back("- " + describe_backend(*b));
+  // Sorted views and merges rather than maps: this runs on every apply of a
+  // whole document.
+  auto sorted_backends = [](const State& s) {
+    std::vector<const Backend*> v;
+    for (const auto& b : s.backends) v.push_back(&b);
+    std::sort(v.begin(), v.end(), [](auto* a, auto* b) { return a->name < b->name; });
+    return v;
+  };
+  const auto ob = sorted_backends(before), nb = sorted_backends(after);
+  auto find_backend = [](const std::vector<const Backend*>& v, const std::string& name) {
+    auto it = std::lower_bound(v.begin(), v.end(), name,
+                               [](const Backend* b, const std::string& n) { return b->name < n; });
+    return it != v.end() && (*it)->name == name ? *it : nullptr;
+  };
+  for (const Backend* b : ob) {
+    const Backend* n = find_backend(nb, b->name);
+    if (!n || !(*n == *b)) lines.push_back("- " + describe_backend(*b));
   }
-  for (const auto& [name, b] : new_backends) {
-    auto it = old_backends.find(name);
-    if (it == old_backends.end() || !(*it->second == *b))
-      lines.push_back("+ " + describe_backend(*b));
+  for (const Backend* b : nb) {
+    const Backend* o = find_backend(ob, b->name);
+    if (!o || !(*o == *b)) lines.push_back("+ " + describe_backend(*b));
   }
 
-  std::map<ServiceKey, const Service*> old_services, new_services;
-  for (const auto& s : before.services) old_services[s.key] = &s;
-  for (const auto& s : after.services) new_services[s.key] = &s;
-  for (const auto& [key, s] : old_services)
-    if (!new_services.count(key)) lines.push_back("- service " + key.str());
-  for (const auto& [key, s] : new_services)
-    if (!old_services.count(key)) lines.push_back("+ service " + key.str());
+  auto sorted_services = [](const State& s) {
+    std::vector<const Service*> v;
+    for (const auto& x : s.services) v.push_back(&x);
+    std::sort(v.begin(), v.end(), [](auto* a, auto* b) { return a->key < b->key; });
+    return v;
+  };
+  const auto os = sorted_services(before), ns = sorted_services(after);
+  auto find_service = [](const std::vector<const Service*>& v, const ServiceKey& key) {
+    auto it = std::lower_bound(v.begin(), v.end(), key,
+                               [](const Service* s, const ServiceKey& k) { return s->key < k; });
+    return it != v.end() && (*it)->key == key ? *it : nullptr;
+  };
+  for (const Service* s : os)
+    if (!find_service(ns, s->key)) lines.push_back("- service " + s->key.str());
+  for (const Service* s : ns)
+    if (!find_service(os, s->key)) lines.push_back("+ service " + s->key.str());
 
-  auto bindings = [](const std::map<ServiceKey, const Service*>& services) {
-    std::map<std::pair<ServiceKey, std::string>, uint16_t> out;
-    for (const auto& [key, s] : services)
-      for (const auto& ref : s->backends) out[{key, ref.name}] = ref.port;
+  using BindingLine = std::tuple<ServiceKey, std::string, uint16_t>;
+  auto bindings = [](const std::vector<const Service*>& services) {
+    std::vector<BindingLine> out;
+    for (const Service* s : services)
+      for (const auto& ref : s->backends) out.emplace_back(s->key, ref.name, ref.port);
+    std::sort(out.begin(), out.end());
     return out;
   };
-  const auto old_bindings = bindings(old_services);
-  const auto new_bindings = bindings(new_services);
-  auto line = [](char sign, const std::pair<ServiceKey, std::string>& key, uint16_t port) {
-    return std::string(1, sign) + " binding " + key.first.str() + " -> " + key.second + ":" +
-           std::to_string(port);
+  const auto old_bindings = bindings(os), new_bindings = bindings(ns);
+  std::vector<BindingLine> gone, come;
+  std::set_difference(old_bindings.begin(), old_bindings.end(), new_bindings.begin(),
+                      new_bindings.end(), std::back_inserter(gone));
+  std::set_difference(new_bindings.begin(), new_bindings.end(), old_bindings.begin(),
+                      old_bindings.end(), std::back_inserter(come));
+  auto line = [](char sign, const BindingLine& b) {
+    return std::string(1, sign) + " binding " + std::get<0>(b).str() + " -> " + std::get<1>(b) +
+           ":" + std::to_string(std::get<2>(b));
   };
-  for (const auto& [key, port] : old_bindings) {
-    auto it = new_bindings.find(key);
-    if (it == new_bindings.end() || it->second != port) lines.push_back(line('-', key, port));
-  }
-  for (const auto& [key, port] : new_bindings) {
-    auto it = old_bindings.find(key);
-    if (it == old_bindings.end() || it->second != port) lines.push_back(line('+', key, port));
-  }
+  for (const auto& b : gone) lines.push_back(line('-', b));
+  for (const auto& b : come) lines.push_back(line('+', b));
   return lines;
 }
 

@@ -255,6 +255,25 @@ TEST_F(AgentTest, EditsAreJournaledAndReplayedAfterARestart) {
   EXPECT_EQ(d.store.journal_length(), 0u) << "the start folded the journal into a snapshot";
 }
 
+TEST_F(AgentTest, ADocumentAppliedWhileRunningIsJournaledAsItsEdits) {
+  std::string ruleset;
+  State changed = example();
+  changed.services[0].backends[0].port = 9090;
+  changed.services.push_back({*parse_service_key("203.0.113.30:53/udp"), {{"web-1", 53}}});
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.start(example());
+    d.agent.change(changed);
+    EXPECT_EQ(d.store.journal_length(), 1u) << "one record, not a new snapshot";
+    ruleset = nft_.ruleset();
+  }
+  FakeNft fresh;
+  Daemon d(fresh, routes_, sysctls_, dir_);
+  EXPECT_EQ(d.agent.current(), changed);
+  d.agent.start(std::nullopt);
+  EXPECT_EQ(fresh.ruleset(), ruleset);
+}
+
 TEST_F(AgentTest, ATornLastJournalRecordIsDropped) {
   State expected;
   {

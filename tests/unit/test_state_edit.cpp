@@ -240,3 +240,54 @@ TEST(StateEdit, DescribeChanges) {
 
 }  // namespace
 }  // namespace hostlb
+
+namespace hostlb {
+namespace {
+
+// Sorted copies, so that states that differ only in list order compare equal.
+State canonical(State state) {
+  std::sort(state.backends.begin(), state.backends.end(),
+            [](const Backend& a, const Backend& b) { return a.name < b.name; });
+  std::sort(state.services.begin(), state.services.end(),
+            [](const Service& a, const Service& b) { return a.key < b.key; });
+  for (auto& s : state.services)
+    std::sort(s.backends.begin(), s.backends.end(),
+              [](const BackendRef& a, const BackendRef& b) { return a.name < b.name; });
+  return state;
+}
+
+TEST(StateEdit, EditsBetweenTwoStatesReplayToTheSecond) {
+  State after = parse_state_document(R"({"version":1,
+    "backends":[{"name":"web-2","mac":"02:00:00:00:01:22","ipv4":"198.18.1.12","bridge":"br1"},
+                {"name":"web-3","mac":"02:00:00:00:01:13","ipv4":"198.18.1.13","bridge":"br0"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-2","port":9000},{"name":"web-3","port":8080}]},
+                {"vip":"203.0.113.30","port":53,"protocol":"udp","backends":[{"name":"web-3","port":5353}]}]})");
+  for (const auto& [from, to] : std::vector<std::pair<State, State>>{{base(), after},
+                                                                     {after, base()},
+                                                                     {State{}, base()},
+                                                                     {base(), State{}},
+                                                                     {base(), base()}}) {
+    State replayed = from;
+    for (const Edit& e : edits_between(from, to)) {
+      ASSERT_NO_THROW(check_edit(replayed, e)) << edit_to_json(e).dump();
+      apply_edit(replayed, e);
+    }
+    EXPECT_EQ(canonical(replayed), canonical(to));
+  }
+  EXPECT_TRUE(edits_between(base(), base()).empty());
+}
+
+TEST(StateEdit, DescribeEditMatchesDescribeChanges) {
+  for (const Edit& e : {Edit::remove_backend("web-2"),
+                        Edit::add_service({key("203.0.113.30:53/udp"), {{"web-2", 5353}}}),
+                        Edit::attach(key("203.0.113.20:80/tcp"), {"web-2", 9090}),
+                        Edit::attach(key("203.0.113.20:80/tcp"), {"web-1", 80}),
+                        Edit::detach(key("203.0.113.10:80/tcp"), "web-1"),
+                        Edit::remove_service(key("203.0.113.10:80/tcp"))}) {
+    EXPECT_EQ(describe_edit(base(), e), describe_changes(base(), edited(base(), e)))
+        << edit_to_json(e).dump();
+  }
+}
+
+}  // namespace
+}  // namespace hostlb

@@ -67,6 +67,13 @@ struct DatapathChange {
 DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
                                const MarkLayout& marks);
 
+// Edits that turn `before` into a state with the same backends, services
+// and bindings as `after` (the order of the lists may differ): removals
+// first, then additions, so that each edit checks against the state the
+// previous ones leave. Replaying them is what the journal does for a whole
+// document applied while running.
+std::vector<Edit> edits_between(const State& before, const State& after);
+
 // The lines describe_changes would print for this edit.
 std::vector<std::string> describe_edit(const State& before, const Edit& edit);
 
