@@ -200,35 +200,71 @@ Service parse_service(const json& value, const std::string& path, const State& s
   return service;
 }
 
-// nlohmann keeps the last of duplicate keys silently; a document that says
-// two things about one field is refused instead. Objects here have a handful
-// of keys, so a linear search in a reused vector per depth is the cheapest.
-class DuplicateKeyGuard {
+// Builds the document tree like nlohmann's own parser, but refuses a key that
+// appears twice in one object (nlohmann would keep the last silently). A SAX
+// handler rather than a parse callback: the callback parser is several
+// times slower on large documents.
+class StrictTreeBuilder {
  public:
-  bool operator()(int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start: {
-        const auto level = static_cast<size_t>(depth);
-        if (keys_.size() <= level) keys_.resize(level + 1);
-        keys_[level].clear();
-        break;
-      }
-      case json::parse_event_t::key: {
-        auto& level = keys_.at(static_cast<size_t>(depth) - 1);
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (std::find(level.begin(), level.end(), key) != level.end())
-          throw DocumentError("", "invalid JSON: key \"" + key + "\" appears twice in one object");
-        level.push_back(key);
-        break;
-      }
-      default:
-        break;
+  explicit StrictTreeBuilder(json& root) : root_(root) {}
+
+  bool null() { return put(nullptr); }
+  bool boolean(bool value) { return put(value); }
+  bool number_integer(json::number_integer_t value) { return put(value); }
+  bool number_unsigned(json::number_unsigned_t value) { return put(value); }
+  bool number_float(json::number_float_t value, const std::string&) { return put(value); }
+  bool string(std::string& value) { return put(std::move(value)); }
+  bool binary(json::binary_t& value) { return put(std::move(value)); }
+  bool start_object(std::size_t) {
+    put(json::object());
+    stack_.push_back(last_);
+    return true;
+  }
+  bool key(std::string& key) {
+    json& object = *stack_.back();
+    if (object.contains(key))
+      throw DocumentError("", "invalid JSON: key \"" + key + "\" appears twice in one object");
+    slot_ = &object[key];
+    return true;
+  }
+  bool end_object() {
+    stack_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) {
+    put(json::array());
+    stack_.push_back(last_);
+    return true;
+  }
+  bool end_array() {
+    stack_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& error) {
+    if (const auto* parse = dynamic_cast<const json::parse_error*>(&error)) throw *parse;
+    throw DocumentError("", std::string("invalid JSON: ") + error.what());
+  }
+
+ private:
+  template <typename Value>
+  bool put(Value&& value) {
+    if (stack_.empty()) {
+      root_ = json(std::forward<Value>(value));
+      last_ = &root_;
+    } else if (stack_.back()->is_array()) {
+      stack_.back()->emplace_back(std::forward<Value>(value));
+      last_ = &stack_.back()->back();
+    } else {
+      *slot_ = json(std::forward<Value>(value));
+      last_ = slot_;
     }
     return true;
   }
 
- private:
-  std::vector<std::vector<std::string>> keys_;
+  json& root_;
+  std::vector<json*> stack_;
+  json* slot_ = nullptr;
+  json* last_ = nullptr;
 };
 
 // Parser messages quote the input they stopped at; bytes that are not
@@ -276,8 +312,8 @@ bool is_valid_interface_name(std::string_view name) {
 State parse_state_document(std::string_view text, const DocumentOptions& options) {
   json document;
   try {
-    DuplicateKeyGuard guard;
-    document = json::parse(text.begin(), text.end(), std::ref(guard));
+    StrictTreeBuilder builder(document);
+    json::sax_parse(text.begin(), text.end(), &builder);
   } catch (const json::parse_error& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line
     // 1, column 2: ..."; keep the part after the library's tag.
