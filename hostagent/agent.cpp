@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <nlohmann/json.hpp>
 
 namespace hostlb {
@@ -75,15 +74,15 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
   if (mode == ApplyMode::kIncremental) edits = edits_between(persisted_->state, desired);
   persisted_->state = desired;
   for (const auto& b : diff.bindings_removed) persisted_->ids.erase(b.key);
-  nlohmann::json ids = nlohmann::json::array();
-  for (const auto& b : diff.bindings_added) {
-    persisted_->ids[b.key] = b.id;
-    ids.push_back({{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
-  }
+  for (const auto& b : diff.bindings_added) persisted_->ids[b.key] = b.id;
   if (mode == ApplyMode::kIncremental && store_.journal_length() + edits.size() < kJournalLimit) {
     if (!edits.empty()) {
-      nlohmann::json record = {{"edits", nlohmann::json::array()}, {"ids", std::move(ids)}};
+      nlohmann::json record = {{"edits", nlohmann::json::array()},
+                               {"ids", nlohmann::json::array()}};
       for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
+      for (const auto& b : diff.bindings_added)
+        record["ids"].push_back(
+            {{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
       store_.append(record);
     }
   } else {

@@ -122,7 +122,6 @@ json ControlHandler::dispatch(const control::Request& request) {
   const json& p = request.params;
   const std::string& m = request.method;
   const State& current = agent_.current();
-  (void)current;
 
   if (m == "status") {
     check_params(p, {});

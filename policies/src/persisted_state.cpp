@@ -7,15 +7,38 @@
 namespace hostlb {
 
 std::string persisted_state_to_text(const PersistedState& persisted) {
-  nlohmann::ordered_json ids = nlohmann::ordered_json::array();
-  for (const auto& [key, id] : persisted.ids)
-    ids.push_back({{"service", key.service.str()}, {"backend", key.backend}, {"id", id}});
-  nlohmann::ordered_json out = {{"format", "hostlbd-state"},
-                                {"version", 1},
-                                {"generation", persisted.generation},
-                                {"desired", state_to_json(persisted.state)},
-                                {"binding_ids", std::move(ids)}};
-  return out.dump(1) + "\n";
+  // Written piece by piece, one object a line: a tree of the whole state
+  // would cost several times the state's own memory at every snapshot.
+  std::string out = "{\"format\":\"hostlbd-state\",\"version\":1,\"generation\":" +
+                    std::to_string(persisted.generation) +
+                    ",\n\"desired\":{\"version\":" + std::to_string(kStateDocumentVersion) +
+                    ",\"backends\":[";
+  auto append_list = [&out](auto begin, auto end, auto to_json) {
+    for (auto it = begin; it != end; ++it) {
+      out += it == begin ? "\n" : ",\n";
+      out += to_json(*it).dump();
+    }
+  };
+  const State& state = persisted.state;
+  State one;
+  append_list(state.backends.begin(), state.backends.end(), [&](const Backend& b) {
+    one.backends.assign(1, b);
+    return state_to_json(one)["backends"][0];
+  });
+  one.backends.clear();
+  out += "],\"services\":[";
+  append_list(state.services.begin(), state.services.end(), [&](const Service& s) {
+    one.services.assign(1, s);
+    return state_to_json(one)["services"][0];
+  });
+  out += "]},\n\"binding_ids\":[";
+  append_list(persisted.ids.begin(), persisted.ids.end(), [](const auto& entry) {
+    return nlohmann::ordered_json{{"service", entry.first.service.str()},
+                                  {"backend", entry.first.backend},
+                                  {"id", entry.second}};
+  });
+  out += "]}\n";
+  return out;
 }
 
 PersistedState persisted_state_from_text(std::string_view text) {

@@ -374,8 +374,6 @@ control::Response ControlClient::call(const std::string& method, const nlohmann:
   return control::decode_response(line);
 }
 
-std::string read_lab_text(const std::string& path) { return read_text_file(path); }
-
 std::string write_lab_file(const Lab& lab, const std::string& name, const std::string& text) {
   const std::string path = lab.dir() + "/" + name;
   std::ofstream(path) << text;

@@ -157,8 +157,6 @@ class ControlClient {
   std::string buffer_;
 };
 
-std::string read_lab_text(const std::string& path);
-
 // Writes `text` to a file in the lab directory and returns its path.
 std::string write_lab_file(const Lab& lab, const std::string& name, const std::string& text);
 

@@ -43,12 +43,13 @@ std::unique_ptr<NftRuleset> make_kernel_ruleset();
 //
 // The ruleset: one prerouting nat chain that looks up
 //   ether daddr . ip[6] daddr . meta l4proto . th dport
-// in a verdict map (one lookup whatever the number of services) and goes to
-// the binding's own chain, which sets hostlb's bits of the conntrack mark to
-// the binding's identity (other bits are kept) and DNATs to the backend.
-// A chain per binding, rather than a data map, because nft cannot OR a map
-// value into the ct mark; the chain also gives later issues a place for
-// per-binding drain and counters.
+// in two data maps (one lookup each whatever the number of services): the
+// binding's identity, set as the conntrack mark when no bits outside
+// hostlb's mask are set (nft cannot merge a map value into the mark, and
+// hostlb does not overwrite marks others set), and the DNAT target.
+// Data maps rather than a chain per binding: adding a rule or a jump makes
+// the kernel revalidate the whole table on every change, so a change would
+// cost more the larger the table; adding map elements does not.
 
 // Replaces the whole table atomically (conntrack entries and their NAT
 // bindings are not affected, so live connections continue).

@@ -1,7 +1,8 @@
 // Encoding a DatapathDiff as one nf_tables netlink batch with libnftnl: a
 // pure function (bytes in memory, no socket), so it is tested without root.
-// The rules it builds are the ones nft builds from render_full_ruleset's
-// text; the integration tests check that both paths give the same table.
+// A change is map elements only (deleted, then added: an element cannot be
+// overwritten in place); the integration tests check that the table a
+// change builds is the one render_full_ruleset's text builds.
 #pragma once
 
 #include <cstdint>
