@@ -34,7 +34,7 @@ VIP=203.0.113.10
 # 64 client source addresses, so that no 4-tuple is reused within a run.
 for i in $(seq 1 64); do in_ns c1 ip addr add "198.18.2.$i/15" dev eth0; done
 "$ROOT/scripts/lab.sh" gateway "$P" c1 "$VIP" "$VM1_MAC"
-in_ns vm1 "$CONNRATE" serve 8080 &
+ip netns exec "$P-vm1" "$CONNRATE" serve 8080 &
 disown  # ended by lab.sh down with the namespace
 # Connections end with a RST; keep CLOSE entries briefly so that the table
 # does not fill up over a long run (this namespace only).

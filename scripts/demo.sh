@@ -35,6 +35,7 @@ say "installing dependencies and building"
 ./scripts/install-deps.sh
 ./scripts/build.sh >/dev/null
 HOSTLBD=$ROOT/build/hostagent/hostlbd
+CTL="$ROOT/build/hostagent/hostlbctl --socket $RUN/hostlbd.sock"
 
 cleanup() {
   if [ "$keep" -eq 0 ]; then
@@ -82,11 +83,11 @@ say "nftables table inet hostlb in $P-hv"
 in_ns hv nft list table inet hostlb
 
 # Backend vm1 answers on 8080 (TCP, IPv4 and IPv6) and 5353 (UDP) with what it sees.
-in_ns vm1 socat TCP4-LISTEN:8080,fork,reuseaddr \
+ip netns exec "$P-vm1" socat TCP4-LISTEN:8080,fork,reuseaddr \
   SYSTEM:'echo "vm1 at $SOCAT_SOCKADDR:$SOCAT_SOCKPORT sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"; sleep 1' &
-in_ns vm1 socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=1 \
+ip netns exec "$P-vm1" socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=1 \
   SYSTEM:'echo "vm1 at $SOCAT_SOCKADDR:$SOCAT_SOCKPORT sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"; sleep 1' &
-in_ns vm1 socat UDP4-RECVFROM:5353,fork \
+ip netns exec "$P-vm1" socat UDP4-RECVFROM:5353,fork \
   SYSTEM:'echo "vm1 at port 5353 sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"' &
 sleep 0.3
 
@@ -124,9 +125,18 @@ tcp_demo c1 '[2001:db8:f00::10]:80' '[2001:db8:f00::10]'
 say "conntrack in $P-hv: each connection remembers its VIP (orig dst) and backend (reply src); mark = binding"
 in_ns hv conntrack -L 2>/dev/null | grep -E 'dst=(203\.0\.113|2001:db8:f00::)' | sed 's/^/  /'
 
+say "a live change with hostlbctl: web-1 also serves 203.0.113.30:80/tcp"
+$CTL service add 203.0.113.30:80/tcp --backend web-1:8080 | sed 's/^/  /'
+"$ROOT/scripts/lab.sh" gateway "$P" c2 203.0.113.30 02:00:00:00:01:11
+tcp_demo c2 203.0.113.30:80 203.0.113.30
+say "hostlbctl status and service list"
+$CTL status | sed 's/^/  /'
+$CTL service list | sed 's/^/  /'
+
 if [ "$keep" -eq 1 ]; then
   say "the lab stays up (hostlbd pid $(cat "$RUN/hostlbd.pid"), log $RUN/hostlbd.log). Explore:"
   cat <<TXT
+  $CTL status                        # hostlbctl against the demo's daemon
   ip netns exec $P-hv nft list table inet hostlb
   ip netns exec $P-hv conntrack -L
   ip netns exec $P-c1 socat - TCP:203.0.113.10:80
