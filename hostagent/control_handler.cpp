@@ -63,13 +63,9 @@ std::string now_text() {
 }
 
 json service_json(const Service& service) {
-  json refs = json::array();
-  for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
-  return {{"service", service.key.str()},
-          {"vip", service.key.vip.str()},
-          {"port", service.key.port},
-          {"protocol", protocol_name(service.key.protocol)},
-          {"backends", std::move(refs)}};
+  json out = service_to_json(service);
+  out["service"] = service.key.str();
+  return out;
 }
 
 }  // namespace

@@ -20,17 +20,9 @@ std::string persisted_state_to_text(const PersistedState& persisted) {
     }
   };
   const State& state = persisted.state;
-  State one;
-  append_list(state.backends.begin(), state.backends.end(), [&](const Backend& b) {
-    one.backends.assign(1, b);
-    return state_to_json(one)["backends"][0];
-  });
-  one.backends.clear();
+  append_list(state.backends.begin(), state.backends.end(), backend_to_json);
   out += "],\"services\":[";
-  append_list(state.services.begin(), state.services.end(), [&](const Service& s) {
-    one.services.assign(1, s);
-    return state_to_json(one)["services"][0];
-  });
+  append_list(state.services.begin(), state.services.end(), service_to_json);
   out += "]},\n\"binding_ids\":[";
   append_list(persisted.ids.begin(), persisted.ids.end(), [](const auto& entry) {
     return nlohmann::ordered_json{{"service", entry.first.service.str()},

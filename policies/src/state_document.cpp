@@ -376,26 +376,28 @@ State state_from_json(const json& document, const DocumentOptions& options) {
   return state;
 }
 
+nlohmann::ordered_json backend_to_json(const Backend& backend) {
+  nlohmann::ordered_json object = {{"name", backend.name}, {"mac", backend.mac.str()}};
+  if (backend.ipv4) object["ipv4"] = backend.ipv4->str();
+  if (backend.ipv6) object["ipv6"] = backend.ipv6->str();
+  object["bridge"] = backend.bridge;
+  return object;
+}
+
+nlohmann::ordered_json service_to_json(const Service& service) {
+  nlohmann::ordered_json refs = nlohmann::ordered_json::array();
+  for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
+  return {{"vip", service.key.vip.str()},
+          {"port", service.key.port},
+          {"protocol", protocol_name(service.key.protocol)},
+          {"backends", std::move(refs)}};
+}
+
 nlohmann::ordered_json state_to_json(const State& state) {
-  using json = nlohmann::ordered_json;
-  json backends = json::array();
-  for (const auto& backend : state.backends) {
-    json object = {{"name", backend.name}, {"mac", backend.mac.str()}};
-    if (backend.ipv4) object["ipv4"] = backend.ipv4->str();
-    if (backend.ipv6) object["ipv6"] = backend.ipv6->str();
-    object["bridge"] = backend.bridge;
-    backends.push_back(std::move(object));
-  }
-  json services = json::array();
-  for (const auto& service : state.services) {
-    json refs = json::array();
-    for (const auto& ref : service.backends)
-      refs.push_back({{"name", ref.name}, {"port", ref.port}});
-    services.push_back({{"vip", service.key.vip.str()},
-                        {"port", service.key.port},
-                        {"protocol", protocol_name(service.key.protocol)},
-                        {"backends", std::move(refs)}});
-  }
+  nlohmann::ordered_json backends = nlohmann::ordered_json::array();
+  for (const auto& backend : state.backends) backends.push_back(backend_to_json(backend));
+  nlohmann::ordered_json services = nlohmann::ordered_json::array();
+  for (const auto& service : state.services) services.push_back(service_to_json(service));
   return {{"version", kStateDocumentVersion},
           {"backends", std::move(backends)},
           {"services", std::move(services)}};

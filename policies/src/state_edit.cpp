@@ -206,11 +206,8 @@ nlohmann::json edit_to_json(const Edit& edit) {
   using nlohmann::json;
   const std::string key = edit.service.key.str();
   switch (edit.kind) {
-    case Edit::Kind::kAddBackend: {
-      State one;
-      one.backends.push_back(edit.backend);
-      return {{"op", "backend.add"}, {"backend", state_to_json(one)["backends"][0]}};
-    }
+    case Edit::Kind::kAddBackend:
+      return {{"op", "backend.add"}, {"backend", backend_to_json(edit.backend)}};
     case Edit::Kind::kRemoveBackend:
       return {{"op", "backend.del"}, {"name", edit.ref.name}};
     case Edit::Kind::kAddService: {

@@ -39,6 +39,9 @@ State state_from_json(const nlohmann::json& document, const DocumentOptions& opt
 
 // The canonical JSON form (stable key and element order as given).
 nlohmann::ordered_json state_to_json(const State& state);
+// The same for one element of "backends" or "services".
+nlohmann::ordered_json backend_to_json(const Backend& backend);
+nlohmann::ordered_json service_to_json(const Service& service);
 
 // Names of backends, and of bridges, as the kernel and the CLI accept them.
 bool is_valid_backend_name(std::string_view name);
