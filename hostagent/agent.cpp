@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace hostlb {
 
@@ -10,7 +11,29 @@ namespace {
 const State kEmptyState;
 }
 
-Agent::Agent(Reconciler& reconciler, StateStore& store) : reconciler_(reconciler), store_(store) {}
+Agent::Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack)
+    : reconciler_(reconciler), store_(store), conntrack_(conntrack) {}
+
+size_t Agent::flush_removed(const DatapathDiff& diff) {
+  // A binding whose identity is also among the added ones was changed in
+  // place (re-pointed): its connections stay.
+  std::set<uint32_t> kept;
+  for (const auto& b : diff.bindings_added) kept.insert(b.id);
+  const MarkLayout& marks = reconciler_.marks();
+  size_t flushed = 0;
+  for (const auto& b : diff.bindings_removed) {
+    if (kept.count(b.id)) continue;
+    try {
+      const size_t n = conntrack_.flush(marks.mark_for(b.id), marks.mask());
+      flushed += n;
+      if (n > 0) spdlog::info("flushed {} connections of {}", n, b.key.str());
+    } catch (const std::exception& e) {
+      spdlog::error("{} is gone but its connections could not be flushed: {}", b.key.str(),
+                    e.what());
+    }
+  }
+  return flushed;
+}
 
 void Agent::load_persisted() {
   auto loaded = store_.load();
@@ -62,6 +85,7 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
   ApplyReport report = mode == ApplyMode::kReplace ? reconciler_.apply(next, applied_, mode)
                                                    : reconciler_.apply(next, applied_, diff);
   applied_ = std::move(next);
+  report.connections_flushed = flush_removed(diff);
   if (!persisted_) persisted_ = PersistedState{};
   const bool same_state = persisted_->state == desired;
   if (same_state && !report.kernel_changed() && store_.journal_length() == 0) return report;
@@ -98,6 +122,7 @@ ApplyReport Agent::edit(const Edit& e) {
   ApplyReport report = reconciler_.apply(change.next, applied_, change.diff);
   apply_edit(persisted_->state, e);
   applied_ = std::move(change.next);
+  report.connections_flushed = flush_removed(change.diff);
   nlohmann::json ids = nlohmann::json::array();
   for (const auto& b : change.diff.bindings_removed) persisted_->ids.erase(b.key);
   for (const auto& b : change.diff.bindings_added) {
@@ -110,6 +135,20 @@ ApplyReport Agent::edit(const Edit& e) {
     store_.append({{"edit", edit_to_json(e)}, {"ids", std::move(ids)}});
   }
   return report;
+}
+
+size_t Agent::flush(const std::optional<ServiceKey>& service,
+                    const std::optional<std::string>& backend) {
+  const MarkLayout& marks = reconciler_.marks();
+  size_t flushed = 0;
+  for (const auto& b : applied_.bindings) {
+    if (service && b.key.service != *service) continue;
+    if (backend && b.key.backend != *backend) continue;
+    flushed += conntrack_.flush(marks.mark_for(b.id), marks.mask());
+  }
+  spdlog::info("flush{}{}: {} connections", service ? " " + service->str() : "",
+               backend ? " backend " + *backend : "", flushed);
+  return flushed;
 }
 
 void Agent::cleanup() {

@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "hostlb/netlink/conntrack.h"
 #include "hostlb/policies/persisted_state.h"
 #include "hostlb/policies/state_edit.h"
 #include "reconciler.h"
@@ -14,7 +15,7 @@ namespace hostlb {
 
 class Agent {
  public:
-  Agent(Reconciler& reconciler, StateStore& store);
+  Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack);
 
   // Loads what the previous run persisted (if anything). Throws StoreError.
   void load_persisted();
@@ -37,6 +38,10 @@ class Agent {
 
   void cleanup();
 
+  // Deletes the connections of the bindings that match (every binding when
+  // both are unset); returns how many there were.
+  size_t flush(const std::optional<ServiceKey>& service, const std::optional<std::string>& backend);
+
   const State& current() const;
 
   const Datapath& datapath() const { return applied_; }
@@ -47,8 +52,13 @@ class Agent {
  private:
   ApplyReport apply(const State& desired, ApplyMode mode);
 
+  // Deletes the connections of bindings that are gone. The change itself has
+  // succeeded by then; a failure here is logged, not undone.
+  size_t flush_removed(const DatapathDiff& diff);
+
   Reconciler& reconciler_;
   StateStore& store_;
+  ConntrackTable& conntrack_;
   std::optional<PersistedState> persisted_;
   Datapath applied_;
 };

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "hostlb/netlink/error.h"
@@ -196,6 +197,22 @@ json ControlHandler::dispatch(const control::Request& request) {
         with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
     return edit(Edit::detach(key, param_string(p, "backend")));
   }
+  if (m == "flush") {
+    check_params(p, {"service", "backend"});
+    std::optional<ServiceKey> key;
+    if (p.contains("service"))
+      key = with_params_paths(
+          [&] { return parse_service_key_param(param(p, "service"), "service"); });
+    std::optional<std::string> backend;
+    if (p.contains("backend")) backend = param_string(p, "backend");
+    if (backend && !current.find_backend(*backend))
+      refuse(control::kInvalidParams, "no backend \"" + *backend + "\"", "params.backend");
+    if (key && std::none_of(current.services.begin(), current.services.end(),
+                            [&](const Service& s) { return s.key == *key; }))
+      refuse(control::kInvalidParams, "no service " + key->str(), "params.service");
+    const size_t flushed = agent_.flush(key, backend);
+    return {{"flushed", flushed}};
+  }
   refuse(control::kMethodNotFound, "no method \"" + m + "\"");
 }
 
@@ -207,7 +224,9 @@ json ControlHandler::edit(const Edit& e) {
   });
   const auto changes = describe_edit(agent_.current(), e);
   const ApplyReport report = agent_.edit(e);
-  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
+  return {{"changes", changes},
+          {"kernel_changed", report.kernel_changed()},
+          {"flushed", report.connections_flushed}};
 }
 
 json ControlHandler::change_to(const State& next) {
@@ -254,7 +273,9 @@ json ControlHandler::apply(const json& p) {
   // A whole document leaves megabytes of freed parse trees behind; give
   // them back to the system rather than keep them resident.
   ::malloc_trim(0);
-  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
+  return {{"changes", changes},
+          {"kernel_changed", report.kernel_changed()},
+          {"flushed", report.connections_flushed}};
 }
 
 json ControlHandler::status() {

@@ -142,6 +142,8 @@ void print_changes(const json& result) {
     for (const auto& c : changes) std::printf("%s\n", c.get<std::string>().c_str());
   }
   if (result.value("dry_run", false)) std::printf("(dry run: nothing was changed)\n");
+  if (const size_t flushed = result.value("flushed", size_t{0}); flushed > 0)
+    std::printf("flushed %zu connection%s\n", flushed, flushed == 1 ? "" : "s");
 }
 
 std::string duration_text(long seconds) {
@@ -301,6 +303,23 @@ int main(int argc, char** argv) {
   s_detach->callback([&] {
     method = "service.detach";
     params = {{"service", s_key}, {"backend", s_backend}};
+  });
+
+  std::string f_service, f_backend;
+  auto* flush = app.add_subcommand(
+      "flush",
+      "Delete the live connections of a service, a backend, or both (all without options)");
+  flush->add_option("--service", f_service, "VIP:PORT/PROTO");
+  flush->add_option("--backend", f_backend, "Backend name");
+  flush->callback([&] {
+    method = "flush";
+    params = json::object();
+    if (!f_service.empty()) params["service"] = f_service;
+    if (!f_backend.empty()) params["backend"] = f_backend;
+    print = [](const json& r) {
+      const size_t n = r.at("flushed").get<size_t>();
+      std::printf("flushed %zu connection%s\n", n, n == 1 ? "" : "s");
+    };
   });
 
   try {

@@ -175,8 +175,9 @@ int run(const Flags& flags) {
     auto nft = make_kernel_ruleset();
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
+    auto conntrack = make_ctnetlink_table();
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
-    Agent agent(reconciler, store);
+    Agent agent(reconciler, store, *conntrack);
     agent.load_persisted();
 
     if (flags.cleanup) {

@@ -46,6 +46,7 @@ struct ApplyReport {
   size_t hosts_added = 0;
   size_t hosts_removed = 0;
   bool replaced_table = false;
+  size_t connections_flushed = 0;  // of bindings that are gone
   bool kernel_changed() const {
     return replaced_table || bindings_added || bindings_removed || hosts_added || hosts_removed;
   }

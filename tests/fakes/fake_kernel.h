@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "hostlb/netlink/conntrack.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
@@ -158,6 +159,24 @@ class FakeSysctls : public Sysctls {
       {"net/ipv4/conf/br1/forwarding", "0"},       {"net/ipv6/conf/br1/forwarding", "0"},
   };
   int writes = 0;
+};
+
+// Conntrack entries as marks; flush removes those that match.
+class FakeConntrack : public ConntrackTable {
+ public:
+  size_t count(uint32_t value, uint32_t mask) override {
+    size_t n = 0;
+    for (uint32_t mark : entries) n += (mark & mask) == value;
+    return n;
+  }
+  size_t flush(uint32_t value, uint32_t mask) override {
+    const size_t n = count(value, mask);
+    std::erase_if(entries, [&](uint32_t mark) { return (mark & mask) == value; });
+    flushes.push_back(value);
+    return n;
+  }
+  std::vector<uint32_t> entries;  // the mark of each live entry
+  std::vector<uint32_t> flushes;
 };
 
 }  // namespace hostlb::testing

@@ -160,6 +160,60 @@ TEST_F(ControlTest, ApplyIsIdempotentAndDryRunChangesNothing) {
   EXPECT_EQ(daemon->log().substr(log_before.size()).find("datapath applied"), std::string::npos);
 }
 
+TEST_F(ControlTest, DetachFlushesThatServicesConnectionsAndNothingElse) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm1_dns(lab_, "vm1", 5353);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip20, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip10, 53, "udp", {{"web-1", 5353}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  lab_.gateway("c1", kVip20, kVm1.mac);
+  TcpClient detached(lab_, "c1", kVip10, 80);
+  TcpClient kept(lab_, "c1", kVip20, 80);
+  TcpClient direct(lab_, "c1", kVm1.ipv4, 8080);  // not hostlb's: mark 0
+  for (TcpClient* c : {&detached, &kept, &direct}) ASSERT_FALSE(c->read_line().empty());
+  ASSERT_FALSE(udp_exchange(lab_, "c1", kVip10, 53).empty());
+  detached.send_all(std::string(1000, 'a'));
+  kept.send_all(std::string(1000, 'b'));
+
+  auto r = ctl("service detach 203.0.113.10:80/tcp web-1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("flushed 1 connection\n"), std::string::npos) << r.output;
+  const std::string tcp = conntrack("-p tcp");
+  EXPECT_EQ(tcp.find("dst=" + kVip10 + " "), std::string::npos)
+      << "the detached VIP's entry is gone:\n"
+      << tcp;
+  EXPECT_NE(tcp.find("dst=" + kVip20 + " "), std::string::npos) << tcp;
+  EXPECT_NE(tcp.find("dport=8080 src=198.18.1.11"), std::string::npos) << "the direct one stays:\n"
+                                                                       << tcp;
+  EXPECT_NE(conntrack("-p udp").find("dport=53"), std::string::npos)
+      << "another binding's UDP entry stays";
+
+  // The detached transfer stops; the other one completes.
+  detached.send_all(std::string(1000, 'a'));
+  detached.shutdown_write();
+  EXPECT_EQ(detached.read_line(1500ms), "") << "no answer through a detached binding";
+  kept.send_all(std::string(1000, 'b'));
+  kept.shutdown_write();
+  EXPECT_EQ(kept.read_line(), "bytes=2000");
+
+  // Removing the UDP service flushes its entry.
+  r = ctl("service del 203.0.113.10:53/udp");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("flushed 1 connection\n"), std::string::npos) << r.output;
+  EXPECT_EQ(conntrack("-p udp").find("dport=53"), std::string::npos);
+
+  // An explicit flush of a backend: hostlb's entries go, the direct one stays.
+  TcpClient again(lab_, "c1", kVip20, 80);
+  ASSERT_FALSE(again.read_line().empty());
+  r = ctl("flush --backend web-1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("flushed "), std::string::npos) << r.output;
+  EXPECT_EQ(conntrack("-p tcp").find("dst=" + kVip20 + " "), std::string::npos);
+  EXPECT_NE(conntrack("-p tcp").find("dport=8080 src=198.18.1.11"), std::string::npos);
+  EXPECT_EQ(ctl("flush --backend nobody").exit_code, 1);
+}
+
 TEST_F(ControlTest, ChangesSurviveARestartAndAReboot) {
   BackendServer vm2(lab_, "vm2", 8080);
   auto daemon = start_hostlbd(one_service());

@@ -40,11 +40,12 @@ class AgentTest : public ::testing::Test {
            bool manage_sysctls = true)
         : store(dir),
           reconciler(nft, routes, sysctls, {MarkLayout(MarkLayout::kDefaultMask), manage_sysctls}),
-          agent(reconciler, store) {
+          agent(reconciler, store, conntrack) {
       agent.load_persisted();
     }
     StateStore store;
     Reconciler reconciler;
+    testing::FakeConntrack conntrack;
     Agent agent;
   };
 
@@ -298,6 +299,39 @@ TEST_F(AgentTest, TheJournalIsFoldedIntoASnapshotWhenLong) {
   for (size_t i = 0; i < Agent::kJournalLimit + 10; ++i)
     d.agent.edit(Edit::attach(key, {"web-1", static_cast<uint16_t>(1000 + i % 2)}));
   EXPECT_LT(d.store.journal_length(), 20u);
+}
+
+TEST_F(AgentTest, RemovingABindingFlushesExactlyItsConnections) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());  // 10:80 -> web-1 is identity 1, 20:80 -> web-1 is 2
+  d.conntrack.entries = {marks.mark_for(1), marks.mark_for(1) | 0x7, marks.mark_for(2), 0x5, 0};
+  auto report = d.agent.edit(Edit::detach(*parse_service_key("203.0.113.10:80/tcp"), "web-1"));
+  EXPECT_EQ(report.connections_flushed, 2u);
+  EXPECT_EQ(d.conntrack.entries, (std::vector<uint32_t>{marks.mark_for(2), 0x5, 0}));
+
+  // Re-pointing a binding keeps its connections (they go where they went).
+  report = d.agent.edit(Edit::attach(*parse_service_key("203.0.113.20:80/tcp"), {"web-1", 9090}));
+  EXPECT_EQ(report.connections_flushed, 0u);
+  EXPECT_EQ(d.conntrack.entries.size(), 3u);
+
+  // Removing the backend flushes all of its bindings; others' entries stay.
+  report = d.agent.edit(Edit::remove_backend("web-1"));
+  EXPECT_EQ(report.connections_flushed, 1u);
+  EXPECT_EQ(d.conntrack.entries, (std::vector<uint32_t>{0x5, 0}));
+}
+
+TEST_F(AgentTest, ADocumentThatDropsABindingFlushesItsConnections) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  d.conntrack.entries = {marks.mark_for(1), marks.mark_for(2)};
+  State fewer = example();
+  fewer.services.erase(fewer.services.begin() + 1);  // 20:80 goes
+  EXPECT_EQ(d.agent.change(fewer).connections_flushed, 1u);
+  EXPECT_EQ(d.conntrack.entries, (std::vector<uint32_t>{marks.mark_for(1)}));
+  EXPECT_EQ(d.agent.flush(std::nullopt, std::string("web-1")), 1u);
+  EXPECT_TRUE(d.conntrack.entries.empty());
 }
 
 TEST_F(AgentTest, CleanupRemovesTableAndHostEntries) {

@@ -80,7 +80,7 @@ class ControlTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     store_ = std::make_unique<StateStore>((dir_ / "state").string());
     reconciler_ = std::make_unique<Reconciler>(nft_, routes_, sysctls_, ReconcilerOptions{});
-    agent_ = std::make_unique<Agent>(*reconciler_, *store_);
+    agent_ = std::make_unique<Agent>(*reconciler_, *store_, conntrack_);
     agent_->start(State{});
     handler_ = std::make_unique<ControlHandler>(*agent_, routes_, sysctls_, DocumentOptions{"br0"},
                                                 DaemonInfo{"test", "dir", "sock"});
@@ -119,6 +119,7 @@ class ControlTest : public ::testing::Test {
   testing::FakeNft nft_;
   testing::FakeRoutes routes_;
   testing::FakeSysctls sysctls_;
+  testing::FakeConntrack conntrack_;
   std::unique_ptr<StateStore> store_;
   std::unique_ptr<Reconciler> reconciler_;
   std::unique_ptr<Agent> agent_;
