@@ -131,7 +131,7 @@ ApplyReport Reconciler::apply_with(const Datapath& desired, const Datapath& prev
 void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
                            const DatapathDiff& diff, ApplyMode mode, ApplyReport& report) {
   if (mode == ApplyMode::kIncremental) {
-    if (diff.bindings_added.empty() && diff.bindings_removed.empty()) return;
+    if (!diff.changes_ruleset()) return;
     try {
       const auto started = std::chrono::steady_clock::now();
       nft_.apply(diff, options_.marks);

@@ -93,6 +93,23 @@ class Encoder {
     commit(nlh);
   }
 
+  // One element of a plain set (no data): a guard MAC or VIP.
+  void set_element(const std::string& set_name, const uint8_t* key, size_t key_len, bool add,
+                   const std::string& shown) {
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, set_name.c_str());
+    nftnl_set_elem* elem = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, key, key_len);
+    nftnl_set_elem_add(set.get(), elem);
+    auto* nlh = add ? header(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL,
+                             "adding " + shown + " to set " + set_name)
+                    : header(NFT_MSG_DELSETELEM, 0, "deleting " + shown + " from set " + set_name);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    commit(nlh);
+  }
+
  private:
   nlmsghdr* header(uint16_t type, uint16_t flags, std::string what) {
     const uint32_t seq = seq_++;
@@ -150,6 +167,20 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
     encoder.element(binding, /*identity=*/false, /*add=*/true);
     if (!mark_kept.count(binding.id)) encoder.element(binding, /*identity=*/true, /*add=*/true);
   }
+  auto macs = [&](const std::vector<MacAddress>& list, bool add) {
+    for (const auto& mac : list)
+      encoder.set_element(nft_names::kGuardMacs, mac.bytes().data(), mac.bytes().size(), add,
+                          "MAC " + mac.str());
+  };
+  auto vips = [&](const std::vector<IpAddress>& list, bool add) {
+    for (const auto& vip : list)
+      encoder.set_element(nft_names::guard_vips(vip.family()), vip.bytes().data(), vip.size(), add,
+                          "VIP " + vip.str());
+  };
+  macs(diff.guard_macs_removed, false);
+  vips(diff.guard_vips_removed, false);
+  macs(diff.guard_macs_added, true);
+  vips(diff.guard_vips_added, true);
   encoder.finish();
   return batch;
 }

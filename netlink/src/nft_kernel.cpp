@@ -23,7 +23,7 @@ class KernelRuleset final : public NftRuleset {
   }
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
-    if (diff.bindings_added.empty() && diff.bindings_removed.empty()) return;
+    if (!diff.changes_ruleset()) return;
     NftBatch batch = encode_diff_batch(diff, marks, next_seq_);
     next_seq_ = batch.last_seq + 2;
     send_nft_batch(batch);

@@ -37,6 +37,11 @@ inline std::vector<uint8_t> element_key(const Binding& binding) {
   return key;
 }
 
+inline constexpr const char* kGuardMacs = "guard_macs";
+inline std::string guard_vips(IpFamily family) {
+  return family == IpFamily::kV4 ? "guard_vips4" : "guard_vips6";
+}
+
 // The target as nf_tables stores address . port: the address, then the
 // port in network order padded to 4 bytes.
 inline std::vector<uint8_t> target_data(const Binding& binding) {

@@ -52,6 +52,18 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
     out +=
         "add map " + table + " " + nft_names::marks_map(family) + " { type " + key + " : mark; }\n";
   }
+  // The guard runs before conntrack: a forged packet costs no entry.
+  out += "add set " + table + " " + nft_names::kGuardMacs + " { type ether_addr; }\n";
+  out += "add set " + table + " " + nft_names::guard_vips(IpFamily::kV4) + " { type ipv4_addr; }\n";
+  out += "add set " + table + " " + nft_names::guard_vips(IpFamily::kV6) + " { type ipv6_addr; }\n";
+  out += "add counter " + table + " guard_drops\n";
+  out += "add chain " + table +
+         " guard { type filter hook prerouting priority raw; policy accept; }\n";
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    out += "add rule " + table + " guard ether saddr @" + nft_names::kGuardMacs + " " +
+           (family == IpFamily::kV4 ? "ip" : "ip6") + " saddr @" + nft_names::guard_vips(family) +
+           " counter name guard_drops drop\n";
+  }
   out += "add chain " + table +
          " prerouting { type nat hook prerouting priority dstnat; policy accept; }\n";
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
@@ -75,6 +87,15 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
     }
     add_elements(out, nft_names::targets_map(family), targets);
     add_elements(out, nft_names::marks_map(family), identities);
+  }
+  std::vector<std::string> macs;
+  for (const auto& mac : datapath.guard_macs) macs.push_back(mac.str());
+  add_elements(out, nft_names::kGuardMacs, macs);
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    std::vector<std::string> vips;
+    for (const auto& vip : datapath.guard_vips)
+      if (vip.family() == family) vips.push_back(vip.str());
+    add_elements(out, nft_names::guard_vips(family), vips);
   }
   return out;
 }

@@ -31,6 +31,11 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   }
   std::sort(out.hosts.begin(), out.hosts.end());
   out.bridges.assign(bridges.begin(), bridges.end());
+  for (const auto& backend : state.backends) out.guard_macs.push_back(backend.mac);
+  std::sort(out.guard_macs.begin(), out.guard_macs.end());
+  std::set<IpAddress> vips;
+  for (const auto& service : state.services) vips.insert(service.key.vip);
+  out.guard_vips.assign(vips.begin(), vips.end());
 
   for (const auto& service : state.services) {
     for (const auto& ref : service.backends) {
@@ -90,6 +95,14 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
                       after.hosts.end(), std::back_inserter(diff.hosts_removed));
   std::set_difference(after.hosts.begin(), after.hosts.end(), before.hosts.begin(),
                       before.hosts.end(), std::back_inserter(diff.hosts_added));
+  auto both_ways = [](const auto& old_list, const auto& new_list, auto& added, auto& removed) {
+    std::set_difference(old_list.begin(), old_list.end(), new_list.begin(), new_list.end(),
+                        std::back_inserter(removed));
+    std::set_difference(new_list.begin(), new_list.end(), old_list.begin(), old_list.end(),
+                        std::back_inserter(added));
+  };
+  both_ways(before.guard_macs, after.guard_macs, diff.guard_macs_added, diff.guard_macs_removed);
+  both_ways(before.guard_vips, after.guard_vips, diff.guard_vips_added, diff.guard_vips_removed);
   return diff;
 }
 

@@ -344,6 +344,34 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
     if (!(edit.kind == Edit::Kind::kRemoveBackend && b.name == name)) bridges.insert(b.bridge);
   if (edit.kind == Edit::Kind::kAddBackend) bridges.insert(edit.backend.bridge);
   out.next.bridges.assign(bridges.begin(), bridges.end());
+
+  // The guard: a backend's MAC comes and goes with it; a VIP with the first
+  // service that uses it and the last.
+  out.next.guard_macs = applied.guard_macs;
+  out.next.guard_vips = applied.guard_vips;
+  if (edit.kind == Edit::Kind::kAddBackend) {
+    const MacAddress& mac = edit.backend.mac;
+    out.next.guard_macs.insert(
+        std::upper_bound(out.next.guard_macs.begin(), out.next.guard_macs.end(), mac), mac);
+    out.diff.guard_macs_added.push_back(mac);
+  } else if (edit.kind == Edit::Kind::kRemoveBackend) {
+    const MacAddress mac = before.find_backend(name)->mac;
+    std::erase(out.next.guard_macs, mac);
+    out.diff.guard_macs_removed.push_back(mac);
+  } else if (edit.kind == Edit::Kind::kAddService || edit.kind == Edit::Kind::kRemoveService) {
+    const IpAddress& vip = key.vip;
+    const bool shared =
+        std::any_of(before.services.begin(), before.services.end(),
+                    [&](const Service& s) { return s.key != key && s.key.vip == vip; });
+    if (!shared && edit.kind == Edit::Kind::kAddService) {
+      out.next.guard_vips.insert(
+          std::upper_bound(out.next.guard_vips.begin(), out.next.guard_vips.end(), vip), vip);
+      out.diff.guard_vips_added.push_back(vip);
+    } else if (!shared) {
+      std::erase(out.next.guard_vips, vip);
+      out.diff.guard_vips_removed.push_back(vip);
+    }
+  }
   return out;
 }
 

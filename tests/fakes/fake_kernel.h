@@ -29,6 +29,8 @@ class FakeNft : public NftRuleset {
     marks_ = marks;
     bindings_.clear();
     for (const auto& binding : datapath.bindings) bindings_[binding.id] = binding;
+    macs_ = {datapath.guard_macs.begin(), datapath.guard_macs.end()};
+    vips_ = {datapath.guard_vips.begin(), datapath.guard_vips.end()};
     ++replacements;
     return {};
   }
@@ -47,7 +49,21 @@ class FakeNft : public NftRuleset {
       if (!next.emplace(binding.id, binding).second)
         throw KernelError("adding " + binding.key.str(), "File exists");
     }
+    auto macs = macs_;
+    auto vips = vips_;
+    for (const auto& mac : diff.guard_macs_removed)
+      if (!macs.erase(mac))
+        throw KernelError("deleting MAC " + mac.str(), "No such file or directory");
+    for (const auto& vip : diff.guard_vips_removed)
+      if (!vips.erase(vip))
+        throw KernelError("deleting VIP " + vip.str(), "No such file or directory");
+    for (const auto& mac : diff.guard_macs_added)
+      if (!macs.insert(mac).second) throw KernelError("adding MAC " + mac.str(), "File exists");
+    for (const auto& vip : diff.guard_vips_added)
+      if (!vips.insert(vip).second) throw KernelError("adding VIP " + vip.str(), "File exists");
     bindings_ = std::move(next);
+    macs_ = std::move(macs);
+    vips_ = std::move(vips);
     marks_ = marks;
     ++increments;
   }
@@ -56,6 +72,8 @@ class FakeNft : public NftRuleset {
     begin("removing table");
     table_ = false;
     bindings_.clear();
+    macs_.clear();
+    vips_.clear();
   }
 
   // What `nft list` would hold, as the text that would create it; "" when
@@ -66,6 +84,8 @@ class FakeNft : public NftRuleset {
     for (const auto& [id, binding] : bindings_) datapath.bindings.push_back(binding);
     std::sort(datapath.bindings.begin(), datapath.bindings.end(),
               [](const Binding& a, const Binding& b) { return a.key < b.key; });
+    datapath.guard_macs.assign(macs_.begin(), macs_.end());
+    datapath.guard_vips.assign(vips_.begin(), vips_.end());
     return render_full_ruleset(datapath, marks_);
   }
 
@@ -89,6 +109,8 @@ class FakeNft : public NftRuleset {
   bool table_ = false;
   MarkLayout marks_{MarkLayout::kDefaultMask};
   std::map<uint32_t, Binding> bindings_;
+  std::set<MacAddress> macs_;
+  std::set<IpAddress> vips_;
 };
 
 class FakeRoutes : public RouteTable {

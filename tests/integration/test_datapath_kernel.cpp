@@ -1,7 +1,12 @@
 // The datapath on the real kernel: namespaces, a Linux bridge with
 // br_netfilter, hostlbd in the hypervisor namespace, real TCP and UDP.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -64,6 +69,63 @@ TEST_F(DatapathTest, MarkBitsSetByOthersBeforeDnatAreLeftAlone) {
   TcpClient plain(lab_, "c1", kVip10, 80);
   const std::string ct80 = conntrack("-p tcp --sport " + std::to_string(plain.local_port()));
   EXPECT_NE(std::stoul(ct_field(ct80, "dport=80", "mark")) & 0xfffff000u, 0u) << ct80;
+}
+
+// Sends one UDP datagram from `from_ip` (an address of `role`) to
+// `to_ip:port`.
+void send_udp(const Lab& lab, const std::string& role, const std::string& from_ip,
+              const std::string& to_ip, int port) {
+  const int fd = lab.socket_in(role, AF_INET, SOCK_DGRAM);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, from_ip.c_str(), &src.sin_addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src), 0) << std::strerror(errno);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, to_ip.c_str(), &dst.sin_addr);
+  ASSERT_EQ(::sendto(fd, "x", 1, 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst), 1);
+  ::close(fd);
+}
+
+// Waits up to `timeout` for a datagram; returns its source address or "".
+std::string receive_udp_from(int fd, std::chrono::milliseconds timeout) {
+  pollfd pfd{fd, POLLIN, 0};
+  if (::poll(&pfd, 1, static_cast<int>(timeout.count())) != 1) return "";
+  char buf[64];
+  sockaddr_in from{};
+  socklen_t len = sizeof from;
+  if (::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0) return "";
+  char text[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &from.sin_addr, text, sizeof text);
+  return text;
+}
+
+TEST_F(DatapathTest, ABackendCannotSendWithAVipAsItsSource) {
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  // vm1 claims the VIP (a compromised or misconfigured VM).
+  ASSERT_EQ(lab_.in("vm1", "ip addr add 203.0.113.10/32 dev eth0").exit_code, 0);
+  const int listener = lab_.socket_in("c1", AF_INET, SOCK_DGRAM);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(9999);
+  inet_pton(AF_INET, kClient1V4, &addr.sin_addr);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+
+  send_udp(lab_, "vm1", kVm1.ipv4, kClient1V4, 9999);
+  EXPECT_EQ(receive_udp_from(listener, 2000ms), kVm1.ipv4) << "its own address goes through";
+  send_udp(lab_, "vm1", kVip10, kClient1V4, 9999);
+  EXPECT_EQ(receive_udp_from(listener, 1000ms), "") << "the forged VIP source is dropped";
+  const std::string counter = lab_.in("hv", "nft list counter inet hostlb guard_drops").output;
+  EXPECT_NE(counter.find("packets 1 "), std::string::npos) << counter;
+
+  // Once no service uses the VIP any more, it is not guarded.
+  write_lab_file(lab_, "config.json", document({}));
+  daemon->signal(SIGHUP);
+  ASSERT_TRUE(daemon->wait_for_log("reloaded")) << daemon->log();
+  send_udp(lab_, "vm1", kVip10, kClient1V4, 9999);
+  EXPECT_EQ(receive_udp_from(listener, 2000ms), kVip10);
+  ::close(listener);
 }
 
 TEST_F(DatapathTest, OneBackendOnTwoVipsAnswersFromTheVipEachClientUsed) {

@@ -153,7 +153,10 @@ TEST_F(ControlTest, CommandsChangeTheStateAndTheKernel) {
   EXPECT_EQ(r.result["services"][0]["vip"], "203.0.113.10");
   r = c.call("service.detach", {{"service", "203.0.113.10:80/tcp"}, {"backend", "web-1"}});
   ASSERT_TRUE(r.ok);
-  EXPECT_EQ(nft_.ruleset().find("add element"), std::string::npos);
+  EXPECT_EQ(nft_.ruleset().find("add element inet hostlb targets4"), std::string::npos);
+  EXPECT_NE(nft_.ruleset().find("add element inet hostlb guard_vips4 {\n  203.0.113.10\n}"),
+            std::string::npos)
+      << "the service is still there, so its VIP is still guarded";
   r = c.call("status");
   EXPECT_EQ(r.result["backends"], 1);
   EXPECT_EQ(r.result["bindings"], 0);
@@ -259,10 +262,10 @@ TEST_F(ControlTest, BadInputIsRefusedWithItsPathAndChangesNothing) {
 
 TEST_F(ControlTest, AKernelFailureIsReportedAndRemembered) {
   Client c(path());
-  nft_.failures_to_inject = 2;
   ASSERT_TRUE(c.call("backend.add",
                      {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
                   .ok);
+  nft_.failures_to_inject = 2;  // the change, and the whole-table fallback
   auto r = c.call("service.add", {{"service", "203.0.113.10:80/tcp"},
                                   {"backends", {{{"name", "web-1"}, {"port", 80}}}}});
   EXPECT_FALSE(r.ok);

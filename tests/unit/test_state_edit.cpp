@@ -194,7 +194,13 @@ TEST(StateEdit, EditsAgreeWithTheDocumentValidatorAndTheCompiler) {
       EXPECT_EQ(strip(change.next).bindings, strip(compiled).bindings) << edit_to_json(e).dump();
       EXPECT_EQ(change.next.hosts, compiled.hosts) << edit_to_json(e).dump();
       EXPECT_EQ(change.next.bridges, compiled.bridges) << edit_to_json(e).dump();
+      EXPECT_EQ(change.next.guard_macs, compiled.guard_macs) << edit_to_json(e).dump();
+      EXPECT_EQ(change.next.guard_vips, compiled.guard_vips) << edit_to_json(e).dump();
       DatapathDiff diff = diff_datapath(applied, change.next);
+      EXPECT_EQ(diff.guard_macs_added, change.diff.guard_macs_added) << edit_to_json(e).dump();
+      EXPECT_EQ(diff.guard_macs_removed, change.diff.guard_macs_removed) << edit_to_json(e).dump();
+      EXPECT_EQ(diff.guard_vips_added, change.diff.guard_vips_added) << edit_to_json(e).dump();
+      EXPECT_EQ(diff.guard_vips_removed, change.diff.guard_vips_removed) << edit_to_json(e).dump();
       EXPECT_EQ(diff.bindings_added, change.diff.bindings_added) << edit_to_json(e).dump();
       EXPECT_EQ(diff.bindings_removed, change.diff.bindings_removed) << edit_to_json(e).dump();
       state = candidate;

@@ -70,6 +70,12 @@ struct Datapath {
   std::vector<Binding> bindings;     // sorted by key
   std::vector<HostEntry> hosts;      // sorted
   std::vector<std::string> bridges;  // sorted, unique
+  // The anti-spoof guard: frames from these MACs (the backends) with one of
+  // these addresses (the VIPs) as source are dropped. A backend's replies
+  // carry its own address until conntrack rewrites them after routing, so
+  // only forged packets match. Both sorted, unique.
+  std::vector<MacAddress> guard_macs;
+  std::vector<IpAddress> guard_vips;
 
   BindingIds ids() const;
 };
@@ -89,11 +95,17 @@ struct DatapathDiff {
   std::vector<Binding> bindings_removed;
   std::vector<HostEntry> hosts_added;
   std::vector<HostEntry> hosts_removed;
+  std::vector<MacAddress> guard_macs_added;
+  std::vector<MacAddress> guard_macs_removed;
+  std::vector<IpAddress> guard_vips_added;
+  std::vector<IpAddress> guard_vips_removed;
 
-  bool empty() const {
-    return bindings_added.empty() && bindings_removed.empty() && hosts_added.empty() &&
-           hosts_removed.empty();
+  // Whether the nftables table changes.
+  bool changes_ruleset() const {
+    return !bindings_added.empty() || !bindings_removed.empty() || !guard_macs_added.empty() ||
+           !guard_macs_removed.empty() || !guard_vips_added.empty() || !guard_vips_removed.empty();
   }
+  bool empty() const { return !changes_ruleset() && hosts_added.empty() && hosts_removed.empty(); }
 };
 
 // A binding whose target changed appears as removed and added (its identity
