@@ -4,10 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/text.h"
 
 namespace hostlb {
 namespace {
@@ -108,10 +110,10 @@ std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view
   }
   if (error.code != control::kMethodNotFound && error.code != control::kInvalidParams &&
       error.code != control::kRefused) {
-    note_error(request->method + ": " + error.message);
+    note_error(printable(request->method) + ": " + printable(error.message));
   }
-  spdlog::info("control: {} from uid {} refused: {}{}", request->method, peer.uid,
-               error.path.empty() ? "" : error.path + ": ", error.message);
+  spdlog::info("control: {} from uid {} refused: {}{}", printable(request->method), peer.uid,
+               error.path.empty() ? "" : printable(error.path) + ": ", printable(error.message));
   return control::encode_error(request->id, error);
 }
 

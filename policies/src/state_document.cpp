@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/text.h"
 
 namespace hostlb {
 namespace {
@@ -266,23 +267,6 @@ class StrictTreeBuilder {
   json* slot_ = nullptr;
   json* last_ = nullptr;
 };
-
-// Parser messages quote the input they stopped at; bytes that are not
-// printable ASCII are shown as \xNN so that the message is always safe to
-// print and log.
-std::string printable(std::string_view text) {
-  std::string out;
-  for (unsigned char c : text) {
-    if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      char buf[5];
-      std::snprintf(buf, sizeof buf, "\\x%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
