@@ -63,49 +63,37 @@ class Encoder {
 
   // One element of one map: the DNAT target, or the identity.
   void element(const Binding& binding, bool identity, bool add) {
-    SetPtr set(nftnl_set_alloc());
     const IpFamily family = binding.key.service.vip.family();
     const std::string map =
         identity ? nft_names::marks_map(family) : nft_names::targets_map(family);
-    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, map.c_str());
-    nftnl_set_elem* elem = nftnl_set_elem_alloc();
     const auto key = nft_names::element_key(binding);
-    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-    if (add) {
-      if (identity) {
-        const uint32_t mark = marks_.mark_for(binding.id);  // host order, as ct mark is
-        nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, &mark, sizeof mark);
-      } else {
-        const auto data = nft_names::target_data(binding);
-        nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, data.data(), data.size());
-      }
+    std::vector<uint8_t> data;
+    if (add && identity) {
+      const uint32_t mark = marks_.mark_for(binding.id);  // host order, as ct mark is
+      const auto* bytes = reinterpret_cast<const uint8_t*>(&mark);
+      data.assign(bytes, bytes + sizeof mark);
+    } else if (add) {
+      data = nft_names::target_data(binding);
     }
-    nftnl_set_elem_add(set.get(), elem);  // the set owns it from here on
-    // EXCL: an element that already exists means the table is not what
-    // hostlbd believes; fail rather than guess.
-    auto* nlh = add ? header(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL,
-                             "adding element " + binding.key.str() + " to map " + map)
-                    : header(NFT_MSG_DELSETELEM, 0,
-                             "deleting element " + binding.key.str() + " from map " + map);
-    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
-    commit(nlh);
+    set_element(map, key, data, add, "element " + binding.key.str());
   }
 
-  // One element of a plain set (no data): a guard MAC or VIP.
-  void set_element(const std::string& set_name, const uint8_t* key, size_t key_len, bool add,
-                   const std::string& shown) {
+  // One element of a set or map (`data` empty for a set, or when deleting).
+  void set_element(const std::string& set_name, const std::vector<uint8_t>& key,
+                   const std::vector<uint8_t>& data, bool add, const std::string& shown) {
     SetPtr set(nftnl_set_alloc());
     nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
     nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
     nftnl_set_set_str(set.get(), NFTNL_SET_NAME, set_name.c_str());
     nftnl_set_elem* elem = nftnl_set_elem_alloc();
-    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, key, key_len);
-    nftnl_set_elem_add(set.get(), elem);
+    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+    if (!data.empty()) nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, data.data(), data.size());
+    nftnl_set_elem_add(set.get(), elem);  // the set owns it from here on
+    // EXCL: an element that already exists means the table is not what
+    // hostlbd believes; fail rather than guess.
     auto* nlh = add ? header(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL,
-                             "adding " + shown + " to set " + set_name)
-                    : header(NFT_MSG_DELSETELEM, 0, "deleting " + shown + " from set " + set_name);
+                             "adding " + shown + " to " + set_name)
+                    : header(NFT_MSG_DELSETELEM, 0, "deleting " + shown + " from " + set_name);
     nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
     commit(nlh);
   }
@@ -169,12 +157,13 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
   }
   auto macs = [&](const std::vector<MacAddress>& list, bool add) {
     for (const auto& mac : list)
-      encoder.set_element(nft_names::kGuardMacs, mac.bytes().data(), mac.bytes().size(), add,
+      encoder.set_element(nft_names::kGuardMacs, {mac.bytes().begin(), mac.bytes().end()}, {}, add,
                           "MAC " + mac.str());
   };
   auto vips = [&](const std::vector<IpAddress>& list, bool add) {
     for (const auto& vip : list)
-      encoder.set_element(nft_names::guard_vips(vip.family()), vip.bytes().data(), vip.size(), add,
+      encoder.set_element(nft_names::guard_vips(vip.family()),
+                          {vip.bytes().begin(), vip.bytes().begin() + vip.size()}, {}, add,
                           "VIP " + vip.str());
   };
   macs(diff.guard_macs_removed, false);

@@ -94,7 +94,7 @@ TEST(NftBatch, ChangeBatchGolden) {
   NftBatch batch = encode_diff_batch(diff_datapath(old_dp, new_dp), marks, 100);
   EXPECT_EQ(batch.first_seq, 100u);
   EXPECT_EQ(batch.operations.size(), batch.messages);
-  EXPECT_EQ(batch.operations.at(batch.last_seq), "adding VIP 2001:db8:f00::10 to set guard_vips6");
+  EXPECT_EQ(batch.operations.at(batch.last_seq), "adding VIP 2001:db8:f00::10 to guard_vips6");
   expect_golden("batch_change.txt", describe_batch(batch));
 }
 
