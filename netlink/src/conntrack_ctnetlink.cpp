@@ -39,51 +39,20 @@ int count_entry(const nlmsghdr*, void* data) {
 class CtnetlinkTable final : public ConntrackTable {
  public:
   size_t count(uint32_t value, uint32_t mask) override {
-    const std::string what = "counting conntrack entries with mark " + hex(value) + "/" + hex(mask);
-    Socket sock(what);
-    const uint32_t seq = next_seq_++;
-    const auto request = encode_mark_dump(value, mask, seq);
-    if (mnl_socket_sendto(sock.nl, request.data(), request.size()) < 0)
-      throw KernelError(what, std::strerror(errno));
     size_t entries = 0;
-    std::vector<char> buf(32768);  // dump messages arrive in batches
-    for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(sock.nl, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw KernelError(what, std::strerror(errno));
-      }
-      const int rc = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq,
-                                mnl_socket_get_portid(sock.nl), count_entry, &entries);
-      if (rc == MNL_CB_STOP) break;
-      if (rc < 0) throw KernelError(what, std::strerror(errno));
-    }
+    const uint32_t seq = next_seq_++;
+    talk("counting conntrack entries with mark " + hex(value) + "/" + hex(mask),
+         encode_mark_dump(value, mask, seq), seq, count_entry, &entries);
     return entries;
   }
 
   size_t flush(uint32_t value, uint32_t mask) override {
     const size_t entries = count(value, mask);
     if (entries == 0) return 0;
-    const std::string what = "flushing conntrack entries with mark " + hex(value) + "/" + hex(mask);
-    Socket sock(what);
     const uint32_t seq = next_seq_++;
-    const auto request = encode_mark_flush(value, mask, seq);
-    if (mnl_socket_sendto(sock.nl, request.data(), request.size()) < 0)
-      throw KernelError(what, std::strerror(errno));
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(sock.nl, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw KernelError(what, std::strerror(errno));
-      }
-      const int rc = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq,
-                                mnl_socket_get_portid(sock.nl), nullptr, nullptr);
-      if (rc == MNL_CB_STOP) break;
-      // ENOENT: nothing matched any more (they ended on their own meanwhile).
-      if (rc < 0 && errno != ENOENT) throw KernelError(what, std::strerror(errno));
-      if (rc < 0) break;
-    }
+    // ENOENT: nothing matched any more (they ended on their own meanwhile).
+    talk("flushing conntrack entries with mark " + hex(value) + "/" + hex(mask),
+         encode_mark_flush(value, mask, seq), seq, nullptr, nullptr, /*enoent_is_done=*/true);
     return entries;
   }
 
@@ -108,6 +77,30 @@ class CtnetlinkTable final : public ConntrackTable {
     ~Socket() { mnl_socket_close(nl); }
     mnl_socket* nl;
   };
+
+  // Sends one request and reads the answer (a dump, or an acknowledgement)
+  // to its end.
+  void talk(const std::string& what, const std::vector<char>& request, uint32_t seq, mnl_cb_t cb,
+            void* data, bool enoent_is_done = false) {
+    Socket sock(what);
+    if (mnl_socket_sendto(sock.nl, request.data(), request.size()) < 0)
+      throw KernelError(what, std::strerror(errno));
+    std::vector<char> buf(32768);  // dump messages arrive in batches
+    for (;;) {
+      const ssize_t n = mnl_socket_recvfrom(sock.nl, buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw KernelError(what, std::strerror(errno));
+      }
+      const int rc = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq,
+                                mnl_socket_get_portid(sock.nl), cb, data);
+      if (rc == MNL_CB_STOP) return;
+      if (rc < 0) {
+        if (enoent_is_done && errno == ENOENT) return;
+        throw KernelError(what, std::strerror(errno));
+      }
+    }
+  }
 
   uint32_t next_seq_ = 1;
 };
