@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <unordered_map>
 
 namespace hostlb {
 
@@ -149,6 +150,36 @@ size_t Agent::flush(const std::optional<ServiceKey>& service,
   spdlog::info("flush{}{}: {} connections", service ? " " + service->str() : "",
                backend ? " backend " + *backend : "", flushed);
   return flushed;
+}
+
+size_t Agent::connections(const std::optional<ServiceKey>& service,
+                          const std::optional<std::string>& backend,
+                          const std::function<void(const Binding&, const ConntrackEntry&)>& each) {
+  const MarkLayout& marks = reconciler_.marks();
+  if (service || backend) {
+    // The kernel filters by each selected binding's mark.
+    size_t total = 0;
+    for (const auto& b : applied_.bindings) {
+      if (service && b.key.service != *service) continue;
+      if (backend && b.key.backend != *backend) continue;
+      total += conntrack_.list(marks.mark_for(b.id), marks.mask(),
+                               [&](const ConntrackEntry& e) { each(b, e); });
+    }
+    return total;
+  }
+  // One dump of the whole table, each entry matched to its binding by the
+  // identity in its mark: one pass however many bindings there are.
+  std::unordered_map<uint32_t, const Binding*> by_id;
+  by_id.reserve(applied_.bindings.size());
+  for (const auto& b : applied_.bindings) by_id.emplace(b.id, &b);
+  size_t total = 0;
+  conntrack_.list(0, 0, [&](const ConntrackEntry& e) {
+    auto it = by_id.find(marks.id_from_mark(e.mark));
+    if (it == by_id.end()) return;
+    ++total;
+    each(*it->second, e);
+  });
+  return total;
 }
 
 void Agent::cleanup() {

@@ -3,6 +3,7 @@
 // control requests all go through here.
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "hostlb/netlink/conntrack.h"
@@ -37,6 +38,13 @@ class Agent {
   ApplyReport change(const State& desired);
 
   void cleanup();
+
+  // Calls `each` for every live connection of the bindings that match (all
+  // of hostlb's without filters), as the kernel's dump delivers them;
+  // returns how many there were.
+  size_t connections(const std::optional<ServiceKey>& service,
+                     const std::optional<std::string>& backend,
+                     const std::function<void(const Binding&, const ConntrackEntry&)>& each);
 
   // Deletes the connections of the bindings that match (every binding when
   // both are unset); returns how many there were.

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 
@@ -91,6 +92,7 @@ std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view
   auto request = control::decode_request(line, &error, &id);
   if (!request) return control::encode_error(id, error);
   try {
+    if (request->method == "connections") return connections(*request);
     json result = dispatch(*request);
     return control::encode_result(request->id, result);
   } catch (const Refusal& r) {
@@ -216,6 +218,65 @@ json ControlHandler::dispatch(const control::Request& request) {
     return {{"flushed", flushed}};
   }
   refuse(control::kMethodNotFound, "no method \"" + m + "\"");
+}
+
+std::string ControlHandler::connections(const control::Request& request) {
+  const json& p = request.params;
+  check_params(p, {"service", "backend", "count"});
+  const State& current = agent_.current();
+  std::optional<ServiceKey> key;
+  if (p.contains("service"))
+    key =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+  std::optional<std::string> backend;
+  if (p.contains("backend")) backend = param_string(p, "backend");
+  if (backend && !current.find_backend(*backend))
+    refuse(control::kInvalidParams, "no backend \"" + *backend + "\"", "params.backend");
+  if (key && std::none_of(current.services.begin(), current.services.end(),
+                          [&](const Service& s) { return s.key == *key; }))
+    refuse(control::kInvalidParams, "no service " + key->str(), "params.service");
+  bool count_only = false;
+  if (auto it = p.find("count"); it != p.end()) {
+    if (!it->is_boolean()) refuse(control::kInvalidParams, "must be a boolean", "params.count");
+    count_only = it->get<bool>();
+  }
+
+  // Entries go out in batches as they come from the kernel's dump: the
+  // reply is text, never one tree of every connection.
+  constexpr size_t kBatch = 1000;
+  std::string out;
+  json batch = json::array();
+  auto flush_batch = [&] {
+    if (batch.empty()) return;
+    out += control::encode_notification("connections.batch",
+                                        {{"id", request.id}, {"connections", std::move(batch)}});
+    batch = json::array();
+  };
+  const auto now_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  auto endpoint = [](const IpAddress& a, uint16_t port) {
+    return (a.is_v6() ? "[" + a.str() + "]" : a.str()) + ":" + std::to_string(port);
+  };
+  const size_t total =
+      agent_.connections(key, backend, [&](const Binding& b, const ConntrackEntry& e) {
+        if (count_only) return;
+        json entry = {{"protocol", e.tcp ? "tcp" : "udp"},
+                      {"client", endpoint(e.client, e.client_port)},
+                      {"vip", endpoint(e.vip, e.vip_port)},
+                      {"service", b.key.service.str()},
+                      {"backend", b.key.backend},
+                      {"backend_address", endpoint(e.backend, e.backend_port)},
+                      {"state", e.tcp ? json(e.state) : json()},
+                      {"age_seconds", e.start_ns && e.start_ns <= now_ns
+                                          ? json((now_ns - e.start_ns) / 1000000000ULL)
+                                          : json()}};
+        batch.push_back(std::move(entry));
+        if (batch.size() >= kBatch) flush_batch();
+      });
+  flush_batch();
+  out += control::encode_result(request.id, {{"count", total}});
+  return out;
 }
 
 json ControlHandler::edit(const Edit& e) {

@@ -39,6 +39,8 @@ class ControlHandler {
 
  private:
   nlohmann::json dispatch(const control::Request& request);
+  // The reply to "connections": batches as notifications, then the result.
+  std::string connections(const control::Request& request);
   nlohmann::json status();
   nlohmann::json change_to(const State& next);
   nlohmann::json edit(const Edit& edit);

@@ -51,6 +51,13 @@ class Connection {
   ~Connection() { ::close(fd_); }
 
   hostlb::control::Response call(const std::string& method, const json& params) {
+    return call(method, params, [](const json&) {});
+  }
+
+  // Notifications that come before the answer (parts of a long one) go to
+  // `on_notification` line by line, as they arrive.
+  hostlb::control::Response call(const std::string& method, const json& params,
+                                 const std::function<void(const json&)>& on_notification) {
     const std::string request = hostlb::control::encode_request(1, method, params);
     size_t done = 0;
     while (done < request.size()) {
@@ -64,10 +71,20 @@ class Connection {
       }
       done += static_cast<size_t>(n);
     }
-    std::string reply;
+    std::string pending;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
     char buf[65536];
-    while (reply.find('\n') == std::string::npos) {
+    for (;;) {
+      for (size_t nl = pending.find('\n'); nl != std::string::npos; nl = pending.find('\n')) {
+        const std::string line = pending.substr(0, nl);
+        pending.erase(0, nl + 1);
+        json message = json::parse(line, nullptr, false);
+        if (hostlb::control::is_notification(message)) {
+          on_notification(message);
+          continue;
+        }
+        return hostlb::control::decode_response(line);
+      }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                             deadline - std::chrono::steady_clock::now())
                             .count();
@@ -77,9 +94,8 @@ class Connection {
       const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) throw Unreachable("hostlbd closed the connection without an answer");
-      reply.append(buf, static_cast<size_t>(n));
+      pending.append(buf, static_cast<size_t>(n));
     }
-    return hostlb::control::decode_response(reply.substr(0, reply.find('\n')));
   }
 
  private:
@@ -195,6 +211,7 @@ int main(int argc, char** argv) {
   std::string method;
   json params = json::object();
   std::function<void(const json&)> print = [](const json& r) { print_changes(r); };
+  std::function<void(const json&)> on_batch = [](const json&) {};
 
   auto* status =
       app.add_subcommand("status", "Version, uptime, counts, kernel prerequisites, last error");
@@ -322,6 +339,45 @@ int main(int argc, char** argv) {
     };
   });
 
+  std::string c_service, c_backend;
+  bool c_count = false;
+  bool header_printed = false;
+  auto* connections = app.add_subcommand(
+      "connections", "The live connections of hostlb's services (streamed as they are read)");
+  connections->add_option("--service", c_service, "Only this service (VIP:PORT/PROTO)");
+  connections->add_option("--backend", c_backend, "Only this backend");
+  connections->add_flag("--count", c_count, "Print only how many there are");
+  connections->callback([&] {
+    method = "connections";
+    params = json::object();
+    if (!c_service.empty()) params["service"] = c_service;
+    if (!c_backend.empty()) params["backend"] = c_backend;
+    if (c_count) params["count"] = true;
+    on_batch = [&](const json& message) {
+      for (const auto& c : message.at("params").at("connections")) {
+        if (as_json) {
+          std::printf("%s\n", c.dump().c_str());
+          continue;
+        }
+        if (!header_printed) {
+          std::printf("%-5s %-24s %-24s %-12s %-24s %-12s %s\n", "PROTO", "CLIENT", "VIP",
+                      "BACKEND", "BACKEND ADDRESS", "STATE", "AGE");
+          header_printed = true;
+        }
+        std::printf(
+            "%-5s %-24s %-24s %-12s %-24s %-12s %s\n", cell(c.at("protocol")).c_str(),
+            cell(c.at("client")).c_str(), cell(c.at("vip")).c_str(), cell(c.at("backend")).c_str(),
+            cell(c.at("backend_address")).c_str(), cell(c.at("state")).c_str(),
+            c.at("age_seconds").is_null() ? "-" : (cell(c.at("age_seconds")) + "s").c_str());
+      }
+    };
+    print = [&](const json& r) {
+      if (c_count || !as_json)
+        std::printf("%zu connection%s\n", r.at("count").get<size_t>(),
+                    r.at("count").get<size_t>() == 1 ? "" : "s");
+    };
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -334,14 +390,14 @@ int main(int argc, char** argv) {
 
   try {
     Connection connection(socket, timeout_s * 1000);
-    const auto response = connection.call(method, params);
+    const auto response = connection.call(method, params, on_batch);
     if (!response.ok) {
       std::fprintf(stderr, "hostlbctl: %s: %s%s\n", method.c_str(),
                    response.error.path.empty() ? "" : (response.error.path + ": ").c_str(),
                    response.error.message.c_str());
       return kExitRefused;
     }
-    if (as_json)
+    if (as_json && method != "connections")
       std::printf("%s\n", response.result.dump(2).c_str());
     else
       print(response.result);

@@ -1,11 +1,15 @@
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <string>
 
 #include "hostlb/netlink/conntrack.h"
@@ -36,8 +40,60 @@ int count_entry(const nlmsghdr*, void* data) {
   return MNL_CB_OK;
 }
 
+struct Lister {
+  const std::function<void(const ConntrackEntry&)>* each;
+  size_t entries = 0;
+};
+
+IpAddress address(const nf_conntrack* ct, bool v4, int attr_v4, int attr_v6) {
+  const void* bytes = nfct_get_attr(ct, static_cast<nf_conntrack_attr>(v4 ? attr_v4 : attr_v6));
+  if (bytes == nullptr) return IpAddress();
+  return IpAddress::from_bytes(v4 ? IpFamily::kV4 : IpFamily::kV6,
+                               static_cast<const uint8_t*>(bytes));
+}
+
+// Turns one dumped entry into a ConntrackEntry: parsing is libnetfilter_conntrack's.
+int list_entry(const nlmsghdr* nlh, void* data) {
+  auto* lister = static_cast<Lister*>(data);
+  std::unique_ptr<nf_conntrack, decltype(&nfct_destroy)> ct(nfct_new(), &nfct_destroy);
+  if (!ct || nfct_nlmsg_parse(nlh, ct.get()) < 0) return MNL_CB_OK;
+  const uint8_t l4 = nfct_get_attr_u8(ct.get(), ATTR_ORIG_L4PROTO);
+  if (l4 != IPPROTO_TCP && l4 != IPPROTO_UDP) return MNL_CB_OK;
+  const bool v4 = nfct_get_attr_u8(ct.get(), ATTR_ORIG_L3PROTO) == AF_INET;
+  ConntrackEntry entry;
+  entry.tcp = l4 == IPPROTO_TCP;
+  entry.client = address(ct.get(), v4, ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV6_SRC);
+  entry.client_port = ntohs(nfct_get_attr_u16(ct.get(), ATTR_ORIG_PORT_SRC));
+  entry.vip = address(ct.get(), v4, ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST);
+  entry.vip_port = ntohs(nfct_get_attr_u16(ct.get(), ATTR_ORIG_PORT_DST));
+  entry.backend = address(ct.get(), v4, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC);
+  entry.backend_port = ntohs(nfct_get_attr_u16(ct.get(), ATTR_REPL_PORT_SRC));
+  if (entry.tcp && nfct_attr_is_set(ct.get(), ATTR_TCP_STATE) > 0) {
+    static const char* const kStates[] = {"NONE",     "SYN_SENT",   "SYN_RECV", "ESTABLISHED",
+                                          "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
+                                          "CLOSE",    "SYN_SENT2"};
+    const uint8_t state = nfct_get_attr_u8(ct.get(), ATTR_TCP_STATE);
+    entry.state = state < std::size(kStates) ? kStates[state] : "UNKNOWN";
+  }
+  entry.mark = nfct_get_attr_u32(ct.get(), ATTR_MARK);
+  if (nfct_attr_is_set(ct.get(), ATTR_TIMESTAMP_START) > 0)
+    entry.start_ns = nfct_get_attr_u64(ct.get(), ATTR_TIMESTAMP_START);
+  ++lister->entries;
+  (*lister->each)(entry);
+  return MNL_CB_OK;
+}
+
 class CtnetlinkTable final : public ConntrackTable {
  public:
+  size_t list(uint32_t value, uint32_t mask,
+              const std::function<void(const ConntrackEntry&)>& each) override {
+    Lister lister{&each};
+    const uint32_t seq = next_seq_++;
+    talk("listing conntrack entries with mark " + hex(value) + "/" + hex(mask),
+         encode_mark_dump(value, mask, seq), seq, list_entry, &lister);
+    return lister.entries;
+  }
+
   size_t count(uint32_t value, uint32_t mask) override {
     size_t entries = 0;
     const uint32_t seq = next_seq_++;

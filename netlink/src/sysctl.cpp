@@ -77,6 +77,8 @@ std::vector<SysctlRequirement> datapath_sysctls(const std::vector<std::string>& 
        "bridged IPv4 frames must pass the inet hooks for DNAT"},
       {"net/bridge/bridge-nf-call-ip6tables", "1",
        "bridged IPv6 frames must pass the inet hooks for DNAT"},
+      {"net/netfilter/nf_conntrack_timestamp", "1",
+       "connections record their start, for their age in hostlbctl connections"},
   };
   for (const auto& bridge : bridges) {
     out.push_back({"net/ipv4/conf/" + bridge + "/forwarding", "1",

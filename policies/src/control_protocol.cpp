@@ -78,6 +78,14 @@ std::string encode_error(const json& id, const Error& error) {
   return dump({{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(err)}});
 }
 
+std::string encode_notification(const std::string& method, const json& params) {
+  return dump({{"jsonrpc", "2.0"}, {"method", method}, {"params", params}});
+}
+
+bool is_notification(const json& message) {
+  return message.is_object() && message.contains("method") && !message.contains("id");
+}
+
 std::string encode_request(int id, const std::string& method, const json& params) {
   return dump({{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}});
 }

@@ -176,9 +176,10 @@ class FakeSysctls : public Sysctls {
 
   // A namespace with br_netfilter loaded and two bridges that do not forward.
   std::map<std::string, std::string> values{
-      {"net/bridge/bridge-nf-call-iptables", "1"}, {"net/bridge/bridge-nf-call-ip6tables", "0"},
-      {"net/ipv4/conf/br0/forwarding", "0"},       {"net/ipv6/conf/br0/forwarding", "0"},
-      {"net/ipv4/conf/br1/forwarding", "0"},       {"net/ipv6/conf/br1/forwarding", "0"},
+      {"net/bridge/bridge-nf-call-iptables", "1"},   {"net/bridge/bridge-nf-call-ip6tables", "0"},
+      {"net/netfilter/nf_conntrack_timestamp", "0"}, {"net/ipv4/conf/br0/forwarding", "0"},
+      {"net/ipv6/conf/br0/forwarding", "0"},         {"net/ipv4/conf/br1/forwarding", "0"},
+      {"net/ipv6/conf/br1/forwarding", "0"},
   };
   int writes = 0;
 };
@@ -186,6 +187,18 @@ class FakeSysctls : public Sysctls {
 // Conntrack entries as marks; flush removes those that match.
 class FakeConntrack : public ConntrackTable {
  public:
+  size_t list(uint32_t value, uint32_t mask,
+              const std::function<void(const ConntrackEntry&)>& each) override {
+    size_t n = 0;
+    for (uint32_t mark : entries) {
+      if ((mark & mask) != value) continue;
+      ConntrackEntry entry;
+      entry.mark = mark;
+      each(entry);
+      ++n;
+    }
+    return n;
+  }
   size_t count(uint32_t value, uint32_t mask) override {
     size_t n = 0;
     for (uint32_t mark : entries) n += (mark & mask) == value;

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "lab_fixture.h"
@@ -212,6 +214,64 @@ TEST_F(ControlTest, DetachFlushesThatServicesConnectionsAndNothingElse) {
   EXPECT_EQ(conntrack("-p tcp").find("dst=" + kVip20 + " "), std::string::npos);
   EXPECT_NE(conntrack("-p tcp").find("dport=8080 src=198.18.1.11"), std::string::npos);
   EXPECT_EQ(ctl("flush --backend nobody").exit_code, 1);
+}
+
+TEST_F(ControlTest, ConnectionsListsExactlyTheLiveFlowsAndAgreesWithConntrack) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  BackendServer vm2(lab_, "vm2", 8080);
+  auto daemon =
+      start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}, {"web-2", 8080}}),
+                              service_json(kVip20, 80, "tcp", {{"web-1", 8080}}),
+                              service_json(kVip10, 53, "udp", {{"web-1", 8080}})}));
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  lab_.gateway("c1", kVip20, kVm1.mac);
+  lab_.gateway("c2", kVip10, kVm2.mac);
+  TcpClient a(lab_, "c1", kVip10, 80);
+  TcpClient b(lab_, "c1", kVip20, 80);
+  TcpClient c(lab_, "c2", kVip10, 80);
+  TcpClient direct(lab_, "c1", kVm1.ipv4, 8080);  // not hostlb's
+  for (TcpClient* t : {&a, &b, &c, &direct}) ASSERT_FALSE(t->read_line().empty());
+  ASSERT_FALSE(udp_exchange(lab_, "c1", kVip10, 53).empty());
+
+  auto r = ctl("--json connections");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, nlohmann::json> by_client;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    const auto entry = nlohmann::json::parse(line);
+    by_client[entry["protocol"].get<std::string>() + " " + entry["client"].get<std::string>()] =
+        entry;
+  }
+  ASSERT_EQ(by_client.size(), 4u) << r.output;  // three TCP through VIPs, one UDP
+  const auto& ea = by_client.at("tcp " + a.local());
+  EXPECT_EQ(ea["vip"], kVip10 + ":80");
+  EXPECT_EQ(ea["service"], "203.0.113.10:80/tcp");
+  EXPECT_EQ(ea["backend"], "web-1");
+  EXPECT_EQ(ea["backend_address"], "198.18.1.11:8080");
+  EXPECT_EQ(ea["state"], "ESTABLISHED");
+  EXPECT_TRUE(ea["age_seconds"].is_number()) << ea.dump();
+  EXPECT_EQ(by_client.at("tcp " + b.local())["service"], "203.0.113.20:80/tcp");
+  EXPECT_EQ(by_client.at("tcp " + c.local())["backend"], "web-2");
+  EXPECT_EQ(by_client.at("tcp " + c.local())["backend_address"], "198.18.1.12:8080");
+
+  // conntrack-tools sees the same: every entry with hostlb's mark bits set.
+  const std::string listing = conntrack("");
+  size_t marked = 0;
+  std::istringstream ct(listing);
+  for (std::string line; std::getline(ct, line);) {
+    const auto at = line.find(" mark=");
+    if (at != std::string::npos && (std::stoul(line.substr(at + 6)) & 0xfffff000u) != 0) ++marked;
+  }
+  EXPECT_EQ(marked, by_client.size()) << listing;
+
+  r = ctl("connections --count");
+  EXPECT_EQ(r.output, "4 connections\n");
+  r = ctl("connections --service 203.0.113.10:80/tcp --count");
+  EXPECT_EQ(r.output, "2 connections\n");
+  r = ctl("connections --backend web-2");
+  EXPECT_NE(r.output.find(c.local()), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 connection\n"), std::string::npos) << r.output;
+  EXPECT_EQ(ctl("connections --service 203.0.113.99:80/tcp").exit_code, 1);
 }
 
 TEST_F(ControlTest, ChangesSurviveARestartAndAReboot) {

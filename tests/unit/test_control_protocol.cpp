@@ -99,5 +99,15 @@ TEST(ControlProtocol, ClientDecodesResultsAndErrors) {
   EXPECT_TRUE(decode(request.substr(0, request.size() - 1), &error, &id));
 }
 
+TEST(ControlProtocol, NotificationsCarryPartsOfALongAnswer) {
+  const std::string line =
+      encode_notification("connections.batch", {{"id", 4}, {"connections", json::array()}});
+  EXPECT_EQ(line.back(), '\n');
+  const auto message = json::parse(line);
+  EXPECT_TRUE(is_notification(message));
+  EXPECT_FALSE(is_notification(json::parse(encode_result(4, {{"count", 0}}))));
+  EXPECT_THROW(decode_response(line), std::runtime_error) << "a notification is not the answer";
+}
+
 }  // namespace
 }  // namespace hostlb::control

@@ -6,14 +6,36 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "hostlb/policies/address.h"
+
 namespace hostlb {
+
+struct ConntrackEntry {
+  bool tcp = true;  // else UDP
+  IpAddress client;
+  uint16_t client_port = 0;
+  IpAddress vip;  // the original destination
+  uint16_t vip_port = 0;
+  IpAddress backend;  // the reply's source
+  uint16_t backend_port = 0;
+  std::string state;  // TCP state ("ESTABLISHED", ...); empty for UDP
+  uint32_t mark = 0;
+  uint64_t start_ns = 0;  // wall clock, 0 if timestamps are off
+};
 
 class ConntrackTable {
  public:
   virtual ~ConntrackTable() = default;
+  // Calls `each` for every TCP or UDP entry whose mark & mask == value, as
+  // the kernel's filtered dump delivers them (nothing is collected);
+  // returns how many there were.
+  virtual size_t list(uint32_t value, uint32_t mask,
+                      const std::function<void(const ConntrackEntry&)>& each) = 0;
   // Entries (IPv4 and IPv6) whose mark & mask == value. Throw KernelError.
   virtual size_t count(uint32_t value, uint32_t mask) = 0;
   // Deletes them; returns how many there were just before.

@@ -35,7 +35,8 @@ struct SysctlRequirement {
 // What the bridged-DNAT datapath needs for these bridges (see DESIGN.md):
 // br_netfilter must hand bridged IPv4/IPv6 to the inet hooks, and each bridge
 // must forward, or the DNATed frame is delivered to the bridge device itself.
-// Host-wide forwarding is not needed and is left alone.
+// Host-wide forwarding is not needed and is left alone. Conntrack
+// timestamps give connections an age.
 std::vector<SysctlRequirement> datapath_sysctls(const std::vector<std::string>& bridges);
 
 }  // namespace hostlb

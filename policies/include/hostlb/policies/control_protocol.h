@@ -46,6 +46,9 @@ std::optional<Request> decode_request(std::string_view line, Error* error, nlohm
 
 std::string encode_result(const nlohmann::json& id, const nlohmann::json& result);
 std::string encode_error(const nlohmann::json& id, const Error& error);
+// A notification (no id): used to stream parts of a long answer before its
+// result; params name the request they belong to.
+std::string encode_notification(const std::string& method, const nlohmann::json& params);
 
 // Client side.
 std::string encode_request(int id, const std::string& method, const nlohmann::json& params);
@@ -57,5 +60,7 @@ struct Response {
 };
 // Throws std::runtime_error for a reply that is not a JSON-RPC response.
 Response decode_response(std::string_view line);
+// True for a notification line (a "method" and no "id").
+bool is_notification(const nlohmann::json& message);
 
 }  // namespace hostlb::control
