@@ -66,6 +66,27 @@ std::string now_text() {
   return buf;
 }
 
+// The optional "service" and "backend" params that select bindings; each
+// must name something that exists.
+struct BindingFilter {
+  std::optional<ServiceKey> service;
+  std::optional<std::string> backend;
+};
+
+BindingFilter binding_filter(const json& p, const State& current) {
+  BindingFilter filter;
+  if (p.contains("service"))
+    filter.service =
+        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
+  if (p.contains("backend")) filter.backend = param_string(p, "backend");
+  if (filter.backend && !current.find_backend(*filter.backend))
+    refuse(control::kInvalidParams, "no backend \"" + *filter.backend + "\"", "params.backend");
+  if (filter.service && std::none_of(current.services.begin(), current.services.end(),
+                                     [&](const Service& s) { return s.key == *filter.service; }))
+    refuse(control::kInvalidParams, "no service " + filter.service->str(), "params.service");
+  return filter;
+}
+
 json service_json(const Service& service) {
   json out = service_to_json(service);
   out["service"] = service.key.str();
@@ -203,19 +224,8 @@ json ControlHandler::dispatch(const control::Request& request) {
   }
   if (m == "flush") {
     check_params(p, {"service", "backend"});
-    std::optional<ServiceKey> key;
-    if (p.contains("service"))
-      key = with_params_paths(
-          [&] { return parse_service_key_param(param(p, "service"), "service"); });
-    std::optional<std::string> backend;
-    if (p.contains("backend")) backend = param_string(p, "backend");
-    if (backend && !current.find_backend(*backend))
-      refuse(control::kInvalidParams, "no backend \"" + *backend + "\"", "params.backend");
-    if (key && std::none_of(current.services.begin(), current.services.end(),
-                            [&](const Service& s) { return s.key == *key; }))
-      refuse(control::kInvalidParams, "no service " + key->str(), "params.service");
-    const size_t flushed = agent_.flush(key, backend);
-    return {{"flushed", flushed}};
+    const BindingFilter filter = binding_filter(p, current);
+    return {{"flushed", agent_.flush(filter.service, filter.backend)}};
   }
   refuse(control::kMethodNotFound, "no method \"" + m + "\"");
 }
@@ -223,18 +233,7 @@ json ControlHandler::dispatch(const control::Request& request) {
 std::string ControlHandler::connections(const control::Request& request) {
   const json& p = request.params;
   check_params(p, {"service", "backend", "count"});
-  const State& current = agent_.current();
-  std::optional<ServiceKey> key;
-  if (p.contains("service"))
-    key =
-        with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
-  std::optional<std::string> backend;
-  if (p.contains("backend")) backend = param_string(p, "backend");
-  if (backend && !current.find_backend(*backend))
-    refuse(control::kInvalidParams, "no backend \"" + *backend + "\"", "params.backend");
-  if (key && std::none_of(current.services.begin(), current.services.end(),
-                          [&](const Service& s) { return s.key == *key; }))
-    refuse(control::kInvalidParams, "no service " + key->str(), "params.service");
+  const BindingFilter filter = binding_filter(p, agent_.current());
   bool count_only = false;
   if (auto it = p.find("count"); it != p.end()) {
     if (!it->is_boolean()) refuse(control::kInvalidParams, "must be a boolean", "params.count");
@@ -258,8 +257,8 @@ std::string ControlHandler::connections(const control::Request& request) {
   auto endpoint = [](const IpAddress& a, uint16_t port) {
     return (a.is_v6() ? "[" + a.str() + "]" : a.str()) + ":" + std::to_string(port);
   };
-  const size_t total =
-      agent_.connections(key, backend, [&](const Binding& b, const ConntrackEntry& e) {
+  const size_t total = agent_.connections(
+      filter.service, filter.backend, [&](const Binding& b, const ConntrackEntry& e) {
         if (count_only) return;
         json entry = {{"protocol", e.tcp ? "tcp" : "udp"},
                       {"client", endpoint(e.client, e.client_port)},
