@@ -83,8 +83,7 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
   const BindingIds previous_ids = persisted_ ? persisted_->ids : BindingIds{};
   Datapath next = compile_datapath(desired, previous_ids, reconciler_.marks());
   const DatapathDiff diff = diff_datapath(applied_, next);
-  ApplyReport report = mode == ApplyMode::kReplace ? reconciler_.apply(next, applied_, mode)
-                                                   : reconciler_.apply(next, applied_, diff);
+  ApplyReport report = reconciler_.apply(next, applied_, diff, mode);
   applied_ = std::move(next);
   report.connections_flushed = flush_removed(diff);
   if (!persisted_) persisted_ = PersistedState{};
@@ -120,7 +119,8 @@ ApplyReport Agent::edit(const Edit& e) {
   if (!persisted_) persisted_ = PersistedState{};
   check_edit(persisted_->state, e);
   DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks());
-  ApplyReport report = reconciler_.apply(change.next, applied_, change.diff);
+  ApplyReport report =
+      reconciler_.apply(change.next, applied_, change.diff, ApplyMode::kIncremental);
   apply_edit(persisted_->state, e);
   applied_ = std::move(change.next);
   report.connections_flushed = flush_removed(change.diff);

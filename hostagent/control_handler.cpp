@@ -291,20 +291,7 @@ json ControlHandler::edit(const Edit& e) {
           {"flushed", report.connections_flushed}};
 }
 
-json ControlHandler::change_to(const State& next) {
-  const auto changes = describe_changes(agent_.current(), next);
-  const ApplyReport report = agent_.change(next);
-  return {{"changes", changes}, {"kernel_changed", report.kernel_changed()}};
-}
-
 json ControlHandler::apply(const json& p) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto lap = [&](const char* what) {
-    spdlog::debug(
-        "apply: {} at {} us", what,
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-            .count());
-  };
   check_params(p, {"document", "document_text", "dry_run"});
   bool dry_run = false;
   if (auto it = p.find("dry_run"); it != p.end()) {
@@ -329,8 +316,8 @@ json ControlHandler::apply(const json& p) {
            e.path() == "document" || e.path().empty() ? "params.document"
                                                       : "params.document." + e.path());
   }
-  if (dry_run) return {{"dry_run", true}, {"changes", describe_changes(agent_.current(), next)}};
   auto changes = describe_changes(agent_.current(), next);
+  if (dry_run) return {{"dry_run", true}, {"changes", std::move(changes)}};
   const ApplyReport report = agent_.change(next);
   // A whole document leaves megabytes of freed parse trees behind; give
   // them back to the system rather than keep them resident.

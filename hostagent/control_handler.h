@@ -42,7 +42,6 @@ class ControlHandler {
   // The reply to "connections": batches as notifications, then the result.
   std::string connections(const control::Request& request);
   nlohmann::json status();
-  nlohmann::json change_to(const State& next);
   nlohmann::json edit(const Edit& edit);
   nlohmann::json apply(const nlohmann::json& params);
 

@@ -42,17 +42,8 @@ void Reconciler::check_sysctls(const Datapath& desired) {
   }
 }
 
-ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous, ApplyMode mode) {
-  return apply_with(desired, previous, diff_datapath(previous, desired), mode);
-}
-
 ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous,
-                              const DatapathDiff& diff) {
-  return apply_with(desired, previous, diff, ApplyMode::kIncremental);
-}
-
-ApplyReport Reconciler::apply_with(const Datapath& desired, const Datapath& previous,
-                                   const DatapathDiff& diff, ApplyMode mode) {
+                              const DatapathDiff& diff, ApplyMode mode) {
   const auto started = std::chrono::steady_clock::now();
   ApplyReport report;
 

@@ -57,12 +57,12 @@ class Reconciler {
   Reconciler(NftRuleset& nft, RouteTable& routes, Sysctls& sysctls, ReconcilerOptions options);
 
   // Makes the kernel hold exactly `desired`; `previous` is what hostlbd last
-  // applied (possibly in an earlier run). Throws PreconditionError (nothing
-  // changed) or KernelError (nothing changed: new host entries are rolled
-  // back, the nft transaction is atomic).
-  ApplyReport apply(const Datapath& desired, const Datapath& previous, ApplyMode mode);
-  // The same, with the difference already known (kIncremental).
-  ApplyReport apply(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff);
+  // applied (possibly in an earlier run) and `diff` the difference from it to
+  // `desired`. Throws PreconditionError (nothing changed) or KernelError
+  // (nothing changed: new host entries are rolled back, the nft transaction
+  // is atomic).
+  ApplyReport apply(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff,
+                    ApplyMode mode);
 
   // Removes everything hostlbd installed: its nft table, its routes and the
   // neighbours it created. Established connections keep their conntrack NAT
@@ -74,8 +74,6 @@ class Reconciler {
  private:
   void check_sysctls(const Datapath& desired);
   void remove_host(int ifindex, const IpAddress& address);
-  ApplyReport apply_with(const Datapath& desired, const Datapath& previous,
-                         const DatapathDiff& diff, ApplyMode mode);
   void apply_nft(const Datapath& desired, const Datapath& previous, const DatapathDiff& diff,
                  ApplyMode mode, ApplyReport& report);
 

@@ -466,8 +466,6 @@ std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
   return describe_changes(slice_before, slice_after);
 }
 
-void validate_state(const State& state) { state_from_json(nlohmann::json(state_to_json(state))); }
-
 std::vector<std::string> describe_changes(const State& before, const State& after) {
   std::vector<std::string> lines;
   // Sorted views and merges rather than maps: this runs on every apply of a

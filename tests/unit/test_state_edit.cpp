@@ -21,6 +21,10 @@ State base() {
 
 ServiceKey key(const char* text) { return *parse_service_key(text); }
 
+// The reference the edits are checked against: the whole-document validator
+// run on the edited state. Throws DocumentError.
+void validate_state(const State& state) { state_from_json(nlohmann::json(state_to_json(state))); }
+
 void expect_error(const std::function<void()>& f, const std::string& path,
                   const std::string& reason) {
   try {

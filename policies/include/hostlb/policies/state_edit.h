@@ -77,10 +77,6 @@ std::vector<Edit> edits_between(const State& before, const State& after);
 // The lines describe_changes would print for this edit.
 std::vector<std::string> describe_edit(const State& before, const Edit& edit);
 
-// Runs the whole-document validation on an edited state. Throws
-// DocumentError.
-void validate_state(const State& state);
-
 // Human-readable difference, one line per change, "+" added, "-" removed:
 //   + backend web-2 mac 02:00:00:00:01:12 ipv4 198.18.1.12 bridge br0
 //   - service 203.0.113.10:80/tcp
