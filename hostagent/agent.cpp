@@ -16,14 +16,9 @@ Agent::Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrac
     : reconciler_(reconciler), store_(store), conntrack_(conntrack) {}
 
 size_t Agent::flush_removed(const DatapathDiff& diff) {
-  // A binding whose identity is also among the added ones was changed in
-  // place (re-pointed): its connections stay.
-  std::set<uint32_t> kept;
-  for (const auto& b : diff.bindings_added) kept.insert(b.id);
   const MarkLayout& marks = reconciler_.marks();
   size_t flushed = 0;
-  for (const auto& b : diff.bindings_removed) {
-    if (kept.count(b.id)) continue;
+  for (const auto& b : bindings_gone(diff)) {
     try {
       const size_t n = conntrack_.flush(marks.mark_for(b.id), marks.mask());
       flushed += n;
@@ -45,13 +40,8 @@ void Agent::load_persisted() {
   for (size_t i = 0; i < loaded->journal.size(); ++i) {
     const auto& record = loaded->journal[i];
     try {
-      std::vector<Edit> edits;
-      if (record.contains("edits")) {
-        for (const auto& one : record.at("edits")) edits.push_back(edit_from_json(one));
-      } else {
-        edits.push_back(edit_from_json(record.at("edit")));
-      }
-      for (const auto& e : edits) {
+      for (const auto& one : record.at("edits")) {
+        const Edit e = edit_from_json(one);
         check_edit(persisted_->state, e);
         apply_edit(persisted_->state, e);
       }
@@ -89,30 +79,31 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
   if (!persisted_) persisted_ = PersistedState{};
   const bool same_state = persisted_->state == desired;
   if (same_state && !report.kernel_changed() && store_.journal_length() == 0) return report;
-
   // While running, a document that differs in a few places is journaled as
-  // the edits between the two states, so that applying it costs no rewrite of
-  // the whole state; at start-up (and for large differences) a snapshot is
-  // written.
-  std::vector<Edit> edits;
-  if (mode == ApplyMode::kIncremental) edits = edits_between(persisted_->state, desired);
+  // the edits between the two states; at start-up a snapshot is written.
+  const std::vector<Edit> edits = mode == ApplyMode::kIncremental
+                                      ? edits_between(persisted_->state, desired)
+                                      : std::vector<Edit>{};
   persisted_->state = desired;
+  persist(edits, diff, /*snapshot=*/mode == ApplyMode::kReplace);
+  return report;
+}
+
+void Agent::persist(const std::vector<Edit>& edits, const DatapathDiff& diff, bool snapshot) {
   for (const auto& b : diff.bindings_removed) persisted_->ids.erase(b.key);
   for (const auto& b : diff.bindings_added) persisted_->ids[b.key] = b.id;
-  if (mode == ApplyMode::kIncremental && store_.journal_length() + edits.size() < kJournalLimit) {
-    if (!edits.empty()) {
-      nlohmann::json record = {{"edits", nlohmann::json::array()},
-                               {"ids", nlohmann::json::array()}};
-      for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
-      for (const auto& b : diff.bindings_added)
-        record["ids"].push_back(
-            {{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
-      store_.append(record);
-    }
-  } else {
+  if (snapshot || store_.journal_length() + edits.size() >= kJournalLimit) {
     store_.save(*persisted_);
+    return;
   }
-  return report;
+  if (edits.empty()) return;
+  // One record per change, so that a change is replayed whole or not at all.
+  nlohmann::json record = {{"edits", nlohmann::json::array()}, {"ids", nlohmann::json::array()}};
+  for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
+  for (const auto& b : diff.bindings_added)
+    record["ids"].push_back(
+        {{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
+  store_.append(record);
 }
 
 ApplyReport Agent::edit(const Edit& e) {
@@ -124,17 +115,7 @@ ApplyReport Agent::edit(const Edit& e) {
   apply_edit(persisted_->state, e);
   applied_ = std::move(change.next);
   report.connections_flushed = flush_removed(change.diff);
-  nlohmann::json ids = nlohmann::json::array();
-  for (const auto& b : change.diff.bindings_removed) persisted_->ids.erase(b.key);
-  for (const auto& b : change.diff.bindings_added) {
-    persisted_->ids[b.key] = b.id;
-    ids.push_back({{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
-  }
-  if (store_.journal_length() + 1 >= kJournalLimit) {
-    store_.save(*persisted_);
-  } else {
-    store_.append({{"edit", edit_to_json(e)}, {"ids", std::move(ids)}});
-  }
+  persist({e}, change.diff, /*snapshot=*/false);
   return report;
 }
 
@@ -142,11 +123,8 @@ size_t Agent::flush(const std::optional<ServiceKey>& service,
                     const std::optional<std::string>& backend) {
   const MarkLayout& marks = reconciler_.marks();
   size_t flushed = 0;
-  for (const auto& b : applied_.bindings) {
-    if (service && b.key.service != *service) continue;
-    if (backend && b.key.backend != *backend) continue;
-    flushed += conntrack_.flush(marks.mark_for(b.id), marks.mask());
-  }
+  for (const Binding* b : select_bindings(applied_, service, backend))
+    flushed += conntrack_.flush(marks.mark_for(b->id), marks.mask());
   spdlog::info("flush{}{}: {} connections", service ? " " + service->str() : "",
                backend ? " backend " + *backend : "", flushed);
   return flushed;
@@ -159,12 +137,9 @@ size_t Agent::connections(const std::optional<ServiceKey>& service,
   if (service || backend) {
     // The kernel filters by each selected binding's mark.
     size_t total = 0;
-    for (const auto& b : applied_.bindings) {
-      if (service && b.key.service != *service) continue;
-      if (backend && b.key.backend != *backend) continue;
-      total += conntrack_.list(marks.mark_for(b.id), marks.mask(),
-                               [&](const ConntrackEntry& e) { each(b, e); });
-    }
+    for (const Binding* b : select_bindings(applied_, service, backend))
+      total += conntrack_.list(marks.mark_for(b->id), marks.mask(),
+                               [&](const ConntrackEntry& e) { each(*b, e); });
     return total;
   }
   // One dump of the whole table, each entry matched to its binding by the

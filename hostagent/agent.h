@@ -59,6 +59,10 @@ class Agent {
 
  private:
   ApplyReport apply(const State& desired, ApplyMode mode);
+  // Records a change that the kernel holds: identities, then one journal
+  // record with its edits, or a snapshot (at start-up, or when the journal is
+  // long).
+  void persist(const std::vector<Edit>& edits, const DatapathDiff& diff, bool snapshot);
 
   // Deletes the connections of bindings that are gone. The change itself has
   // succeeded by then; a failure here is logged, not undone.

@@ -77,6 +77,27 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   return out;
 }
 
+std::vector<const Binding*> select_bindings(const Datapath& datapath,
+                                            const std::optional<ServiceKey>& service,
+                                            const std::optional<std::string>& backend) {
+  std::vector<const Binding*> out;
+  for (const auto& b : datapath.bindings) {
+    if (service && b.key.service != *service) continue;
+    if (backend && b.key.backend != *backend) continue;
+    out.push_back(&b);
+  }
+  return out;
+}
+
+std::vector<Binding> bindings_gone(const DatapathDiff& diff) {
+  std::set<uint32_t> rewritten;
+  for (const auto& b : diff.bindings_added) rewritten.insert(b.id);
+  std::vector<Binding> out;
+  for (const auto& b : diff.bindings_removed)
+    if (!rewritten.count(b.id)) out.push_back(b);
+  return out;
+}
+
 DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
   DatapathDiff diff;
   auto by_key = [](const Binding& a, const Binding& b) { return a.key < b.key; };

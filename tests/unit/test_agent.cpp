@@ -284,7 +284,7 @@ TEST_F(AgentTest, ATornLastJournalRecordIsDropped) {
   for (const auto& entry : std::filesystem::directory_iterator(dir_))
     if (entry.path().filename().string().rfind("journal-", 0) == 0) journal = entry.path();
   ASSERT_FALSE(journal.empty());
-  std::ofstream(journal, std::ios::app) << R"({"edit":{"op":"service.del","serv)";
+  std::ofstream(journal, std::ios::app) << R"({"edits":[{"op":"service.del","serv)";
   Daemon d(nft_, routes_, sysctls_, dir_);
   EXPECT_EQ(d.agent.current(), expected);
 }

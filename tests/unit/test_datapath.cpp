@@ -152,3 +152,39 @@ TEST(PersistedState, RejectsForeignOrCorruptFiles) {
 
 }  // namespace
 }  // namespace hostlb
+
+namespace hostlb {
+namespace {
+
+TEST(SelectBindings, ByServiceByBackendOrAll) {
+  Datapath dp = compile_datapath(two_backends(), {}, MarkLayout(MarkLayout::kDefaultMask));
+  auto keys = [](const std::vector<const Binding*>& bindings) {
+    std::vector<std::string> out;
+    for (const Binding* b : bindings) out.push_back(b->key.str());
+    return out;
+  };
+  const auto ten = parse_service_key("203.0.113.10:80/tcp");
+  EXPECT_EQ(
+      keys(select_bindings(dp, ten, std::nullopt)),
+      (std::vector<std::string>{"203.0.113.10:80/tcp -> web-1", "203.0.113.10:80/tcp -> web-2"}));
+  EXPECT_EQ(keys(select_bindings(dp, std::nullopt, std::string("web-2"))),
+            (std::vector<std::string>{"203.0.113.10:80/tcp -> web-2"}));
+  EXPECT_EQ(keys(select_bindings(dp, ten, std::string("web-1"))),
+            (std::vector<std::string>{"203.0.113.10:80/tcp -> web-1"}));
+  EXPECT_EQ(select_bindings(dp, std::nullopt, std::nullopt).size(), dp.bindings.size());
+}
+
+TEST(BindingsGone, RemovedButNotRewritten) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  State state = two_backends();
+  Datapath before = compile_datapath(state, {}, marks);
+  state.services[0].backends[0].port = 9090;  // 20:80 -> web-1 re-pointed: keeps its connections
+  state.services[1].backends.pop_back();      // 10:80 -> web-1 goes
+  Datapath after = compile_datapath(state, before.ids(), marks);
+  const auto gone = bindings_gone(diff_datapath(before, after));
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].key.str(), "203.0.113.10:80/tcp -> web-1");
+}
+
+}  // namespace
+}  // namespace hostlb

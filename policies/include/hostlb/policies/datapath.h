@@ -8,6 +8,7 @@
 #include <compare>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -108,8 +109,19 @@ struct DatapathDiff {
   bool empty() const { return !changes_ruleset() && hosts_added.empty() && hosts_removed.empty(); }
 };
 
+// Bindings of one service, of one backend, of one backend in one service, or
+// all of them when neither is given.
+std::vector<const Binding*> select_bindings(const Datapath& datapath,
+                                            const std::optional<ServiceKey>& service,
+                                            const std::optional<std::string>& backend);
+
 // A binding whose target changed appears as removed and added (its identity
 // is the same; the kernel object is rewritten).
 DatapathDiff diff_datapath(const Datapath& before, const Datapath& after);
+
+// The bindings a diff removes for good, whose connections are to be flushed:
+// removed and not rewritten under the same identity (a re-pointed binding
+// keeps its connections, which go where they went).
+std::vector<Binding> bindings_gone(const DatapathDiff& diff);
 
 }  // namespace hostlb
