@@ -5,14 +5,18 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/nft_batch.h"
 #include "nft_internal.h"
 
 namespace hostlb {
 namespace {
 
 using MnlSocketPtr = std::unique_ptr<mnl_socket, decltype(&mnl_socket_close)>;
+
+void send_nft_batch(const NftBatch& batch);
 
 class KernelRuleset final : public NftRuleset {
  public:
@@ -38,8 +42,7 @@ class KernelRuleset final : public NftRuleset {
   uint32_t next_seq_ = 1;
 };
 
-}  // namespace
-
+// Sends a batch over NETLINK_NETFILTER and waits for the kernel's verdict.
 void send_nft_batch(const NftBatch& batch) {
   const std::string what =
       "applying an nftables change (" + std::to_string(batch.messages) + " messages)";
@@ -60,15 +63,15 @@ void send_nft_batch(const NftBatch& batch) {
   bool acked = false;
   uint32_t failed_seq = 0;
   int failed_errno = 0;
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       throw KernelError(what, std::string("receiving the answer: ") + std::strerror(errno));
     }
-    const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf);
+    const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
     int left = static_cast<int>(n);
     for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
       if (nlh->nlmsg_type != NLMSG_ERROR) continue;
@@ -87,6 +90,8 @@ void send_nft_batch(const NftBatch& batch) {
   }
   if (!acked) throw KernelError(what, "the kernel did not acknowledge the batch");
 }
+
+}  // namespace
 
 std::unique_ptr<NftRuleset> make_kernel_ruleset() { return std::make_unique<KernelRuleset>(); }
 

@@ -6,10 +6,7 @@
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <chrono>
-#include <functional>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
