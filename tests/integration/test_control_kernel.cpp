@@ -274,6 +274,34 @@ TEST_F(ControlTest, ConnectionsListsExactlyTheLiveFlowsAndAgreesWithConntrack) {
   EXPECT_EQ(ctl("connections --service 203.0.113.99:80/tcp").exit_code, 1);
 }
 
+TEST_F(ControlTest, ATableEditedBehindHostlbdsBackIsRebuiltOnTheNextChange) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(one_service());
+  // Someone deletes an element hostlbd owns: the next change that touches it
+  // fails in the kernel (ENOENT), and hostlbd rebuilds the table whole.
+  ASSERT_EQ(lab_.in("hv",
+                    "nft delete element inet hostlb targets4 '{ 02:00:00:00:01:11 . "
+                    "203.0.113.20 . tcp . 80 }'")
+                .exit_code,
+            0);
+  auto r = ctl("service detach 203.0.113.20:80/tcp web-1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(daemon->wait_for_log("incremental nftables change failed")) << daemon->log();
+  EXPECT_NE(daemon->log().find("deleting element 203.0.113.20:80/tcp -> web-1 from targets4: "
+                               "No such file or directory"),
+            std::string::npos)
+      << daemon->log();
+  // The rebuilt table is the one a fresh start builds, and it serves.
+  const std::string rebuilt = lab_.in("hv", "nft list table inet hostlb").output;
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  Hostlbd again(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", socket_path()});
+  ASSERT_TRUE(again.start()) << again.log();
+  EXPECT_EQ(lab_.in("hv", "nft list table inet hostlb").output, rebuilt);
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  TcpClient client(lab_, "c1", kVip10, 80);
+  EXPECT_EQ(client.read_line(), "vm1 local=198.18.1.11:8080 peer=" + client.local());
+}
+
 TEST_F(ControlTest, ChangesSurviveARestartAndAReboot) {
   BackendServer vm2(lab_, "vm2", 8080);
   auto daemon = start_hostlbd(one_service());
