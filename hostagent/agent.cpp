@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -12,17 +14,31 @@ namespace {
 const State kEmptyState;
 }
 
-Agent::Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack)
-    : reconciler_(reconciler), store_(store), conntrack_(conntrack) {}
+Agent::Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack,
+             AgentOptions options)
+    : reconciler_(reconciler), store_(store), conntrack_(conntrack), options_(std::move(options)) {}
 
-size_t Agent::flush_removed(const DatapathDiff& diff) {
+int64_t Agent::now() const {
+  if (options_.clock) return options_.clock();
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+const Retirements& Agent::retired() const {
+  static const Retirements kNone;
+  return persisted_ ? persisted_->retired : kNone;
+}
+
+size_t Agent::flush_bindings(const std::vector<Binding>& bindings) {
   const MarkLayout& marks = reconciler_.marks();
   size_t flushed = 0;
-  for (const auto& b : bindings_gone(diff)) {
+  for (const auto& b : bindings) {
     try {
       const size_t n = conntrack_.flush(marks.mark_for(b.id), marks.mask());
       flushed += n;
       if (n > 0) spdlog::info("flushed {} connections of {}", n, b.key.str());
+      if (flush_observer_) flush_observer_(b, n);
     } catch (const std::exception& e) {
       spdlog::error("{} is gone but its connections could not be flushed: {}", b.key.str(),
                     e.what());
@@ -36,7 +52,7 @@ void Agent::load_persisted() {
   if (!loaded) return;
   persisted_ = std::move(loaded->snapshot);
   // Replay the edits journaled since the snapshot, with the identities they
-  // gave their bindings.
+  // gave their bindings and the retirements they started.
   for (size_t i = 0; i < loaded->journal.size(); ++i) {
     const auto& record = loaded->journal[i];
     try {
@@ -50,73 +66,152 @@ void Agent::load_persisted() {
         if (!key) throw DocumentError("ids", "bad service key");
         persisted_->ids[{*key, id.at("backend").get<std::string>()}] = id.at("id").get<uint32_t>();
       }
+      Retirements::Change change;
+      for (const auto& one : record.value("retired", nlohmann::json::array()))
+        change.retired.push_back(retired_from_json(one, "retired"));
+      for (const auto& one : record.value("restored", nlohmann::json::array())) {
+        auto key = parse_service_key(one.at("service").get<std::string>());
+        if (!key) throw DocumentError("restored", "bad service key");
+        change.restored.push_back({*key, one.at("backend").get<std::string>()});
+      }
+      persisted_->retired.replay(change);
     } catch (const std::exception& e) {
       throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
                        " does not apply: " + e.what());
     }
   }
+  // Identities are held by bindings and by draining bindings, nothing else
+  // (a journal records the identities a change gives, not those it frees).
+  const BindingIds reserved = persisted_->retired.reserved_ids();
+  std::erase_if(persisted_->ids, [&](const auto& entry) {
+    if (reserved.count(entry.first)) return false;
+    const Service* service = nullptr;
+    for (const auto& s : persisted_->state.services)
+      if (s.key == entry.first.service) service = &s;
+    if (service == nullptr) return true;
+    return std::none_of(service->backends.begin(), service->backends.end(),
+                        [&](const BackendRef& r) { return r.name == entry.first.backend; });
+  });
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.
   applied_ = compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks());
-  spdlog::info("loaded persisted state from {}: {} backends, {} services", store_.state_path(),
-               persisted_->state.backends.size(), persisted_->state.services.size());
+  applied_.refused = persisted_->retired.refused_for(applied_);
+  spdlog::info("loaded persisted state from {}: {} backends, {} services, {} retired bindings",
+               store_.state_path(), persisted_->state.backends.size(),
+               persisted_->state.services.size(), persisted_->retired.entries().size());
 }
 
 ApplyReport Agent::start(const std::optional<State>& desired) {
   const State state = desired ? *desired : current();
-  return apply(state, ApplyMode::kReplace);
+  return apply(state, ApplyMode::kReplace, 0);
 }
 
-ApplyReport Agent::change(const State& desired) { return apply(desired, ApplyMode::kIncremental); }
+ApplyReport Agent::change(const State& desired, uint32_t drain_seconds) {
+  return apply(desired, ApplyMode::kIncremental, drain_seconds);
+}
 
-ApplyReport Agent::apply(const State& desired, ApplyMode mode) {
-  const BindingIds previous_ids = persisted_ ? persisted_->ids : BindingIds{};
-  Datapath next = compile_datapath(desired, previous_ids, reconciler_.marks());
-  const DatapathDiff diff = diff_datapath(applied_, next);
-  ApplyReport report = reconciler_.apply(next, applied_, diff, mode);
-  applied_ = std::move(next);
-  report.connections_flushed = flush_removed(diff);
+ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_seconds) {
   if (!persisted_) persisted_ = PersistedState{};
+  Datapath next = compile_datapath(desired, persisted_->ids, reconciler_.marks());
+  DatapathDiff diff = diff_datapath(applied_, next);
   const bool same_state = persisted_->state == desired;
-  if (same_state && !report.kernel_changed() && store_.journal_length() == 0) return report;
+  if (same_state && mode == ApplyMode::kIncremental && diff.bindings_added.empty() &&
+      diff.bindings_removed.empty() && diff.hosts_added.empty() && diff.hosts_removed.empty())
+    return {};
   // While running, a document that differs in a few places is journaled as
   // the edits between the two states; at start-up a snapshot is written.
   const std::vector<Edit> edits = mode == ApplyMode::kIncremental
                                       ? edits_between(persisted_->state, desired)
                                       : std::vector<Edit>{};
-  persisted_->state = desired;
-  persist(edits, diff, /*snapshot=*/mode == ApplyMode::kReplace);
+  return commit(
+      std::move(next), std::move(diff), mode, drain_seconds, [&](State& state) { state = desired; },
+      edits);
+}
+
+ApplyReport Agent::edit(const Edit& e, uint32_t drain_seconds) {
+  if (!persisted_) persisted_ = PersistedState{};
+  check_edit(persisted_->state, e);
+  DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks(),
+                                          persisted_->retired.reserved_ids());
+  return commit(std::move(change.next), std::move(change.diff), ApplyMode::kIncremental,
+                drain_seconds, [&](State& state) { apply_edit(state, e); }, {e});
+}
+
+ApplyReport Agent::commit(Datapath next, DatapathDiff diff, ApplyMode mode, uint32_t drain_seconds,
+                          const std::function<void(State&)>& update_state,
+                          const std::vector<Edit>& edits) {
+  // The retirements are updated on a copy: if the kernel refuses the
+  // change, nothing of it happened.
+  Retirements retired = persisted_->retired;
+  const Retirements::Change retirement = retired.record(
+      bindings_gone(diff), next, diff, applied_, {now(), drain_seconds, options_.refuse_seconds});
+  ApplyReport report = reconciler_.apply(next, applied_, diff, mode);
+  applied_ = std::move(next);
+  persisted_->retired = std::move(retired);
+  update_state(persisted_->state);
+  report.connections_flushed = flush_bindings(retirement.flush_now);
+  report.bindings_draining = 0;
+  for (const auto& r : retirement.retired) report.bindings_draining += r.draining() ? 1 : 0;
+  if (report.bindings_draining > 0)
+    spdlog::info("{} bindings drain for {} s", report.bindings_draining, drain_seconds);
+  persist(edits, diff, retirement, /*snapshot=*/mode == ApplyMode::kReplace);
   return report;
 }
 
-void Agent::persist(const std::vector<Edit>& edits, const DatapathDiff& diff, bool snapshot) {
-  for (const auto& b : diff.bindings_removed) persisted_->ids.erase(b.key);
+size_t Agent::expire() {
+  if (!persisted_) return 0;
+  const auto deadline = persisted_->retired.next_deadline();
+  const int64_t t = now();
+  if (!deadline || *deadline > t) return 0;
+  Datapath next = applied_;
+  DatapathDiff diff;
+  Retirements retired = persisted_->retired;
+  const Retirements::Expiry expiry = retired.expire(t, next, diff, applied_);
+  if (diff.changes_ruleset()) reconciler_.apply(next, applied_, diff, ApplyMode::kIncremental);
+  applied_ = std::move(next);
+  persisted_->retired = std::move(retired);
+  // The identities become free only once their connections are gone.
+  const size_t flushed = flush_bindings(expiry.drained);
+  for (const auto& b : expiry.drained) {
+    spdlog::info("drain of {} ended", b.key.str());
+    auto it = persisted_->ids.find(b.key);
+    if (it != persisted_->ids.end() && it->second == b.id) persisted_->ids.erase(it);
+  }
+  if (expiry.refusals_ended > 0)
+    spdlog::info("{} removed bindings no longer refused", expiry.refusals_ended);
+  store_.save(*persisted_);
+  return flushed;
+}
+
+void Agent::persist(const std::vector<Edit>& edits, const DatapathDiff& diff,
+                    const Retirements::Change& retirement, bool snapshot) {
+  std::set<BindingKey> draining;
+  for (const auto& r : retirement.retired)
+    if (r.draining()) draining.insert(r.binding.key);
+  for (const auto& b : diff.bindings_removed)
+    if (!draining.count(b.key)) persisted_->ids.erase(b.key);
   for (const auto& b : diff.bindings_added) persisted_->ids[b.key] = b.id;
   if (snapshot || store_.journal_length() + edits.size() >= kJournalLimit) {
     store_.save(*persisted_);
     return;
   }
-  if (edits.empty()) return;
+  if (edits.empty() && retirement.retired.empty() && retirement.restored.empty()) return;
   // One record per change, so that a change is replayed whole or not at all.
   nlohmann::json record = {{"edits", nlohmann::json::array()}, {"ids", nlohmann::json::array()}};
   for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
   for (const auto& b : diff.bindings_added)
     record["ids"].push_back(
         {{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
+  if (!retirement.retired.empty()) {
+    auto& list = record["retired"] = nlohmann::json::array();
+    for (const auto& r : retirement.retired) list.push_back(retired_to_json(r));
+  }
+  if (!retirement.restored.empty()) {
+    auto& list = record["restored"] = nlohmann::json::array();
+    for (const auto& k : retirement.restored)
+      list.push_back({{"service", k.service.str()}, {"backend", k.backend}});
+  }
   store_.append(record);
-}
-
-ApplyReport Agent::edit(const Edit& e) {
-  if (!persisted_) persisted_ = PersistedState{};
-  check_edit(persisted_->state, e);
-  DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks());
-  ApplyReport report =
-      reconciler_.apply(change.next, applied_, change.diff, ApplyMode::kIncremental);
-  apply_edit(persisted_->state, e);
-  applied_ = std::move(change.next);
-  report.connections_flushed = flush_removed(change.diff);
-  persist({e}, change.diff, /*snapshot=*/false);
-  return report;
 }
 
 size_t Agent::flush(const std::optional<ServiceKey>& service,
@@ -160,7 +255,9 @@ size_t Agent::connections(const std::optional<ServiceKey>& service,
 void Agent::cleanup() {
   reconciler_.cleanup(applied_);
   applied_ = Datapath{};
-  persisted_ = PersistedState{{}, {}, persisted_ ? persisted_->generation : 0};
+  PersistedState empty;
+  empty.generation = persisted_ ? persisted_->generation : 0;
+  persisted_ = std::move(empty);
   store_.save(*persisted_);
 }
 

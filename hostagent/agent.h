@@ -14,9 +14,21 @@
 
 namespace hostlb {
 
+struct AgentOptions {
+  // How long new connections to a removed binding are still refused (after
+  // its drain, if any): gateways may keep sending them for a while.
+  uint32_t refuse_seconds = 60;
+  // Unix time in seconds; the system clock when empty.
+  std::function<int64_t()> clock;
+};
+
+// A drain ended or a flush happened: how many connections went, per binding.
+using FlushObserver = std::function<void(const Binding&, size_t flushed)>;
+
 class Agent {
  public:
-  Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack);
+  Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrack,
+        AgentOptions options = {});
 
   // Loads what the previous run persisted (if anything). Throws StoreError.
   void load_persisted();
@@ -29,13 +41,25 @@ class Agent {
   // One control command while running: checked and turned into a datapath
   // change without rebuilding anything, applied, journaled. Same failure
   // guarantees as change().
-  ApplyReport edit(const Edit& edit);
+  ApplyReport edit(const Edit& edit, uint32_t drain_seconds = 0);
 
   // A change while running: touches only what differs. On success the
   // kernel holds `desired` and it is persisted; on failure
   // (PreconditionError, KernelError, IdSpaceExhausted, StoreError) the
-  // current state stays current.
-  ApplyReport change(const State& desired);
+  // current state stays current. Bindings it removes are flushed at once,
+  // or drain for `drain_seconds` (no new connections, the established ones
+  // continue, what is left is flushed at the end).
+  ApplyReport change(const State& desired, uint32_t drain_seconds = 0);
+
+  // Ends the drains and refusals that are due: flushes what drained, takes
+  // the keys out of the refuse sets, writes a snapshot. Returns how many
+  // connections were flushed.
+  size_t expire();
+  // When expire() next has something to do (unix seconds).
+  std::optional<int64_t> next_deadline() const { return retired().next_deadline(); }
+  const Retirements& retired() const;
+
+  void set_flush_observer(FlushObserver observer) { flush_observer_ = std::move(observer); }
 
   void cleanup();
 
@@ -58,19 +82,29 @@ class Agent {
   static constexpr size_t kJournalLimit = 1000;
 
  private:
-  ApplyReport apply(const State& desired, ApplyMode mode);
+  ApplyReport apply(const State& desired, ApplyMode mode, uint32_t drain_seconds);
+  // The common end of every change: retires the bindings it removes, applies
+  // it to the kernel, flushes what does not drain, persists. Nothing is
+  // changed (in hostlbd or the kernel) if the kernel refuses.
+  ApplyReport commit(Datapath next, DatapathDiff diff, ApplyMode mode, uint32_t drain_seconds,
+                     const std::function<void(State&)>& update_state,
+                     const std::vector<Edit>& edits);
   // Records a change that the kernel holds: identities, then one journal
-  // record with its edits, or a snapshot (at start-up, or when the journal is
-  // long).
-  void persist(const std::vector<Edit>& edits, const DatapathDiff& diff, bool snapshot);
+  // record with its edits and retirements, or a snapshot (at start-up, or
+  // when the journal is long).
+  void persist(const std::vector<Edit>& edits, const DatapathDiff& diff,
+               const Retirements::Change& retirement, bool snapshot);
 
-  // Deletes the connections of bindings that are gone. The change itself has
+  // Deletes the connections of these bindings. The change itself has
   // succeeded by then; a failure here is logged, not undone.
-  size_t flush_removed(const DatapathDiff& diff);
+  size_t flush_bindings(const std::vector<Binding>& bindings);
+  int64_t now() const;
 
   Reconciler& reconciler_;
   StateStore& store_;
   ConntrackTable& conntrack_;
+  AgentOptions options_;
+  FlushObserver flush_observer_;
   std::optional<PersistedState> persisted_;
   Datapath applied_;
 };

@@ -47,6 +47,7 @@ struct ApplyReport {
   size_t hosts_removed = 0;
   bool replaced_table = false;
   size_t connections_flushed = 0;  // of bindings that are gone
+  size_t bindings_draining = 0;    // gone, their connections left to drain
   bool kernel_changed() const {
     return replaced_table || bindings_added || bindings_removed || hosts_added || hosts_removed;
   }

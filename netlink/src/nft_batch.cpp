@@ -166,10 +166,18 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
                           {vip.bytes().begin(), vip.bytes().begin() + vip.size()}, {}, add,
                           "VIP " + vip.str());
   };
+  auto refused = [&](const std::vector<RefuseKey>& list, bool add) {
+    for (const auto& key : list)
+      encoder.set_element(nft_names::refuse_set(key.service.vip.family()),
+                          nft_names::element_key(key.mac, key.service), {}, add,
+                          key.service.str() + " via " + key.mac.str());
+  };
   macs(diff.guard_macs_removed, false);
   vips(diff.guard_vips_removed, false);
+  refused(diff.refused_removed, false);
   macs(diff.guard_macs_added, true);
   vips(diff.guard_vips_added, true);
+  refused(diff.refused_added, true);
   encoder.finish();
   return batch;
 }

@@ -10,4 +10,7 @@ namespace hostlb {
 // Runs an nft script (one transaction) with libnftables in a forked helper.
 NftRunStats run_nft_script_in_helper(const std::string& what, const std::string& script);
 
+// The counters of hostlb's table (zero where the table or set is missing).
+NftRuleset::Counters read_nft_counters();
+
 }  // namespace hostlb

@@ -20,11 +20,15 @@ void send_nft_batch(const NftBatch& batch);
 
 class KernelRuleset final : public NftRuleset {
  public:
+  explicit KernelRuleset(RefusePolicy refuse) : refuse_(refuse) {}
+
   NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) override {
     return run_nft_script_in_helper(
         "replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
-        render_full_ruleset(datapath, marks));
+        render_full_ruleset(datapath, marks, refuse_));
   }
+
+  Counters counters() override { return read_nft_counters(); }
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
     if (!diff.changes_ruleset()) return;
@@ -39,6 +43,7 @@ class KernelRuleset final : public NftRuleset {
   }
 
  private:
+  RefusePolicy refuse_;
   uint32_t next_seq_ = 1;
 };
 
@@ -93,6 +98,8 @@ void send_nft_batch(const NftBatch& batch) {
 
 }  // namespace
 
-std::unique_ptr<NftRuleset> make_kernel_ruleset() { return std::make_unique<KernelRuleset>(); }
+std::unique_ptr<NftRuleset> make_kernel_ruleset(RefusePolicy refuse) {
+  return std::make_unique<KernelRuleset>(refuse);
+}
 
 }  // namespace hostlb

@@ -22,19 +22,28 @@ inline std::string marks_map(IpFamily family) {
 
 // The map key as nf_tables stores a concatenation: each field padded to a
 // multiple of 4 bytes (MAC 6+2, address 4 or 16, l4proto 1+3, port 2+2).
-inline std::vector<uint8_t> element_key(const Binding& binding) {
+inline std::vector<uint8_t> element_key(const MacAddress& frame_mac, const ServiceKey& service) {
   std::vector<uint8_t> key;
-  const auto& mac = binding.mac.bytes();
+  const auto& mac = frame_mac.bytes();
   key.insert(key.end(), mac.begin(), mac.end());
   key.insert(key.end(), 2, 0);
-  const auto& vip = binding.key.service.vip;
+  const auto& vip = service.vip;
   key.insert(key.end(), vip.bytes().begin(), vip.bytes().begin() + vip.size());
-  key.push_back(binding.key.service.protocol == Protocol::kTcp ? 6 : 17);
+  key.push_back(service.protocol == Protocol::kTcp ? 6 : 17);
   key.insert(key.end(), 3, 0);
-  key.push_back(static_cast<uint8_t>(binding.key.service.port >> 8));
-  key.push_back(static_cast<uint8_t>(binding.key.service.port & 0xff));
+  key.push_back(static_cast<uint8_t>(service.port >> 8));
+  key.push_back(static_cast<uint8_t>(service.port & 0xff));
   key.insert(key.end(), 2, 0);
   return key;
+}
+inline std::vector<uint8_t> element_key(const Binding& binding) {
+  return element_key(binding.mac, binding.key.service);
+}
+
+// Keys (same layout) whose new connections are refused; each element has
+// a counter of the packets refused.
+inline std::string refuse_set(IpFamily family) {
+  return family == IpFamily::kV4 ? "refuse4" : "refuse6";
 }
 
 inline constexpr const char* kGuardMacs = "guard_macs";

@@ -35,12 +35,23 @@ void add_elements(std::string& out, const std::string& map, const std::vector<st
 
 }  // namespace
 
+std::string_view refuse_policy_name(RefusePolicy policy) {
+  return policy == RefusePolicy::kReject ? "reject" : "drop";
+}
+
+std::optional<RefusePolicy> parse_refuse_policy(std::string_view text) {
+  if (text == "reject") return RefusePolicy::kReject;
+  if (text == "drop") return RefusePolicy::kDrop;
+  return std::nullopt;
+}
+
 std::string render_delete_ruleset() {
   // "add" first so that "delete" cannot fail on a table that is not there.
   return "add table " + table_ref() + "\ndelete table " + table_ref() + "\n";
 }
 
-std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks) {
+std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks,
+                                RefusePolicy refuse) {
   const std::string table = table_ref();
   std::string out = render_delete_ruleset();
   out += "add table " + table + "\n";
@@ -63,6 +74,26 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
     out += "add rule " + table + " guard ether saddr @" + nft_names::kGuardMacs + " " +
            (family == IpFamily::kV4 ? "ip" : "ip6") + " saddr @" + nft_names::guard_vips(family) +
            " counter name guard_drops drop\n";
+  }
+  // Refusal: after conntrack (only new connections) and before DNAT. Each
+  // rule looks the key up once, so each refused packet is counted once.
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string addr = family == IpFamily::kV4 ? "ipv4_addr" : "ipv6_addr";
+    out += "add set " + table + " " + nft_names::refuse_set(family) + " { type ether_addr . " +
+           addr + " . inet_proto . inet_service; counter; }\n";
+  }
+  out += "add chain " + table +
+         " refuse { type filter hook prerouting priority mangle; policy accept; }\n";
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string match =
+        "ct state new " + lookup_key(family) + " @" + nft_names::refuse_set(family);
+    if (refuse == RefusePolicy::kDrop) {
+      out += "add rule " + table + " refuse " + match + " drop\n";
+    } else {
+      out += "add rule " + table + " refuse meta l4proto tcp " + match + " reject with tcp reset\n";
+      out += "add rule " + table + " refuse meta l4proto udp " + match +
+             " reject with icmpx port-unreachable\n";
+    }
   }
   out += "add chain " + table +
          " prerouting { type nat hook prerouting priority dstnat; policy accept; }\n";
@@ -96,6 +127,15 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
     for (const auto& vip : datapath.guard_vips)
       if (vip.family() == family) vips.push_back(vip.str());
     add_elements(out, nft_names::guard_vips(family), vips);
+  }
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    std::vector<std::string> keys;
+    for (const auto& key : datapath.refused)
+      if (key.service.vip.family() == family)
+        keys.push_back(key.mac.str() + " . " + key.service.vip.str() + " . " +
+                       std::string(protocol_name(key.service.protocol)) + " . " +
+                       std::to_string(key.service.port));
+    add_elements(out, nft_names::refuse_set(family), keys);
   }
   return out;
 }

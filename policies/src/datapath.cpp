@@ -124,7 +124,19 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
   };
   both_ways(before.guard_macs, after.guard_macs, diff.guard_macs_added, diff.guard_macs_removed);
   both_ways(before.guard_vips, after.guard_vips, diff.guard_vips_added, diff.guard_vips_removed);
+  both_ways(before.refused, after.refused, diff.refused_added, diff.refused_removed);
   return diff;
+}
+
+void set_refused(Datapath& next, std::vector<RefuseKey> refused, const Datapath& before,
+                 DatapathDiff& diff) {
+  next.refused = std::move(refused);
+  diff.refused_added.clear();
+  diff.refused_removed.clear();
+  std::set_difference(before.refused.begin(), before.refused.end(), next.refused.begin(),
+                      next.refused.end(), std::back_inserter(diff.refused_removed));
+  std::set_difference(next.refused.begin(), next.refused.end(), before.refused.begin(),
+                      before.refused.end(), std::back_inserter(diff.refused_added));
 }
 
 }  // namespace hostlb

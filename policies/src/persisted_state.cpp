@@ -6,6 +6,42 @@
 
 namespace hostlb {
 
+nlohmann::json retired_to_json(const RetiredBinding& entry) {
+  const Binding& b = entry.binding;
+  return {
+      {"service", b.key.service.str()},   {"backend", b.key.backend},          {"mac", b.mac.str()},
+      {"target", b.target.str()},         {"target_port", b.target_port},      {"id", b.id},
+      {"drain_until", entry.drain_until}, {"refuse_until", entry.refuse_until}};
+}
+
+RetiredBinding retired_from_json(const nlohmann::json& value, const std::string& path) {
+  auto field = [&](const char* name) -> const nlohmann::json& {
+    if (!value.is_object() || !value.contains(name))
+      throw DocumentError(path + "." + name, "is required");
+    return value[name];
+  };
+  try {
+    RetiredBinding out;
+    std::string reason;
+    auto key = parse_service_key(field("service").get<std::string>(), &reason);
+    if (!key) throw DocumentError(path + ".service", reason);
+    auto mac = MacAddress::parse(field("mac").get<std::string>());
+    if (!mac) throw DocumentError(path + ".mac", "is not a MAC address");
+    auto target = IpAddress::parse(field("target").get<std::string>());
+    if (!target) throw DocumentError(path + ".target", "is not an IP address");
+    out.binding = {{*key, field("backend").get<std::string>()},
+                   *mac,
+                   *target,
+                   field("target_port").get<uint16_t>(),
+                   field("id").get<uint32_t>()};
+    out.drain_until = field("drain_until").get<int64_t>();
+    out.refuse_until = field("refuse_until").get<int64_t>();
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    throw DocumentError(path, std::string("has a field of the wrong type: ") + e.what());
+  }
+}
+
 std::string persisted_state_to_text(const PersistedState& persisted) {
   // Written piece by piece, one object a line: a tree of the whole state
   // would cost several times the state's own memory at every snapshot.
@@ -29,6 +65,9 @@ std::string persisted_state_to_text(const PersistedState& persisted) {
                                   {"backend", entry.first.backend},
                                   {"id", entry.second}};
   });
+  out += "],\n\"retired\":[";
+  const auto& retired = persisted.retired.entries();
+  append_list(retired.begin(), retired.end(), retired_to_json);
   out += "]}\n";
   return out;
 }
@@ -60,6 +99,12 @@ PersistedState persisted_state_from_text(std::string_view text) {
     if (!key) throw DocumentError(path + ".service", reason);
     out.ids[{*key, entry["backend"].get<std::string>()}] = entry["id"].get<uint32_t>();
   }
+  const auto& retired = doc.value("retired", nlohmann::json::array());
+  if (!retired.is_array()) throw DocumentError("retired", "must be an array");
+  std::vector<RetiredBinding> entries;
+  for (size_t i = 0; i < retired.size(); ++i)
+    entries.push_back(retired_from_json(retired[i], "retired[" + std::to_string(i) + "]"));
+  out.retired = Retirements(std::move(entries));
   return out;
 }
 

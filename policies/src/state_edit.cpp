@@ -259,7 +259,7 @@ Edit edit_from_json(const nlohmann::json& value) {
 }
 
 DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
-                               const MarkLayout& marks) {
+                               const MarkLayout& marks, const BindingIds& reserved) {
   DatapathChange out;
   const ServiceKey& key = edit.service.key;
   const std::string& name = edit.ref.name;
@@ -288,7 +288,12 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   // One pass over the bindings: keep, drop, or note an existing one.
   out.next.bindings.reserve(applied.bindings.size() + added.size());
   const Binding* existing = nullptr;
-  std::vector<bool> in_use(applied.bindings.size() + added.size() + 2, false);
+  std::vector<bool> in_use(applied.bindings.size() + added.size() + reserved.size() + 2, false);
+  std::set<uint32_t> reserved_ids;
+  for (const auto& [k, id] : reserved) {
+    if (id < in_use.size()) in_use[id] = true;
+    reserved_ids.insert(id);
+  }
   for (const auto& b : applied.bindings) {
     if (b.id < in_use.size()) in_use[b.id] = true;
     if (edit.kind == Edit::Kind::kAttach && b.key.service == key && b.key.backend == name)
@@ -306,10 +311,14 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   }
   // Lowest identities not in use (identities freed by this edit are still
   // marked in use: their connections carry them until flushed).
+  for (auto& b : added) {
+    auto it = reserved.find(b.key);
+    if (b.id == 0 && it != reserved.end()) b.id = it->second;
+  }
   uint32_t next_id = 1;
   for (auto& b : added) {
     if (b.id != 0) continue;
-    while (next_id < in_use.size() && in_use[next_id]) ++next_id;
+    while ((next_id < in_use.size() && in_use[next_id]) || reserved_ids.count(next_id)) ++next_id;
     if (next_id > marks.max_id())
       throw IdSpaceExhausted("more bindings than the conntrack mark mask can number (at most " +
                              std::to_string(marks.max_id()) + ")");
@@ -347,6 +356,7 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 
   // The guard: a backend's MAC comes and goes with it; a VIP with the first
   // service that uses it and the last.
+  out.next.refused = applied.refused;
   out.next.guard_macs = applied.guard_macs;
   out.next.guard_vips = applied.guard_vips;
   if (edit.kind == Edit::Kind::kAddBackend) {

@@ -31,6 +31,8 @@ class FakeNft : public NftRuleset {
     for (const auto& binding : datapath.bindings) bindings_[binding.id] = binding;
     macs_ = {datapath.guard_macs.begin(), datapath.guard_macs.end()};
     vips_ = {datapath.guard_vips.begin(), datapath.guard_vips.end()};
+    refused_.clear();
+    for (const auto& key : datapath.refused) refused_[key] = 0;
     ++replacements;
     return {};
   }
@@ -51,6 +53,13 @@ class FakeNft : public NftRuleset {
     }
     auto macs = macs_;
     auto vips = vips_;
+    auto refused = refused_;
+    for (const auto& key : diff.refused_removed)
+      if (!refused.erase(key))
+        throw KernelError("deleting refused " + key.service.str(), "No such file or directory");
+    for (const auto& key : diff.refused_added)
+      if (!refused.emplace(key, 0).second)
+        throw KernelError("adding refused " + key.service.str(), "File exists");
     for (const auto& mac : diff.guard_macs_removed)
       if (!macs.erase(mac))
         throw KernelError("deleting MAC " + mac.str(), "No such file or directory");
@@ -64,9 +73,27 @@ class FakeNft : public NftRuleset {
     bindings_ = std::move(next);
     macs_ = std::move(macs);
     vips_ = std::move(vips);
+    refused_ = std::move(refused);
     marks_ = marks;
     ++increments;
   }
+
+  Counters counters() override {
+    Counters out;
+    out.guard_drops = guard_drops;
+    out.refused = refused_;
+    return out;
+  }
+
+  // A packet to a refused key arrives; false if the key is not refused.
+  bool refuse_packet(const RefuseKey& key) {
+    auto it = refused_.find(key);
+    if (it == refused_.end()) return false;
+    ++it->second;
+    return true;
+  }
+  bool refuses(const RefuseKey& key) const { return refused_.count(key) != 0; }
+  uint64_t guard_drops = 0;
 
   void remove() override {
     begin("removing table");
@@ -74,6 +101,7 @@ class FakeNft : public NftRuleset {
     bindings_.clear();
     macs_.clear();
     vips_.clear();
+    refused_.clear();
   }
 
   // What `nft list` would hold, as the text that would create it; "" when
@@ -86,6 +114,7 @@ class FakeNft : public NftRuleset {
               [](const Binding& a, const Binding& b) { return a.key < b.key; });
     datapath.guard_macs.assign(macs_.begin(), macs_.end());
     datapath.guard_vips.assign(vips_.begin(), vips_.end());
+    for (const auto& [key, packets] : refused_) datapath.refused.push_back(key);
     return render_full_ruleset(datapath, marks_);
   }
 
@@ -111,6 +140,7 @@ class FakeNft : public NftRuleset {
   std::map<uint32_t, Binding> bindings_;
   std::set<MacAddress> macs_;
   std::set<IpAddress> vips_;
+  std::map<RefuseKey, uint64_t> refused_;
 };
 
 class FakeRoutes : public RouteTable {

@@ -76,7 +76,8 @@ TEST_F(ControlTest, EveryCommandAgainstALiveDaemon) {
   EXPECT_EQ(lab_.in("hv", "ip route show proto 213").output.find("198.18.1.12"), std::string::npos);
   r = ctl("service del 203.0.113.30:80/tcp");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(ruleset().find("203.0.113.30"), std::string::npos);
+  EXPECT_EQ(ruleset().find("203.0.113.30 . tcp . 80 :"), std::string::npos)
+      << "in no map any more (only refused for a while)";
 
   r = ctl("get");
   ASSERT_EQ(r.exit_code, 0);

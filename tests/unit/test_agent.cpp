@@ -51,12 +51,13 @@ class AgentTest : public ::testing::Test {
            bool manage_sysctls = true)
         : store(dir),
           reconciler(nft, routes, sysctls, {MarkLayout(MarkLayout::kDefaultMask), manage_sysctls}),
-          agent(reconciler, store, conntrack) {
+          agent(reconciler, store, conntrack, {60, [this] { return now; }}) {
       agent.load_persisted();
     }
     StateStore store;
     Reconciler reconciler;
     testing::FakeConntrack conntrack;
+    int64_t now = 1'800'000'000;
     Agent agent;
   };
 
@@ -171,7 +172,11 @@ TEST_F(AgentTest, RemovedBackendLosesItsHostEntriesAndStaleRoutesGo) {
   d.agent.start(State{});
   EXPECT_TRUE(routes_.routes.empty());
   EXPECT_TRUE(routes_.neighbours.empty());
-  EXPECT_EQ(nft_.ruleset().find("add element"), std::string::npos);
+  for (const char* map : {"targets4", "marks4", "targets6", "marks6", "guard_macs", "guard_vips4"})
+    EXPECT_EQ(nft_.ruleset().find(std::string("add element inet hostlb ") + map), std::string::npos)
+        << map;
+  // Gateways may still send to the removed bindings for a while: refused.
+  EXPECT_NE(nft_.ruleset().find("add element inet hostlb refuse4"), std::string::npos);
 }
 
 TEST_F(AgentTest, AChangeTouchesOnlyWhatDiffers) {
@@ -351,6 +356,122 @@ TEST_F(AgentTest, CorruptStateFileIsAnErrorNotAGuess) {
   std::ofstream(dir_ / "state.json") << "{not json";
   StateStore store(dir_);
   EXPECT_THROW(store.load(), StoreError);
+}
+
+const MarkLayout kMarks(MarkLayout::kDefaultMask);
+
+uint32_t id_of(const Agent& agent, const std::string& service) {
+  for (const auto& b : agent.datapath().bindings)
+    if (b.key.service.str() == service) return b.id;
+  return 0;
+}
+
+RefuseKey refuse_key(const std::string& service) {
+  return {*MacAddress::parse("02:00:00:00:01:11"), *parse_service_key(service)};
+}
+
+TEST_F(AgentTest, ADrainKeepsConnectionsAndIdentityRefusesNewOnesThenFlushes) {
+  auto owner = std::make_unique<Daemon>(nft_, routes_, sysctls_, dir_);
+  Daemon& d = *owner;
+  d.agent.start(example());
+  const uint32_t id = id_of(d.agent, "203.0.113.10:80/tcp");
+  const uint32_t other = id_of(d.agent, "203.0.113.20:80/tcp");
+  d.conntrack.entries = {kMarks.mark_for(id), kMarks.mark_for(id), kMarks.mark_for(other)};
+
+  const ApplyReport report =
+      d.agent.edit(Edit::remove_service(*parse_service_key("203.0.113.10:80/tcp")), 30);
+  EXPECT_EQ(report.bindings_draining, 1u);
+  EXPECT_EQ(report.connections_flushed, 0u);
+  EXPECT_EQ(d.conntrack.entries.size(), 3u) << "established connections continue";
+  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp"))) << "new ones are refused";
+  EXPECT_EQ(nft_.ruleset().find("203.0.113.10 . tcp . 80 :"), std::string::npos)
+      << "and not DNATed any more";
+  ASSERT_EQ(d.agent.next_deadline(), d.now + 30);
+
+  // The draining binding's identity is not handed to a newcomer.
+  d.agent.edit(Edit::add_service({*parse_service_key("203.0.113.30:80/tcp"), {{"web-1", 80}}}));
+  EXPECT_NE(id_of(d.agent, "203.0.113.30:80/tcp"), id);
+
+  // Nothing is due before the drain ends.
+  d.now += 29;
+  EXPECT_EQ(d.agent.expire(), 0u);
+  EXPECT_EQ(d.conntrack.entries.size(), 3u);
+
+  // A restart in the middle of the drain keeps it (journal replay).
+  const int64_t stopped_at = d.now;
+  const auto entries = d.conntrack.entries;
+  owner.reset();
+  Daemon restarted(nft_, routes_, sysctls_, dir_);
+  restarted.now = stopped_at + 1;
+  restarted.conntrack.entries = entries;
+  restarted.agent.start(std::nullopt);
+  ASSERT_EQ(restarted.agent.retired().entries().size(), 1u);
+  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp"))) << "still refused after restart";
+
+  // The drain ends: what is left is flushed, the other VIP's connection
+  // stays, the key is refused for refuse_seconds more.
+  EXPECT_EQ(restarted.agent.expire(), 2u);
+  EXPECT_EQ(restarted.conntrack.entries, std::vector<uint32_t>{kMarks.mark_for(other)});
+  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  ASSERT_EQ(restarted.agent.next_deadline(), restarted.now + 60);
+  restarted.now += 60;
+  restarted.agent.expire();
+  EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_TRUE(restarted.agent.retired().empty());
+  EXPECT_FALSE(restarted.agent.next_deadline());
+
+  // The identity is free once its connections are gone.
+  restarted.agent.edit(
+      Edit::add_service({*parse_service_key("203.0.113.40:80/tcp"), {{"web-1", 80}}}));
+  EXPECT_EQ(id_of(restarted.agent, "203.0.113.40:80/tcp"), id);
+}
+
+TEST_F(AgentTest, ABindingThatComesBackDuringItsDrainKeepsItsConnections) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const ServiceKey key = *parse_service_key("203.0.113.10:80/tcp");
+  const uint32_t id = id_of(d.agent, key.str());
+  d.conntrack.entries = {kMarks.mark_for(id)};
+  d.agent.edit(Edit::detach(key, "web-1"), 30);
+  ASSERT_TRUE(nft_.refuses(refuse_key(key.str())));
+  d.agent.edit(Edit::attach(key, {"web-1", 8080}));
+  EXPECT_EQ(id_of(d.agent, key.str()), id) << "same identity: its connections are its own";
+  EXPECT_FALSE(nft_.refuses(refuse_key(key.str())));
+  EXPECT_TRUE(d.agent.retired().empty());
+  d.now += 100;
+  d.agent.expire();
+  EXPECT_EQ(d.conntrack.entries.size(), 1u) << "nothing flushed";
+}
+
+TEST_F(AgentTest, RemovalWithoutDrainFlushesAtOnceAndRefusesForAWhile) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const uint32_t id = id_of(d.agent, "203.0.113.10:80/tcp");
+  d.conntrack.entries = {kMarks.mark_for(id)};
+  State next = example();
+  next.services.erase(next.services.begin());
+  const ApplyReport report = d.agent.change(next);
+  EXPECT_EQ(report.connections_flushed, 1u);
+  EXPECT_TRUE(d.conntrack.entries.empty());
+  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  // A packet is refused and counted until the refusal ends.
+  EXPECT_TRUE(nft_.refuse_packet(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_EQ(nft_.counters().refused.at(refuse_key("203.0.113.10:80/tcp")), 1u);
+  d.now += 60;
+  d.agent.expire();
+  EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+}
+
+TEST_F(AgentTest, AFailedDrainChangesNothing) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  const std::string before = nft_.ruleset();
+  nft_.failures_to_inject = 2;  // the change and the fallback rebuild
+  EXPECT_THROW(d.agent.edit(Edit::remove_service(*parse_service_key("203.0.113.10:80/tcp")), 30),
+               KernelError);
+  EXPECT_TRUE(d.agent.retired().empty());
+  EXPECT_EQ(nft_.ruleset(), before);
+  EXPECT_EQ(d.agent.current(), example());
 }
 
 }  // namespace

@@ -40,7 +40,22 @@ TEST(NftRender, FullRulesetGolden) {
                 {"vip":"203.0.113.10","port":53,"protocol":"udp","backends":[{"name":"web-1","port":5353}]},
                 {"vip":"2001:db8:f00::10","port":443,"protocol":"tcp","backends":[{"name":"web-1","port":8443}]}]})");
   const MarkLayout marks(MarkLayout::kDefaultMask);
-  expect_golden("ruleset_full.nft", render_full_ruleset(compile_datapath(state, {}, marks), marks));
+  Datapath datapath = compile_datapath(state, {}, marks);
+  // A backend that left two services: its keys are refused for a while.
+  const auto mac = *MacAddress::parse("02:00:00:00:01:13");
+  datapath.refused = {{mac, *parse_service_key("203.0.113.10:80/tcp")},
+                      {mac, *parse_service_key("[2001:db8:f00::10]:443/tcp")}};
+  expect_golden("ruleset_full.nft", render_full_ruleset(datapath, marks));
+}
+
+TEST(NftRender, DropPolicyDropsRefusedConnectionsInsteadOfAnswering) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  const std::string text = render_full_ruleset(Datapath{}, marks, RefusePolicy::kDrop);
+  EXPECT_NE(text.find("add rule inet hostlb refuse ct state new ether daddr . ip daddr . meta "
+                      "l4proto . th dport @refuse4 drop\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("reject"), std::string::npos) << text;
 }
 
 TEST(NftRender, EmptyStateStillOwnsItsTable) {
@@ -73,8 +88,8 @@ TEST(NftRender, DeleteIsIdempotent) {
 namespace hostlb {
 namespace {
 
-// The batch for a change: one binding removed, one whose target port and
-// MAC changed, one added. Pins the messages and expressions the kernel
+// The batch for a change: one binding removed (and refused), one whose
+// target port and MAC changed, one added. Pins the messages and expressions the kernel
 // receives; the integration tests prove they build the same table as the
 // text path.
 TEST(NftBatch, ChangeBatchGolden) {
@@ -91,10 +106,13 @@ TEST(NftBatch, ChangeBatchGolden) {
   after.services.push_back({*parse_service_key("[2001:db8:f00::10]:443/tcp"), {{"web-1", 8443}}});
   Datapath old_dp = compile_datapath(before, {}, marks);
   Datapath new_dp = compile_datapath(after, old_dp.ids(), marks);
+  // The binding that goes is refused for a while.
+  new_dp.refused = {{*MacAddress::parse("02:00:00:00:01:12"), after.services[0].key}};
   NftBatch batch = encode_diff_batch(diff_datapath(old_dp, new_dp), marks, 100);
   EXPECT_EQ(batch.first_seq, 100u);
   EXPECT_EQ(batch.operations.size(), batch.messages);
-  EXPECT_EQ(batch.operations.at(batch.last_seq), "adding VIP 2001:db8:f00::10 to guard_vips6");
+  EXPECT_EQ(batch.operations.at(batch.last_seq),
+            "adding 203.0.113.10:80/tcp via 02:00:00:00:01:12 to refuse4");
   expect_golden("batch_change.txt", describe_batch(batch));
 }
 

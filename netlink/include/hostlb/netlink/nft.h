@@ -2,8 +2,11 @@
 // change to it is one nft transaction (all or nothing).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "hostlb/policies/datapath.h"
 
@@ -11,6 +14,20 @@ namespace hostlb {
 
 inline constexpr const char* kNftFamily = "inet";
 inline constexpr const char* kNftTable = "hostlb";
+
+// What happens to a new connection to a refused key (a draining or
+// recently removed binding). Refused packets are counted either way.
+enum class RefusePolicy {
+  // TCP reset, ICMP port unreachable for UDP. The reset goes out of the
+  // bridge port the SYN came in by, but the kernel needs some route to the
+  // client first (a default route is enough); the ICMP error is routed, so
+  // it needs a route to the client through the bridge. Without them the
+  // packet is only dropped.
+  kReject,
+  kDrop,
+};
+std::string_view refuse_policy_name(RefusePolicy policy);
+std::optional<RefusePolicy> parse_refuse_policy(std::string_view text);
 
 struct NftRunStats {
   // Peak resident memory of the process that ran libnftables (0 if it ran
@@ -31,13 +48,21 @@ class NftRuleset {
   virtual void apply(const DatapathDiff& diff, const MarkLayout& marks) = 0;
   // Removes the table if it exists.
   virtual void remove() = 0;
+
+  struct Counters {
+    uint64_t guard_drops = 0;               // packets
+    std::map<RefuseKey, uint64_t> refused;  // packets, per refused key
+  };
+  // The table's counters as the kernel holds them now (zero if there is no
+  // table).
+  virtual Counters counters() = 0;
 };
 
 // The kernel: whole-table replacement through libnftables (nft's own
 // parser and evaluator, run in a forked helper), changes as hand-built
 // batches through libnftnl (no ruleset cache to fetch: the cost of a change
 // does not grow with the table).
-std::unique_ptr<NftRuleset> make_kernel_ruleset();
+std::unique_ptr<NftRuleset> make_kernel_ruleset(RefusePolicy refuse = RefusePolicy::kReject);
 
 // Rendering: pure functions from desired state to nft command text.
 //
@@ -53,7 +78,12 @@ std::unique_ptr<NftRuleset> make_kernel_ruleset();
 
 // Replaces the whole table atomically (conntrack entries and their NAT
 // bindings are not affected, so live connections continue).
-std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks);
+//
+// A filter chain between conntrack and DNAT refuses new connections to the
+// keys in the refuse sets (draining or recently removed bindings: they are
+// in no map, so nothing would DNAT them), by `refuse`.
+std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks,
+                                RefusePolicy refuse = RefusePolicy::kReject);
 
 // Removes the table if it exists.
 std::string render_delete_ruleset();

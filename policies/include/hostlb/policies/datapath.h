@@ -54,6 +54,16 @@ struct Binding {
   bool operator==(const Binding&) const = default;
 };
 
+// A service as frames for one backend MAC carry it: the key of the refuse
+// sets, which hold bindings that take no new connections (draining, or
+// removed a short while ago while gateways may still send to them).
+struct RefuseKey {
+  MacAddress mac;
+  ServiceKey service;
+
+  auto operator<=>(const RefuseKey&) const = default;
+};
+
 struct HostEntry {
   std::string bridge;
   IpAddress address;
@@ -77,6 +87,9 @@ struct Datapath {
   // only forged packets match. Both sorted, unique.
   std::vector<MacAddress> guard_macs;
   std::vector<IpAddress> guard_vips;
+  // New connections to these are refused (reset, ICMP or dropped by the
+  // daemon's policy) and counted. Sorted, unique, none of them a binding's.
+  std::vector<RefuseKey> refused;
 
   BindingIds ids() const;
 };
@@ -100,11 +113,14 @@ struct DatapathDiff {
   std::vector<MacAddress> guard_macs_removed;
   std::vector<IpAddress> guard_vips_added;
   std::vector<IpAddress> guard_vips_removed;
+  std::vector<RefuseKey> refused_added;
+  std::vector<RefuseKey> refused_removed;
 
   // Whether the nftables table changes.
   bool changes_ruleset() const {
     return !bindings_added.empty() || !bindings_removed.empty() || !guard_macs_added.empty() ||
-           !guard_macs_removed.empty() || !guard_vips_added.empty() || !guard_vips_removed.empty();
+           !guard_macs_removed.empty() || !guard_vips_added.empty() ||
+           !guard_vips_removed.empty() || !refused_added.empty() || !refused_removed.empty();
   }
   bool empty() const { return !changes_ruleset() && hosts_added.empty() && hosts_removed.empty(); }
 };
@@ -118,6 +134,11 @@ std::vector<const Binding*> select_bindings(const Datapath& datapath,
 // A binding whose target changed appears as removed and added (its identity
 // is the same; the kernel object is rewritten).
 DatapathDiff diff_datapath(const Datapath& before, const Datapath& after);
+
+// Sets next.refused to `refused` and records the difference from
+// before.refused in `diff` (for changes computed without diff_datapath).
+void set_refused(Datapath& next, std::vector<RefuseKey> refused, const Datapath& before,
+                 DatapathDiff& diff);
 
 // The bindings a diff removes for good, whose connections are to be flushed:
 // removed and not rewritten under the same identity (a re-pointed binding

@@ -3,20 +3,28 @@
 // keep their meaning across restarts).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
 #include "hostlb/policies/datapath.h"
 #include "hostlb/policies/model.h"
+#include "hostlb/policies/retirement.h"
 
 namespace hostlb {
 
 struct PersistedState {
   State state;
-  BindingIds ids;
+  BindingIds ids;  // including those of draining bindings
+  Retirements retired;
   // Which journal continues this snapshot (see hostagent/state_store.h).
   uint64_t generation = 0;
 };
+
+// One retired binding as the state file and the journal hold it.
+nlohmann::json retired_to_json(const RetiredBinding& entry);
+RetiredBinding retired_from_json(const nlohmann::json& value,
+                                 const std::string& path);  // throws DocumentError
 
 std::string persisted_state_to_text(const PersistedState& persisted);
 // Throws DocumentError (paths are relative to the persisted file).

@@ -59,13 +59,16 @@ Edit edit_from_json(const nlohmann::json& value);  // throws DocumentError
 // What a checked edit changes in the datapath: the next datapath and the
 // difference, computed from the edit (the bindings of the services and
 // backends it names), not by compiling the whole state again. New bindings
-// get the lowest identities neither in use nor freed by this edit.
+// get the lowest identities neither in use, nor freed by this edit, nor
+// `reserved` (held by draining bindings; a draining binding that comes back
+// takes its own identity again, so its connections stay its own). The
+// refused keys are left as `applied` has them.
 struct DatapathChange {
   Datapath next;
   DatapathDiff diff;
 };
 DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
-                               const MarkLayout& marks);
+                               const MarkLayout& marks, const BindingIds& reserved = {});
 
 // Edits that turn `before` into a state with the same backends, services
 // and bindings as `after` (the order of the lists may differ): removals

@@ -1,0 +1,145 @@
+// Reading the table's counters: the refuse sets' per-element counters and
+// the guard's named counter, through libnftnl dumps (no libnftables cache,
+// no helper process: this runs every time the metrics are written).
+#include <libmnl/libmnl.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/object.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "hostlb/netlink/error.h"
+#include "nft_internal.h"
+#include "nft_names.h"
+
+namespace hostlb {
+namespace {
+
+template <auto Free>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const {
+    if (p) Free(p);
+  }
+};
+using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
+using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
+using SocketPtr = std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>>;
+
+// Sends one request and runs `cb` on every answer. Returns false if the
+// kernel said ENOENT (no such table, set or object).
+bool query(const std::string& what, const nlmsghdr* request, mnl_cb_t cb, void* data) {
+  SocketPtr nl(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC));
+  if (!nl) throw KernelError(what, std::string("opening a netfilter socket: ") + strerror(errno));
+  if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+    throw KernelError(what, std::string("binding a netfilter socket: ") + strerror(errno));
+  if (mnl_socket_sendto(nl.get(), request, request->nlmsg_len) < 0)
+    throw KernelError(what, std::string("sending: ") + strerror(errno));
+  const unsigned portid = mnl_socket_get_portid(nl.get());
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  for (;;) {
+    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw KernelError(what, strerror(errno));
+    }
+    const int rc =
+        mnl_cb_run(buf.data(), static_cast<size_t>(n), request->nlmsg_seq, portid, cb, data);
+    if (rc == MNL_CB_STOP) return true;
+    if (rc < 0) {
+      if (errno == ENOENT) return false;
+      throw KernelError(what, strerror(errno));
+    }
+  }
+}
+
+struct RefusedDump {
+  IpFamily family;
+  std::map<RefuseKey, uint64_t>* out;
+};
+
+// The inverse of nft_names::element_key.
+std::optional<RefuseKey> parse_key(IpFamily family, const uint8_t* key, uint32_t len) {
+  const size_t addr_len = family == IpFamily::kV4 ? 4 : 16;
+  if (len != 8 + addr_len + 4 + 4) return std::nullopt;
+  std::array<uint8_t, 6> mac_bytes;
+  std::memcpy(mac_bytes.data(), key, 6);
+  RefuseKey out{MacAddress(mac_bytes), {}};
+  out.service.vip = IpAddress::from_bytes(family, key + 8);
+  const uint8_t proto = key[8 + addr_len];
+  if (proto != 6 && proto != 17) return std::nullopt;
+  out.service.protocol = proto == 6 ? Protocol::kTcp : Protocol::kUdp;
+  out.service.port = static_cast<uint16_t>(key[12 + addr_len] << 8 | key[13 + addr_len]);
+  return out;
+}
+
+int counter_of(nftnl_expr* expr, void* data) {
+  const char* name = nftnl_expr_get_str(expr, NFTNL_EXPR_NAME);
+  if (name != nullptr && std::strcmp(name, "counter") == 0)
+    *static_cast<uint64_t*>(data) += nftnl_expr_get_u64(expr, NFTNL_EXPR_CTR_PACKETS);
+  return 0;
+}
+
+int refused_element(const nlmsghdr* nlh, void* data) {
+  auto* dump = static_cast<RefusedDump*>(data);
+  SetPtr set(nftnl_set_alloc());
+  if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return MNL_CB_OK;
+  nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
+  for (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter); e != nullptr;
+       e = nftnl_set_elems_iter_next(iter)) {
+    uint32_t len = 0;
+    const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+    if (key == nullptr) continue;
+    auto parsed = parse_key(dump->family, key, len);
+    if (!parsed) continue;
+    uint64_t packets = 0;
+    nftnl_set_elem_expr_foreach(e, counter_of, &packets);
+    (*dump->out)[*parsed] += packets;
+  }
+  nftnl_set_elems_iter_destroy(iter);
+  return MNL_CB_OK;
+}
+
+int guard_counter(const nlmsghdr* nlh, void* data) {
+  ObjPtr obj(nftnl_obj_alloc());
+  if (nftnl_obj_nlmsg_parse(nlh, obj.get()) < 0) return MNL_CB_OK;
+  *static_cast<uint64_t*>(data) = nftnl_obj_get_u64(obj.get(), NFTNL_OBJ_CTR_PKTS);
+  return MNL_CB_OK;
+}
+
+}  // namespace
+
+NftRuleset::Counters read_nft_counters() {
+  NftRuleset::Counters out;
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  uint32_t seq = 1;
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string name = nft_names::refuse_set(family);
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    RefusedDump dump{family, &out.refused};
+    query("reading the counters of set " + name, nlh, refused_element, &dump);
+  }
+  ObjPtr obj(nftnl_obj_alloc());
+  nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_FAMILY, NFPROTO_INET);
+  nftnl_obj_set_str(obj.get(), NFTNL_OBJ_TABLE, kNftTable);
+  nftnl_obj_set_str(obj.get(), NFTNL_OBJ_NAME, "guard_drops");
+  nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_ACK, seq);
+  nftnl_obj_nlmsg_build_payload(nlh, obj.get());
+  query("reading counter guard_drops", nlh, guard_counter, &out.guard_drops);
+  return out;
+}
+
+}  // namespace hostlb
