@@ -252,6 +252,11 @@ size_t Agent::connections(const std::optional<ServiceKey>& service,
   return total;
 }
 
+size_t Agent::count_connections(const Binding& binding) {
+  const MarkLayout& marks = reconciler_.marks();
+  return conntrack_.count(marks.mark_for(binding.id), marks.mask());
+}
+
 void Agent::cleanup() {
   reconciler_.cleanup(applied_);
   applied_ = Datapath{};

@@ -76,6 +76,12 @@ class Agent {
 
   const State& current() const;
 
+  // Live connections of one binding (draining ones included).
+  size_t count_connections(const Binding& binding);
+
+  // Unix time in seconds, from the clock the agent was given.
+  int64_t now() const;
+
   const Datapath& datapath() const { return applied_; }
 
   // A snapshot is written after this many journaled edits.
@@ -98,7 +104,6 @@ class Agent {
   // Deletes the connections of these bindings. The change itself has
   // succeeded by then; a failure here is logged, not undone.
   size_t flush_bindings(const std::vector<Binding>& bindings);
-  int64_t now() const;
 
   Reconciler& reconciler_;
   StateStore& store_;

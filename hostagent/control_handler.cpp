@@ -41,6 +41,20 @@ const json& param(const json& params, const std::string& name) {
   return *it;
 }
 
+// "drain": seconds the removed bindings' connections may continue (0 or
+// absent: flushed at once).
+constexpr uint32_t kMaxDrainSeconds = 7 * 24 * 3600;
+uint32_t param_drain(const json& params) {
+  auto it = params.find("drain");
+  if (it == params.end()) return 0;
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > kMaxDrainSeconds)
+    throw Refusal{
+        {control::kInvalidParams,
+         "must be a whole number of seconds from 0 to " + std::to_string(kMaxDrainSeconds),
+         "params.drain"}};
+  return it->get<uint32_t>();
+}
+
 std::string param_string(const json& params, const std::string& name) {
   const json& value = param(params, name);
   if (!value.is_string()) refuse(control::kInvalidParams, "must be a string", "params." + name);
@@ -168,6 +182,7 @@ json ControlHandler::dispatch(const control::Request& request) {
       entry["ipv6"] = b.ipv6 ? json(b.ipv6->str()) : json();
       entry["bridge"] = b.bridge;
       entry["services"] = std::move(services);
+      entry["draining"] = draining(b.name);
       out.push_back(std::move(entry));
     }
     return out;
@@ -178,8 +193,8 @@ json ControlHandler::dispatch(const control::Request& request) {
         [&] { return Edit::add_backend(parse_backend_object(p, "", doc_options_)); }));
   }
   if (m == "backend.del") {
-    check_params(p, {"name"});
-    return edit(Edit::remove_backend(param_string(p, "name")));
+    check_params(p, {"name", "drain"});
+    return edit(Edit::remove_backend(param_string(p, "name")), param_drain(p));
   }
   if (m == "service.list") {
     check_params(p, {});
@@ -201,9 +216,10 @@ json ControlHandler::dispatch(const control::Request& request) {
     return edit(Edit::add_service(std::move(service)));
   }
   if (m == "service.del") {
-    check_params(p, {"service"});
+    check_params(p, {"service", "drain"});
     return edit(Edit::remove_service(with_params_paths(
-        [&] { return parse_service_key_param(param(p, "service"), "service"); })));
+                    [&] { return parse_service_key_param(param(p, "service"), "service"); })),
+                param_drain(p));
   }
   if (m == "service.attach") {
     check_params(p, {"service", "backend", "port"});
@@ -217,10 +233,10 @@ json ControlHandler::dispatch(const control::Request& request) {
     return edit(Edit::attach(key, std::move(ref)));
   }
   if (m == "service.detach") {
-    check_params(p, {"service", "backend"});
+    check_params(p, {"service", "backend", "drain"});
     const ServiceKey key =
         with_params_paths([&] { return parse_service_key_param(param(p, "service"), "service"); });
-    return edit(Edit::detach(key, param_string(p, "backend")));
+    return edit(Edit::detach(key, param_string(p, "backend")), param_drain(p));
   }
   if (m == "flush") {
     check_params(p, {"service", "backend"});
@@ -278,21 +294,23 @@ std::string ControlHandler::connections(const control::Request& request) {
   return out;
 }
 
-json ControlHandler::edit(const Edit& e) {
+json ControlHandler::edit(const Edit& e, uint32_t drain_seconds) {
   // Checked here too, so that parameter paths are those of the request.
   with_params_paths([&] {
     check_edit(agent_.current(), e);
     return 0;
   });
   const auto changes = describe_edit(agent_.current(), e);
-  const ApplyReport report = agent_.edit(e);
+  const ApplyReport report = agent_.edit(e, drain_seconds);
   return {{"changes", changes},
           {"kernel_changed", report.kernel_changed()},
-          {"flushed", report.connections_flushed}};
+          {"flushed", report.connections_flushed},
+          {"draining", report.bindings_draining}};
 }
 
 json ControlHandler::apply(const json& p) {
-  check_params(p, {"document", "document_text", "dry_run"});
+  check_params(p, {"document", "document_text", "dry_run", "drain"});
+  const uint32_t drain_seconds = param_drain(p);
   bool dry_run = false;
   if (auto it = p.find("dry_run"); it != p.end()) {
     if (!it->is_boolean()) refuse(control::kInvalidParams, "must be a boolean", "params.dry_run");
@@ -318,13 +336,33 @@ json ControlHandler::apply(const json& p) {
   }
   auto changes = describe_changes(agent_.current(), next);
   if (dry_run) return {{"dry_run", true}, {"changes", std::move(changes)}};
-  const ApplyReport report = agent_.change(next);
+  const ApplyReport report = agent_.change(next, drain_seconds);
   // A whole document leaves megabytes of freed parse trees behind; give
   // them back to the system rather than keep them resident.
   ::malloc_trim(0);
   return {{"changes", changes},
           {"kernel_changed", report.kernel_changed()},
-          {"flushed", report.connections_flushed}};
+          {"flushed", report.connections_flushed},
+          {"draining", report.bindings_draining}};
+}
+
+json ControlHandler::draining(const std::optional<std::string>& backend) {
+  json out = json::array();
+  const int64_t now = agent_.now();
+  for (const auto& r : agent_.retired().entries()) {
+    if (!r.draining() || (backend && r.binding.key.backend != *backend)) continue;
+    json entry = {{"service", r.binding.key.service.str()},
+                  {"backend", r.binding.key.backend},
+                  {"remaining_seconds", std::max<int64_t>(0, r.drain_until - now)}};
+    try {
+      entry["connections"] = agent_.count_connections(r.binding);
+    } catch (const KernelError& e) {
+      entry["connections"] = json();
+      spdlog::warn("{}", e.what());
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 json ControlHandler::status() {
@@ -354,6 +392,8 @@ json ControlHandler::status() {
           {"backends", current.backends.size()},
           {"services", current.services.size()},
           {"bindings", agent_.datapath().bindings.size()},
+          {"draining", draining(std::nullopt)},
+          {"refused_keys", agent_.datapath().refused.size()},
           {"state_dir", info_.state_dir},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},

@@ -42,7 +42,9 @@ class ControlHandler {
   // The reply to "connections": batches as notifications, then the result.
   std::string connections(const control::Request& request);
   nlohmann::json status();
-  nlohmann::json edit(const Edit& edit);
+  nlohmann::json edit(const Edit& edit, uint32_t drain_seconds = 0);
+  // Draining bindings (of one backend), with their time and connections left.
+  nlohmann::json draining(const std::optional<std::string>& backend);
   nlohmann::json apply(const nlohmann::json& params);
 
   Agent& agent_;

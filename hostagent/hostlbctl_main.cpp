@@ -160,6 +160,21 @@ void print_changes(const json& result) {
   if (result.value("dry_run", false)) std::printf("(dry run: nothing was changed)\n");
   if (const size_t flushed = result.value("flushed", size_t{0}); flushed > 0)
     std::printf("flushed %zu connection%s\n", flushed, flushed == 1 ? "" : "s");
+  if (const size_t draining = result.value("draining", size_t{0}); draining > 0)
+    std::printf("%zu binding%s draining (no new connections; what is left is flushed at the end)\n",
+                draining, draining == 1 ? "" : "s");
+}
+
+// "203.0.113.10:80/tcp 25s 3 conns" for each draining binding.
+std::string draining_text(const json& list, bool with_backend) {
+  std::string out;
+  for (const auto& d : list) {
+    if (!out.empty()) out += ", ";
+    if (with_backend) out += cell(d["backend"]) + " on ";
+    out += cell(d["service"]) + " " + cell(d["remaining_seconds"]) + "s left " +
+           cell(d["connections"]) + " conns";
+  }
+  return out;
 }
 
 std::string duration_text(long seconds) {
@@ -182,6 +197,10 @@ void print_status(const json& s) {
     std::printf("  %-4s %s: %s\n", p.at("ok").get<bool>() ? "ok" : "FAIL",
                 p.at("check").get<std::string>().c_str(),
                 p.at("detail").get<std::string>().c_str());
+  if (!s.at("draining").empty())
+    std::printf("draining: %s\n", draining_text(s.at("draining"), true).c_str());
+  std::printf("refused keys (removed or draining bindings): %zu\n",
+              s.at("refused_keys").get<size_t>());
   const auto& err = s.at("last_error");
   if (err.is_null())
     std::printf("last error: none\n");
@@ -225,14 +244,28 @@ int main(int argc, char** argv) {
     print = [](const json& r) { std::printf("%s\n", r.dump(2).c_str()); };
   });
 
+  uint32_t drain = 0;
+  auto add_drain = [&](CLI::App* cmd) {
+    cmd->add_option("--drain", drain,
+                    "Seconds the removed bindings' established connections may continue "
+                    "(new ones are refused); what is left is flushed at the end. "
+                    "Default 0: flush at once")
+        ->check(CLI::Range(0u, 7u * 24 * 3600));
+  };
+  auto with_drain = [&](json p) {
+    if (drain > 0) p["drain"] = drain;
+    return p;
+  };
+
   std::string apply_file;
   bool dry_run = false;
   auto* apply = app.add_subcommand("apply", "Replace the whole desired state with a document");
   apply->add_option("-f,--file", apply_file, "State document, or - for standard input")->required();
   apply->add_flag("--dry-run", dry_run, "Print what would change; change nothing");
+  add_drain(apply);
   apply->callback([&] {
     method = "apply";
-    params = {{"document_text", read_input(apply_file)}, {"dry_run", dry_run}};
+    params = with_drain({{"document_text", read_input(apply_file)}, {"dry_run", dry_run}});
   });
 
   auto* backend = app.add_subcommand("backend", "Backends (local VM interfaces)");
@@ -254,9 +287,10 @@ int main(int argc, char** argv) {
   auto* b_del =
       backend->add_subcommand("del", "Remove a backend (and detach it from its services)");
   b_del->add_option("name", b_name, "Backend name")->required();
+  add_drain(b_del);
   b_del->callback([&] {
     method = "backend.del";
-    params = {{"name", b_name}};
+    params = with_drain({{"name", b_name}});
   });
   auto* b_list = backend->add_subcommand("list", "List backends");
   b_list->callback([&] {
@@ -266,10 +300,12 @@ int main(int argc, char** argv) {
       for (const auto& b : r) {
         std::string services;
         for (const auto& s : b.at("services")) services += (services.empty() ? "" : ",") + cell(s);
+        const std::string draining = draining_text(b.at("draining"), false);
         rows.push_back({cell(b["name"]), cell(b["mac"]), cell(b["ipv4"]), cell(b["ipv6"]),
-                        cell(b["bridge"]), services.empty() ? "-" : services});
+                        cell(b["bridge"]), services.empty() ? "-" : services,
+                        draining.empty() ? "-" : draining});
       }
-      print_table({"NAME", "MAC", "IPV4", "IPV6", "BRIDGE", "SERVICES"}, rows);
+      print_table({"NAME", "MAC", "IPV4", "IPV6", "BRIDGE", "SERVICES", "DRAINING"}, rows);
     };
   });
 
@@ -288,9 +324,10 @@ int main(int argc, char** argv) {
   });
   auto* s_del = service->add_subcommand("del", "Remove a service");
   s_del->add_option("service", s_key, "VIP:PORT/PROTO")->required();
+  add_drain(s_del);
   s_del->callback([&] {
     method = "service.del";
-    params = {{"service", s_key}};
+    params = with_drain({{"service", s_key}});
   });
   auto* s_list = service->add_subcommand("list", "List services");
   s_list->callback([&] {
@@ -317,9 +354,10 @@ int main(int argc, char** argv) {
   auto* s_detach = service->add_subcommand("detach", "Stop a backend serving a service");
   s_detach->add_option("service", s_key, "VIP:PORT/PROTO")->required();
   s_detach->add_option("backend", s_backend, "Backend name")->required();
+  add_drain(s_detach);
   s_detach->callback([&] {
     method = "service.detach";
-    params = {{"service", s_key}, {"backend", s_backend}};
+    params = with_drain({{"service", s_key}, {"backend", s_backend}});
   });
 
   std::string f_service, f_backend;

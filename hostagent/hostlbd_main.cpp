@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -40,6 +42,8 @@ struct Flags {
   std::string log_level = "info";
   std::string default_bridge;
   std::string ct_mark_mask = "0xfffff000";
+  std::string refuse_policy = "reject";
+  uint32_t refuse_seconds = 60;
   bool no_manage_sysctls = false;
   bool cleanup = false;
   bool check = false;
@@ -91,18 +95,58 @@ void reload(Agent& agent, ControlHandler& control, const Flags& flags,
   sd_notify(0, "READY=1");
 }
 
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Ends drains and refusals when they are due. A failure (the kernel refused
+// the change) is retried a little later, not in a busy loop.
+class ExpiryTimer {
+ public:
+  explicit ExpiryTimer(Agent& agent, ControlHandler& control) : agent_(agent), control_(control) {}
+
+  int timeout_ms() const {
+    const auto deadline = agent_.next_deadline();
+    if (!deadline) return -1;
+    const int64_t due = std::max(*deadline * 1000, retry_at_ms_);
+    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, 3600 * 1000));
+  }
+
+  void run() {
+    const auto deadline = agent_.next_deadline();
+    if (!deadline || *deadline * 1000 > unix_ms() || retry_at_ms_ > unix_ms()) return;
+    try {
+      agent_.expire();
+      retry_at_ms_ = 0;
+    } catch (const std::exception& e) {
+      spdlog::error("ending drains and refusals failed, retrying in 5 s: {}", e.what());
+      control_.note_error(std::string("drain end: ") + e.what());
+      retry_at_ms_ = unix_ms() + 5000;
+    }
+  }
+
+ private:
+  Agent& agent_;
+  ControlHandler& control_;
+  int64_t retry_at_ms_ = 0;
+};
+
 int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, const Flags& flags,
                const DocumentOptions& doc_options, int sig_fd) {
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
+  ExpiryTimer expiry(agent, control);
   std::vector<pollfd> fds;
+  auto earliest = [](int a, int b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
   for (;;) {
     fds.clear();
     fds.push_back({sig_fd, POLLIN, 0});
     server.add_poll_fds(fds);
-    int timeout_ms = server.next_timeout_ms();
-    if (watchdog_ms >= 0 && (timeout_ms < 0 || watchdog_ms < timeout_ms)) timeout_ms = watchdog_ms;
+    int timeout_ms = earliest(server.next_timeout_ms(), watchdog_ms);
+    timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
     const int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -111,6 +155,7 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, con
     }
     if (watchdog) sd_notify(0, "WATCHDOG=1");
     server.process(fds, 1);
+    expiry.run();
     if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
     if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
@@ -146,6 +191,12 @@ int run(const Flags& flags) {
     return kExitUsage;
   }
 
+  const auto refuse_policy = parse_refuse_policy(flags.refuse_policy);
+  if (!refuse_policy) {
+    spdlog::error("--refuse-policy: \"{}\" is neither reject nor drop", flags.refuse_policy);
+    return kExitUsage;
+  }
+
   // The document is validated before anything else happens, so that a
   // refused document changes nothing at all.
   std::optional<State> config;
@@ -172,12 +223,12 @@ int run(const Flags& flags) {
 
   try {
     StateStore store(flags.state_dir);
-    auto nft = make_kernel_ruleset();
+    auto nft = make_kernel_ruleset(*refuse_policy);
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
-    Agent agent(reconciler, store, *conntrack);
+    Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, {}});
     agent.load_persisted();
 
     if (flags.cleanup) {
@@ -253,6 +304,15 @@ int main(int argc, char** argv) {
                  "Bridge for backends that do not name one");
   app.add_option("--ct-mark-mask", flags.ct_mark_mask,
                  "Conntrack mark bits that carry hostlb's binding identity (one run of bits)")
+      ->capture_default_str();
+  app.add_option("--refuse-policy", flags.refuse_policy,
+                 "New connections to draining or removed bindings: reject (TCP reset, ICMP "
+                 "port unreachable) or drop; counted either way")
+      ->capture_default_str();
+  app.add_option("--refuse-seconds", flags.refuse_seconds,
+                 "How long a removed binding's new connections are still refused after its "
+                 "removal or drain")
+      ->check(CLI::Range(0u, 86400u))
       ->capture_default_str();
   app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
                "Refuse to start if a needed sysctl is wrong instead of setting it");
