@@ -43,6 +43,7 @@ struct Flags {
   std::string default_bridge;
   std::string ct_mark_mask = "0xfffff000";
   std::string refuse_policy = "reject";
+  std::string miss_policy = "reset";
   uint32_t refuse_seconds = 60;
   bool no_manage_sysctls = false;
   bool cleanup = false;
@@ -196,6 +197,11 @@ int run(const Flags& flags) {
     spdlog::error("--refuse-policy: \"{}\" is neither reject nor drop", flags.refuse_policy);
     return kExitUsage;
   }
+  const auto miss_policy = parse_miss_policy(flags.miss_policy);
+  if (!miss_policy) {
+    spdlog::error("--miss-policy: \"{}\" is not reset, drop or accept", flags.miss_policy);
+    return kExitUsage;
+  }
 
   // The document is validated before anything else happens, so that a
   // refused document changes nothing at all.
@@ -223,7 +229,7 @@ int run(const Flags& flags) {
 
   try {
     StateStore store(flags.state_dir);
-    auto nft = make_kernel_ruleset(*refuse_policy);
+    auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy});
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
@@ -308,6 +314,10 @@ int main(int argc, char** argv) {
   app.add_option("--refuse-policy", flags.refuse_policy,
                  "New connections to draining or removed bindings: reject (TCP reset, ICMP "
                  "port unreachable) or drop; counted either way")
+      ->capture_default_str();
+  app.add_option("--miss-policy", flags.miss_policy,
+                 "TCP packets for a served VIP that are not SYNs and have no conntrack entry "
+                 "(a flow moved here mid-connection): reset, drop or accept; counted either way")
       ->capture_default_str();
   app.add_option("--refuse-seconds", flags.refuse_seconds,
                  "How long a removed binding's new connections are still refused after its "

@@ -1,5 +1,5 @@
-// Reading the table's counters: the refuse sets' per-element counters and
-// the guard's named counter, through libnftnl dumps (no libnftables cache,
+// Reading the table's counters: the per-element counters of the refuse and
+// miss sets and the named counters, through libnftnl dumps (no libnftables cache,
 // no helper process: this runs every time the metrics are written).
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -59,7 +59,7 @@ bool query(const std::string& what, const nlmsghdr* request, mnl_cb_t cb, void* 
   }
 }
 
-struct RefusedDump {
+struct KeyDump {
   IpFamily family;
   std::map<RefuseKey, uint64_t>* out;
 };
@@ -86,8 +86,8 @@ int counter_of(nftnl_expr* expr, void* data) {
   return 0;
 }
 
-int refused_element(const nlmsghdr* nlh, void* data) {
-  auto* dump = static_cast<RefusedDump*>(data);
+int counted_element(const nlmsghdr* nlh, void* data) {
+  auto* dump = static_cast<KeyDump*>(data);
   SetPtr set(nftnl_set_alloc());
   if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return MNL_CB_OK;
   nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
@@ -106,7 +106,7 @@ int refused_element(const nlmsghdr* nlh, void* data) {
   return MNL_CB_OK;
 }
 
-int guard_counter(const nlmsghdr* nlh, void* data) {
+int named_counter(const nlmsghdr* nlh, void* data) {
   ObjPtr obj(nftnl_obj_alloc());
   if (nftnl_obj_nlmsg_parse(nlh, obj.get()) < 0) return MNL_CB_OK;
   *static_cast<uint64_t*>(data) = nftnl_obj_get_u64(obj.get(), NFTNL_OBJ_CTR_PKTS);
@@ -119,8 +119,8 @@ NftRuleset::Counters read_nft_counters() {
   NftRuleset::Counters out;
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   uint32_t seq = 1;
-  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
-    const std::string name = nft_names::refuse_set(family);
+  auto read_set = [&](const std::string& name, IpFamily family,
+                      std::map<RefuseKey, uint64_t>& into) {
     SetPtr set(nftnl_set_alloc());
     nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
     nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
@@ -128,17 +128,26 @@ NftRuleset::Counters read_nft_counters() {
     nlmsghdr* nlh =
         nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
     nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
-    RefusedDump dump{family, &out.refused};
-    query("reading the counters of set " + name, nlh, refused_element, &dump);
+    KeyDump dump{family, &into};
+    query("reading the counters of set " + name, nlh, counted_element, &dump);
+  };
+  auto read_counter = [&](const char* name, uint64_t& into) {
+    ObjPtr obj(nftnl_obj_alloc());
+    nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_FAMILY, NFPROTO_INET);
+    nftnl_obj_set_str(obj.get(), NFTNL_OBJ_TABLE, kNftTable);
+    nftnl_obj_set_str(obj.get(), NFTNL_OBJ_NAME, name);
+    nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_ACK, seq++);
+    nftnl_obj_nlmsg_build_payload(nlh, obj.get());
+    query(std::string("reading counter ") + name, nlh, named_counter, &into);
+  };
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    read_set(nft_names::refuse_set(family), family, out.refused);
+    read_set(nft_names::miss_set(family), family, out.misses_by_key);
   }
-  ObjPtr obj(nftnl_obj_alloc());
-  nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_FAMILY, NFPROTO_INET);
-  nftnl_obj_set_str(obj.get(), NFTNL_OBJ_TABLE, kNftTable);
-  nftnl_obj_set_str(obj.get(), NFTNL_OBJ_NAME, "guard_drops");
-  nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_ACK, seq);
-  nftnl_obj_nlmsg_build_payload(nlh, obj.get());
-  query("reading counter guard_drops", nlh, guard_counter, &out.guard_drops);
+  read_counter(nft_names::kGuardCounter, out.guard_drops);
+  read_counter(nft_names::kMissCounter, out.misses);
   return out;
 }
 

@@ -20,12 +20,12 @@ void send_nft_batch(const NftBatch& batch);
 
 class KernelRuleset final : public NftRuleset {
  public:
-  explicit KernelRuleset(RefusePolicy refuse) : refuse_(refuse) {}
+  explicit KernelRuleset(RulesetPolicies policies) : policies_(policies) {}
 
   NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) override {
     return run_nft_script_in_helper(
         "replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
-        render_full_ruleset(datapath, marks, refuse_));
+        render_full_ruleset(datapath, marks, policies_));
   }
 
   Counters counters() override { return read_nft_counters(); }
@@ -43,7 +43,7 @@ class KernelRuleset final : public NftRuleset {
   }
 
  private:
-  RefusePolicy refuse_;
+  RulesetPolicies policies_;
   uint32_t next_seq_ = 1;
 };
 
@@ -98,8 +98,8 @@ void send_nft_batch(const NftBatch& batch) {
 
 }  // namespace
 
-std::unique_ptr<NftRuleset> make_kernel_ruleset(RefusePolicy refuse) {
-  return std::make_unique<KernelRuleset>(refuse);
+std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies) {
+  return std::make_unique<KernelRuleset>(policies);
 }
 
 }  // namespace hostlb

@@ -46,6 +46,14 @@ inline std::string refuse_set(IpFamily family) {
   return family == IpFamily::kV4 ? "refuse4" : "refuse6";
 }
 
+// Consistency misses per binding key (dynamic, bounded), and in total.
+inline std::string miss_set(IpFamily family) {
+  return family == IpFamily::kV4 ? "misses4" : "misses6";
+}
+inline constexpr size_t kMissSetSize = 65536;
+inline constexpr const char* kMissCounter = "misses";
+inline constexpr const char* kGuardCounter = "guard_drops";
+
 inline constexpr const char* kGuardMacs = "guard_macs";
 inline std::string guard_vips(IpFamily family) {
   return family == IpFamily::kV4 ? "guard_vips4" : "guard_vips6";

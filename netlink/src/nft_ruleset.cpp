@@ -45,13 +45,32 @@ std::optional<RefusePolicy> parse_refuse_policy(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view miss_policy_name(MissPolicy policy) {
+  switch (policy) {
+    case MissPolicy::kReset:
+      return "reset";
+    case MissPolicy::kDrop:
+      return "drop";
+    case MissPolicy::kAccept:
+      return "accept";
+  }
+  return "?";
+}
+
+std::optional<MissPolicy> parse_miss_policy(std::string_view text) {
+  for (MissPolicy p : {MissPolicy::kReset, MissPolicy::kDrop, MissPolicy::kAccept})
+    if (text == miss_policy_name(p)) return p;
+  return std::nullopt;
+}
+
 std::string render_delete_ruleset() {
   // "add" first so that "delete" cannot fail on a table that is not there.
   return "add table " + table_ref() + "\ndelete table " + table_ref() + "\n";
 }
 
 std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks,
-                                RefusePolicy refuse) {
+                                RulesetPolicies policies) {
+  const RefusePolicy refuse = policies.refuse;
   const std::string table = table_ref();
   std::string out = render_delete_ruleset();
   out += "add table " + table + "\n";
@@ -94,6 +113,28 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
       out += "add rule " + table + " refuse meta l4proto udp " + match +
              " reject with icmpx port-unreachable\n";
     }
+  }
+  // Consistency misses, in the same chain: a new conntrack entry for a TCP
+  // packet that is not a SYN, for a served key. One rule counts it per key
+  // (the dynamic set may be full: then that rule stops, so the verdict is
+  // in a rule of its own), the next counts it in total and treats it.
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string addr = family == IpFamily::kV4 ? "ipv4_addr" : "ipv6_addr";
+    out += "add set " + table + " " + nft_names::miss_set(family) + " { type ether_addr . " + addr +
+           " . inet_proto . inet_service; flags dynamic; size " +
+           std::to_string(nft_names::kMissSetSize) + "; counter; }\n";
+  }
+  out += "add counter " + table + " " + nft_names::kMissCounter + "\n";
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string match = "meta l4proto tcp ct state new tcp flags & (syn | rst) == 0 " +
+                              lookup_key(family) + " @" + nft_names::marks_map(family);
+    out += "add rule " + table + " refuse " + match + " update @" + nft_names::miss_set(family) +
+           " { " + lookup_key(family) + " }\n";
+    const char* verdict = policies.miss == MissPolicy::kReset  ? " reject with tcp reset"
+                          : policies.miss == MissPolicy::kDrop ? " drop"
+                                                               : "";
+    out += "add rule " + table + " refuse " + match + " counter name " + nft_names::kMissCounter +
+           verdict + "\n";
   }
   out += "add chain " + table +
          " prerouting { type nat hook prerouting priority dstnat; policy accept; }\n";

@@ -50,12 +50,30 @@ TEST(NftRender, FullRulesetGolden) {
 
 TEST(NftRender, DropPolicyDropsRefusedConnectionsInsteadOfAnswering) {
   const MarkLayout marks(MarkLayout::kDefaultMask);
-  const std::string text = render_full_ruleset(Datapath{}, marks, RefusePolicy::kDrop);
+  const std::string text =
+      render_full_ruleset(Datapath{}, marks, {RefusePolicy::kDrop, MissPolicy::kDrop});
   EXPECT_NE(text.find("add rule inet hostlb refuse ct state new ether daddr . ip daddr . meta "
                       "l4proto . th dport @refuse4 drop\n"),
             std::string::npos)
       << text;
   EXPECT_EQ(text.find("reject"), std::string::npos) << text;
+}
+
+TEST(NftRender, MissesAreCountedPerKeyThenTreatedByPolicy) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  const std::string match =
+      "add rule inet hostlb refuse meta l4proto tcp ct state new tcp flags & (syn | rst) == 0 "
+      "ether daddr . ip daddr . meta l4proto . th dport @marks4";
+  const std::string reset = render_full_ruleset(Datapath{}, marks);
+  EXPECT_NE(reset.find(match +
+                       " update @misses4 { ether daddr . ip daddr . meta l4proto . th "
+                       "dport }\n" +
+                       match + " counter name misses reject with tcp reset\n"),
+            std::string::npos)
+      << reset;
+  const std::string accept =
+      render_full_ruleset(Datapath{}, marks, {RefusePolicy::kReject, MissPolicy::kAccept});
+  EXPECT_NE(accept.find(match + " counter name misses\n"), std::string::npos) << accept;
 }
 
 TEST(NftRender, EmptyStateStillOwnsItsTable) {

@@ -29,6 +29,22 @@ enum class RefusePolicy {
 std::string_view refuse_policy_name(RefusePolicy policy);
 std::optional<RefusePolicy> parse_refuse_policy(std::string_view text);
 
+// What happens to a consistency miss: a TCP packet for a served binding
+// that is not a SYN and has no conntrack entry (a gateway moved the flow
+// here mid-connection). Counted either way.
+enum class MissPolicy {
+  kReset,   // answer with a TCP reset (same route need as RefusePolicy::kReject)
+  kDrop,    // drop it
+  kAccept,  // let conntrack pick the flow up and DNAT it (the VM decides)
+};
+std::string_view miss_policy_name(MissPolicy policy);
+std::optional<MissPolicy> parse_miss_policy(std::string_view text);
+
+struct RulesetPolicies {
+  RefusePolicy refuse = RefusePolicy::kReject;
+  MissPolicy miss = MissPolicy::kReset;
+};
+
 struct NftRunStats {
   // Peak resident memory of the process that ran libnftables (0 if it ran
   // in the caller).
@@ -52,6 +68,10 @@ class NftRuleset {
   struct Counters {
     uint64_t guard_drops = 0;               // packets
     std::map<RefuseKey, uint64_t> refused;  // packets, per refused key
+    uint64_t misses = 0;                    // packets
+    // Packets per binding key (mac, service); a bounded set, so possibly
+    // not every key once it is full (`misses` is always complete).
+    std::map<RefuseKey, uint64_t> misses_by_key;
   };
   // The table's counters as the kernel holds them now (zero if there is no
   // table).
@@ -62,7 +82,7 @@ class NftRuleset {
 // parser and evaluator, run in a forked helper), changes as hand-built
 // batches through libnftnl (no ruleset cache to fetch: the cost of a change
 // does not grow with the table).
-std::unique_ptr<NftRuleset> make_kernel_ruleset(RefusePolicy refuse = RefusePolicy::kReject);
+std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies = {});
 
 // Rendering: pure functions from desired state to nft command text.
 //
@@ -82,8 +102,11 @@ std::unique_ptr<NftRuleset> make_kernel_ruleset(RefusePolicy refuse = RefusePoli
 // A filter chain between conntrack and DNAT refuses new connections to the
 // keys in the refuse sets (draining or recently removed bindings: they are
 // in no map, so nothing would DNAT them), by `refuse`.
+//
+// The same chain counts consistency misses per binding key (in a dynamic
+// set of bounded size) and in total, and treats them by `miss`.
 std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks,
-                                RefusePolicy refuse = RefusePolicy::kReject);
+                                RulesetPolicies policies = {});
 
 // Removes the table if it exists.
 std::string render_delete_ruleset();
