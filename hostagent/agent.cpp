@@ -96,6 +96,9 @@ void Agent::load_persisted() {
   // its host entries are "previous" for the first apply.
   applied_ = compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks());
   applied_.refused = persisted_->retired.refused_for(applied_);
+  for (const auto& b : applied_.bindings) owners_[b.id] = b.key;
+  for (const auto& r : persisted_->retired.entries())
+    if (r.draining()) owners_[r.binding.id] = r.binding.key;
   spdlog::info("loaded persisted state from {}: {} backends, {} services, {} retired bindings",
                store_.state_path(), persisted_->state.backends.size(),
                persisted_->state.services.size(), persisted_->retired.entries().size());
@@ -149,6 +152,10 @@ ApplyReport Agent::commit(Datapath next, DatapathDiff diff, ApplyMode mode, uint
   applied_ = std::move(next);
   persisted_->retired = std::move(retired);
   update_state(persisted_->state);
+  for (const auto& b : diff.bindings_removed) owners_.erase(b.id);
+  for (const auto& b : diff.bindings_added) owners_[b.id] = b.key;
+  for (const auto& r : retirement.retired)
+    if (r.draining()) owners_[r.binding.id] = r.binding.key;
   report.connections_flushed = flush_bindings(retirement.flush_now);
   report.bindings_draining = 0;
   for (const auto& r : retirement.retired) report.bindings_draining += r.draining() ? 1 : 0;
@@ -174,6 +181,7 @@ size_t Agent::expire() {
   const size_t flushed = flush_bindings(expiry.drained);
   for (const auto& b : expiry.drained) {
     spdlog::info("drain of {} ended", b.key.str());
+    owners_.erase(b.id);
     auto it = persisted_->ids.find(b.key);
     if (it != persisted_->ids.end() && it->second == b.id) persisted_->ids.erase(it);
   }
@@ -218,8 +226,11 @@ size_t Agent::flush(const std::optional<ServiceKey>& service,
                     const std::optional<std::string>& backend) {
   const MarkLayout& marks = reconciler_.marks();
   size_t flushed = 0;
-  for (const Binding* b : select_bindings(applied_, service, backend))
-    flushed += conntrack_.flush(marks.mark_for(b->id), marks.mask());
+  for (const Binding* b : select_bindings(applied_, service, backend)) {
+    const size_t n = conntrack_.flush(marks.mark_for(b->id), marks.mask());
+    flushed += n;
+    if (flush_observer_) flush_observer_(*b, n);
+  }
   spdlog::info("flush{}{}: {} connections", service ? " " + service->str() : "",
                backend ? " backend " + *backend : "", flushed);
   return flushed;
@@ -252,6 +263,31 @@ size_t Agent::connections(const std::optional<ServiceKey>& service,
   return total;
 }
 
+std::optional<BindingKey> Agent::binding_for(const RefuseKey& key) const {
+  auto it =
+      std::lower_bound(applied_.bindings.begin(), applied_.bindings.end(), key.service,
+                       [](const Binding& b, const ServiceKey& s) { return b.key.service < s; });
+  for (; it != applied_.bindings.end() && it->key.service == key.service; ++it)
+    if (it->mac == key.mac) return it->key;
+  for (const auto& r : retired().entries())
+    if (r.binding.mac == key.mac && r.binding.key.service == key.service) return r.binding.key;
+  return std::nullopt;
+}
+
+const BindingKey* Agent::owner(uint32_t id) const {
+  auto it = owners_.find(id);
+  return it == owners_.end() ? nullptr : &it->second;
+}
+
+void Agent::each_identified_connection(
+    const std::function<void(uint32_t id, const ConntrackEntry&)>& each) {
+  const MarkLayout& marks = reconciler_.marks();
+  conntrack_.list(0, 0, [&](const ConntrackEntry& e) {
+    const uint32_t id = marks.id_from_mark(e.mark);
+    if (id != 0) each(id, e);
+  });
+}
+
 size_t Agent::count_connections(const Binding& binding) {
   const MarkLayout& marks = reconciler_.marks();
   return conntrack_.count(marks.mark_for(binding.id), marks.mask());
@@ -260,6 +296,7 @@ size_t Agent::count_connections(const Binding& binding) {
 void Agent::cleanup() {
   reconciler_.cleanup(applied_);
   applied_ = Datapath{};
+  owners_.clear();
   PersistedState empty;
   empty.generation = persisted_ ? persisted_->generation : 0;
   persisted_ = std::move(empty);

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <optional>
+#include <unordered_map>
 
 #include "hostlb/netlink/conntrack.h"
 #include "hostlb/policies/persisted_state.h"
@@ -79,6 +80,16 @@ class Agent {
   // Live connections of one binding (draining ones included).
   size_t count_connections(const Binding& binding);
 
+  // The binding (live, or retired: draining or refused) a kernel key
+  // stands for.
+  std::optional<BindingKey> binding_for(const RefuseKey& key) const;
+  // The binding (live or draining) an identity belongs to; nullptr if none.
+  const BindingKey* owner(uint32_t id) const;
+  // Calls `each` for every live connection that carries an identity, from
+  // one dump of the whole table.
+  void each_identified_connection(
+      const std::function<void(uint32_t id, const ConntrackEntry&)>& each);
+
   // Unix time in seconds, from the clock the agent was given.
   int64_t now() const;
 
@@ -112,6 +123,7 @@ class Agent {
   FlushObserver flush_observer_;
   std::optional<PersistedState> persisted_;
   Datapath applied_;
+  std::unordered_map<uint32_t, BindingKey> owners_;
 };
 
 }  // namespace hostlb

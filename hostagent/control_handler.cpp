@@ -168,6 +168,7 @@ json ControlHandler::dispatch(const control::Request& request) {
     return state_to_json(current);
   }
   if (m == "apply") return apply(p);
+  if (m == "stats") return stats(p);
 
   if (m == "backend.list") {
     check_params(p, {});
@@ -363,6 +364,41 @@ json ControlHandler::draining(const std::optional<std::string>& backend) {
     out.push_back(std::move(entry));
   }
   return out;
+}
+
+json ControlHandler::stats(const json& p) {
+  check_params(p, {"format"});
+  std::string format = "json";
+  if (auto it = p.find("format"); it != p.end()) {
+    if (!it->is_string() || (*it != "json" && *it != "prometheus"))
+      refuse(control::kInvalidParams, "must be \"json\" or \"prometheus\"", "params.format");
+    format = it->get<std::string>();
+  }
+  if (!stats_) refuse(control::kRefused, "statistics are not kept by this daemon");
+  const StatsReport report = stats_();
+  if (format == "prometheus") return {{"text", render_prometheus(report)}};
+  auto figures = [](const StatFigures& f) {
+    return json{{"active", f.active},   {"opened", f.opened},   {"closed", f.closed},
+                {"flushed", f.flushed}, {"refused", f.refused}, {"misses", f.misses}};
+  };
+  json services = json::array(), backends = json::array();
+  for (const auto& [key, f] : report.services) {
+    json entry = figures(f);
+    entry["service"] = key;
+    services.push_back(std::move(entry));
+  }
+  for (const auto& [name, f] : report.backends) {
+    json entry = figures(f);
+    entry["backend"] = name;
+    backends.push_back(std::move(entry));
+  }
+  return {
+      {"services", std::move(services)},
+      {"backends", std::move(backends)},
+      {"events",
+       {{"received", report.events}, {"losses", report.event_losses}, {"resyncs", report.resyncs}}},
+      {"guard_drops", report.guard_drops},
+      {"misses", report.misses}};
 }
 
 json ControlHandler::status() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "control_server.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
+#include "hostlb/policies/connection_stats.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/policies/state_edit.h"
@@ -37,11 +39,15 @@ class ControlHandler {
   // Remembers a failure for `status` (a refused request, a failed reload).
   void note_error(const std::string& message);
 
+  // Where `stats` gets its figures (unset: `stats` is refused).
+  void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
+
  private:
   nlohmann::json dispatch(const control::Request& request);
   // The reply to "connections": batches as notifications, then the result.
   std::string connections(const control::Request& request);
   nlohmann::json status();
+  nlohmann::json stats(const nlohmann::json& params);
   nlohmann::json edit(const Edit& edit, uint32_t drain_seconds = 0);
   // Draining bindings (of one backend), with their time and connections left.
   nlohmann::json draining(const std::optional<std::string>& backend);
@@ -53,6 +59,7 @@ class ControlHandler {
   DocumentOptions doc_options_;
   DaemonInfo info_;
   std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
+  std::function<StatsReport()> stats_;
 };
 
 }  // namespace hostlb

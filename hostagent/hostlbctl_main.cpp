@@ -416,6 +416,39 @@ int main(int argc, char** argv) {
     };
   });
 
+  bool prometheus = false;
+  auto* stats = app.add_subcommand(
+      "stats", "Connection counters per service and backend, event losses, guard drops, misses");
+  stats->add_flag("--prometheus", prometheus, "Print the Prometheus text format");
+  stats->callback([&] {
+    method = "stats";
+    params = {{"format", prometheus ? "prometheus" : "json"}};
+    print = [&](const json& r) {
+      if (prometheus) {
+        std::printf("%s", r.at("text").get<std::string>().c_str());
+        return;
+      }
+      const char* figures[] = {"active", "opened", "closed", "flushed", "refused", "misses"};
+      for (const char* scope : {"service", "backend"}) {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& entry : r.at(std::string(scope) + "s")) {
+          std::vector<std::string> row{cell(entry.at(scope))};
+          for (const char* f : figures) row.push_back(cell(entry.at(f)));
+          rows.push_back(std::move(row));
+        }
+        print_table({scope == std::string("service") ? "SERVICE" : "BACKEND", "ACTIVE", "OPENED",
+                     "CLOSED", "FLUSHED", "REFUSED", "MISSES"},
+                    rows);
+        std::printf("\n");
+      }
+      const auto& e = r.at("events");
+      std::printf("conntrack events %s, losses %s, resyncs %s; guard drops %s; misses %s\n",
+                  cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
+                  cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
+                  cell(r.at("misses")).c_str());
+    };
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -20,10 +20,12 @@
 #include "agent.h"
 #include "control_handler.h"
 #include "control_server.h"
+#include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
+#include "stats_keeper.h"
 
 namespace {
 
@@ -45,6 +47,8 @@ struct Flags {
   std::string refuse_policy = "reject";
   std::string miss_policy = "reset";
   uint32_t refuse_seconds = 60;
+  std::string metrics_file;
+  uint32_t metrics_interval = 15;
   bool no_manage_sysctls = false;
   bool cleanup = false;
   bool check = false;
@@ -134,20 +138,54 @@ class ExpiryTimer {
   int64_t retry_at_ms_ = 0;
 };
 
-int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, const Flags& flags,
-               const DocumentOptions& doc_options, int sig_fd) {
+// Writes the metrics file every --metrics-interval seconds.
+class MetricsTimer {
+ public:
+  MetricsTimer(StatsKeeper& stats, const Flags& flags) : stats_(stats), flags_(flags) {}
+  int timeout_ms() const {
+    if (flags_.metrics_file.empty()) return -1;
+    return static_cast<int>(std::max<int64_t>(0, next_ms_ - unix_ms()));
+  }
+  void run() {
+    if (flags_.metrics_file.empty() || unix_ms() < next_ms_) return;
+    next_ms_ = unix_ms() + int64_t{flags_.metrics_interval} * 1000;
+    try {
+      stats_.write_metrics(flags_.metrics_file);
+    } catch (const std::exception& e) {
+      // Logged once per failure streak: the file system stays as it is
+      // until someone fixes it.
+      if (!failing_) spdlog::error("{}", e.what());
+      failing_ = true;
+      return;
+    }
+    if (failing_) spdlog::info("metrics file {} written again", flags_.metrics_file);
+    failing_ = false;
+  }
+
+ private:
+  StatsKeeper& stats_;
+  const Flags& flags_;
+  int64_t next_ms_ = 0;
+  bool failing_ = false;
+};
+
+int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, StatsKeeper& stats,
+               const Flags& flags, const DocumentOptions& doc_options, int sig_fd) {
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
   ExpiryTimer expiry(agent, control);
+  MetricsTimer metrics(stats, flags);
   std::vector<pollfd> fds;
   auto earliest = [](int a, int b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
   for (;;) {
     fds.clear();
     fds.push_back({sig_fd, POLLIN, 0});
+    fds.push_back({stats.fd(), POLLIN, 0});
     server.add_poll_fds(fds);
     int timeout_ms = earliest(server.next_timeout_ms(), watchdog_ms);
     timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
+    timeout_ms = earliest(timeout_ms, metrics.timeout_ms());
     const int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -155,8 +193,19 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, con
       return kExitFailure;
     }
     if (watchdog) sd_notify(0, "WATCHDOG=1");
-    server.process(fds, 1);
+    if (fds[1].revents & POLLIN) {
+      try {
+        stats.on_readable();
+      } catch (const KernelError& e) {
+        // The subscription is broken: nothing after start-up should do
+        // that; let systemd start a clean daemon.
+        spdlog::critical("{}", e.what());
+        return kExitFailure;
+      }
+    }
+    server.process(fds, 2);
     expiry.run();
+    metrics.run();
     if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
     if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
@@ -268,8 +317,13 @@ int run(const Flags& flags) {
     if (config)
       spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
                    config->services.size());
+    // Subscribed before its first dump; both after the start-up apply, so
+    // that the dump sees the identities of the bindings just applied, and
+    // before READY, so that "opened" counts every connection from then on.
+    StatsKeeper stats(agent, *nft, make_ctnetlink_events(marks->mask(), 8 << 20), *marks);
+    control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
-    return event_loop(agent, server, control, flags, doc_options, sig_fd);
+    return event_loop(agent, server, control, stats, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());
   } catch (const KernelError& e) {
@@ -323,6 +377,13 @@ int main(int argc, char** argv) {
                  "How long a removed binding's new connections are still refused after its "
                  "removal or drain")
       ->check(CLI::Range(0u, 86400u))
+      ->capture_default_str();
+  app.add_option("--metrics-file", flags.metrics_file,
+                 "Write the statistics in Prometheus text format to this file (for "
+                 "node_exporter's textfile collector); off when empty");
+  app.add_option("--metrics-interval", flags.metrics_interval,
+                 "Seconds between two writes of --metrics-file")
+      ->check(CLI::Range(1u, 3600u))
       ->capture_default_str();
   app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
                "Refuse to start if a needed sysctl is wrong instead of setting it");

@@ -76,6 +76,7 @@ int list_entry(const nlmsghdr* nlh, void* data) {
     entry.state = state < std::size(kStates) ? kStates[state] : "UNKNOWN";
   }
   entry.mark = nfct_get_attr_u32(ct.get(), ATTR_MARK);
+  entry.id = nfct_get_attr_u32(ct.get(), ATTR_ID);
   if (nfct_attr_is_set(ct.get(), ATTR_TIMESTAMP_START) > 0)
     entry.start_ns = nfct_get_attr_u64(ct.get(), ATTR_TIMESTAMP_START);
   ++lister->entries;

@@ -31,6 +31,30 @@ class LifecycleTest : public LabTest {
     return std::stoull(listing.substr(at + needle.size()));
   }
 
+  // The figures of one service (or backend) in `hostlbctl --json stats`.
+  nlohmann::json figures(const std::string& scope, const std::string& name) {
+    auto r = ctl("--json stats");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto doc = nlohmann::json::parse(r.output);
+    for (const auto& entry : doc[scope + "s"])
+      if (entry[scope] == name) return entry;
+    return nlohmann::json{{"stats", r.output}};
+  }
+  // Waits until `field` of a service or backend reaches `value` (events are
+  // asynchronous); returns the last figures seen.
+  nlohmann::json wait_figure(const std::string& scope, const std::string& name,
+                             const std::string& field, uint64_t value) {
+    nlohmann::json f;
+    for (int i = 0; i < 50; ++i) {
+      f = figures(scope, name);
+      if (f.value(field, uint64_t{0}) == value) return f;
+      std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << scope << " " << name << " " << field << " never reached " << value << ": "
+                  << f.dump();
+    return f;
+  }
+
   nlohmann::json status() {
     auto r = ctl("--json status");
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -136,6 +160,95 @@ TEST_F(LifecycleTest, ARefusalEndsAfterRefuseSeconds) {
   ASSERT_TRUE(daemon->wait_for_log("removed bindings no longer refused", 1, 10s)) << daemon->log();
   EXPECT_EQ(lab_.in("hv", "nft list set inet hostlb refuse4").output.find(kVip10),
             std::string::npos);
+}
+
+TEST_F(LifecycleTest, CountersMatchTheTrafficSent) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  const std::string metrics = lab_.dir() + "/hostlb.prom";
+  auto daemon = start_hostlbd(two_vips(), {"--metrics-file", metrics, "--metrics-interval", "1"});
+  const std::string s10 = "203.0.113.10:80/tcp", s20 = "203.0.113.20:80/tcp";
+  std::vector<std::unique_ptr<TcpClient>> clients;
+  for (int i = 0; i < 3; ++i)
+    clients.push_back(std::make_unique<TcpClient>(lab_, "c1", kVip10, 80));
+  for (int i = 0; i < 2; ++i)
+    clients.push_back(std::make_unique<TcpClient>(lab_, "c1", kVip20, 80));
+  for (auto& c : clients) ASSERT_EQ(c->read_line().rfind("vm1", 0), 0u);
+
+  auto f = wait_figure("service", s10, "opened", 3);
+  EXPECT_EQ(f["active"], 3);
+  f = wait_figure("service", s20, "opened", 2);
+  EXPECT_EQ(f["active"], 2);
+  f = wait_figure("backend", "web-1", "opened", 5);
+  EXPECT_EQ(f["active"], 5);
+
+  // Two end outside hostlbd's doing: closed, not flushed.
+  lab_.in("hv", "conntrack -D -p tcp --orig-dst " + kVip20);
+  f = wait_figure("service", s20, "closed", 2);
+  EXPECT_EQ(f["active"], 0);
+  EXPECT_EQ(f["flushed"], 0);
+
+  // A detach flushes three: flushed, not closed.
+  ASSERT_EQ(ctl("service detach " + s10 + " web-1").exit_code, 0);
+  f = figures("service", s10);
+  EXPECT_EQ(f["flushed"], 3) << f.dump();
+  std::this_thread::sleep_for(300ms);  // the DESTROY events arrive
+  f = figures("service", s10);
+  EXPECT_EQ(f["closed"], 0) << f.dump();
+  EXPECT_EQ(f["active"], 0) << f.dump();
+
+  // One refused attempt.
+  EXPECT_THROW(TcpClient(lab_, "c1", kVip10, 80, 1000ms), std::runtime_error);
+  EXPECT_EQ(figures("service", s10)["refused"], 1);
+
+  // A consistency miss: a flow whose conntrack entry is gone (as if a
+  // gateway had moved it here mid-connection) sends data; its packet is
+  // counted and answered with a reset.
+  TcpClient moved(lab_, "c1", kVip20, 80);
+  ASSERT_EQ(moved.read_line().rfind("vm1", 0), 0u);
+  lab_.in("hv", "conntrack -D -p tcp --orig-dst " + kVip20);
+  moved.send_all("x");
+  moved.shutdown_write();
+  EXPECT_EQ(moved.read_line(2000ms), "") << "reset, not served";
+  f = figures("service", s20);
+  EXPECT_GE(f["misses"].get<int>(), 1) << f.dump();
+  auto r = ctl("--json stats");
+  EXPECT_GE(nlohmann::json::parse(r.output)["misses"].get<int>(), 1) << r.output;
+
+  // The same figures in the metrics file, rewritten every second.
+  std::string text;
+  for (int i = 0; i < 30; ++i) {
+    text = lab_.in("hv", "cat " + metrics).output;
+    if (text.find("hostlb_service_connections_refused_total{service=\"" + s10 + "\"} 1") !=
+        std::string::npos)
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(text.find("hostlb_service_connections_opened_total{service=\"" + s10 + "\"} 3"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("hostlb_backend_connections_flushed_total{backend=\"web-1\"} 3"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("hostlb_service_connections_refused_total{service=\"" + s10 + "\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("# TYPE hostlb_conntrack_event_losses_total counter"), std::string::npos);
+  r = ctl("stats");
+  EXPECT_NE(r.output.find("SERVICE"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("losses 0"), std::string::npos) << r.output;
+}
+
+TEST_F(LifecycleTest, ConnectionsOfOtherNetfilterUsersAreNotCounted) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(two_vips());
+  // Traffic to the backend's own address: tracked by conntrack, not hostlb's.
+  TcpClient direct(lab_, "c1", kVm1.ipv4, 8080);
+  ASSERT_EQ(direct.read_line().rfind("vm1", 0), 0u);
+  TcpClient served(lab_, "c1", kVip10, 80);
+  ASSERT_EQ(served.read_line().rfind("vm1", 0), 0u);
+  wait_figure("backend", "web-1", "opened", 1);
+  auto r = ctl("--json stats");
+  EXPECT_EQ(nlohmann::json::parse(r.output)["events"]["received"], 1) << r.output;
 }
 
 }  // namespace

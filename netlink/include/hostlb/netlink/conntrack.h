@@ -25,6 +25,7 @@ struct ConntrackEntry {
   uint16_t backend_port = 0;
   std::string state;  // TCP state ("ESTABLISHED", ...); empty for UDP
   uint32_t mark = 0;
+  uint32_t id = 0;        // the kernel's entry id
   uint64_t start_ns = 0;  // wall clock, 0 if timestamps are off
 };
 

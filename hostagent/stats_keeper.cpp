@@ -1,0 +1,100 @@
+#include "stats_keeper.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "state_store.h"
+
+namespace hostlb {
+
+StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, std::unique_ptr<ConntrackEvents> events,
+                         const MarkLayout& marks)
+    : agent_(agent),
+      nft_(nft),
+      events_(std::move(events)),
+      stats_(marks, [&agent](uint32_t id) { return agent.owner(id); }) {
+  agent_.set_flush_observer(
+      [this](const Binding& b, size_t n) { stats_.on_flush(b.key, b.id, n); });
+  resync(/*after_loss=*/false);
+}
+
+void StatsKeeper::resync(bool after_loss) {
+  ConnectionStats::Dump dump;
+  dump.started_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::system_clock::now().time_since_epoch())
+                                              .count());
+  agent_.each_identified_connection([&](uint32_t id, const ConntrackEntry& e) {
+    ++dump.active_by_id[id];
+    if (e.start_ns >= dump.started_ns) dump.created_during_dump.insert(e.id);
+  });
+  stats_.resync(std::move(dump), after_loss);
+  if (after_loss)
+    spdlog::warn("conntrack events were lost (queue full); counts resynced from a dump");
+}
+
+void StatsKeeper::on_readable() {
+  const auto batch = events_->read([this](const ConntrackEvent& e) {
+    stats_.count_event();
+    if (e.kind == ConntrackEvent::Kind::kNew)
+      stats_.on_new(e.mark, e.id, e.start_ns);
+    else
+      stats_.on_destroy(e.mark, e.stop_ns);
+  });
+  if (batch.lost) {
+    stats_.on_loss();
+    resync(/*after_loss=*/true);
+  }
+}
+
+StatsReport StatsKeeper::report() {
+  const NftRuleset::Counters counters = nft_.counters();
+  stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key},
+                 [this](const RefuseKey& key) { return agent_.binding_for(key); });
+  const State& state = agent_.current();
+  stats_.forget_unless(
+      [&](const std::string& service) {
+        for (const auto& s : state.services)
+          if (s.key.str() == service) return true;
+        for (const auto& r : agent_.retired().entries())
+          if (r.binding.key.service.str() == service) return true;
+        return false;
+      },
+      [&](const std::string& backend) {
+        if (state.find_backend(backend) != nullptr) return true;
+        for (const auto& r : agent_.retired().entries())
+          if (r.binding.key.backend == backend) return true;
+        return false;
+      });
+  return stats_.report();
+}
+
+void StatsKeeper::write_metrics(const std::string& path) {
+  const std::string text = render_prometheus(report());
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw StoreError("writing metrics to " + tmp + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      ::close(fd);
+      throw StoreError("writing metrics to " + tmp + ": " + std::strerror(saved));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  // node_exporter reads the file at any time: it must see the old or the
+  // new one whole, never a part.
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw StoreError("renaming " + tmp + " to " + path + ": " + std::strerror(errno));
+}
+
+}  // namespace hostlb

@@ -1,0 +1,42 @@
+// The glue between the kernel's counters and ConnectionStats: a conntrack
+// event subscription (opened before the first dump, as conntrack-tools
+// does, so that nothing falls between the two), resyncs after event loss,
+// readings of the table's packet counters, and the metrics file.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent.h"
+#include "hostlb/netlink/conntrack_events.h"
+#include "hostlb/netlink/nft.h"
+#include "hostlb/policies/connection_stats.h"
+
+namespace hostlb {
+
+class StatsKeeper {
+ public:
+  // Subscribes to events and counts what is alive. Throws KernelError.
+  StatsKeeper(Agent& agent, NftRuleset& nft, std::unique_ptr<ConntrackEvents> events,
+              const MarkLayout& marks);
+
+  int fd() const { return events_->fd(); }
+  // Reads the queued events; resyncs from a dump if the kernel lost some.
+  void on_readable();
+
+  // Current figures (reads the kernel's packet counters first).
+  StatsReport report();
+  // Writes the Prometheus text to `path` atomically (temporary file,
+  // rename), for node_exporter's textfile collector. Throws StoreError.
+  void write_metrics(const std::string& path);
+
+ private:
+  void resync(bool after_loss);
+
+  Agent& agent_;
+  NftRuleset& nft_;
+  std::unique_ptr<ConntrackEvents> events_;
+  ConnectionStats stats_;
+};
+
+}  // namespace hostlb
