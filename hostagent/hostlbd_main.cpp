@@ -48,6 +48,7 @@ struct Flags {
   std::string miss_policy = "reset";
   uint32_t refuse_seconds = 60;
   std::string metrics_file;
+  uint32_t event_queue_kb = 8192;
   uint32_t metrics_interval = 15;
   bool no_manage_sysctls = false;
   bool cleanup = false;
@@ -320,7 +321,7 @@ int run(const Flags& flags) {
     // Subscribed before its first dump; both after the start-up apply, so
     // that the dump sees the identities of the bindings just applied, and
     // before READY, so that "opened" counts every connection from then on.
-    StatsKeeper stats(agent, *nft, make_ctnetlink_events(marks->mask(), 8 << 20), *marks);
+    StatsKeeper stats(agent, *nft, make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024), *marks);
     control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
     return event_loop(agent, server, control, stats, flags, doc_options, sig_fd);
@@ -384,6 +385,11 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-interval", flags.metrics_interval,
                  "Seconds between two writes of --metrics-file")
       ->check(CLI::Range(1u, 3600u))
+      ->capture_default_str();
+  app.add_option("--event-queue-kb", flags.event_queue_kb,
+                 "Receive queue of the conntrack event subscription, in KiB (events beyond it "
+                 "are lost and the counts resynced from a dump)")
+      ->check(CLI::Range(4u, 1u << 20))
       ->capture_default_str();
   app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
                "Refuse to start if a needed sysctl is wrong instead of setting it");

@@ -34,8 +34,17 @@ void StatsKeeper::resync(bool after_loss) {
     if (e.start_ns >= dump.started_ns) dump.created_during_dump.insert(e.id);
   });
   stats_.resync(std::move(dump), after_loss);
-  if (after_loss)
-    spdlog::warn("conntrack events were lost (queue full); counts resynced from a dump");
+  if (!after_loss) return;
+  // An event storm can overflow the queue many times a second: one line a
+  // minute says how often.
+  ++losses_unreported_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_loss_report_ < std::chrono::minutes(1)) return;
+  spdlog::warn("conntrack events were lost (queue full) {} time(s) since the last report; counts "
+               "resynced from a dump each time",
+               losses_unreported_);
+  losses_unreported_ = 0;
+  last_loss_report_ = now;
 }
 
 void StatsKeeper::on_readable() {

@@ -4,6 +4,7 @@
 // readings of the table's packet counters, and the metrics file.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,8 @@ class StatsKeeper {
   NftRuleset& nft_;
   std::unique_ptr<ConntrackEvents> events_;
   ConnectionStats stats_;
+  size_t losses_unreported_ = 0;
+  std::chrono::steady_clock::time_point last_loss_report_{};
 };
 
 }  // namespace hostlb
