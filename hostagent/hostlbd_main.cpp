@@ -321,7 +321,10 @@ int run(const Flags& flags) {
     // Subscribed before its first dump; both after the start-up apply, so
     // that the dump sees the identities of the bindings just applied, and
     // before READY, so that "opened" counts every connection from then on.
-    StatsKeeper stats(agent, *nft, make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024), *marks);
+    StatsKeeper stats(
+        agent, *nft,
+        make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024),
+        *marks);
     control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
     return event_loop(agent, server, control, stats, flags, doc_options, sig_fd);

@@ -40,9 +40,10 @@ void StatsKeeper::resync(bool after_loss) {
   ++losses_unreported_;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_loss_report_ < std::chrono::minutes(1)) return;
-  spdlog::warn("conntrack events were lost (queue full) {} time(s) since the last report; counts "
-               "resynced from a dump each time",
-               losses_unreported_);
+  spdlog::warn(
+      "conntrack events were lost (queue full) {} time(s) since the last report; counts "
+      "resynced from a dump each time",
+      losses_unreported_);
   losses_unreported_ = 0;
   last_loss_report_ = now;
 }
