@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/signalfd.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <vector>
 
@@ -22,6 +24,7 @@
 #include "control_server.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
@@ -37,6 +40,8 @@ constexpr int kExitFailure = 1;  // the kernel or the state directory refused
 constexpr int kExitUsage = 2;    // bad flags or a state document that is not valid
 
 struct Flags {
+  std::string daemon_config = "/etc/hostlb/hostlbd.conf";
+  std::string services_dir = "/etc/hostlb/services.d";
   std::string config;
   std::string socket = "/run/hostlb/hostlbd.sock";
   std::string socket_group = "hostlb";
@@ -65,8 +70,34 @@ std::optional<uint32_t> parse_mask(const std::string& text) {
   return static_cast<uint32_t>(value);
 }
 
-State read_config(const std::string& path, const DocumentOptions& options) {
-  return parse_state_document(read_file(path), options);
+// The desired state from the files provisioning writes: --config first,
+// then services.d/*.json in name order. nullopt when there is no such file
+// (hostlbd then keeps what it persisted: hostlbctl drives it).
+struct Desired {
+  State state;
+  std::string sources;  // for log lines
+};
+std::optional<Desired> read_desired(const Flags& flags, const DocumentOptions& options) {
+  std::vector<SourceFile> files;
+  if (!flags.config.empty()) files.push_back({flags.config, read_file(flags.config)});
+  if (!flags.services_dir.empty()) {
+    std::error_code ec;
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(flags.services_dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() > 5 && name.ends_with(".json") && name.front() != '.' &&
+          entry.is_regular_file())
+        names.push_back(entry.path().string());
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      throw StoreError("reading " + flags.services_dir + ": " + ec.message());
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) files.push_back({name, read_file(name)});
+  }
+  if (files.empty()) return std::nullopt;
+  Desired out{merge_state_files(files, options), ""};
+  for (const auto& f : files) out.sources += (out.sources.empty() ? "" : ", ") + f.name;
+  return out;
 }
 
 // Blocks the signals hostlbd handles and returns a signalfd for them.
@@ -82,21 +113,21 @@ int make_signal_fd() {
 
 void reload(Agent& agent, ControlHandler& control, const Flags& flags,
             const DocumentOptions& doc_options) {
-  if (flags.config.empty()) {
-    spdlog::info("SIGHUP: no --config file to re-read; nothing to do");
-    return;
-  }
   sd_notify(0, "RELOADING=1");
   try {
-    agent.change(read_config(flags.config, doc_options));
-    spdlog::info("reloaded {}", flags.config);
+    auto desired = read_desired(flags, doc_options);
+    if (!desired) {
+      spdlog::info("SIGHUP: no --config file and no services.d file to re-read; nothing to do");
+    } else {
+      agent.change(desired->state);
+      spdlog::info("reloaded {}", desired->sources);
+    }
   } catch (const DocumentError& e) {
-    spdlog::error("reload refused, {} is not valid: {}; keeping the current state", flags.config,
-                  e.what());
-    control.note_error("reload: " + flags.config + ": " + e.what());
+    spdlog::error("reload refused, not valid: {}; keeping the current state", e.what());
+    control.note_error(std::string("reload: ") + e.what());
   } catch (const std::exception& e) {
-    spdlog::error("reload of {} failed: {}; keeping the current state", flags.config, e.what());
-    control.note_error("reload: " + flags.config + ": " + e.what());
+    spdlog::error("reload failed: {}; keeping the current state", e.what());
+    control.note_error(std::string("reload: ") + e.what());
   }
   sd_notify(0, "READY=1");
 }
@@ -223,6 +254,71 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
   }
 }
 
+// The settings file fills in what the command line did not give.
+bool apply_settings_file(const CLI::App& app, Flags& flags) {
+  if (flags.daemon_config.empty()) return true;
+  const bool explicit_file = app.count("--daemon-config") > 0;
+  std::error_code ec;
+  if (!explicit_file && !std::filesystem::exists(flags.daemon_config, ec)) return true;
+  DaemonSettings settings;
+  try {
+    settings = parse_daemon_settings(read_file(flags.daemon_config));
+  } catch (const DocumentError& e) {
+    spdlog::error("{}: {}", flags.daemon_config, e.what());
+    return false;
+  } catch (const StoreError& e) {
+    spdlog::error("{}", e.what());
+    return false;
+  }
+  auto take = [&](const char* flag, auto& field, const auto& value) {
+    if (value && app.count(flag) == 0) field = *value;
+  };
+  take("--config", flags.config, settings.config);
+  take("--services-dir", flags.services_dir, settings.services_dir);
+  take("--socket", flags.socket, settings.socket);
+  take("--socket-group", flags.socket_group, settings.socket_group);
+  take("--state-dir", flags.state_dir, settings.state_dir);
+  take("--log-level", flags.log_level, settings.log_level);
+  take("--default-bridge", flags.default_bridge, settings.default_bridge);
+  take("--ct-mark-mask", flags.ct_mark_mask, settings.ct_mark_mask);
+  take("--refuse-policy", flags.refuse_policy, settings.refuse_policy);
+  take("--refuse-seconds", flags.refuse_seconds, settings.refuse_seconds);
+  take("--miss-policy", flags.miss_policy, settings.miss_policy);
+  take("--metrics-file", flags.metrics_file, settings.metrics_file);
+  take("--metrics-interval", flags.metrics_interval, settings.metrics_interval);
+  take("--event-queue-kb", flags.event_queue_kb, settings.event_queue_kb);
+  if (settings.manage_sysctls && app.count("--no-manage-sysctls") == 0)
+    flags.no_manage_sysctls = !*settings.manage_sysctls;
+  return true;
+}
+
+// Under systemd (stderr is the journal) each line starts with its syslog
+// priority and carries no timestamp of its own: the journal adds one.
+class JournalPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr const char* kPriority[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", ""};
+    const char* p = kPriority[std::min<size_t>(static_cast<size_t>(msg.level), 6)];
+    dest.append(p, p + std::strlen(p));
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JournalPriority>();
+  }
+};
+
+void setup_logging() {
+  auto logger = spdlog::stderr_color_mt("hostlbd");
+  spdlog::set_default_logger(logger);
+  if (std::getenv("JOURNAL_STREAM") != nullptr) {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<JournalPriority>('*').set_pattern("%*%v");
+    spdlog::set_formatter(std::move(formatter));
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
+}
+
 int run(const Flags& flags) {
   auto level = spdlog::level::from_str(flags.log_level);
   spdlog::set_level(level);
@@ -255,24 +351,24 @@ int run(const Flags& flags) {
 
   // The document is validated before anything else happens, so that a
   // refused document changes nothing at all.
-  std::optional<State> config;
-  if (!flags.config.empty()) {
-    try {
-      config = read_config(flags.config, doc_options);
-    } catch (const DocumentError& e) {
-      spdlog::error("{}: {}", flags.config, e.what());
-      return kExitUsage;
-    } catch (const StoreError& e) {
-      spdlog::error("{}", e.what());
-      return kExitUsage;
-    }
+  std::optional<Desired> desired;
+  try {
+    desired = read_desired(flags, doc_options);
+  } catch (const DocumentError& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
+  } catch (const StoreError& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
   }
+  std::optional<State> config;
+  if (desired) config = desired->state;
   if (flags.check) {
-    if (!config) {
-      spdlog::error("--check needs --config FILE");
+    if (!desired) {
+      spdlog::error("--check needs --config FILE or a services.d file");
       return kExitUsage;
     }
-    std::printf("%s: valid (%zu backends, %zu services)\n", flags.config.c_str(),
+    std::printf("%s: valid (%zu backends, %zu services)\n", desired->sources.c_str(),
                 config->backends.size(), config->services.size());
     return kExitOk;
   }
@@ -312,12 +408,12 @@ int run(const Flags& flags) {
     // The socket first: if another daemon owns it, nothing is touched.
     server.open();
     if (!config && !agent.has_persisted())
-      spdlog::info("no --config and no persisted state: starting empty");
+      spdlog::info("no --config, no services.d file and no persisted state: starting empty");
     agent.start(config);
     ::malloc_trim(0);  // the document's parse tree and the start-up transaction are gone
-    if (config)
-      spdlog::info("applied {}: {} backends, {} services", flags.config, config->backends.size(),
-                   config->services.size());
+    if (desired)
+      spdlog::info("applied {}: {} backends, {} services", desired->sources,
+                   config->backends.size(), config->services.size());
     // Subscribed before its first dump; both after the start-up apply, so
     // that the dump sees the identities of the bindings just applied, and
     // before READY, so that "opened" counts every connection from then on.
@@ -351,6 +447,14 @@ int main(int argc, char** argv) {
       "local connections: conntrack is committed and the VIP is DNATed to the backend.",
       "hostlbd"};
   Flags flags;
+  app.add_option("--daemon-config", flags.daemon_config,
+                 "Settings file (key = value lines, see hostlb.conf(5)); flags given here win; "
+                 "read if it exists, empty to read none")
+      ->capture_default_str();
+  app.add_option("--services-dir", flags.services_dir,
+                 "Directory of state fragments (*.json, merged in name order after --config) "
+                 "to apply at start and on SIGHUP; empty for none")
+      ->capture_default_str();
   app.add_option("-c,--config", flags.config,
                  "State document (JSON) to apply at start and on SIGHUP")
       ->check(CLI::ExistingFile);
@@ -407,8 +511,7 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }
-  auto logger = spdlog::stderr_color_mt("hostlbd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  setup_logging();
+  if (!apply_settings_file(app, flags)) return kExitUsage;
   return run(flags);
 }

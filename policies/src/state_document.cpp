@@ -294,6 +294,10 @@ bool is_valid_interface_name(std::string_view name) {
 }
 
 State parse_state_document(std::string_view text, const DocumentOptions& options) {
+  return state_from_json(parse_json_strict(text), options);
+}
+
+json parse_json_strict(std::string_view text) {
   json document;
   try {
     StrictTreeBuilder builder(document);
@@ -305,7 +309,7 @@ State parse_state_document(std::string_view text, const DocumentOptions& options
     if (auto pos = detail.find("] "); pos != std::string::npos) detail = detail.substr(pos + 2);
     throw DocumentError("", "invalid JSON: " + printable(detail));
   }
-  return state_from_json(document, options);
+  return document;
 }
 
 State state_from_json(const json& document, const DocumentOptions& options) {

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -382,6 +383,15 @@ std::string write_lab_file(const Lab& lab, const std::string& name, const std::s
 
 Hostlbd::Hostlbd(const Lab& lab, std::vector<std::string> args)
     : lab_(lab), args_(std::move(args)) {
+  // The machine's own /etc/hostlb (if a package is installed) stays out of
+  // the tests unless a test names files itself.
+  auto given = [&](const std::string& flag) {
+    return std::find(args_.begin(), args_.end(), flag) != args_.end();
+  };
+  if (!given("--daemon-config")) {
+    args_.insert(args_.begin(), {"--daemon-config", ""});
+    if (!given("--services-dir")) args_.insert(args_.begin(), {"--services-dir", ""});
+  }
   static int counter = 0;
   ++counter;
   log_path_ = lab.dir() + "/hostlbd-" + std::to_string(counter) + ".log";

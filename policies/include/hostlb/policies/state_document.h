@@ -3,7 +3,7 @@
 // e.g. `backends[0].mac: "02:00:00:00:01:zz" is not a MAC address`.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,6 +32,9 @@ struct DocumentOptions {
   // Used for backends that do not name their bridge; empty means "required".
   std::string default_bridge;
 };
+
+// Parses JSON strictly (duplicate keys refused). Throws DocumentError.
+nlohmann::json parse_json_strict(std::string_view text);
 
 // Parses and validates a state document. Throws DocumentError.
 State parse_state_document(std::string_view text, const DocumentOptions& options = {});
