@@ -14,9 +14,10 @@ build_pkgs=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev
 )
-runtime_pkgs=(nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux)
+runtime_pkgs=(nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux systemd)
+package_pkgs=(dpkg-dev fakeroot debootstrap)
 missing=()
-for p in "${build_pkgs[@]}" "${runtime_pkgs[@]}"; do
+for p in "${build_pkgs[@]}" "${runtime_pkgs[@]}" "${package_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
