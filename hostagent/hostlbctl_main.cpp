@@ -17,8 +17,15 @@
 #include <string>
 #include <vector>
 
+#include "doctor.h"
+#include "hostlb/netlink/nft.h"
+#include "hostlb/netlink/routes.h"
+#include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/persisted_state.h"
+#include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
+#include "state_store.h"
 
 namespace {
 
@@ -207,6 +214,69 @@ void print_status(const json& s) {
   else
     std::printf("last error: %s %s\n", err.at("time").get<std::string>().c_str(),
                 err.at("message").get<std::string>().c_str());
+}
+
+// The desired state: from the daemon if it answers, else from the
+// snapshot in the state directory.
+int run_doctor(const std::string& socket, int timeout_s, const std::string& state_dir,
+               bool as_json) {
+  using hostlb::Finding;
+  hostlb::State state;
+  hostlb::HostFacts facts;
+  try {
+    Connection connection(socket, timeout_s * 1000);
+    const auto status = connection.call("status", json::object());
+    const auto got = connection.call("get", json::object());
+    if (!status.ok || !got.ok)
+      throw Unreachable("hostlbd refused: " + (status.ok ? got : status).error.message);
+    state = hostlb::state_from_json(got.result);
+    facts.daemon_reachable = true;
+    facts.daemon_detail =
+        "hostlbd " + status.result.at("version").get<std::string>() + " answers on " + socket;
+    facts.desired_source = "desired state from hostlbd";
+  } catch (const std::exception& e) {
+    facts.daemon_detail = e.what();
+    try {
+      state = hostlb::persisted_state_from_text(hostlb::read_file(state_dir + "/state.json")).state;
+      facts.desired_source = "desired state from the snapshot in " + state_dir;
+    } catch (const std::exception& e2) {
+      facts.desired_source = std::string("no desired state: ") + e2.what();
+    }
+  }
+  const hostlb::MarkLayout marks(hostlb::MarkLayout::kDefaultMask);
+  const hostlb::Datapath desired = hostlb::compile_datapath(state, {}, marks);
+  auto routes = hostlb::make_libnl_route_table();
+  auto sysctls = hostlb::make_procfs_sysctls();
+  auto nft = hostlb::make_kernel_ruleset();
+  const hostlb::HostFacts kernel = hostlb::gather_facts(desired, *routes, *sysctls, *nft);
+  facts.nftables_error = kernel.nftables_error;
+  facts.conntrack_available = kernel.conntrack_available;
+  facts.conntrack_count = kernel.conntrack_count;
+  facts.conntrack_max = kernel.conntrack_max;
+  facts.sysctls = kernel.sysctls;
+  facts.bridges = kernel.bridges;
+  facts.learnt = kernel.learnt;
+  facts.fdb_errors = kernel.fdb_errors;
+  facts.routes = kernel.routes;
+  facts.neighbours = kernel.neighbours;
+  facts.table = kernel.table;
+  const auto findings = hostlb::diagnose(desired, facts);
+  bool failed = false;
+  json out = json::array();
+  for (const auto& f : findings) {
+    const char* level = f.level == Finding::Level::kPass   ? "pass"
+                        : f.level == Finding::Level::kWarn ? "warn"
+                                                           : "fail";
+    failed |= f.level == Finding::Level::kFail;
+    if (as_json) {
+      out.push_back({{"level", level}, {"check", f.check}, {"detail", f.detail}, {"fix", f.fix}});
+      continue;
+    }
+    std::printf("%-4s %s: %s%s\n", level, f.check.c_str(), f.detail.c_str(),
+                f.fix.empty() ? "" : ("\n     fix: " + f.fix).c_str());
+  }
+  if (as_json) std::printf("%s\n", out.dump(2).c_str());
+  return failed ? kExitRefused : kExitOk;
 }
 
 }  // namespace
@@ -449,6 +519,19 @@ int main(int argc, char** argv) {
     };
   });
 
+  bool doctor = false;
+  std::string d_state_dir = "/var/lib/hostlb";
+  auto* doctor_cmd = app.add_subcommand(
+      "doctor",
+      "Check this host for hostlb: kernel features, sysctls, bridges, backends' MACs, routes, "
+      "neighbours, conntrack headroom, the table against the desired state, the daemon "
+      "(works without the daemon too; exit 1 if a check fails)");
+  doctor_cmd
+      ->add_option("--state-dir", d_state_dir,
+                   "Where to read the desired state when the daemon cannot be asked")
+      ->capture_default_str();
+  doctor_cmd->callback([&] { doctor = true; });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -458,6 +541,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hostlbctl: %s\n", e.what());
     return kExitUsage;
   }
+
+  if (doctor) return run_doctor(socket, timeout_s, d_state_dir, as_json);
 
   try {
     Connection connection(socket, timeout_s * 1000);

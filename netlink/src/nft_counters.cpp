@@ -151,4 +151,31 @@ NftRuleset::Counters read_nft_counters() {
   return out;
 }
 
+NftRuleset::Inventory read_nft_inventory() {
+  NftRuleset::Inventory out;
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  uint32_t seq = 1;
+  bool all_found = true;
+  auto read_keys = [&](const std::string& name, IpFamily family, std::set<RefuseKey>& into) {
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    std::map<RefuseKey, uint64_t> keys;
+    KeyDump dump{family, &keys};
+    if (!query("listing the elements of map " + name, nlh, counted_element, &dump))
+      all_found = false;
+    for (const auto& [key, packets] : keys) into.insert(key);
+  };
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    read_keys(nft_names::targets_map(family), family, out.targets);
+    read_keys(nft_names::marks_map(family), family, out.identities);
+  }
+  out.table = all_found;
+  return out;
+}
+
 }  // namespace hostlb

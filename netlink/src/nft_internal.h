@@ -12,5 +12,6 @@ NftRunStats run_nft_script_in_helper(const std::string& what, const std::string&
 
 // The counters of hostlb's table (zero where the table or set is missing).
 NftRuleset::Counters read_nft_counters();
+NftRuleset::Inventory read_nft_inventory();
 
 }  // namespace hostlb

@@ -29,6 +29,7 @@ class KernelRuleset final : public NftRuleset {
   }
 
   Counters counters() override { return read_nft_counters(); }
+  Inventory inventory() override { return read_nft_inventory(); }
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
     if (!diff.changes_ruleset()) return;

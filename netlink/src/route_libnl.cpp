@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <linux/if.h>
 #include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
@@ -6,7 +7,10 @@
 #include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -144,6 +148,29 @@ class LibnlRouteTable final : public RouteTable {
     return found;
   }
 
+  std::vector<Neighbour> list_permanent_neighbours() override {
+    kernel_errno_ = 0;
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_neigh_alloc_cache(sock_.get(), &raw); err < 0)
+      throw KernelError("listing neighbours", said(err));
+    CachePtr cache(raw);
+    std::vector<Neighbour> found;
+    for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
+      auto* neigh = reinterpret_cast<rtnl_neigh*>(obj);
+      const int family = rtnl_neigh_get_family(neigh);
+      if ((family != AF_INET && family != AF_INET6) ||
+          !(rtnl_neigh_get_state(neigh) & NUD_PERMANENT))
+        continue;
+      const nl_addr* dst = rtnl_neigh_get_dst(neigh);
+      const nl_addr* ll = rtnl_neigh_get_lladdr(neigh);
+      if (!dst || !ll || nl_addr_get_len(ll) != 6) continue;
+      std::array<uint8_t, 6> mac;
+      std::memcpy(mac.data(), nl_addr_get_binary_addr(ll), 6);
+      found.push_back({rtnl_neigh_get_ifindex(neigh), from_nl_addr(dst), MacAddress(mac)});
+    }
+    return found;
+  }
+
  private:
   // What the kernel said for the last request, or libnl's text if the
   // failure did not come from the kernel.
@@ -196,5 +223,48 @@ class LibnlRouteTable final : public RouteTable {
 }  // namespace
 
 std::unique_ptr<RouteTable> make_libnl_route_table() { return std::make_unique<LibnlRouteTable>(); }
+
+namespace {
+// struct __fdb_entry of linux/if_bridge.h (whose includes clash with the C
+// library's netinet/in.h): the record sysfs brforward is made of.
+struct FdbEntry {
+  uint8_t mac_addr[6];
+  uint8_t port_no;
+  uint8_t is_local;
+  uint32_t ageing_timer_value;
+  uint8_t port_hi;
+  uint8_t pad0;
+  uint16_t unused;
+};
+static_assert(sizeof(FdbEntry) == 16);
+}  // namespace
+
+std::vector<MacAddress> bridge_learnt_macs(const std::string& bridge) {
+  // The forwarding database as sysfs exposes it, read in one go.
+  const std::string path = "/sys/class/net/" + bridge + "/brforward";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw KernelError("reading the forwarding database of " + bridge, std::strerror(errno));
+  std::vector<MacAddress> out;
+  std::vector<FdbEntry> entries(1024);
+  for (;;) {
+    const ssize_t n = ::read(fd, entries.data(), entries.size() * sizeof(FdbEntry));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      ::close(fd);
+      throw KernelError("reading the forwarding database of " + bridge, std::strerror(saved));
+    }
+    if (n == 0) break;
+    for (size_t i = 0; i < static_cast<size_t>(n) / sizeof(FdbEntry); ++i) {
+      if (entries[i].is_local) continue;
+      std::array<uint8_t, 6> mac;
+      std::memcpy(mac.data(), entries[i].mac_addr, 6);
+      out.push_back(MacAddress(mac));
+    }
+  }
+  ::close(fd);
+  return out;
+}
 
 }  // namespace hostlb

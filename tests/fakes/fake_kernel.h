@@ -85,6 +85,16 @@ class FakeNft : public NftRuleset {
     return out;
   }
 
+  Inventory inventory() override {
+    Inventory out;
+    out.table = table_;
+    for (const auto& [id, b] : bindings_) {
+      out.targets.insert({b.mac, b.key.service});
+      out.identities.insert({b.mac, b.key.service});
+    }
+    return out;
+  }
+
   // A packet to a refused key arrives; false if the key is not refused.
   bool refuse_packet(const RefuseKey& key) {
     auto it = refused_.find(key);
@@ -174,6 +184,11 @@ class FakeRoutes : public RouteTable {
   std::vector<InstalledRoute> list_host_routes() override {
     std::vector<InstalledRoute> out;
     for (const auto& [ifindex, address] : routes) out.push_back({ifindex, address});
+    return out;
+  }
+  std::vector<Neighbour> list_permanent_neighbours() override {
+    std::vector<Neighbour> out;
+    for (const auto& [key, mac] : neighbours) out.push_back({key.first, key.second, mac});
     return out;
   }
 

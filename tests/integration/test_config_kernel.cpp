@@ -102,3 +102,58 @@ TEST_F(ConfigTest, FlagsWinOverTheSettingsFile) {
 
 }  // namespace
 }  // namespace hostlb::lab
+
+namespace hostlb::lab {
+namespace {
+
+using DoctorTest = LabTest;
+
+TEST_F(DoctorTest, ChecksTheHostAgainstTheDesiredStateWithAndWithoutTheDaemon) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                        service_json(kVip20, 80, "tcp", {{"web-2", 8080}})}));
+  {
+    TcpClient c(lab_, "c1", kVip10, 80);  // br0 learns vm1's MAC
+    ASSERT_EQ(c.read_line().rfind("vm1", 0), 0u);
+  }
+  const std::string ctl_path = std::string(HOSTLBCTL_PATH) + " --socket " + socket_path();
+  const std::string doctor_args = " doctor --state-dir " + lab_.dir() + "/state";
+  const std::string doctor = ctl_path + doctor_args;
+  auto r = lab_.in("hv", doctor);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line :
+       {"pass nf_tables: available", "pass sysctl net.bridge.bridge-nf-call-iptables: = 1",
+        "pass bridge br0: up", "pass backend web-1 MAC: 02:00:00:00:01:11 learnt on a port of br0",
+        "pass backend web-1 route: 198.18.1.11 dev br0",
+        "pass backend web-1 neighbour: 198.18.1.11 dev br0 lladdr 02:00:00:00:01:11",
+        "pass table inet hostlb: 2 bindings wanted, 2 in the table (desired state from hostlbd)",
+        "pass daemon: hostlbd "})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+
+  // Someone removes a route: a failure with its fix, exit 1.
+  lab_.in("hv", "ip route del 198.18.1.11 dev br0 proto 213");
+  r = lab_.in("hv", doctor);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("fail backend web-1 route: 198.18.1.11 dev br0 missing\n     fix: "),
+            std::string::npos)
+      << r.output;
+
+  // Without the daemon: the snapshot is the desired state.
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  r = lab_.in("hv", ctl_path + " --json" + doctor_args);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  const auto findings = nlohmann::json::parse(r.output);
+  bool daemon_failed = false, table_checked = false;
+  for (const auto& f : findings) {
+    if (f["check"] == "daemon") daemon_failed = f["level"] == "fail";
+    if (f["check"] == "table inet hostlb")
+      table_checked = f["level"] == "pass" &&
+                      f["detail"].get<std::string>().find("snapshot") != std::string::npos;
+  }
+  EXPECT_TRUE(daemon_failed) << r.output;
+  EXPECT_TRUE(table_checked) << r.output;
+}
+
+}  // namespace
+}  // namespace hostlb::lab

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -73,6 +74,15 @@ class NftRuleset {
     // not every key once it is full (`misses` is always complete).
     std::map<RefuseKey, uint64_t> misses_by_key;
   };
+  // What the table holds: whether it exists, and the keys of its DNAT and
+  // identity maps (for checks such as hostlbctl doctor).
+  struct Inventory {
+    bool table = false;
+    std::set<RefuseKey> targets;
+    std::set<RefuseKey> identities;
+  };
+  virtual Inventory inventory() = 0;
+
   // The table's counters as the kernel holds them now (zero if there is no
   // table).
   virtual Counters counters() = 0;

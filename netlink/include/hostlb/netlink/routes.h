@@ -44,7 +44,19 @@ class RouteTable {
 
   // Routes carrying kRouteProtocol, in the main table.
   virtual std::vector<InstalledRoute> list_host_routes() = 0;
+
+  struct Neighbour {
+    int ifindex = 0;
+    IpAddress address;
+    MacAddress mac;
+  };
+  // Permanent neighbour entries (IPv4 and IPv6).
+  virtual std::vector<Neighbour> list_permanent_neighbours() = 0;
 };
+
+// The MACs a bridge has learnt on its ports (not its own), from its
+// forwarding database. Throws KernelError.
+std::vector<MacAddress> bridge_learnt_macs(const std::string& bridge);
 
 // Throws KernelError if the rtnetlink socket cannot be opened.
 std::unique_ptr<RouteTable> make_libnl_route_table();

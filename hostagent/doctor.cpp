@@ -1,0 +1,175 @@
+#include "doctor.h"
+
+#include <exception>
+
+namespace hostlb {
+
+HostFacts gather_facts(const Datapath& desired, RouteTable& routes, Sysctls& sysctls,
+                       NftRuleset& nft) {
+  HostFacts facts;
+  try {
+    facts.table = nft.inventory();
+  } catch (const std::exception& e) {
+    facts.nftables_error = e.what();
+  }
+  auto number = [&](const std::string& key) -> std::optional<uint64_t> {
+    const auto text = sysctls.read(key);
+    if (!text) return std::nullopt;
+    try {
+      return std::stoull(*text);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  facts.conntrack_max = number("net/netfilter/nf_conntrack_max");
+  facts.conntrack_count = number("net/netfilter/nf_conntrack_count");
+  facts.conntrack_available = facts.conntrack_max.has_value();
+  for (const auto& req : datapath_sysctls(desired.bridges))
+    facts.sysctls[req.key] = sysctls.read(req.key);
+  std::map<int, std::string> names;
+  for (const auto& bridge : desired.bridges) {
+    try {
+      facts.bridges[bridge] = routes.link(bridge);
+      if (facts.bridges[bridge]) names[facts.bridges[bridge]->ifindex] = bridge;
+    } catch (const std::exception&) {
+      facts.bridges[bridge] = std::nullopt;
+    }
+    if (!facts.bridges[bridge]) continue;
+    try {
+      const auto macs = bridge_learnt_macs(bridge);
+      facts.learnt[bridge] = {macs.begin(), macs.end()};
+    } catch (const std::exception& e) {
+      facts.fdb_errors[bridge] = e.what();
+    }
+  }
+  try {
+    for (const auto& r : routes.list_host_routes())
+      if (names.count(r.ifindex)) facts.routes.insert({names[r.ifindex], r.address});
+    for (const auto& n : routes.list_permanent_neighbours())
+      if (names.count(n.ifindex)) facts.neighbours[{names[n.ifindex], n.address}] = n.mac;
+  } catch (const std::exception&) {
+    // Reported as missing entries by diagnose.
+  }
+  return facts;
+}
+
+std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
+  using Level = Finding::Level;
+  std::vector<Finding> out;
+  auto add = [&](Level level, std::string check, std::string detail, std::string fix = "") {
+    out.push_back({level, std::move(check), std::move(detail), std::move(fix)});
+  };
+
+  if (facts.nftables_error)
+    add(Level::kFail, "nf_tables", *facts.nftables_error,
+        "load nf_tables (modprobe nf_tables) or use a kernel with it; hostlbd needs "
+        "CAP_NET_ADMIN, so run doctor as root");
+  else
+    add(Level::kPass, "nf_tables", "available");
+
+  if (!facts.conntrack_available) {
+    add(Level::kFail, "conntrack", "net.netfilter.nf_conntrack_max is missing",
+        "load nf_conntrack (modprobe nf_conntrack)");
+  } else {
+    const uint64_t count = facts.conntrack_count.value_or(0), max = *facts.conntrack_max;
+    const std::string detail =
+        std::to_string(count) + " of " + std::to_string(max) + " entries in use";
+    const std::string fix = "raise net.netfilter.nf_conntrack_max (sysctl -w)";
+    if (max > 0 && count * 100 >= max * 95)
+      add(Level::kFail, "conntrack headroom", detail + ": new connections are being dropped", fix);
+    else if (max > 0 && count * 100 >= max * 80)
+      add(Level::kWarn, "conntrack headroom", detail, fix);
+    else
+      add(Level::kPass, "conntrack headroom", detail);
+  }
+
+  for (const auto& req : datapath_sysctls(desired.bridges)) {
+    auto it = facts.sysctls.find(req.key);
+    const std::optional<std::string> value = it == facts.sysctls.end() ? std::nullopt : it->second;
+    const std::string name = sysctl_display_name(req.key);
+    if (value && *value == req.value) {
+      add(Level::kPass, "sysctl " + name, "= " + *value);
+    } else {
+      std::string fix = "sysctl -w " + name + "=" + req.value;
+      if (!value && req.key.rfind("net/bridge/", 0) == 0)
+        fix = "load br_netfilter (modprobe br_netfilter), then " + fix;
+      add(Level::kFail, "sysctl " + name, value ? "= " + *value + " (" + req.why + ")" : "missing",
+          fix + " (hostlbd sets it itself unless manage_sysctls = false)");
+    }
+  }
+
+  for (const auto& bridge : desired.bridges) {
+    auto it = facts.bridges.find(bridge);
+    if (it == facts.bridges.end() || !it->second)
+      add(Level::kFail, "bridge " + bridge, "missing", "create it, or fix the backends' bridge");
+    else if (!it->second->up)
+      add(Level::kFail, "bridge " + bridge, "down", "ip link set " + bridge + " up");
+    else
+      add(Level::kPass, "bridge " + bridge, "up");
+  }
+
+  // Each backend: its MAC learnt on a port of its bridge, its route and
+  // neighbour in place.
+  std::map<std::string, std::vector<const HostEntry*>> by_backend;
+  for (const auto& h : desired.hosts) by_backend[h.backend].push_back(&h);
+  for (const auto& [backend, hosts] : by_backend) {
+    const HostEntry& first = *hosts.front();
+    const std::string check = "backend " + backend;
+    if (auto err = facts.fdb_errors.find(first.bridge); err != facts.fdb_errors.end()) {
+      add(Level::kWarn, check + " MAC", "cannot read the forwarding database: " + err->second);
+    } else if (auto fdb = facts.learnt.find(first.bridge);
+               fdb != facts.learnt.end() && fdb->second.count(first.mac)) {
+      add(Level::kPass, check + " MAC", first.mac.str() + " learnt on a port of " + first.bridge);
+    } else if (facts.bridges.count(first.bridge) && facts.bridges.at(first.bridge)) {
+      add(Level::kWarn, check + " MAC",
+          first.mac.str() + " not learnt on " + first.bridge + " (VM down, or not sending yet)",
+          "check that the VM runs and its interface is a port of " + first.bridge);
+    }
+    for (const HostEntry* h : hosts) {
+      const std::string what = h->address.str() + " dev " + h->bridge;
+      if (facts.routes.count({h->bridge, h->address}))
+        add(Level::kPass, check + " route", what);
+      else
+        add(Level::kFail, check + " route", what + " missing",
+            "restart or reload hostlbd (it installs it)");
+      auto n = facts.neighbours.find({h->bridge, h->address});
+      if (n != facts.neighbours.end() && n->second == h->mac)
+        add(Level::kPass, check + " neighbour", what + " lladdr " + h->mac.str());
+      else
+        add(Level::kFail, check + " neighbour",
+            what + (n == facts.neighbours.end() ? " missing" : " has lladdr " + n->second.str()),
+            "restart or reload hostlbd (it installs it)");
+    }
+  }
+
+  if (!facts.nftables_error) {
+    if (!facts.table.table) {
+      add(desired.bindings.empty() ? Level::kWarn : Level::kFail, "table inet hostlb", "missing",
+          "start hostlbd");
+    } else {
+      std::set<RefuseKey> want;
+      for (const auto& b : desired.bindings) want.insert({b.mac, b.key.service});
+      size_t missing = 0, extra = 0;
+      for (const auto& k : want)
+        missing += !facts.table.targets.count(k) || !facts.table.identities.count(k);
+      for (const auto& k : facts.table.targets) extra += !want.count(k);
+      const std::string detail = std::to_string(want.size()) + " bindings wanted, " +
+                                 std::to_string(facts.table.targets.size()) + " in the table";
+      if (missing == 0 && extra == 0)
+        add(Level::kPass, "table inet hostlb", detail + " (" + facts.desired_source + ")");
+      else
+        add(Level::kFail, "table inet hostlb",
+            detail + ": " + std::to_string(missing) + " missing, " + std::to_string(extra) +
+                " not wanted (" + facts.desired_source + ")",
+            "hostlbd rebuilds it on its next change or restart: systemctl restart hostlbd");
+    }
+  }
+
+  if (facts.daemon_reachable)
+    add(Level::kPass, "daemon", facts.daemon_detail);
+  else
+    add(Level::kFail, "daemon", facts.daemon_detail, "systemctl start hostlbd");
+  return out;
+}
+
+}  // namespace hostlb

@@ -1,0 +1,88 @@
+// diagnose() on hand-made facts: each verdict and its fix.
+#include <gtest/gtest.h>
+
+#include "doctor.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+namespace {
+
+Datapath one_backend() {
+  const State s = parse_state_document(R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":8080}]}]})");
+  return compile_datapath(s, {}, MarkLayout(MarkLayout::kDefaultMask));
+}
+
+// All well, as gather_facts would find it.
+HostFacts healthy(const Datapath& d) {
+  HostFacts f;
+  f.conntrack_available = true;
+  f.conntrack_count = 10;
+  f.conntrack_max = 1000;
+  for (const auto& req : datapath_sysctls(d.bridges)) f.sysctls[req.key] = req.value;
+  f.bridges["br0"] = LinkState{10, true};
+  f.learnt["br0"] = {d.hosts[0].mac};
+  for (const auto& h : d.hosts) {
+    f.routes.insert({h.bridge, h.address});
+    f.neighbours[{h.bridge, h.address}] = h.mac;
+  }
+  f.table.table = true;
+  for (const auto& b : d.bindings) {
+    f.table.targets.insert({b.mac, b.key.service});
+    f.table.identities.insert({b.mac, b.key.service});
+  }
+  f.daemon_reachable = true;
+  f.daemon_detail = "hostlbd 0.1.0";
+  f.desired_source = "test";
+  return f;
+}
+
+const Finding* find(const std::vector<Finding>& all, const std::string& check) {
+  for (const auto& f : all)
+    if (f.check == check) return &f;
+  return nullptr;
+}
+
+TEST(Doctor, AHealthyHostPassesEveryCheck) {
+  const Datapath d = one_backend();
+  for (const auto& f : diagnose(d, healthy(d)))
+    EXPECT_EQ(f.level, Finding::Level::kPass) << f.check << ": " << f.detail;
+}
+
+TEST(Doctor, ConntrackHeadroomWarnsAt80AndFailsAt95Percent) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  f.conntrack_count = 850;
+  EXPECT_EQ(find(diagnose(d, f), "conntrack headroom")->level, Finding::Level::kWarn);
+  f.conntrack_count = 960;
+  const auto* finding = find(diagnose(d, f), "conntrack headroom");
+  EXPECT_EQ(finding->level, Finding::Level::kFail);
+  EXPECT_NE(finding->fix.find("nf_conntrack_max"), std::string::npos);
+}
+
+TEST(Doctor, EachBrokenPieceIsNamedWithItsFix) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  f.sysctls["net/bridge/bridge-nf-call-iptables"] = std::nullopt;
+  f.bridges["br0"] = LinkState{10, false};
+  f.learnt["br0"].clear();
+  f.neighbours.clear();
+  f.table.targets.clear();
+  f.daemon_reachable = false;
+  const auto all = diagnose(d, f);
+  auto level = [&](const std::string& check) { return find(all, check)->level; };
+  EXPECT_EQ(level("sysctl net.bridge.bridge-nf-call-iptables"), Finding::Level::kFail);
+  EXPECT_NE(find(all, "sysctl net.bridge.bridge-nf-call-iptables")->fix.find("br_netfilter"),
+            std::string::npos);
+  EXPECT_EQ(level("bridge br0"), Finding::Level::kFail);
+  EXPECT_EQ(find(all, "bridge br0")->fix, "ip link set br0 up");
+  EXPECT_EQ(level("backend web-1 MAC"), Finding::Level::kWarn);
+  EXPECT_EQ(level("backend web-1 neighbour"), Finding::Level::kFail);
+  EXPECT_EQ(level("table inet hostlb"), Finding::Level::kFail);
+  EXPECT_NE(find(all, "table inet hostlb")->detail.find("1 missing"), std::string::npos);
+  EXPECT_EQ(level("daemon"), Finding::Level::kFail);
+}
+
+}  // namespace
+}  // namespace hostlb
