@@ -156,9 +156,12 @@ class ExpiryTimer {
     if (!deadline || *deadline * 1000 > unix_ms() || retry_at_ms_ > unix_ms()) return;
     try {
       agent_.expire();
+      if (retry_at_ms_ != 0) spdlog::info("drains and refusals end again");
       retry_at_ms_ = 0;
     } catch (const std::exception& e) {
-      spdlog::error("ending drains and refusals failed, retrying in 5 s: {}", e.what());
+      // Logged once per failure streak, retried every 5 s.
+      if (retry_at_ms_ == 0)
+        spdlog::error("ending drains and refusals failed, retrying every 5 s: {}", e.what());
       control_.note_error(std::string("drain end: ") + e.what());
       retry_at_ms_ = unix_ms() + 5000;
     }

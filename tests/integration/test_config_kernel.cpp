@@ -89,6 +89,15 @@ TEST_F(ConfigTest, ABadSettingIsRefusedNamingItsLine) {
       << r.output;
 }
 
+TEST_F(ConfigTest, UnderSystemdLinesCarryTheirPriorityAndNoTimestamp) {
+  const std::string conf = write_lab_file(lab_, "hostlbd.conf", "refuse = 1\n");
+  const auto r = sh("JOURNAL_STREAM=8:1234 " + std::string(HOSTLBD_PATH) + " --daemon-config " +
+                    conf + " --services-dir '' 2>&1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output.rfind("<3>" + conf + ": line 1: refuse: is not a known setting", 0), 0u)
+      << r.output;
+}
+
 TEST_F(ConfigTest, FlagsWinOverTheSettingsFile) {
   const std::string conf = write_lab_file(
       lab_, "hostlbd.conf", "socket = /nonexistent/dir/s.sock\nstate_dir = /nonexistent/state\n");
