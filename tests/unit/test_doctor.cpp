@@ -54,9 +54,11 @@ TEST(Doctor, ConntrackHeadroomWarnsAt80AndFailsAt95Percent) {
   const Datapath d = one_backend();
   HostFacts f = healthy(d);
   f.conntrack_count = 850;
-  EXPECT_EQ(find(diagnose(d, f), "conntrack headroom")->level, Finding::Level::kWarn);
+  const auto warned = diagnose(d, f);
+  EXPECT_EQ(find(warned, "conntrack headroom")->level, Finding::Level::kWarn);
   f.conntrack_count = 960;
-  const auto* finding = find(diagnose(d, f), "conntrack headroom");
+  const auto failed = diagnose(d, f);
+  const auto* finding = find(failed, "conntrack headroom");
   EXPECT_EQ(finding->level, Finding::Level::kFail);
   EXPECT_NE(finding->fix.find("nf_conntrack_max"), std::string::npos);
 }
