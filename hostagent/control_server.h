@@ -30,8 +30,8 @@ struct PeerCredentials {
 struct ControlServerOptions {
   std::string path;
   std::string group = "hostlb";  // may use the socket besides root, if it exists
-  size_t max_request_bytes = 16 * 1024 * 1024;
-  size_t max_reply_backlog = 64 * 1024 * 1024;
+  size_t max_request_bytes = size_t{16} << 20;
+  size_t max_reply_backlog = size_t{64} << 20;
   size_t max_clients = 64;
   std::chrono::milliseconds stall_timeout{5000};  // to finish a request once begun
   std::chrono::milliseconds idle_timeout{300000};

@@ -148,7 +148,7 @@ class ExpiryTimer {
     const auto deadline = agent_.next_deadline();
     if (!deadline) return -1;
     const int64_t due = std::max(*deadline * 1000, retry_at_ms_);
-    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, 3600 * 1000));
+    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, int64_t{3600} * 1000));
   }
 
   void run() {

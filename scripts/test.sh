@@ -17,3 +17,9 @@ cmake --build build-asan -j"$(nproc)" --target hostlb_unit_tests hostlbd hostlbc
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure --no-tests=error -L unit)
+
+echo "== fuzzers (${FUZZ_SECONDS:-30} s each)"
+./scripts/fuzz.sh
+
+echo "== clang-tidy"
+./scripts/tidy.sh

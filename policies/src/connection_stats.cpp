@@ -147,9 +147,16 @@ std::string render_prometheus(const StatsReport& report) {
     for (const auto& m : kMetrics) {
       const std::string name = std::string("hostlb_") + scope + "_" + m.name;
       out += "# HELP " + name + " " + m.help + "\n# TYPE " + name + " " + m.type + "\n";
-      for (const auto& [label, figures] : *by)
-        out += name + "{" + scope + "=\"" + label_value(label) + "\"} " +
-               std::to_string(figures.*(m.field)) + "\n";
+      for (const auto& [label, figures] : *by) {
+        out += name;
+        out += "{";
+        out += scope;
+        out += "=\"";
+        out += label_value(label);
+        out += "\"} ";
+        out += std::to_string(figures.*(m.field));
+        out += "\n";
+      }
     }
   }
   auto single = [&](const char* name, const char* help, uint64_t value) {

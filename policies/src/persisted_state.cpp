@@ -104,7 +104,7 @@ PersistedState persisted_state_from_text(std::string_view text) {
   std::vector<RetiredBinding> entries;
   for (size_t i = 0; i < retired.size(); ++i)
     entries.push_back(retired_from_json(retired[i], "retired[" + std::to_string(i) + "]"));
-  out.retired = Retirements(std::move(entries));
+  out.retired = Retirements(entries);
   return out;
 }
 

@@ -28,7 +28,7 @@ bool has_key(const Datapath& active, const BindingKey& key) {
 
 }  // namespace
 
-Retirements::Retirements(std::vector<RetiredBinding> entries) {
+Retirements::Retirements(const std::vector<RetiredBinding>& entries) {
   for (const auto& e : entries) insert(e);
 }
 

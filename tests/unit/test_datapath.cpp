@@ -131,8 +131,8 @@ TEST(PersistedState, RoundTripsStateAndIds) {
   const Datapath datapath = compile_datapath(two_backends(), {}, marks);
   PersistedState persisted{two_backends(), datapath.ids(), {}, 7};
   // A draining binding and one only refused, as a drain leaves them.
-  persisted.retired = Retirements({{datapath.bindings[0], 1800000030, 1800000090},
-                                   {datapath.bindings[1], 0, 1800000060}});
+  persisted.retired = Retirements(
+      {{datapath.bindings[0], 1800000030, 1800000090}, {datapath.bindings[1], 0, 1800000060}});
   PersistedState back = persisted_state_from_text(persisted_state_to_text(persisted));
   EXPECT_EQ(back.state, persisted.state);
   EXPECT_EQ(back.ids, persisted.ids);

@@ -11,7 +11,7 @@
 
 namespace hostlb::control {
 
-inline constexpr size_t kMaxRequestBytes = 16 * 1024 * 1024;
+inline constexpr size_t kMaxRequestBytes = size_t{16} << 20;
 
 // JSON-RPC 2.0 codes, and hostlb's own in the range the spec leaves to
 // servers.

@@ -35,7 +35,7 @@ struct RetirePolicy {
 class Retirements {
  public:
   Retirements() = default;
-  explicit Retirements(std::vector<RetiredBinding> entries);
+  explicit Retirements(const std::vector<RetiredBinding>& entries);
 
   const std::vector<RetiredBinding>& entries() const { return entries_; }
   bool empty() const { return entries_.empty(); }
