@@ -293,6 +293,23 @@ size_t Agent::count_connections(const Binding& binding) {
   return conntrack_.count(marks.mark_for(binding.id), marks.mask());
 }
 
+std::vector<std::string> Agent::repair(bool with_table, bool with_host_entries) {
+  auto differences = reconciler_.differences(applied_, with_table, with_host_entries);
+  if (differences.empty()) return differences;
+  std::string all;
+  for (const auto& d : differences) all += (all.empty() ? "" : "; ") + d;
+  // While a repair cannot succeed (a bridge is gone) the same difference
+  // comes back every second: said once.
+  if (all != last_difference_)
+    spdlog::warn("the kernel differs from what hostlbd applied ({}); rebuilding", all);
+  last_difference_ = all;
+  reconciler_.apply(applied_, applied_, DatapathDiff{}, ApplyMode::kReplace);
+  last_difference_.clear();
+  ++repairs_;
+  spdlog::info("repaired (repair {} since start)", repairs_);
+  return differences;
+}
+
 void Agent::cleanup() {
   reconciler_.cleanup(applied_);
   applied_ = Datapath{};

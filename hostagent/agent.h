@@ -64,6 +64,13 @@ class Agent {
 
   void cleanup();
 
+  // Compares the kernel with what hostlbd applied (the table when
+  // `with_table`, host routes and neighbours when `with_host_entries`); if
+  // anything differs, rebuilds it all as at start-up and counts a repair.
+  // Returns what differed. Throws what Reconciler::apply throws.
+  std::vector<std::string> repair(bool with_table, bool with_host_entries);
+  uint64_t repairs() const { return repairs_; }
+
   // Calls `each` for every live connection of the bindings that match (all
   // of hostlb's without filters), as the kernel's dump delivers them;
   // returns how many there were.
@@ -124,6 +131,8 @@ class Agent {
   std::optional<PersistedState> persisted_;
   Datapath applied_;
   std::unordered_map<uint32_t, BindingKey> owners_;
+  uint64_t repairs_ = 0;
+  std::string last_difference_;
 };
 
 }  // namespace hostlb

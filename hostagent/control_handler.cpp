@@ -398,7 +398,8 @@ json ControlHandler::stats(const json& p) {
       {"events",
        {{"received", report.events}, {"losses", report.event_losses}, {"resyncs", report.resyncs}}},
       {"guard_drops", report.guard_drops},
-      {"misses", report.misses}};
+      {"misses", report.misses},
+      {"repairs", report.repairs}};
 }
 
 json ControlHandler::status() {
@@ -430,6 +431,7 @@ json ControlHandler::status() {
           {"bindings", agent_.datapath().bindings.size()},
           {"draining", draining(std::nullopt)},
           {"refused_keys", agent_.datapath().refused.size()},
+          {"repairs", agent_.repairs()},
           {"state_dir", info_.state_dir},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},

@@ -24,6 +24,7 @@
 #include "control_server.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/nft_monitor.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
@@ -132,6 +133,13 @@ void reload(Agent& agent, ControlHandler& control, const Flags& flags,
   sd_notify(0, "READY=1");
 }
 
+// The kernel names the committer of an nftables transaction by its comm.
+std::string process_name() {
+  std::string name = read_file("/proc/self/comm");
+  while (!name.empty() && name.back() == '\n') name.pop_back();
+  return name;
+}
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -204,8 +212,61 @@ class MetricsTimer {
   bool failing_ = false;
 };
 
+// Keeps the kernel as hostlbd applied it: the table is checked soon after
+// another process commits an nftables transaction, host routes and
+// neighbours every second (a bridge recreated, a link flapped, a route
+// deleted); what differs is rebuilt.
+class RepairTimer {
+ public:
+  RepairTimer(Agent& agent, ControlHandler& control, NftMonitor& monitor)
+      : agent_(agent), control_(control), monitor_(monitor) {}
+
+  int fd() const { return monitor_.fd(); }
+  void on_readable() {
+    if (monitor_.foreign_change() && table_due_ms_ == 0) table_due_ms_ = unix_ms() + 200;
+  }
+  int timeout_ms() const {
+    int64_t due = hosts_due_ms_;
+    if (table_due_ms_ != 0) due = std::min(due, table_due_ms_);
+    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, 1000));
+  }
+  void run() {
+    const int64_t now = unix_ms();
+    const bool table = table_due_ms_ != 0 && now >= table_due_ms_;
+    const bool hosts = now >= hosts_due_ms_;
+    if (!table && !hosts) return;
+    if (table) table_due_ms_ = 0;
+    if (hosts) hosts_due_ms_ = now + 1000;
+    try {
+      agent_.repair(table, hosts);
+      if (!last_failure_.empty()) spdlog::info("datapath repaired after: {}", last_failure_);
+      last_failure_.clear();
+    } catch (const std::exception& e) {
+      // A bridge that is gone cannot be repaired until it is back: each
+      // new reason is said once, then retried quietly every second.
+      if (e.what() != last_failure_) {
+        spdlog::error("cannot repair the datapath yet: {}", e.what());
+        control_.note_error(std::string("repair: ") + e.what());
+      } else {
+        spdlog::debug("cannot repair the datapath yet: {}", e.what());
+      }
+      last_failure_ = e.what();
+      table_due_ms_ = now + 1000;
+    }
+  }
+
+ private:
+  Agent& agent_;
+  ControlHandler& control_;
+  NftMonitor& monitor_;
+  int64_t table_due_ms_ = 0;
+  int64_t hosts_due_ms_ = 0;
+  std::string last_failure_;
+};
+
 int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, StatsKeeper& stats,
-               const Flags& flags, const DocumentOptions& doc_options, int sig_fd) {
+               RepairTimer& repair, const Flags& flags, const DocumentOptions& doc_options,
+               int sig_fd) {
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
@@ -217,10 +278,12 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
     fds.clear();
     fds.push_back({sig_fd, POLLIN, 0});
     fds.push_back({stats.fd(), POLLIN, 0});
+    fds.push_back({repair.fd(), POLLIN, 0});
     server.add_poll_fds(fds);
     int timeout_ms = earliest(server.next_timeout_ms(), watchdog_ms);
     timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
     timeout_ms = earliest(timeout_ms, metrics.timeout_ms());
+    timeout_ms = earliest(timeout_ms, repair.timeout_ms());
     const int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -238,9 +301,11 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
         return kExitFailure;
       }
     }
-    server.process(fds, 2);
+    if (fds[2].revents & POLLIN) repair.on_readable();
+    server.process(fds, 3);
     expiry.run();
     metrics.run();
+    repair.run();
     if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
     if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
@@ -426,7 +491,9 @@ int run(const Flags& flags) {
         *marks);
     control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
-    return event_loop(agent, server, control, stats, flags, doc_options, sig_fd);
+    auto monitor = make_nft_monitor(process_name());
+    RepairTimer repair(agent, control, *monitor);
+    return event_loop(agent, server, control, stats, repair, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());
   } catch (const KernelError& e) {

@@ -119,6 +119,41 @@ ApplyReport Reconciler::apply(const Datapath& desired, const Datapath& previous,
   return report;
 }
 
+std::vector<std::string> Reconciler::differences(const Datapath& applied, bool with_table,
+                                                 bool with_host_entries) {
+  std::vector<std::string> out;
+  if (with_table) {
+    if (auto d = nft_.difference(applied, options_.marks)) out.push_back(*d);
+  }
+  if (!with_host_entries || applied.hosts.empty()) return out;
+  std::map<int, std::string> bridge_of;
+  std::map<std::string, int> ifindex;
+  for (const auto& bridge : applied.bridges) {
+    auto link = routes_.link(bridge);
+    if (!link) {
+      out.push_back("bridge " + bridge + " is missing");
+      continue;
+    }
+    bridge_of[link->ifindex] = bridge;
+    ifindex[bridge] = link->ifindex;
+  }
+  std::set<HostSlot> routes;
+  for (const auto& r : routes_.list_host_routes())
+    if (bridge_of.count(r.ifindex)) routes.insert({bridge_of[r.ifindex], r.address});
+  std::map<HostSlot, MacAddress> neighbours;
+  for (const auto& n : routes_.list_permanent_neighbours())
+    if (bridge_of.count(n.ifindex)) neighbours[{bridge_of[n.ifindex], n.address}] = n.mac;
+  for (const auto& h : applied.hosts) {
+    if (!ifindex.count(h.bridge)) continue;
+    if (!routes.count({h.bridge, h.address}))
+      out.push_back("route " + h.address.str() + " dev " + h.bridge + " is missing");
+    auto n = neighbours.find({h.bridge, h.address});
+    if (n == neighbours.end() || n->second != h.mac)
+      out.push_back("neighbour " + h.address.str() + " dev " + h.bridge + " is missing");
+  }
+  return out;
+}
+
 void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
                            const DatapathDiff& diff, ApplyMode mode, ApplyReport& report) {
   if (mode == ApplyMode::kIncremental) {

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
@@ -69,6 +70,11 @@ class Reconciler {
   // neighbours it created. Established connections keep their conntrack NAT
   // bindings and are not flushed.
   void cleanup(const Datapath& previous);
+
+  // How the kernel differs from `applied` (hostlbd's table, and when
+  // `with_host_entries` its routes and neighbours); empty if it does not.
+  std::vector<std::string> differences(const Datapath& applied, bool with_table,
+                                       bool with_host_entries);
 
   const MarkLayout& marks() const { return options_.marks; }
 

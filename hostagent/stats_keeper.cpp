@@ -81,7 +81,9 @@ StatsReport StatsKeeper::report() {
           if (r.binding.key.backend == backend) return true;
         return false;
       });
-  return stats_.report();
+  StatsReport report = stats_.report();
+  report.repairs = agent_.repairs();
+  return report;
 }
 
 void StatsKeeper::write_metrics(const std::string& path) {

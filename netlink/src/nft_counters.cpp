@@ -4,6 +4,7 @@
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/object.h>
+#include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -30,6 +31,7 @@ struct Deleter {
 };
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
 using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
+using RulePtr = std::unique_ptr<nftnl_rule, Deleter<nftnl_rule_free>>;
 using SocketPtr = std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>>;
 
 // Sends one request and runs `cb` on every answer. Returns false if the
@@ -113,7 +115,126 @@ int named_counter(const nlmsghdr* nlh, void* data) {
   return MNL_CB_OK;
 }
 
+using Bytes = std::vector<uint8_t>;
+
+// Every element of a set or map: key -> data (empty for a set).
+int raw_element(const nlmsghdr* nlh, void* data) {
+  auto* out = static_cast<std::map<Bytes, Bytes>*>(data);
+  SetPtr set(nftnl_set_alloc());
+  if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return MNL_CB_OK;
+  nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
+  for (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter); e != nullptr;
+       e = nftnl_set_elems_iter_next(iter)) {
+    uint32_t klen = 0, dlen = 0;
+    const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
+    if (key == nullptr) continue;
+    Bytes value;
+    if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_DATA)) {
+      const auto* d =
+          static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &dlen));
+      if (d != nullptr) value.assign(d, d + dlen);
+    }
+    (*out)[Bytes(key, key + klen)] = std::move(value);
+  }
+  nftnl_set_elems_iter_destroy(iter);
+  return MNL_CB_OK;
+}
+
+int count_rule(const nlmsghdr* nlh, void* data) {
+  RulePtr rule(nftnl_rule_alloc());
+  if (nftnl_rule_nlmsg_parse(nlh, rule.get()) < 0) return MNL_CB_OK;
+  const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
+  const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
+  if (table != nullptr && chain != nullptr && std::strcmp(table, kNftTable) == 0)
+    ++(*static_cast<std::map<std::string, size_t>*>(data))[chain];
+  return MNL_CB_OK;
+}
+
+// Rules per chain as render_full_ruleset writes them.
+std::map<std::string, size_t> expected_rules(const MarkLayout& marks, RulesetPolicies policies) {
+  std::map<std::string, size_t> out;
+  const std::string text = render_full_ruleset(Datapath{}, marks, policies);
+  const std::string prefix = std::string("add rule ") + kNftFamily + " " + kNftTable + " ";
+  for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
+    const size_t begin = at + prefix.size();
+    ++out[text.substr(begin, text.find(' ', begin) - begin)];
+  }
+  return out;
+}
+
 }  // namespace
+
+std::optional<std::string> find_nft_difference(const Datapath& desired, const MarkLayout& marks,
+                                               RulesetPolicies policies) {
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  uint32_t seq = 1;
+  std::map<std::string, size_t> rules;
+  nlmsghdr* nlh =
+      nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq++);
+  RulePtr filter(nftnl_rule_alloc());
+  nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, kNftTable);
+  nftnl_rule_nlmsg_build_payload(nlh, filter.get());
+  if (!query("listing the rules of table hostlb", nlh, count_rule, &rules))
+    return "table inet hostlb is missing";
+  for (const auto& [chain, count] : expected_rules(marks, policies))
+    if (rules[chain] != count)
+      return "chain " + chain + " has " + std::to_string(rules[chain]) + " rules, not " +
+             std::to_string(count);
+
+  auto elements = [&](const std::string& name) -> std::optional<std::map<Bytes, Bytes>> {
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
+    nlmsghdr* req =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
+    nftnl_set_elems_nlmsg_build_payload(req, set.get());
+    std::map<Bytes, Bytes> out;
+    if (!query("listing the elements of " + name, req, raw_element, &out)) return std::nullopt;
+    return out;
+  };
+  auto compare = [&](const std::string& name,
+                     const std::map<Bytes, Bytes>& want) -> std::optional<std::string> {
+    const auto have = elements(name);
+    if (!have) return name + " is missing";
+    if (*have == want) return std::nullopt;
+    size_t missing = 0, wrong = 0, extra = 0;
+    for (const auto& [key, data] : want) {
+      auto it = have->find(key);
+      if (it == have->end())
+        ++missing;
+      else if (it->second != data)
+        ++wrong;
+    }
+    for (const auto& [key, data] : *have) extra += !want.count(key);
+    return name + ": " + std::to_string(missing) + " elements missing, " + std::to_string(wrong) +
+           " with other data, " + std::to_string(extra) + " not hostlbd's";
+  };
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    std::map<Bytes, Bytes> targets, identities, refused, vips;
+    for (const auto& b : desired.bindings) {
+      if (b.key.service.vip.family() != family) continue;
+      targets[nft_names::element_key(b)] = nft_names::target_data(b);
+      const uint32_t mark = marks.mark_for(b.id);  // host order, as ct mark is
+      const auto* bytes = reinterpret_cast<const uint8_t*>(&mark);
+      identities[nft_names::element_key(b)] = Bytes(bytes, bytes + sizeof mark);
+    }
+    for (const auto& k : desired.refused)
+      if (k.service.vip.family() == family) refused[nft_names::element_key(k.mac, k.service)] = {};
+    for (const auto& vip : desired.guard_vips)
+      if (vip.family() == family)
+        vips[Bytes(vip.bytes().begin(), vip.bytes().begin() + vip.size())] = {};
+    for (const auto& [name, want] : {std::pair{nft_names::targets_map(family), &targets},
+                                     std::pair{nft_names::marks_map(family), &identities},
+                                     std::pair{nft_names::refuse_set(family), &refused},
+                                     std::pair{nft_names::guard_vips(family), &vips}})
+      if (auto d = compare(name, *want)) return d;
+  }
+  std::map<Bytes, Bytes> macs;
+  for (const auto& mac : desired.guard_macs)
+    macs[Bytes(mac.bytes().begin(), mac.bytes().end())] = {};
+  return compare(nft_names::kGuardMacs, macs);
+}
 
 NftRuleset::Counters read_nft_counters() {
   NftRuleset::Counters out;

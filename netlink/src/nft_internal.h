@@ -13,5 +13,9 @@ NftRunStats run_nft_script_in_helper(const std::string& what, const std::string&
 // The counters of hostlb's table (zero where the table or set is missing).
 NftRuleset::Counters read_nft_counters();
 NftRuleset::Inventory read_nft_inventory();
+// The first way the kernel's table differs from what `desired` renders to,
+// or nullopt if it holds exactly that.
+std::optional<std::string> find_nft_difference(const Datapath& desired, const MarkLayout& marks,
+                                               RulesetPolicies policies);
 
 }  // namespace hostlb

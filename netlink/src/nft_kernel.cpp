@@ -30,6 +30,9 @@ class KernelRuleset final : public NftRuleset {
 
   Counters counters() override { return read_nft_counters(); }
   Inventory inventory() override { return read_nft_inventory(); }
+  std::optional<std::string> difference(const Datapath& desired, const MarkLayout& marks) override {
+    return find_nft_difference(desired, marks, policies_);
+  }
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
     if (!diff.changes_ruleset()) return;

@@ -172,6 +172,9 @@ std::string render_prometheus(const StatsReport& report) {
   single("hostlb_guard_drops_total",
          "Packets from backend MACs with a VIP as source address, dropped.", report.guard_drops);
   single("hostlb_consistency_misses_all_total", "Consistency misses, all keys.", report.misses);
+  single("hostlb_repairs_total",
+         "Times hostlbd rebuilt its table, routes or neighbours after someone changed them.",
+         report.repairs);
   return out;
 }
 

@@ -95,6 +95,18 @@ class FakeNft : public NftRuleset {
     return out;
   }
 
+  std::optional<std::string> difference(const Datapath& desired, const MarkLayout& marks) override {
+    if (!table_) return "table inet hostlb is missing";
+    Datapath want = desired;
+    Datapath have;
+    for (const auto& [id, b] : bindings_) have.bindings.push_back(b);
+    std::sort(have.bindings.begin(), have.bindings.end(),
+              [](const Binding& a, const Binding& b) { return a.key < b.key; });
+    if (have.bindings != want.bindings || !(marks_.mask() == marks.mask()))
+      return "the bindings differ";
+    return std::nullopt;
+  }
+
   // A packet to a refused key arrives; false if the key is not refused.
   bool refuse_packet(const RefuseKey& key) {
     auto it = refused_.find(key);

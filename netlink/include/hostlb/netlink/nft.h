@@ -83,6 +83,12 @@ class NftRuleset {
   };
   virtual Inventory inventory() = 0;
 
+  // How the kernel's table differs from `desired` (its rules per chain, and
+  // every map and set element with its data), or nullopt if it does not:
+  // someone may have edited or deleted it behind hostlbd's back.
+  virtual std::optional<std::string> difference(const Datapath& desired,
+                                                const MarkLayout& marks) = 0;
+
   // The table's counters as the kernel holds them now (zero if there is no
   // table).
   virtual Counters counters() = 0;

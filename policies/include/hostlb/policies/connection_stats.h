@@ -35,6 +35,7 @@ struct StatsReport {
   uint64_t resyncs = 0;                         // dumps that replaced the counts after a loss
   uint64_t guard_drops = 0;                     // forged VIP-sourced packets from backends
   uint64_t misses = 0;                          // consistency misses, all keys
+  uint64_t repairs = 0;                         // times hostlbd rebuilt a datapath someone changed
 };
 
 class ConnectionStats {
