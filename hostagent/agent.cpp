@@ -83,14 +83,11 @@ void Agent::load_persisted() {
   // Identities are held by bindings and by draining bindings, nothing else
   // (a journal records the identities a change gives, not those it frees).
   const BindingIds reserved = persisted_->retired.reserved_ids();
+  std::set<BindingKey> bound;
+  for (const auto& s : persisted_->state.services)
+    for (const auto& r : s.backends) bound.insert({s.key, r.name});
   std::erase_if(persisted_->ids, [&](const auto& entry) {
-    if (reserved.count(entry.first)) return false;
-    const Service* service = nullptr;
-    for (const auto& s : persisted_->state.services)
-      if (s.key == entry.first.service) service = &s;
-    if (service == nullptr) return true;
-    return std::none_of(service->backends.begin(), service->backends.end(),
-                        [&](const BackendRef& r) { return r.name == entry.first.backend; });
+    return !reserved.count(entry.first) && !bound.count(entry.first);
   });
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.

@@ -462,6 +462,22 @@ TEST_F(AgentTest, RemovalWithoutDrainFlushesAtOnceAndRefusesForAWhile) {
   EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
 }
 
+TEST_F(AgentTest, IdentitiesFreedInTheJournalAreFreeAfterARestart) {
+  uint32_t freed = 0;
+  {
+    Daemon d(nft_, routes_, sysctls_, dir_);
+    d.agent.start(example());
+    freed = id_of(d.agent, "203.0.113.10:80/tcp");
+    d.agent.edit(Edit::remove_service(*parse_service_key("203.0.113.10:80/tcp")));  // journaled
+  }
+  Daemon restarted(nft_, routes_, sysctls_, dir_);
+  restarted.agent.start(std::nullopt);
+  restarted.agent.edit(
+      Edit::add_service({*parse_service_key("203.0.113.30:80/tcp"), {{"web-1", 80}}}));
+  EXPECT_EQ(id_of(restarted.agent, "203.0.113.30:80/tcp"), freed)
+      << "the replayed removal freed it (its connections were flushed then)";
+}
+
 TEST_F(AgentTest, AFailedDrainChangesNothing) {
   Daemon d(nft_, routes_, sysctls_, dir_);
   d.agent.start(example());
