@@ -235,6 +235,48 @@ TEST_F(ChaosTest, AnEventStormOverflowsTheQueueAndTheCountsConverge) {
          converged ? std::to_string(converged->count()) + " ms to match conntrack" : "never");
 }
 
+// hostlbd is killed (SIGKILL) while it applies a 10,000-service document
+// that keeps the served VIP: the next start converges to what was
+// persisted (the old state or the new, whole), and the established
+// connection to the unchanged service lives on.
+TEST_F(ChaosTest, KilledInTheMiddleOfALargeApplyTheNextStartConverges) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_hostlbd(one_vip());
+  TcpClient established(lab_, "c1", kVip10, 80);
+  ASSERT_EQ(established.read_line().rfind("vm1", 0), 0u);
+  const std::string big = lab_.dir() + "/big.json";
+  ASSERT_EQ(sh(std::string(HOSTLB_SOURCE_DIR) + "/bench/gen-doc.sh 10000 >" + big).exit_code, 0);
+  // The bench document's backend is web-1 = vm1 and its last service is the
+  // served VIP:80, so that service is unchanged.
+  const auto t0 = Clock::now();
+  sh(std::string(HOSTLBCTL_PATH) + " --socket " + socket_path() + " apply -f " + big +
+     " >/dev/null 2>&1 &");
+  std::this_thread::sleep_for(40ms);
+  EXPECT_EQ(daemon->stop(SIGKILL), 128 + SIGKILL);
+  const auto killed_after =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  // Restarted without --config: what was persisted is what it restores.
+  Hostlbd restarted(lab_, {"--state-dir", lab_.dir() + "/state", "--socket", socket_path()});
+  ASSERT_TRUE(restarted.start()) << restarted.log();
+  const auto doc = nlohmann::json::parse(ctl("get").output);
+  const size_t services = doc["services"].size();
+  EXPECT_TRUE(services == 1 || services == 10000) << services;
+  const auto table = lab_.in("hv", "nft list map inet hostlb targets4").output;
+  EXPECT_NE(table.find("203.0.113.10 . tcp . 80 : 198.18.1.11 . 8080"), std::string::npos);
+  auto r = lab_.in("hv", std::string(HOSTLBCTL_PATH) + " --socket " + socket_path() +
+                             " doctor --state-dir " + lab_.dir() + "/state");
+  EXPECT_NE(r.output.find("pass table inet hostlb: " + std::to_string(services) +
+                          " bindings wanted, " + std::to_string(services) + " in the table"),
+            std::string::npos)
+      << r.output;
+  established.send_all("after");
+  established.shutdown_write();
+  EXPECT_EQ(established.read_line(), "bytes=5");
+  result("SIGKILL " + std::to_string(killed_after) + " ms into a 10,000-service apply",
+         "1 established connection", "0",
+         "next start restored " + std::to_string(services) + " services, table matching");
+}
+
 // Names and values with quotes, newlines, nft syntax, very long strings and
 // bytes that are not UTF-8, through every parameter that reaches the kernel:
 // each is refused with an error, the daemon stays up, the kernel unchanged.
