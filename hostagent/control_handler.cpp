@@ -399,7 +399,11 @@ json ControlHandler::stats(const json& p) {
        {{"received", report.events}, {"losses", report.event_losses}, {"resyncs", report.resyncs}}},
       {"guard_drops", report.guard_drops},
       {"misses", report.misses},
-      {"repairs", report.repairs}};
+      {"repairs", report.repairs},
+      {"conntrack",
+       {{"count", report.conntrack_count},
+        {"max", report.conntrack_max},
+        {"full", report.conntrack_full}}}};
 }
 
 json ControlHandler::status() {

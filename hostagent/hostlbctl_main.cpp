@@ -516,6 +516,10 @@ int main(int argc, char** argv) {
                   cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
                   cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
                   cell(r.at("misses")).c_str());
+      const auto& ct = r.at("conntrack");
+      std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
+                  cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",
+                  cell(r.at("repairs")).c_str());
     };
   });
 

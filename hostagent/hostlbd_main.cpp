@@ -218,8 +218,8 @@ class MetricsTimer {
 // deleted); what differs is rebuilt.
 class RepairTimer {
  public:
-  RepairTimer(Agent& agent, ControlHandler& control, NftMonitor& monitor)
-      : agent_(agent), control_(control), monitor_(monitor) {}
+  RepairTimer(Agent& agent, ControlHandler& control, NftMonitor& monitor, StatsKeeper& stats)
+      : agent_(agent), control_(control), monitor_(monitor), stats_(stats) {}
 
   int fd() const { return monitor_.fd(); }
   void on_readable() {
@@ -236,7 +236,10 @@ class RepairTimer {
     const bool hosts = now >= hosts_due_ms_;
     if (!table && !hosts) return;
     if (table) table_due_ms_ = 0;
-    if (hosts) hosts_due_ms_ = now + 1000;
+    if (hosts) {
+      hosts_due_ms_ = now + 1000;
+      stats_.check_conntrack_headroom();  // the same once-a-second look at the kernel
+    }
     try {
       agent_.repair(table, hosts);
       if (!last_failure_.empty()) spdlog::info("datapath repaired after: {}", last_failure_);
@@ -259,6 +262,7 @@ class RepairTimer {
   Agent& agent_;
   ControlHandler& control_;
   NftMonitor& monitor_;
+  StatsKeeper& stats_;
   int64_t table_due_ms_ = 0;
   int64_t hosts_due_ms_ = 0;
   std::string last_failure_;
@@ -486,13 +490,13 @@ int run(const Flags& flags) {
     // that the dump sees the identities of the bindings just applied, and
     // before READY, so that "opened" counts every connection from then on.
     StatsKeeper stats(
-        agent, *nft,
+        agent, *nft, *sysctls,
         make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024),
         *marks);
     control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
     auto monitor = make_nft_monitor(process_name());
-    RepairTimer repair(agent, control, *monitor);
+    RepairTimer repair(agent, control, *monitor, stats);
     return event_loop(agent, server, control, stats, repair, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());

@@ -13,10 +13,11 @@
 
 namespace hostlb {
 
-StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, std::unique_ptr<ConntrackEvents> events,
-                         const MarkLayout& marks)
+StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls,
+                         std::unique_ptr<ConntrackEvents> events, const MarkLayout& marks)
     : agent_(agent),
       nft_(nft),
+      sysctls_(sysctls),
       events_(std::move(events)),
       stats_(marks, [&agent](uint32_t id) { return agent.owner(id); }) {
   agent_.set_flush_observer(
@@ -83,7 +84,34 @@ StatsReport StatsKeeper::report() {
       });
   StatsReport report = stats_.report();
   report.repairs = agent_.repairs();
+  check_conntrack_headroom();
+  report.conntrack_count = ct_count_;
+  report.conntrack_max = ct_max_;
+  report.conntrack_full = ct_full_;
   return report;
+}
+
+void StatsKeeper::check_conntrack_headroom() {
+  auto number = [&](const char* key) -> uint64_t {
+    const auto text = sysctls_.read(key);
+    if (!text) return 0;
+    try {
+      return std::stoull(*text);
+    } catch (const std::exception&) {
+      return 0;
+    }
+  };
+  ct_count_ = number("net/netfilter/nf_conntrack_count");
+  ct_max_ = number("net/netfilter/nf_conntrack_max");
+  const bool full = conntrack_full(ct_full_, ct_count_, ct_max_);
+  if (full && !ct_full_)
+    spdlog::error(
+        "the conntrack table is full ({} of {} entries): the kernel drops new "
+        "connections; raise net.netfilter.nf_conntrack_max",
+        ct_count_, ct_max_);
+  if (!full && ct_full_)
+    spdlog::info("the conntrack table has room again ({} of {} entries)", ct_count_, ct_max_);
+  ct_full_ = full;
 }
 
 void StatsKeeper::write_metrics(const std::string& path) {

@@ -11,6 +11,7 @@
 #include "agent.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/nft.h"
+#include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/connection_stats.h"
 
 namespace hostlb {
@@ -18,8 +19,12 @@ namespace hostlb {
 class StatsKeeper {
  public:
   // Subscribes to events and counts what is alive. Throws KernelError.
-  StatsKeeper(Agent& agent, NftRuleset& nft, std::unique_ptr<ConntrackEvents> events,
-              const MarkLayout& marks);
+  StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls,
+              std::unique_ptr<ConntrackEvents> events, const MarkLayout& marks);
+
+  // Reads the conntrack table's fill; says once when it becomes full (the
+  // kernel then drops new connections) and once when it has room again.
+  void check_conntrack_headroom();
 
   int fd() const { return events_->fd(); }
   // Reads the queued events; resyncs from a dump if the kernel lost some.
@@ -36,6 +41,9 @@ class StatsKeeper {
 
   Agent& agent_;
   NftRuleset& nft_;
+  Sysctls& sysctls_;
+  uint64_t ct_count_ = 0, ct_max_ = 0;
+  bool ct_full_ = false;
   std::unique_ptr<ConntrackEvents> events_;
   ConnectionStats stats_;
   size_t losses_unreported_ = 0;

@@ -100,6 +100,12 @@ StatsReport ConnectionStats::report() const {
   return out;
 }
 
+bool conntrack_full(bool was_full, uint64_t count, uint64_t max) {
+  if (max == 0) return false;
+  if (was_full) return count * 10 >= max * 9;
+  return count * 100 >= max * 99;
+}
+
 namespace {
 
 // Label values: backslash, double quote and newline are escaped.
@@ -172,6 +178,18 @@ std::string render_prometheus(const StatsReport& report) {
   single("hostlb_guard_drops_total",
          "Packets from backend MACs with a VIP as source address, dropped.", report.guard_drops);
   single("hostlb_consistency_misses_all_total", "Consistency misses, all keys.", report.misses);
+  out +=
+      "# HELP hostlb_conntrack_entries Entries in the conntrack table (all users).\n"
+      "# TYPE hostlb_conntrack_entries gauge\nhostlb_conntrack_entries " +
+      std::to_string(report.conntrack_count) + "\n";
+  out +=
+      "# HELP hostlb_conntrack_entries_max nf_conntrack_max.\n"
+      "# TYPE hostlb_conntrack_entries_max gauge\nhostlb_conntrack_entries_max " +
+      std::to_string(report.conntrack_max) + "\n";
+  out +=
+      "# HELP hostlb_conntrack_full 1 while the conntrack table is (nearly) full.\n"
+      "# TYPE hostlb_conntrack_full gauge\nhostlb_conntrack_full " +
+      std::string(report.conntrack_full ? "1" : "0") + "\n";
   single("hostlb_repairs_total",
          "Times hostlbd rebuilt its table, routes or neighbours after someone changed them.",
          report.repairs);

@@ -125,6 +125,14 @@ TEST_F(StatsTest, PrometheusTextHasTypesAndEscapedLabels) {
   EXPECT_NE(text.find("# TYPE hostlb_service_connections_active gauge\n"), std::string::npos);
 }
 
+TEST(ConntrackFull, ReportedFrom99PercentUntilBelow90) {
+  EXPECT_FALSE(conntrack_full(false, 980, 1000));
+  EXPECT_TRUE(conntrack_full(false, 990, 1000));
+  EXPECT_TRUE(conntrack_full(true, 950, 1000)) << "still near the brink: no flapping";
+  EXPECT_FALSE(conntrack_full(true, 899, 1000));
+  EXPECT_FALSE(conntrack_full(false, 5, 0)) << "no max read";
+}
+
 // A DESTROY event as the kernel encodes it, parsed back.
 TEST(ConntrackEventParse, ReadsKindMarkIdAndTimestamps) {
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);

@@ -36,7 +36,16 @@ struct StatsReport {
   uint64_t guard_drops = 0;                     // forged VIP-sourced packets from backends
   uint64_t misses = 0;                          // consistency misses, all keys
   uint64_t repairs = 0;                         // times hostlbd rebuilt a datapath someone changed
+  uint64_t conntrack_count = 0;                 // the conntrack table now (all users)
+  uint64_t conntrack_max = 0;
+  bool conntrack_full = false;
 };
+
+// Whether the conntrack table is to be reported full: from 99% of
+// nf_conntrack_max (the kernel drops new connections at 100%), and no
+// longer once it is below 90% again, so that a table at the brink is
+// reported once, not at every fluctuation.
+bool conntrack_full(bool was_full, uint64_t count, uint64_t max);
 
 class ConnectionStats {
  public:
