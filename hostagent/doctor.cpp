@@ -12,17 +12,8 @@ HostFacts gather_facts(const Datapath& desired, RouteTable& routes, Sysctls& sys
   } catch (const std::exception& e) {
     facts.nftables_error = e.what();
   }
-  auto number = [&](const std::string& key) -> std::optional<uint64_t> {
-    const auto text = sysctls.read(key);
-    if (!text) return std::nullopt;
-    try {
-      return std::stoull(*text);
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  };
-  facts.conntrack_max = number("net/netfilter/nf_conntrack_max");
-  facts.conntrack_count = number("net/netfilter/nf_conntrack_count");
+  facts.conntrack_max = read_sysctl_number(sysctls, "net/netfilter/nf_conntrack_max");
+  facts.conntrack_count = read_sysctl_number(sysctls, "net/netfilter/nf_conntrack_count");
   facts.conntrack_available = facts.conntrack_max.has_value();
   for (const auto& req : datapath_sysctls(desired.bridges))
     facts.sysctls[req.key] = sysctls.read(req.key);

@@ -92,17 +92,8 @@ StatsReport StatsKeeper::report() {
 }
 
 void StatsKeeper::check_conntrack_headroom() {
-  auto number = [&](const char* key) -> uint64_t {
-    const auto text = sysctls_.read(key);
-    if (!text) return 0;
-    try {
-      return std::stoull(*text);
-    } catch (const std::exception&) {
-      return 0;
-    }
-  };
-  ct_count_ = number("net/netfilter/nf_conntrack_count");
-  ct_max_ = number("net/netfilter/nf_conntrack_max");
+  ct_count_ = read_sysctl_number(sysctls_, "net/netfilter/nf_conntrack_count").value_or(0);
+  ct_max_ = read_sysctl_number(sysctls_, "net/netfilter/nf_conntrack_max").value_or(0);
   const bool full = conntrack_full(ct_full_, ct_count_, ct_max_);
   if (full && !ct_full_)
     spdlog::error(

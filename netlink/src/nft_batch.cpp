@@ -14,18 +14,12 @@
 #include <stdexcept>
 
 #include "hostlb/netlink/nft.h"
+#include "nft_internal.h"
 #include "nft_names.h"
 
 namespace hostlb {
 namespace {
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    if (p) Free(p);
-  }
-};
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
 
 // Grows a buffer of netlink messages; each message is built in place.

@@ -22,13 +22,6 @@
 namespace hostlb {
 namespace {
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    if (p) Free(p);
-  }
-};
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
 using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
 using RulePtr = std::unique_ptr<nftnl_rule, Deleter<nftnl_rule_free>>;
@@ -59,6 +52,20 @@ bool query(const std::string& what, const nlmsghdr* request, mnl_cb_t cb, void* 
       throw KernelError(what, strerror(errno));
     }
   }
+}
+
+// Dumps the elements of one of hostlb's sets or maps through `cb`. False
+// if the kernel said ENOENT (no such table or set).
+bool dump_set(const std::string& what, const std::string& name, mnl_cb_t cb, void* data) {
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  SetPtr set(nftnl_set_alloc());
+  nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+  nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
+  nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
+  nlmsghdr* nlh =
+      nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 1);
+  nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+  return query(what + " " + name, nlh, cb, data);
 }
 
 struct KeyDump {
@@ -182,15 +189,8 @@ std::optional<std::string> find_nft_difference(const Datapath& desired, const Ma
              std::to_string(count);
 
   auto elements = [&](const std::string& name) -> std::optional<std::map<Bytes, Bytes>> {
-    SetPtr set(nftnl_set_alloc());
-    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
-    nlmsghdr* req =
-        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
-    nftnl_set_elems_nlmsg_build_payload(req, set.get());
     std::map<Bytes, Bytes> out;
-    if (!query("listing the elements of " + name, req, raw_element, &out)) return std::nullopt;
+    if (!dump_set("listing the elements of", name, raw_element, &out)) return std::nullopt;
     return out;
   };
   auto compare = [&](const std::string& name,
@@ -242,15 +242,8 @@ NftRuleset::Counters read_nft_counters() {
   uint32_t seq = 1;
   auto read_set = [&](const std::string& name, IpFamily family,
                       std::map<RefuseKey, uint64_t>& into) {
-    SetPtr set(nftnl_set_alloc());
-    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
-    nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
-    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
     KeyDump dump{family, &into};
-    query("reading the counters of set " + name, nlh, counted_element, &dump);
+    dump_set("reading the counters of set", name, counted_element, &dump);
   };
   auto read_counter = [&](const char* name, uint64_t& into) {
     ObjPtr obj(nftnl_obj_alloc());
@@ -274,21 +267,11 @@ NftRuleset::Counters read_nft_counters() {
 
 NftRuleset::Inventory read_nft_inventory() {
   NftRuleset::Inventory out;
-  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-  uint32_t seq = 1;
   bool all_found = true;
   auto read_keys = [&](const std::string& name, IpFamily family, std::set<RefuseKey>& into) {
-    SetPtr set(nftnl_set_alloc());
-    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kNftTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, name.c_str());
-    nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq++);
-    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
     std::map<RefuseKey, uint64_t> keys;
     KeyDump dump{family, &keys};
-    if (!query("listing the elements of map " + name, nlh, counted_element, &dump))
-      all_found = false;
+    if (!dump_set("listing the elements of map", name, counted_element, &dump)) all_found = false;
     for (const auto& [key, packets] : keys) into.insert(key);
   };
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {

@@ -7,6 +7,15 @@
 
 namespace hostlb {
 
+// unique_ptr deleter for the libnftnl/libmnl objects: their free functions.
+template <auto Free>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const {
+    if (p) Free(p);
+  }
+};
+
 // Runs an nft script (one transaction) with libnftables in a forked helper.
 NftRunStats run_nft_script_in_helper(const std::string& what, const std::string& script);
 

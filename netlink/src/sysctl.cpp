@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "hostlb/netlink/error.h"
@@ -58,6 +59,15 @@ class ProcfsSysctls final : public Sysctls {
 
 std::unique_ptr<Sysctls> make_procfs_sysctls(std::string root) {
   return std::make_unique<ProcfsSysctls>(std::move(root));
+}
+
+std::optional<uint64_t> read_sysctl_number(Sysctls& sysctls, const std::string& key) {
+  const auto text = sysctls.read(key);
+  if (!text || text->empty()) return std::nullopt;
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (ec != std::errc() || end != text->data() + text->size()) return std::nullopt;
+  return value;
 }
 
 std::string sysctl_display_name(const std::string& key) {

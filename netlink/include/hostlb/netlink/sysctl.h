@@ -2,6 +2,7 @@
 // /proc/sys of the namespace hostlbd runs in.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@ class Sysctls {
 };
 
 std::unique_ptr<Sysctls> make_procfs_sysctls(std::string root = "/proc/sys");
+
+// A numeric sysctl (nf_conntrack_count, ...); nullopt if missing or not a
+// number.
+std::optional<uint64_t> read_sysctl_number(Sysctls& sysctls, const std::string& key);
 
 // The sysctl(8) spelling of a key: '/' and '.' swapped
 // ("net.ipv4.conf.br/0.forwarding" for the bridge "br.0").
