@@ -222,7 +222,8 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
                bool as_json) {
   using hostlb::Finding;
   hostlb::State state;
-  hostlb::HostFacts facts;
+  bool daemon_reachable = false;
+  std::string daemon_detail, desired_source;
   try {
     Connection connection(socket, timeout_s * 1000);
     const auto status = connection.call("status", json::object());
@@ -230,17 +231,17 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
     if (!status.ok || !got.ok)
       throw Unreachable("hostlbd refused: " + (status.ok ? got : status).error.message);
     state = hostlb::state_from_json(got.result);
-    facts.daemon_reachable = true;
-    facts.daemon_detail =
+    daemon_reachable = true;
+    daemon_detail =
         "hostlbd " + status.result.at("version").get<std::string>() + " answers on " + socket;
-    facts.desired_source = "desired state from hostlbd";
+    desired_source = "desired state from hostlbd";
   } catch (const std::exception& e) {
-    facts.daemon_detail = e.what();
+    daemon_detail = e.what();
     try {
       state = hostlb::persisted_state_from_text(hostlb::read_file(state_dir + "/state.json")).state;
-      facts.desired_source = "desired state from the snapshot in " + state_dir;
+      desired_source = "desired state from the snapshot in " + state_dir;
     } catch (const std::exception& e2) {
-      facts.desired_source = std::string("no desired state: ") + e2.what();
+      desired_source = std::string("no desired state: ") + e2.what();
     }
   }
   const hostlb::MarkLayout marks(hostlb::MarkLayout::kDefaultMask);
@@ -248,18 +249,10 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   auto routes = hostlb::make_libnl_route_table();
   auto sysctls = hostlb::make_procfs_sysctls();
   auto nft = hostlb::make_kernel_ruleset();
-  const hostlb::HostFacts kernel = hostlb::gather_facts(desired, *routes, *sysctls, *nft);
-  facts.nftables_error = kernel.nftables_error;
-  facts.conntrack_available = kernel.conntrack_available;
-  facts.conntrack_count = kernel.conntrack_count;
-  facts.conntrack_max = kernel.conntrack_max;
-  facts.sysctls = kernel.sysctls;
-  facts.bridges = kernel.bridges;
-  facts.learnt = kernel.learnt;
-  facts.fdb_errors = kernel.fdb_errors;
-  facts.routes = kernel.routes;
-  facts.neighbours = kernel.neighbours;
-  facts.table = kernel.table;
+  hostlb::HostFacts facts = hostlb::gather_facts(desired, *routes, *sysctls, *nft);
+  facts.daemon_reachable = daemon_reachable;
+  facts.daemon_detail = daemon_detail;
+  facts.desired_source = desired_source;
   const auto findings = hostlb::diagnose(desired, facts);
   bool failed = false;
   json out = json::array();
