@@ -20,19 +20,8 @@ HOSTLBD=$ROOT/build/hostagent/hostlbd
 HOSTLBCTL=$ROOT/build/hostagent/hostlbctl
 CONNRATE=$ROOT/build/bench/hostlb-connrate
 
-P=hlbe$$
-WORK=$(mktemp -d /tmp/hostlb-bench.XXXXXX)
-cleanup() { "$ROOT/scripts/lab.sh" down "$P"; rm -rf "$WORK"; }
-trap cleanup EXIT
-"$ROOT/scripts/lab.sh" up "$P"
-in_ns() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
-VM1_MAC=02:00:00:00:01:11
-VIP=203.0.113.10
-for i in $(seq 1 64); do in_ns c1 ip addr add "198.18.2.$i/15" dev eth0; done
-"$ROOT/scripts/lab.sh" gateway "$P" c1 "$VIP" "$VM1_MAC"
-ip netns exec "$P-vm1" "$CONNRATE" serve 8080 &
-disown
-in_ns hv sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_close=1
+# shellcheck source=bench/connrate-lab.sh
+source "$ROOT/bench/connrate-lab.sh" hlbe$$
 "$ROOT/bench/gen-doc.sh" 1 >"$WORK/one.json"
 
 metric() {  # NAME_WITH_LABELS -> value, from hostlbctl stats --prometheus
