@@ -152,8 +152,9 @@ void ControlServer::accept_clients() {
     client.fd = fd;
     client.peer = credentials_of(fd);
     // Looked up per connection: the group may be created (or its members
-    // changed) while the daemon runs.
-    const group* grp = ::getgrnam(options_.group.c_str());
+    // changed) while the daemon runs. Not for root, who needs no group: the
+    // NSS lookup costs more than the rest of a small request.
+    const group* grp = client.peer.uid == 0 ? nullptr : ::getgrnam(options_.group.c_str());
     client.authorized =
         peer_is_authorized(client.peer, grp ? std::optional<gid_t>(grp->gr_gid) : std::nullopt);
     client.last_activity = client.request_started = Clock::now();
