@@ -69,6 +69,8 @@ class Agent {
   // anything differs, rebuilds it all as at start-up and counts a repair.
   // Returns what differed. Throws what Reconciler::apply throws.
   std::vector<std::string> repair(bool with_table, bool with_host_entries);
+  // See Reconciler::ruleset_changed_by_others.
+  bool ruleset_changed_by_others() { return reconciler_.ruleset_changed_by_others(); }
   uint64_t repairs() const { return repairs_; }
 
   // Calls `each` for every live connection of the bindings that match (all

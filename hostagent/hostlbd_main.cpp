@@ -24,7 +24,6 @@
 #include "control_server.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
-#include "hostlb/netlink/nft_monitor.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
@@ -133,13 +132,6 @@ void reload(Agent& agent, ControlHandler& control, const Flags& flags,
   sd_notify(0, "READY=1");
 }
 
-// The kernel names the committer of an nftables transaction by its comm.
-std::string process_name() {
-  std::string name = read_file("/proc/self/comm");
-  while (!name.empty() && name.back() == '\n') name.pop_back();
-  return name;
-}
-
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -212,26 +204,36 @@ class MetricsTimer {
   bool failing_ = false;
 };
 
-// Keeps the kernel as hostlbd applied it: the table is checked soon after
-// another process commits an nftables transaction, host routes and
-// neighbours every second (a bridge recreated, a link flapped, a route
-// deleted); what differs is rebuilt.
+// Keeps the kernel as hostlbd applied it: the table is checked when
+// another process has committed an nftables transaction (nftables'
+// generation, looked at five times a second), host routes and neighbours
+// every second (a bridge recreated, a link flapped, a route deleted); what
+// differs is rebuilt.
+//
+// Polled rather than subscribed to: a listener on nftables' notification
+// group makes the kernel build a notification for every element of every
+// commit, which more than doubled the cost of large changes.
 class RepairTimer {
  public:
-  RepairTimer(Agent& agent, ControlHandler& control, NftMonitor& monitor, StatsKeeper& stats)
-      : agent_(agent), control_(control), monitor_(monitor), stats_(stats) {}
+  RepairTimer(Agent& agent, ControlHandler& control, StatsKeeper& stats)
+      : agent_(agent), control_(control), stats_(stats) {}
 
-  int fd() const { return monitor_.fd(); }
-  void on_readable() {
-    if (monitor_.foreign_change() && table_due_ms_ == 0) table_due_ms_ = unix_ms() + 200;
-  }
   int timeout_ms() const {
-    int64_t due = hosts_due_ms_;
+    int64_t due = std::min(hosts_due_ms_, generation_due_ms_);
     if (table_due_ms_ != 0) due = std::min(due, table_due_ms_);
     return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, 1000));
   }
   void run() {
     const int64_t now = unix_ms();
+    if (now >= generation_due_ms_) {
+      generation_due_ms_ = now + 200;
+      try {
+        if (agent_.ruleset_changed_by_others() && table_due_ms_ == 0) table_due_ms_ = now;
+      } catch (const std::exception& e) {
+        spdlog::debug("{}", e.what());  // then look at the table itself
+        if (table_due_ms_ == 0) table_due_ms_ = now;
+      }
+    }
     const bool table = table_due_ms_ != 0 && now >= table_due_ms_;
     const bool hosts = now >= hosts_due_ms_;
     if (!table && !hosts) return;
@@ -261,10 +263,10 @@ class RepairTimer {
  private:
   Agent& agent_;
   ControlHandler& control_;
-  NftMonitor& monitor_;
   StatsKeeper& stats_;
   int64_t table_due_ms_ = 0;
   int64_t hosts_due_ms_ = 0;
+  int64_t generation_due_ms_ = 0;
   std::string last_failure_;
 };
 
@@ -282,7 +284,6 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
     fds.clear();
     fds.push_back({sig_fd, POLLIN, 0});
     fds.push_back({stats.fd(), POLLIN, 0});
-    fds.push_back({repair.fd(), POLLIN, 0});
     server.add_poll_fds(fds);
     int timeout_ms = earliest(server.next_timeout_ms(), watchdog_ms);
     timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
@@ -305,8 +306,7 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
         return kExitFailure;
       }
     }
-    if (fds[2].revents & POLLIN) repair.on_readable();
-    server.process(fds, 3);
+    server.process(fds, 2);
     expiry.run();
     metrics.run();
     repair.run();
@@ -495,8 +495,7 @@ int run(const Flags& flags) {
         *marks);
     control.set_stats_source([&stats] { return stats.report(); });
     sd_notify(0, "READY=1");
-    auto monitor = make_nft_monitor(process_name());
-    RepairTimer repair(agent, control, *monitor, stats);
+    RepairTimer repair(agent, control, stats);
     return event_loop(agent, server, control, stats, repair, flags, doc_options, sig_fd);
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());

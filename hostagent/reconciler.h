@@ -76,6 +76,10 @@ class Reconciler {
   std::vector<std::string> differences(const Datapath& applied, bool with_table,
                                        bool with_host_entries);
 
+  // Whether another process committed an nftables transaction since the
+  // previous call (then the table is worth a `differences` look).
+  bool ruleset_changed_by_others() { return nft_.changed_by_others(); }
+
   const MarkLayout& marks() const { return options_.marks; }
 
  private:

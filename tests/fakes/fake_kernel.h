@@ -140,8 +140,19 @@ class FakeNft : public NftRuleset {
     return render_full_ruleset(datapath, marks_);
   }
 
-  // Someone else edits the table behind hostlbd's back.
-  void drop_binding(uint32_t id) { bindings_.erase(id); }
+  // Someone else edits the table behind hostlbd's back (in one commit of
+  // their own).
+  void drop_binding(uint32_t id) {
+    bindings_.erase(id);
+    ++foreign_commits;
+  }
+
+  bool changed_by_others() override {
+    const bool others = foreign_commits > 0;
+    foreign_commits = 0;
+    return others;
+  }
+  int foreign_commits = 0;  // not yet seen by changed_by_others
 
   int transactions = 0;
   int replacements = 0;

@@ -162,6 +162,19 @@ int Lab::socket_in(const std::string& role, int domain, int type) const {
   return fd;
 }
 
+Lab::Entered::Entered(const Lab& lab, const std::string& role) {
+  Fd target(::open(("/run/netns/" + lab.ns(role)).c_str(), O_RDONLY | O_CLOEXEC));
+  Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (target.get() < 0 || self.get() < 0) throw std::runtime_error(errno_text("open netns"));
+  if (::setns(target.get(), CLONE_NEWNET) != 0) throw std::runtime_error(errno_text("setns"));
+  self_ = ::dup(self.get());
+}
+
+Lab::Entered::~Entered() {
+  if (::setns(self_, CLONE_NEWNET) != 0) std::abort();  // the test thread must not stay
+  ::close(self_);
+}
+
 BackendServer::BackendServer(const Lab& lab, const std::string& role, int port, bool ipv6)
     : name_(role) {
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) throw std::runtime_error(errno_text("pipe"));

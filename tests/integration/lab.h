@@ -58,6 +58,19 @@ class Lab {
   // A socket created inside the role's namespace (it stays there).
   int socket_in(const std::string& role, int domain, int type) const;
 
+  // While it lives, the calling thread is in the role's namespace (for
+  // hostlb's netlink classes, whose sockets open where they are used).
+  class Entered {
+   public:
+    Entered(const Lab& lab, const std::string& role);
+    ~Entered();
+    Entered(const Entered&) = delete;
+    Entered& operator=(const Entered&) = delete;
+
+   private:
+    int self_ = -1;
+  };
+
  private:
   std::string prefix_;
   std::string dir_;

@@ -92,6 +92,12 @@ class NftRuleset {
   // The table's counters as the kernel holds them now (zero if there is no
   // table).
   virtual Counters counters() = 0;
+
+  // Whether an nftables transaction other than this ruleset's own was
+  // committed (by any process, to any table) since the previous call; the
+  // first call only takes the baseline. nftables numbers its commits (the
+  // generation), so this is one small request, not a look at the table.
+  virtual bool changed_by_others() = 0;
 };
 
 // The kernel: whole-table replacement through libnftables (nft's own
