@@ -30,21 +30,48 @@ const Retirements& Agent::retired() const {
   return persisted_ ? persisted_->retired : kNone;
 }
 
-size_t Agent::flush_bindings(const std::vector<Binding>& bindings) {
+std::vector<size_t> Agent::flush_connections(const std::vector<const Binding*>& bindings) {
   const MarkLayout& marks = reconciler_.marks();
-  size_t flushed = 0;
-  for (const auto& b : bindings) {
-    try {
-      const size_t n = conntrack_.flush(marks.mark_for(b.id), marks.mask());
-      flushed += n;
-      if (n > 0) spdlog::info("flushed {} connections of {}", n, b.key.str());
-      if (flush_observer_) flush_observer_(b, n);
-    } catch (const std::exception& e) {
-      spdlog::error("{} is gone but its connections could not be flushed: {}", b.key.str(),
-                    e.what());
+  std::vector<size_t> counts;
+  if (bindings.size() == 1) {
+    counts.push_back(conntrack_.flush(marks.mark_for(bindings[0]->id), marks.mask()));
+  } else if (bindings.size() > 1) {
+    // One walk of the table for all of them: the kernel's filtered flush
+    // walks it twice per binding.
+    std::set<uint32_t> values;
+    for (const Binding* b : bindings) values.insert(marks.mark_for(b->id));
+    const auto gone = conntrack_.flush_marks(values, marks.mask());
+    for (const Binding* b : bindings) {
+      const auto it = gone.find(marks.mark_for(b->id));
+      counts.push_back(it == gone.end() ? 0 : it->second);
     }
   }
-  return flushed;
+  for (size_t i = 0; i < bindings.size(); ++i)
+    if (flush_observer_) flush_observer_(*bindings[i], counts[i]);
+  return counts;
+}
+
+size_t Agent::flush_bindings(const std::vector<Binding>& bindings) {
+  std::vector<const Binding*> pointers;
+  for (const auto& b : bindings) pointers.push_back(&b);
+  try {
+    const auto counts = flush_connections(pointers);
+    size_t flushed = 0;
+    for (size_t i = 0; i < bindings.size(); ++i) {
+      flushed += counts[i];
+      if (counts[i] > 0)
+        spdlog::info("flushed {} connections of {}", counts[i], bindings[i].key.str());
+    }
+    return flushed;
+  } catch (const std::exception& e) {
+    if (bindings.size() == 1)
+      spdlog::error("{} is gone but its connections could not be flushed: {}",
+                    bindings[0].key.str(), e.what());
+    else
+      spdlog::error("{} bindings are gone but their connections could not be flushed: {}",
+                    bindings.size(), e.what());
+    return 0;
+  }
 }
 
 void Agent::load_persisted() {
@@ -221,13 +248,9 @@ void Agent::persist(const std::vector<Edit>& edits, const DatapathDiff& diff,
 
 size_t Agent::flush(const std::optional<ServiceKey>& service,
                     const std::optional<std::string>& backend) {
-  const MarkLayout& marks = reconciler_.marks();
   size_t flushed = 0;
-  for (const Binding* b : select_bindings(applied_, service, backend)) {
-    const size_t n = conntrack_.flush(marks.mark_for(b->id), marks.mask());
+  for (const size_t n : flush_connections(select_bindings(applied_, service, backend)))
     flushed += n;
-    if (flush_observer_) flush_observer_(*b, n);
-  }
   spdlog::info("flush{}{}: {} connections", service ? " " + service->str() : "",
                backend ? " backend " + *backend : "", flushed);
   return flushed;

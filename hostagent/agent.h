@@ -123,6 +123,10 @@ class Agent {
 
   // Deletes the connections of these bindings. The change itself has
   // succeeded by then; a failure here is logged, not undone.
+  // Flushes the connections of `bindings` and tells the flush observer;
+  // how many each had. Throws KernelError.
+  std::vector<size_t> flush_connections(const std::vector<const Binding*>& bindings);
+  // The same for bindings that are gone: a failure is logged, not thrown.
   size_t flush_bindings(const std::vector<Binding>& bindings);
 
   Reconciler& reconciler_;

@@ -9,8 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "hostlb/netlink/conntrack.h"
 #include "hostlb/netlink/error.h"
@@ -84,6 +87,120 @@ int list_entry(const nlmsghdr* nlh, void* data) {
   return MNL_CB_OK;
 }
 
+// The attributes of a dumped entry that a delete of that very entry needs.
+struct EntryAttributes {
+  const nlattr* tuple = nullptr;  // CTA_TUPLE_ORIG, nested
+  const nlattr* zone = nullptr;
+  const nlattr* id = nullptr;
+  const nlattr* mark = nullptr;
+};
+
+int collect_attribute(const nlattr* attr, void* data) {
+  auto* found = static_cast<EntryAttributes*>(data);
+  switch (mnl_attr_get_type(attr)) {
+    case CTA_TUPLE_ORIG:
+      found->tuple = attr;
+      break;
+    case CTA_ZONE:
+      found->zone = attr;
+      break;
+    case CTA_ID:
+      found->id = attr;
+      break;
+    case CTA_MARK:
+      found->mark = attr;
+      break;
+    default:
+      break;
+  }
+  return MNL_CB_OK;
+}
+
+// Deletes, as a dump delivers them, the entries whose marks are wanted:
+// each becomes a delete of its original tuple, zone and id (the id keeps a
+// new entry with the same tuple from being taken instead), sent in batches
+// on a second socket while the dump goes on.
+class MarkFlusher {
+ public:
+  MarkFlusher(const std::set<uint32_t>& values, uint32_t mask, mnl_socket* deleter, uint32_t& seq)
+      : values_(values), mask_(mask), deleter_(deleter), seq_(seq) {}
+
+  static int on_entry(const nlmsghdr* nlh, void* data) {
+    static_cast<MarkFlusher*>(data)->entry(nlh);
+    return MNL_CB_OK;
+  }
+
+  // Sends what is left and reads the answers; returns the counts.
+  std::map<uint32_t, size_t> finish(const std::string& what) {
+    send(what);
+    if (error_ != 0) throw KernelError(what, std::strerror(error_));
+    return std::move(gone_);
+  }
+
+  void send(const std::string& what) {
+    if (!pending_.empty() && mnl_socket_sendto(deleter_, pending_.data(), pending_.size()) < 0)
+      throw KernelError(what, std::string("sending deletes: ") + std::strerror(errno));
+    pending_.clear();
+    read_answers();
+  }
+
+ private:
+  void entry(const nlmsghdr* nlh) {
+    EntryAttributes a;
+    mnl_attr_parse(nlh, sizeof(nfgenmsg), collect_attribute, &a);
+    if (a.tuple == nullptr || a.mark == nullptr) return;  // no mark attribute: mark 0
+    const uint32_t value = ntohl(mnl_attr_get_u32(a.mark)) & mask_;
+    if (values_.count(value) == 0) return;
+    ++gone_[value];
+
+    const size_t room = sizeof(nlmsghdr) + sizeof(nfgenmsg) + 3 * sizeof(nlattr) + 16 +
+                        mnl_attr_get_payload_len(a.tuple);
+    const size_t at = pending_.size();
+    pending_.resize(at + MNL_ALIGN(room));
+    nlmsghdr* del = mnl_nlmsg_put_header(pending_.data() + at);
+    del->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    del->nlmsg_flags = NLM_F_REQUEST;  // no ACK: only failures answer
+    del->nlmsg_seq = seq_++;
+    auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(del, sizeof(nfgenmsg)));
+    *nfg = *static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+    mnl_attr_put(del, a.tuple->nla_type, mnl_attr_get_payload_len(a.tuple),
+                 mnl_attr_get_payload(a.tuple));
+    if (a.zone != nullptr) mnl_attr_put_u16(del, CTA_ZONE, mnl_attr_get_u16(a.zone));
+    if (a.id != nullptr) mnl_attr_put_u32(del, CTA_ID, mnl_attr_get_u32(a.id));
+    pending_.resize(at + del->nlmsg_len);
+    if (pending_.size() >= kBatchBytes) send("deleting conntrack entries by mark");
+  }
+
+  // Failures only; ENOENT is an entry that ended on its own meanwhile.
+  void read_answers() {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    const int fd = mnl_socket_get_fd(deleter_);
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR || errno == ENOBUFS) continue;  // lost answers are failures too,
+        return;                                            // but only ENOENT ever comes
+      }
+      const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
+      int left = static_cast<int>(n);
+      for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+        if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+        const int err = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh))->error;
+        if (err != 0 && err != ENOENT && error_ == 0) error_ = err;
+      }
+    }
+  }
+
+  static constexpr size_t kBatchBytes = 32 * 1024;
+  const std::set<uint32_t>& values_;
+  uint32_t mask_;
+  mnl_socket* deleter_;
+  uint32_t& seq_;
+  std::vector<char> pending_;
+  std::map<uint32_t, size_t> gone_;
+  int error_ = 0;
+};
+
 class CtnetlinkTable final : public ConntrackTable {
  public:
   size_t list(uint32_t value, uint32_t mask,
@@ -113,6 +230,26 @@ class CtnetlinkTable final : public ConntrackTable {
     return entries;
   }
 
+  std::map<uint32_t, size_t> flush_marks(const std::set<uint32_t>& values, uint32_t mask) override {
+    if (values.empty()) return {};
+    const std::string what = "flushing conntrack entries of " + std::to_string(values.size()) +
+                             " marks under mask " + hex(mask);
+    if (!deleter_) deleter_ = std::make_unique<Socket>(what);
+    // Only failures answer a delete; asking for a capped error keeps each
+    // answer small.
+    int one = 1;
+    mnl_socket_setsockopt(deleter_->nl, NETLINK_CAP_ACK, &one, sizeof one);
+    MarkFlusher flusher(values, mask, deleter_->nl, next_seq_);
+    const uint32_t seq = next_seq_++;
+    try {
+      talk(what, encode_mark_dump(0, 0, seq), seq, MarkFlusher::on_entry, &flusher);
+      return flusher.finish(what);
+    } catch (...) {
+      deleter_.reset();  // answers of this attempt may still be queued there
+      throw;
+    }
+  }
+
  private:
   static std::string hex(uint32_t v) {
     char buf[11];
@@ -136,21 +273,34 @@ class CtnetlinkTable final : public ConntrackTable {
   };
 
   // Sends one request and reads the answer (a dump, or an acknowledgement)
-  // to its end.
+  // to its end. The socket is kept between requests: closing a netfilter
+  // socket after an nftables commit waits for the commit's deferred cleanup
+  // (an RCU grace period), which would land on every change that flushes.
+  // After a failure it is dropped, with whatever was left unread in it.
   void talk(const std::string& what, const std::vector<char>& request, uint32_t seq, mnl_cb_t cb,
             void* data, bool enoent_is_done = false) {
-    Socket sock(what);
-    if (mnl_socket_sendto(sock.nl, request.data(), request.size()) < 0)
+    if (!socket_) socket_ = std::make_unique<Socket>(what);
+    try {
+      exchange(socket_->nl, what, request, seq, cb, data, enoent_is_done);
+    } catch (...) {
+      socket_.reset();
+      throw;
+    }
+  }
+
+  static void exchange(mnl_socket* nl, const std::string& what, const std::vector<char>& request,
+                       uint32_t seq, mnl_cb_t cb, void* data, bool enoent_is_done) {
+    if (mnl_socket_sendto(nl, request.data(), request.size()) < 0)
       throw KernelError(what, std::strerror(errno));
     std::vector<char> buf(32768);  // dump messages arrive in batches
     for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(sock.nl, buf.data(), buf.size());
+      const ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
       if (n < 0) {
         if (errno == EINTR) continue;
         throw KernelError(what, std::strerror(errno));
       }
-      const int rc = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq,
-                                mnl_socket_get_portid(sock.nl), cb, data);
+      const int rc =
+          mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, mnl_socket_get_portid(nl), cb, data);
       if (rc == MNL_CB_STOP) return;
       if (rc < 0) {
         if (enoent_is_done && errno == ENOENT) return;
@@ -160,6 +310,8 @@ class CtnetlinkTable final : public ConntrackTable {
   }
 
   uint32_t next_seq_ = 1;
+  std::unique_ptr<Socket> socket_;
+  std::unique_ptr<Socket> deleter_;
 };
 
 }  // namespace

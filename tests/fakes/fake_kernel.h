@@ -278,6 +278,16 @@ class FakeConntrack : public ConntrackTable {
     flushes.push_back(value);
     return n;
   }
+  std::map<uint32_t, size_t> flush_marks(const std::set<uint32_t>& values, uint32_t mask) override {
+    std::map<uint32_t, size_t> gone;
+    std::erase_if(entries, [&](uint32_t mark) {
+      const bool match = values.count(mark & mask) != 0;
+      if (match) ++gone[mark & mask];
+      return match;
+    });
+    flushes.insert(flushes.end(), values.begin(), values.end());
+    return gone;
+  }
   std::vector<uint32_t> entries;  // the mark of each live entry
   std::vector<uint32_t> flushes;
 };

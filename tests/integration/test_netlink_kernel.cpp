@@ -2,6 +2,7 @@
 // daemon-level tests cannot see from outside.
 #include <gtest/gtest.h>
 
+#include "hostlb/netlink/conntrack.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/policies/datapath.h"
 #include "hostlb/policies/state_document.h"
@@ -54,6 +55,39 @@ TEST(NetlinkKernel, OnlyOtherProcessesCommitsCountAsChangesByOthers) {
   EXPECT_FALSE(ruleset->difference(before, marks)) << "the table is what it applied";
   ruleset->remove();
   EXPECT_FALSE(ruleset->changed_by_others()) << "its own removal";
+}
+
+// Many bindings' connections flushed in one walk: exactly the entries whose
+// mark under the mask is one of the given values go, whatever their family,
+// protocol or zone, and nothing else.
+TEST(NetlinkKernel, FlushingSeveralMarksDeletesExactlyTheirEntries) {
+  Lab lab;
+  int port = 40000;
+  auto insert = [&](const std::string& proto, const std::string& src, const std::string& dst,
+                    const std::string& mark, const std::string& extra = "") {
+    const std::string state = proto == "tcp" ? " --state ESTABLISHED" : "";
+    const auto r = lab.in("hv", "conntrack -I -p " + proto + " -s " + src + " -d " + dst +
+                                    " --sport " + std::to_string(++port) + " --dport 80" + state +
+                                    " -t 300 -m " + mark + extra);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  };
+  for (int i = 0; i < 3; ++i) insert("tcp", "198.18.0.1", "203.0.113.10", "0x100");
+  insert("udp", "198.18.0.1", "203.0.113.10", "0x100", " -w 5");  // another zone
+  insert("tcp", "2001:db8::1", "2001:db8:f00::10", "0x200");
+  insert("udp", "198.18.0.2", "203.0.113.20", "0x201");  // 0x200 under the mask
+  insert("tcp", "198.18.0.1", "203.0.113.30", "0x300");  // a mark not flushed
+  insert("tcp", "198.18.0.2", "203.0.113.30", "0x1");    // someone else's mark only
+  insert("tcp", "198.18.0.2", "203.0.113.40", "0");      // no mark
+
+  Lab::Entered in_hv(lab, "hv");
+  auto table = make_ctnetlink_table();
+  const auto gone = table->flush_marks({0x100, 0x200, 0x900}, 0xff00);
+  EXPECT_EQ(gone, (std::map<uint32_t, size_t>{{0x100, 4}, {0x200, 2}}));
+  EXPECT_EQ(table->count(0x100, 0xff00), 0u);
+  EXPECT_EQ(table->count(0x200, 0xff00), 0u);
+  EXPECT_EQ(table->count(0x300, 0xff00), 1u);
+  EXPECT_EQ(table->count(0, 0xff00), 2u) << "the unmarked and the foreign-marked entries";
+  EXPECT_EQ(table->flush_marks({0x100}, 0xff00), (std::map<uint32_t, size_t>{}));
 }
 
 }  // namespace

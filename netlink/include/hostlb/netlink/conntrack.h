@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,14 @@ class ConntrackTable {
   virtual size_t count(uint32_t value, uint32_t mask) = 0;
   // Deletes them; returns how many there were just before.
   virtual size_t flush(uint32_t value, uint32_t mask) = 0;
+  // Deletes the entries whose mark & mask is any of `values`, in one walk
+  // of the table: the dump's entries are deleted one by one as it delivers
+  // them. For many marks at once, where flush() would walk the whole table
+  // twice per mark (10,000 removed services: minutes instead of a fraction
+  // of a second). Returns how many there were just before, per value (none:
+  // absent).
+  virtual std::map<uint32_t, size_t> flush_marks(const std::set<uint32_t>& values,
+                                                 uint32_t mask) = 0;
 };
 
 std::unique_ptr<ConntrackTable> make_ctnetlink_table();
