@@ -294,6 +294,7 @@ bool is_valid_interface_name(std::string_view name) {
 }
 
 State parse_state_document(std::string_view text, const DocumentOptions& options) {
+  if (auto state = parse_state_document_fast(text, options)) return std::move(*state);
   return state_from_json(parse_json_strict(text), options);
 }
 

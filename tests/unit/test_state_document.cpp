@@ -37,6 +37,67 @@ TEST(StateDocument, RoundTripsThroughCanonicalJson) {
                        R"("backends":[{"name":"web-1","port":8080}]}]})");
 }
 
+// The fast path reads plain documents itself and leaves everything else
+// to the strict path, which alone explains errors; both read a document the
+// same way (the fuzz target checks this on arbitrary input).
+TEST(StateDocument, TheFastPathReadsPlainDocumentsAsTheStrictPathDoes) {
+  const auto fast = parse_state_document_fast(kExample);
+  ASSERT_TRUE(fast);
+  EXPECT_EQ(*fast, state_from_json(parse_json_strict(kExample)));
+  const auto defaulted = parse_state_document_fast(
+      R"({"version":1,"backends":[{"name":"a","mac":"02:00:00:00:01:11","ipv6":"2001:db8:1::11"}]})",
+      {"br9"});
+  ASSERT_TRUE(defaulted);
+  EXPECT_EQ(defaulted->backends[0].bridge, "br9");
+  EXPECT_TRUE(parse_state_document_fast(std::string(" \t\r\n") + kExample + "\n"))
+      << "white space is plain";
+}
+
+TEST(StateDocument, TheFastPathLeavesAnythingUnusualToTheStrictPath) {
+  const std::string backend =
+      R"({"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"})";
+  const std::string service = R"({"vip":"203.0.113.10","port":80,"protocol":"tcp"})";
+  auto doc = [&](const std::string& backends, const std::string& services) {
+    return R"({"version":1,"backends":[)" + backends + R"(],"services":[)" + services + "]}";
+  };
+  // Valid, but not plain: the strict path reads them.
+  for (
+      const std::string& text :
+      {doc(R"({"name":"w\u0065b-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"})",
+           service),
+       R"({"services":[)" + service + R"(],"version":1,"backends":[)" + backend + "]}",
+       "\xEF\xBB\xBF" + doc(backend, service)}) {  // a UTF-8 byte order mark
+    EXPECT_FALSE(parse_state_document_fast(text)) << text;
+    EXPECT_NO_THROW(parse_state_document(text)) << text;
+  }
+  // Invalid: the strict path says why.
+  const std::vector<std::pair<std::string, std::string>> invalid = {
+      {doc(backend, R"({"vip":"203.0.113.10","port":80.0,"protocol":"tcp"})"),
+       "services[0].port: must be an integer port number, not a number with a fraction"},
+      {doc(backend, R"({"vip":"203.0.113.10","port":80,"port":81,"protocol":"tcp"})"),
+       "invalid JSON: key \"port\" appears twice in one object"},
+      {doc(backend, R"({"vip":"198.18.1.11","port":80,"protocol":"tcp"})"),
+       "services[0].vip: 198.18.1.11 is the address of backend \"web-1\"; a VIP must not be a "
+       "backend's own address"},
+      {doc(backend + "," + backend, ""),
+       "backends[1].name: duplicate backend name \"web-1\" (also backends[0])"},
+      {doc(backend, service + "," + service),
+       "services[1]: duplicate service 203.0.113.10:80/tcp (also services[0])"},
+      {doc(backend,
+           R"({"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-2","port":1}]})"),
+       "services[0].backends[0].name: unknown backend \"web-2\""},
+  };
+  for (const auto& [text, message] : invalid) {
+    EXPECT_FALSE(parse_state_document_fast(text)) << text;
+    try {
+      parse_state_document(text);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const DocumentError& e) {
+      EXPECT_EQ(std::string(e.what()), message);
+    }
+  }
+}
+
 TEST(StateDocument, EmptyDocumentIsValid) {
   State state = parse_state_document(R"({"version": 1})");
   EXPECT_TRUE(state.backends.empty());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -39,6 +40,12 @@ nlohmann::json parse_json_strict(std::string_view text);
 // Parses and validates a state document. Throws DocumentError.
 State parse_state_document(std::string_view text, const DocumentOptions& options = {});
 State state_from_json(const nlohmann::json& document, const DocumentOptions& options = {});
+// parse_state_document's fast path: the State of a plainly valid document
+// read in one pass without a JSON tree, or nullopt whenever anything is
+// unusual or wrong (then the strict path decides and explains). Exposed for
+// the tests that hold the two paths to the same answers.
+std::optional<State> parse_state_document_fast(std::string_view text,
+                                               const DocumentOptions& options = {});
 
 // The canonical JSON form (stable key and element order as given).
 nlohmann::ordered_json state_to_json(const State& state);

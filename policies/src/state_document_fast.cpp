@@ -1,0 +1,292 @@
+// The fast path of parse_state_document: a single pass over the text
+// straight into the model, for documents that are plainly valid. It builds
+// no JSON tree (the strict path spends most of its time allocating one) and
+// gives up, returning nullopt, on anything unusual: an escape sequence or
+// a byte outside printable ASCII in a string, a number that is not a plain
+// port-sized integer, true/false/null, an unknown or repeated field, any
+// error at all. The strict path then decides, and explains an error with its
+// exact path and reason, so the two never disagree about what a document
+// means (a fuzz target checks that they do not).
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+namespace {
+
+class FastParser {
+ public:
+  FastParser(std::string_view text, const DocumentOptions& options)
+      : p_(text.data()), end_(text.data() + text.size()), options_(options) {}
+
+  std::optional<State> document() {
+    State state;
+    bool version = false, services = false;
+    if (!object([&](std::string_view key) {
+          if (key == "version") {
+            uint32_t v = 0;
+            if (!integer(v) || v != kStateDocumentVersion) return false;
+            version = true;
+            return true;
+          }
+          // Services are checked against the backends: those must come first.
+          if (key == "backends") return !services && array([&] { return backend(state); });
+          if (key == "services") {
+            services = true;
+            return array([&] { return service(state); });
+          }
+          return false;
+        }))
+      return std::nullopt;
+    skip_space();
+    if (!version || p_ != end_) return std::nullopt;
+    return state;
+  }
+
+ private:
+  // Members of one object: `member` reads the value of each key and says
+  // whether it was acceptable. A key may appear once.
+  template <typename Member>
+  bool object(Member&& member) {
+    if (!consume('{')) return false;
+    std::unordered_set<std::string_view> seen;
+    skip_space();
+    if (p_ < end_ && *p_ == '}') return ++p_, true;
+    for (;;) {
+      std::string_view key;
+      if (!string(key) || !consume(':')) return false;
+      if (!seen.insert(key).second || !member(key)) return false;
+      skip_space();
+      if (p_ >= end_) return false;
+      if (*p_ == '}') return ++p_, true;
+      if (*p_++ != ',') return false;
+    }
+  }
+
+  // A small object's keys, without a hash set (backends and services have
+  // at most five known keys; anything else fails `member`).
+  template <typename Member>
+  bool small_object(std::initializer_list<std::string_view> keys, Member&& member) {
+    if (!consume('{')) return false;
+    unsigned seen = 0;
+    skip_space();
+    if (p_ < end_ && *p_ == '}') return ++p_, true;
+    for (;;) {
+      std::string_view key;
+      if (!string(key) || !consume(':')) return false;
+      unsigned index = 0;
+      for (auto k : keys) {
+        if (k == key) break;
+        ++index;
+      }
+      if (index == keys.size() || (seen & (1u << index)) != 0) return false;
+      seen |= 1u << index;
+      if (!member(index)) return false;
+      skip_space();
+      if (p_ >= end_) return false;
+      if (*p_ == '}') return ++p_, true;
+      if (*p_++ != ',') return false;
+    }
+  }
+
+  template <typename Element>
+  bool array(Element&& element) {
+    if (!consume('[')) return false;
+    skip_space();
+    if (p_ < end_ && *p_ == ']') return ++p_, true;
+    for (;;) {
+      if (!element()) return false;
+      skip_space();
+      if (p_ >= end_) return false;
+      if (*p_ == ']') return ++p_, true;
+      if (*p_++ != ',') return false;
+    }
+  }
+
+  // A string of printable ASCII without escapes (all that valid names,
+  // addresses and MACs need).
+  bool string(std::string_view& out) {
+    if (!consume('"')) return false;
+    const char* start = p_;
+    while (p_ < end_) {
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        out = std::string_view(start, static_cast<size_t>(p_ - start));
+        ++p_;
+        return true;
+      }
+      if (c == '\\' || c < 0x20 || c >= 0x7f) return false;
+      ++p_;
+    }
+    return false;
+  }
+
+  // A plain integer: digits only, no leading zero, at most five of them.
+  bool integer(uint32_t& out) {
+    skip_space();
+    const char* start = p_;
+    uint32_t value = 0;
+    while (p_ < end_ && *p_ >= '0' && *p_ <= '9' && p_ - start < 6)
+      value = value * 10 + (*p_++ - '0');
+    const auto digits = p_ - start;
+    if (digits == 0 || digits > 5 || (digits > 1 && *start == '0')) return false;
+    // A fraction or an exponent makes it another kind of number.
+    if (p_ < end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E' || (*p_ >= '0' && *p_ <= '9')))
+      return false;
+    out = value;
+    return true;
+  }
+
+  bool port(uint16_t& out) {
+    uint32_t value = 0;
+    if (!integer(value) || value < 1 || value > 65535) return false;
+    out = static_cast<uint16_t>(value);
+    return true;
+  }
+
+  bool backend(State& state) {
+    Backend b;
+    bool name = false, mac = false, bridge = false;
+    const bool ok = small_object({"name", "mac", "ipv4", "ipv6", "bridge"}, [&](unsigned field) {
+      std::string_view text;
+      if (!string(text)) return false;
+      switch (field) {
+        case 0:
+          b.name = text;
+          return name = is_valid_backend_name(text);
+        case 1: {
+          auto parsed = MacAddress::parse(text);
+          if (!parsed || parsed->is_multicast() || parsed->is_zero()) return false;
+          b.mac = *parsed;
+          return mac = true;
+        }
+        case 2:
+          b.ipv4 = IpAddress::parse_v4(text);
+          return b.ipv4 && b.ipv4->is_usable_unicast();
+        case 3:
+          b.ipv6 = IpAddress::parse_v6(text);
+          return b.ipv6 && b.ipv6->is_usable_unicast();
+        default:
+          b.bridge = text;
+          return bridge = is_valid_interface_name(text);
+      }
+    });
+    if (!ok || !name || !mac || (!b.ipv4 && !b.ipv6)) return false;
+    if (!bridge) {
+      if (options_.default_bridge.empty() || !is_valid_interface_name(options_.default_bridge))
+        return false;
+      b.bridge = options_.default_bridge;
+    }
+    if (!names_.emplace(b.name, state.backends.size()).second || !macs_.insert(b.mac).second)
+      return false;
+    for (const auto* addr : {&b.ipv4, &b.ipv6})
+      if (*addr && !addresses_.insert(**addr).second) return false;
+    state.backends.push_back(std::move(b));
+    return true;
+  }
+
+  bool service(State& state) {
+    Service s;
+    bool vip = false, port_seen = false, protocol = false;
+    const bool ok = small_object({"vip", "port", "protocol", "backends"}, [&](unsigned field) {
+      std::string_view text;
+      switch (field) {
+        case 0: {
+          if (!string(text)) return false;
+          auto parsed = IpAddress::parse(text);
+          if (!parsed || !parsed->is_usable_unicast()) return false;
+          s.key.vip = *parsed;
+          return vip = true;
+        }
+        case 1:
+          return port_seen = port(s.key.port);
+        case 2: {
+          if (!string(text)) return false;
+          auto parsed = parse_protocol(text);
+          if (!parsed) return false;
+          s.key.protocol = *parsed;
+          return protocol = true;
+        }
+        default:
+          return array([&] {
+            BackendRef ref;
+            bool name = false, ref_port = false;
+            if (!small_object({"name", "port"}, [&](unsigned f) {
+                  if (f == 1) return ref_port = port(ref.port);
+                  std::string_view n;
+                  if (!string(n)) return false;
+                  ref.name = n;
+                  return name = true;
+                }))
+              return false;
+            if (!name || !ref_port) return false;
+            s.backends.push_back(std::move(ref));
+            return true;
+          });
+      }
+    });
+    if (!ok || !vip || !port_seen || !protocol) return false;
+    // Checked once the whole object is read: the strict path checks the VIP
+    // against the backends before it reads the references.
+    if (addresses_.count(s.key.vip) != 0) return false;  // a backend's own address
+    std::unordered_set<std::string_view> listed;
+    for (const auto& ref : s.backends) {
+      auto it = names_.find(ref.name);
+      if (it == names_.end() || !listed.insert(ref.name).second) return false;
+      if (!state.backends[it->second].address_for(s.key.vip.family())) return false;
+    }
+    if (!keys_.insert(s.key).second) return false;
+    state.services.push_back(std::move(s));
+    return true;
+  }
+
+  void skip_space() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\t' || *p_ == '\r')) ++p_;
+  }
+  bool consume(char c) {
+    skip_space();
+    if (p_ >= end_ || *p_ != c) return false;
+    ++p_;
+    return true;
+  }
+
+  static size_t hash_bytes(const uint8_t* bytes, size_t size) {
+    return std::hash<std::string_view>()(
+        std::string_view(reinterpret_cast<const char*>(bytes), size));
+  }
+  struct AddressHash {
+    size_t operator()(const IpAddress& a) const {
+      return hash_bytes(a.bytes().data(), a.bytes().size()) ^ static_cast<size_t>(a.family());
+    }
+  };
+  struct KeyHash {
+    size_t operator()(const ServiceKey& k) const {
+      return AddressHash()(k.vip) ^ (size_t{k.port} << 8) ^ static_cast<size_t>(k.protocol);
+    }
+  };
+  struct MacHash {
+    size_t operator()(const MacAddress& m) const {
+      return hash_bytes(m.bytes().data(), m.bytes().size());
+    }
+  };
+
+  const char* p_;
+  const char* end_;
+  const DocumentOptions& options_;
+  std::unordered_map<std::string, size_t> names_;  // backend name -> index
+  std::unordered_set<MacAddress, MacHash> macs_;
+  std::unordered_set<IpAddress, AddressHash> addresses_;
+  std::unordered_set<ServiceKey, KeyHash> keys_;
+};
+
+}  // namespace
+
+std::optional<State> parse_state_document_fast(std::string_view text,
+                                               const DocumentOptions& options) {
+  return FastParser(text, options).document();
+}
+
+}  // namespace hostlb
