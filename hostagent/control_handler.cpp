@@ -121,11 +121,13 @@ void ControlHandler::note_error(const std::string& message) {
   last_error_ = std::make_pair(now_text(), message);
 }
 
-std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view line) {
+std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view line,
+                                   std::string_view document) {
   Error error;
   json id;
   auto request = control::decode_request(line, &error, &id);
   if (!request) return control::encode_error(id, error);
+  request->document = document;
   try {
     if (request->method == "connections") return connections(*request);
     json result = dispatch(*request);
@@ -167,7 +169,7 @@ json ControlHandler::dispatch(const control::Request& request) {
     check_params(p, {});
     return state_to_json(current);
   }
-  if (m == "apply") return apply(p);
+  if (m == "apply") return apply(request);
   if (m == "stats") return stats(p);
 
   if (m == "backend.list") {
@@ -309,8 +311,9 @@ json ControlHandler::edit(const Edit& e, uint32_t drain_seconds) {
           {"draining", report.bindings_draining}};
 }
 
-json ControlHandler::apply(const json& p) {
-  check_params(p, {"document", "document_text", "dry_run", "drain"});
+json ControlHandler::apply(const control::Request& request) {
+  const json& p = request.params;
+  check_params(p, {"document", "document_text", "document_bytes", "dry_run", "drain"});
   const uint32_t drain_seconds = param_drain(p);
   bool dry_run = false;
   if (auto it = p.find("dry_run"); it != p.end()) {
@@ -319,11 +322,22 @@ json ControlHandler::apply(const json& p) {
   }
   State next;
   try {
-    // document_text is parsed by the strict document parser (duplicate keys,
-    // exact positions); document is an already-parsed object.
-    if (auto text = p.find("document_text"); text != p.end()) {
-      if (p.contains("document"))
-        refuse(control::kInvalidParams, "give document or document_text, not both", "params");
+    // The document's text (after the line, or as a string in it) is parsed
+    // by the document parser (duplicate keys, exact positions); document is
+    // an already-parsed object.
+    const int forms = static_cast<int>(p.contains("document")) +
+                      static_cast<int>(p.contains("document_text")) +
+                      static_cast<int>(p.contains("document_bytes"));
+    if (forms > 1)
+      refuse(control::kInvalidParams,
+             "give one of document, document_text and document_bytes, not several", "params");
+    if (auto bytes = p.find("document_bytes"); bytes != p.end()) {
+      if (!bytes->is_number_unsigned() || bytes->get<size_t>() != request.document.size())
+        refuse(control::kInvalidParams,
+               "must be the number of bytes of the document that follows the line",
+               "params.document_bytes");
+      next = parse_state_document(request.document, doc_options_);
+    } else if (auto text = p.find("document_text"); text != p.end()) {
       if (!text->is_string())
         refuse(control::kInvalidParams, "must be a string", "params.document_text");
       next = parse_state_document(text->get<std::string>(), doc_options_);

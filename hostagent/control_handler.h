@@ -34,7 +34,9 @@ class ControlHandler {
                  DaemonInfo info);
 
   // One request line in, one reply line out.
-  std::string handle(const PeerCredentials& peer, std::string_view line);
+  // One request line, and the raw document that followed it (if any).
+  std::string handle(const PeerCredentials& peer, std::string_view line,
+                     std::string_view document = {});
 
   // Remembers a failure for `status` (a refused request, a failed reload).
   void note_error(const std::string& message);
@@ -51,7 +53,7 @@ class ControlHandler {
   nlohmann::json edit(const Edit& edit, uint32_t drain_seconds = 0);
   // Draining bindings (of one backend), with their time and connections left.
   nlohmann::json draining(const std::optional<std::string>& backend);
-  nlohmann::json apply(const nlohmann::json& params);
+  nlohmann::json apply(const control::Request& request);
 
   Agent& agent_;
   RouteTable& routes_;

@@ -184,6 +184,7 @@ void ControlServer::on_readable(Client& client) {
       // The client finished sending (or is gone): answer what it asked
       // completely, drop what it half-sent, and close.
       client.in.clear();
+      client.scanned = 0;
       client.closing = true;
       break;
     }
@@ -197,22 +198,42 @@ void ControlServer::on_readable(Client& client) {
     if (client.in.empty()) client.request_started = Clock::now();
     client.in.append(buf, static_cast<size_t>(n));
     client.last_activity = Clock::now();
-    // Answer every complete line before reading more.
+    // Answer every complete request (its line, and the document after it
+    // if it announces one) before reading more.
     size_t start = 0;
-    for (size_t nl = client.in.find('\n'); nl != std::string::npos;
-         nl = client.in.find('\n', start)) {
+    bool too_large = false;
+    for (;;) {
+      const size_t nl = client.in.find('\n', std::max(start, client.scanned));
+      if (nl == std::string::npos) {
+        client.scanned = client.in.size();  // a long line is not searched again
+        break;
+      }
       std::string_view line(client.in.data() + start, nl - start);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (!line.empty()) client.out += handler_(client.peer, line);
-      start = nl + 1;
+      const size_t document = line.empty() ? 0 : control::attached_bytes(line);
+      if (document > options_.max_request_bytes) {
+        too_large = true;
+        break;
+      }
+      if (client.in.size() - (nl + 1) < document) {
+        client.scanned = nl;  // the rest of the document is still to come
+        break;
+      }
+      if (!line.empty())
+        client.out +=
+            handler_(client.peer, line, std::string_view(client.in.data() + nl + 1, document));
+      start = nl + 1 + document;
+      client.scanned = start;
     }
     client.in.erase(0, start);
+    client.scanned -= start;
     if (!client.in.empty() && start > 0) client.request_started = Clock::now();
-    if (client.in.size() > options_.max_request_bytes) {
+    if (too_large || client.in.size() > options_.max_request_bytes) {
       client.out += error_reply_(
           control::kRequestTooLarge,
           "request larger than " + std::to_string(options_.max_request_bytes) + " bytes");
       client.in.clear();
+      client.scanned = 0;
       client.closing = true;
     }
     if (client.out.size() > options_.max_reply_backlog) {
@@ -253,6 +274,7 @@ void ControlServer::expire() {
     spdlog::warn("control: pid {} did not finish its request within {} ms; disconnecting",
                  client.peer.pid, options_.stall_timeout.count());
     client.in.clear();
+    client.scanned = 0;
     client.out += error_reply_(control::kTimeout, "request not completed in time");
     client.closing = true;
     on_writable(client);

@@ -48,8 +48,11 @@ bool peer_is_authorized(const PeerCredentials& peer, std::optional<gid_t> group_
 
 class ControlServer {
  public:
-  // Returns the reply line for one request line of an authorized peer.
-  using Handler = std::function<std::string(const PeerCredentials&, std::string_view)>;
+  // Returns the reply line for one request line of an authorized peer, and
+  // the raw document that followed the line (empty if none; see
+  // control::attached_bytes).
+  using Handler =
+      std::function<std::string(const PeerCredentials&, std::string_view, std::string_view)>;
   // Replies for problems found before a request reaches the handler.
   using ErrorReply = std::function<std::string(int code, const std::string& message)>;
 
@@ -78,6 +81,7 @@ class ControlServer {
     PeerCredentials peer;
     bool authorized = false;
     std::string in;
+    size_t scanned = 0;  // `in` holds no newline before this offset
     std::string out;
     bool closing = false;  // close once `out` is written
     std::chrono::steady_clock::time_point last_activity;

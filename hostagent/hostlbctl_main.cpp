@@ -63,21 +63,13 @@ class Connection {
 
   // Notifications that come before the answer (parts of a long one) go to
   // `on_notification` line by line, as they arrive.
+  // `document`: raw bytes sent after the request line (params announce them).
   hostlb::control::Response call(const std::string& method, const json& params,
-                                 const std::function<void(const json&)>& on_notification) {
-    const std::string request = hostlb::control::encode_request(1, method, params);
-    size_t done = 0;
-    while (done < request.size()) {
-      const ssize_t n = ::send(fd_, request.data() + done, request.size() - done, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        // The daemon may have answered and closed before reading (it
-        // refuses some peers at once): its answer is still worth reading.
-        if (errno == EPIPE || errno == ECONNRESET) break;
-        throw Unreachable(std::string("sending the request: ") + std::strerror(errno));
-      }
-      done += static_cast<size_t>(n);
-    }
+                                 const std::function<void(const json&)>& on_notification,
+                                 std::string_view document = {}) {
+    // The daemon may have answered and closed before reading (it refuses
+    // some peers at once): its answer is still worth reading.
+    if (send_all(hostlb::control::encode_request(1, method, params))) send_all(document);
     std::string pending;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
     char buf[65536];
@@ -106,6 +98,21 @@ class Connection {
   }
 
  private:
+  // False if the daemon closed the connection first.
+  bool send_all(std::string_view bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EPIPE || errno == ECONNRESET) return false;
+        throw Unreachable(std::string("sending the request: ") + std::strerror(errno));
+      }
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
   int fd_ = -1;
   int timeout_ms_;
 };
@@ -321,6 +328,7 @@ int main(int argc, char** argv) {
   };
 
   std::string apply_file;
+  std::string document;  // sent after the request line
   bool dry_run = false;
   auto* apply = app.add_subcommand("apply", "Replace the whole desired state with a document");
   apply->add_option("-f,--file", apply_file, "State document, or - for standard input")->required();
@@ -328,7 +336,10 @@ int main(int argc, char** argv) {
   add_drain(apply);
   apply->callback([&] {
     method = "apply";
-    params = with_drain({{"document_text", read_input(apply_file)}, {"dry_run", dry_run}});
+    // Sent raw after the request line: no escaping here, no second parse
+    // in the daemon.
+    document = read_input(apply_file);
+    params = with_drain({{"document_bytes", document.size()}, {"dry_run", dry_run}});
   });
 
   auto* backend = app.add_subcommand("backend", "Backends (local VM interfaces)");
@@ -543,7 +554,7 @@ int main(int argc, char** argv) {
 
   try {
     Connection connection(socket, timeout_s * 1000);
-    const auto response = connection.call(method, params, on_batch);
+    const auto response = connection.call(method, params, on_batch, document);
     if (!response.ok) {
       std::fprintf(stderr, "hostlbctl: %s: %s%s\n", method.c_str(),
                    response.error.path.empty() ? "" : (response.error.path + ": ").c_str(),

@@ -471,8 +471,8 @@ int run(const Flags& flags) {
                            {HOSTLB_VERSION, flags.state_dir, flags.socket});
     ControlServer server(
         {flags.socket, flags.socket_group},
-        [&](const PeerCredentials& peer, std::string_view line) {
-          return control.handle(peer, line);
+        [&](const PeerCredentials& peer, std::string_view line, std::string_view document) {
+          return control.handle(peer, line, document);
         },
         [](int code, const std::string& message) {
           return control::encode_error(nullptr, {code, message, ""});

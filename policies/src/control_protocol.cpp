@@ -14,6 +14,17 @@ std::string dump(const json& value) {
 
 }  // namespace
 
+size_t attached_bytes(std::string_view line) {
+  if (line.find("\"document_bytes\"") == std::string_view::npos) return 0;
+  const json message = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  if (!message.is_object()) return 0;
+  const auto params = message.find("params");
+  if (params == message.end() || !params->is_object()) return 0;
+  const auto bytes = params->find("document_bytes");
+  if (bytes == params->end() || !bytes->is_number_unsigned()) return 0;
+  return bytes->get<size_t>();
+}
+
 std::optional<Request> decode_request(std::string_view line, Error* error, json* id) {
   *id = nullptr;
   if (line.size() > kMaxRequestBytes) {

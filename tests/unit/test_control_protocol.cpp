@@ -109,5 +109,17 @@ TEST(ControlProtocol, NotificationsCarryPartsOfALongAnswer) {
   EXPECT_THROW(decode_response(line), std::runtime_error) << "a notification is not the answer";
 }
 
+TEST(ControlProtocol, ALineAnnouncesTheRawBytesThatFollowIt) {
+  EXPECT_EQ(attached_bytes(encode_request(1, "apply", {{"document_bytes", 1234}})), 1234u);
+  EXPECT_EQ(attached_bytes(encode_request(1, "status", json::object())), 0u);
+  EXPECT_EQ(attached_bytes(encode_request(1, "apply", {{"document_bytes", -5}})), 0u)
+      << "a wrong count is refused with the request, and nothing is waited for";
+  EXPECT_EQ(attached_bytes(encode_request(1, "apply", {{"document_bytes", "12"}})), 0u);
+  EXPECT_EQ(
+      attached_bytes(encode_request(1, "apply", {{"document_text", "\"document_bytes\": 9"}})), 0u)
+      << "mentioned in a string, not a member of params";
+  EXPECT_EQ(attached_bytes(R"({"document_bytes": 9)"), 0u) << "not JSON";
+}
+
 }  // namespace
 }  // namespace hostlb::control

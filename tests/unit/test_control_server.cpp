@@ -90,8 +90,8 @@ class ControlTest : public ::testing::Test {
     options.stall_timeout = 300ms;
     server_ = std::make_unique<ControlServer>(
         options,
-        [this](const PeerCredentials& peer, std::string_view line) {
-          return handler_->handle(peer, line);
+        [this](const PeerCredentials& peer, std::string_view line, std::string_view document) {
+          return handler_->handle(peer, line, document);
         },
         [](int code, const std::string& message) {
           return control::encode_error(nullptr, {code, message, ""});
@@ -182,6 +182,40 @@ TEST_F(ControlTest, ApplyIsIdempotentAndDryRunChangesNothing) {
   EXPECT_TRUE(r.result["changes"].empty());
   EXPECT_FALSE(r.result["kernel_changed"]);
   EXPECT_EQ(nft_.transactions, transactions + 1) << "the same document twice changes nothing";
+}
+
+// hostlbctl sends a document raw after the request line: it may hold
+// newlines, arrive in pieces, and be followed at once by the next request.
+TEST_F(ControlTest, ADocumentAfterTheRequestLineIsReadWholeWhateverItHolds) {
+  Client c(path());
+  const std::string doc = R"({"version":1,
+    "backends":[{"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":80}]}]}
+)";
+  const std::string line =
+      control::encode_request(7, "apply", {{"document_bytes", doc.size()}, {"dry_run", false}});
+  c.send_raw(line + doc.substr(0, 40));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(c.read_line(100ms), "") << "no answer before the whole document is there";
+  c.send_raw(doc.substr(40) + control::encode_request(8, "status", json::object()));
+  const auto applied = control::decode_response(c.read_line());
+  ASSERT_TRUE(applied.ok) << applied.error.message;
+  EXPECT_EQ(applied.result["changes"].size(), 3u);
+  EXPECT_EQ(agent_->current().services.size(), 1u);
+  const auto status = control::decode_response(c.read_line());
+  ASSERT_TRUE(status.ok) << status.error.message;
+  EXPECT_EQ(status.result["services"], 1);
+
+  // A count that is not the document's, or a document too large to take.
+  auto r = c.call("apply", {{"document_bytes", -1}});
+  EXPECT_EQ(r.error.code, control::kInvalidParams);
+  EXPECT_EQ(r.error.path, "params.document_bytes");
+  r = c.call("apply", {{"document_bytes", 0}, {"document_text", doc}});
+  EXPECT_EQ(r.error.code, control::kInvalidParams);
+  c.send_raw(control::encode_request(9, "apply", {{"document_bytes", 1 << 20}}));
+  EXPECT_EQ(control::decode_response(c.read_line()).error.code, control::kRequestTooLarge);
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_EQ(agent_->current().services.size(), 1u);
 }
 
 TEST_F(ControlTest, BadInputIsRefusedWithItsPathAndChangesNothing) {

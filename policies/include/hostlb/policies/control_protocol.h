@@ -1,6 +1,9 @@
 // The control protocol between hostlbctl (or any client) and hostlbd:
 // JSON-RPC 2.0 over a Unix stream socket, one message per line (UTF-8 JSON
-// with no raw newline inside). Pure encoding and decoding; see hostlbctl(8).
+// with no raw newline inside). A request whose params hold
+// "document_bytes": N is followed by exactly N raw bytes, a document that
+// needs neither escaping nor a second parse. Pure encoding and decoding;
+// see hostlbctl(8).
 #pragma once
 
 #include <cstddef>
@@ -37,8 +40,14 @@ struct Error {
 struct Request {
   nlohmann::json id;  // number or string; null for none
   std::string method;
-  nlohmann::json params;  // always an object (empty if absent)
+  nlohmann::json params;      // always an object (empty if absent)
+  std::string_view document;  // the raw bytes after the line (params.document_bytes)
 };
+
+// How many raw bytes follow this request line: params.document_bytes when
+// it is a non-negative integer, else 0 (a wrong value is then refused with
+// the request itself). Cheap for lines that do not mention it.
+size_t attached_bytes(std::string_view line);
 
 // Decodes one line. On failure returns the error to answer with, and sets
 // `id` to the request's id when it could be read.
