@@ -253,33 +253,13 @@ class FastParser {
     return true;
   }
 
-  static size_t hash_bytes(const uint8_t* bytes, size_t size) {
-    return std::hash<std::string_view>()(
-        std::string_view(reinterpret_cast<const char*>(bytes), size));
-  }
-  struct AddressHash {
-    size_t operator()(const IpAddress& a) const {
-      return hash_bytes(a.bytes().data(), a.bytes().size()) ^ static_cast<size_t>(a.family());
-    }
-  };
-  struct KeyHash {
-    size_t operator()(const ServiceKey& k) const {
-      return AddressHash()(k.vip) ^ (size_t{k.port} << 8) ^ static_cast<size_t>(k.protocol);
-    }
-  };
-  struct MacHash {
-    size_t operator()(const MacAddress& m) const {
-      return hash_bytes(m.bytes().data(), m.bytes().size());
-    }
-  };
-
   const char* p_;
   const char* end_;
   const DocumentOptions& options_;
   std::unordered_map<std::string, size_t> names_;  // backend name -> index
-  std::unordered_set<MacAddress, MacHash> macs_;
-  std::unordered_set<IpAddress, AddressHash> addresses_;
-  std::unordered_set<ServiceKey, KeyHash> keys_;
+  std::unordered_set<MacAddress, MacAddressHash> macs_;
+  std::unordered_set<IpAddress, IpAddressHash> addresses_;
+  std::unordered_set<ServiceKey, ServiceKeyHash> keys_;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace hostlb {
 namespace {
@@ -385,7 +386,62 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   return out;
 }
 
+namespace {
+
+// The parts of two states that can differ in edits or in description: all
+// backends, and the services that are not the same in both or that use a
+// backend that is not. The rest (nearly everything when a large document
+// is applied again with one change) yields no edit and no line, and both
+// functions below keep the relative order of what they are given, so their
+// answers for the slices are their answers for the whole states.
+struct Slices {
+  State before, after;
+};
+std::vector<Edit> edits_between_slices(const State& before, const State& after);
+std::vector<std::string> describe_slices(const State& before, const State& after);
+
+Slices changed_slices(const State& before, const State& after) {
+  std::unordered_map<std::string_view, const Backend*> old_backends;
+  for (const auto& b : before.backends) old_backends.emplace(b.name, &b);
+  std::unordered_set<std::string_view> changed_backends;
+  for (const auto& b : after.backends) {
+    auto it = old_backends.find(b.name);
+    if (it != old_backends.end() && !(*it->second == b)) changed_backends.insert(b.name);
+  }
+  auto uses_changed = [&](const Service& s) {
+    return std::any_of(s.backends.begin(), s.backends.end(),
+                       [&](const BackendRef& r) { return changed_backends.count(r.name) != 0; });
+  };
+  std::unordered_map<ServiceKey, const Service*, ServiceKeyHash> old_services;
+  old_services.reserve(before.services.size());
+  for (const auto& s : before.services) old_services.emplace(s.key, &s);
+
+  Slices out;
+  out.before.backends = before.backends;
+  out.after.backends = after.backends;
+  std::unordered_set<ServiceKey, ServiceKeyHash> same;
+  for (const auto& s : after.services) {
+    auto it = old_services.find(s.key);
+    if (it != old_services.end() && *it->second == s && !uses_changed(s))
+      same.insert(s.key);
+    else
+      out.after.services.push_back(s);
+  }
+  for (const auto& s : before.services)
+    if (same.count(s.key) == 0) out.before.services.push_back(s);
+  return out;
+}
+
+}  // namespace
+
 std::vector<Edit> edits_between(const State& before, const State& after) {
+  const Slices slices = changed_slices(before, after);
+  return edits_between_slices(slices.before, slices.after);
+}
+
+namespace {
+
+std::vector<Edit> edits_between_slices(const State& before, const State& after) {
   std::unordered_map<std::string_view, const Backend*> old_backends, new_backends;
   for (const auto& b : before.backends) old_backends[b.name] = &b;
   for (const auto& b : after.backends) new_backends[b.name] = &b;
@@ -441,6 +497,8 @@ std::vector<Edit> edits_between(const State& before, const State& after) {
   return edits;
 }
 
+}  // namespace
+
 std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
   // An edit touches one backend or one service: describe that slice.
   State slice_before, slice_after;
@@ -477,6 +535,13 @@ std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
 }
 
 std::vector<std::string> describe_changes(const State& before, const State& after) {
+  const Slices slices = changed_slices(before, after);
+  return describe_slices(slices.before, slices.after);
+}
+
+namespace {
+
+std::vector<std::string> describe_slices(const State& before, const State& after) {
   std::vector<std::string> lines;
   // Sorted views and merges rather than maps: this runs on every apply of a
   // whole document.
@@ -540,5 +605,7 @@ std::vector<std::string> describe_changes(const State& before, const State& afte
   for (const auto& b : come) lines.push_back(line('+', b));
   return lines;
 }
+
+}  // namespace
 
 }  // namespace hostlb

@@ -287,6 +287,29 @@ TEST(StateEdit, EditsBetweenTwoStatesReplayToTheSecond) {
   EXPECT_TRUE(edits_between(base(), base()).empty());
 }
 
+// Most of a re-applied document is unchanged and skipped; a service that
+// is unchanged but uses a changed backend is not: its binding changes too.
+TEST(StateEdit, AnUnchangedServiceOfAChangedBackendIsStillRebound) {
+  State moved = base();
+  moved.backends[1].mac = *MacAddress::parse("02:00:00:00:01:99");
+  moved.services.push_back({key("203.0.113.30:53/udp"), {{"web-1", 53}}});
+  const auto edits = edits_between(base(), moved);
+  State replayed = base();
+  for (const Edit& e : edits) apply_edit(replayed, e);
+  EXPECT_EQ(canonical(replayed), canonical(moved));
+  const auto attaches = std::count_if(edits.begin(), edits.end(), [](const Edit& e) {
+    return e.kind == Edit::Kind::kAttach && e.ref.name == "web-2";
+  });
+  EXPECT_EQ(attaches, 2) << "both services of web-2, neither of them changed itself";
+  EXPECT_EQ(describe_changes(base(), moved),
+            (std::vector<std::string>{"- backend web-2 mac 02:00:00:00:01:12 ipv4 198.18.1.12 ipv6 "
+                                      "2001:db8:1::12 bridge br0",
+                                      "+ backend web-2 mac 02:00:00:00:01:99 ipv4 198.18.1.12 ipv6 "
+                                      "2001:db8:1::12 bridge br0",
+                                      "+ service 203.0.113.30:53/udp",
+                                      "+ binding 203.0.113.30:53/udp -> web-1:53"}));
+}
+
 TEST(StateEdit, DescribeEditMatchesDescribeChanges) {
   for (const Edit& e : {Edit::remove_backend("web-2"),
                         Edit::add_service({key("203.0.113.30:53/udp"), {{"web-2", 5353}}}),

@@ -5,7 +5,9 @@
 
 #include <array>
 #include <compare>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,5 +68,21 @@ class IpAddress {
 };
 
 std::string_view family_name(IpFamily family);
+
+// Hashes for unordered containers (large documents are checked and
+// compared with them).
+struct MacAddressHash {
+  size_t operator()(const MacAddress& mac) const {
+    return std::hash<std::string_view>()(
+        std::string_view(reinterpret_cast<const char*>(mac.bytes().data()), mac.bytes().size()));
+  }
+};
+struct IpAddressHash {
+  size_t operator()(const IpAddress& address) const {
+    return std::hash<std::string_view>()(std::string_view(
+               reinterpret_cast<const char*>(address.bytes().data()), address.bytes().size())) ^
+           static_cast<size_t>(address.family());
+  }
+};
 
 }  // namespace hostlb

@@ -29,6 +29,12 @@ struct ServiceKey {
   auto operator<=>(const ServiceKey&) const = default;
 };
 
+struct ServiceKeyHash {
+  size_t operator()(const ServiceKey& key) const {
+    return IpAddressHash()(key.vip) ^ (size_t{key.port} << 8) ^ static_cast<size_t>(key.protocol);
+  }
+};
+
 // Parses the "VIP:PORT/PROTO" form. On failure returns nullopt and, if
 // `reason` is given, a sentence saying what is wrong.
 std::optional<ServiceKey> parse_service_key(std::string_view text, std::string* reason = nullptr);
