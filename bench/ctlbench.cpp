@@ -2,11 +2,17 @@
 // between daemons so that every round measures them side by side.
 //
 //   hostlb-ctlbench HOSTLBCTL ROUNDS SOCKET...
+//   hostlb-ctlbench --apply HOSTLBCTL ROUNDS SOCKET LOADED.json CHANGED.json
 //
-// Each round, for each socket: `service attach 203.0.113.250:9/tcp web-1:8080`
-// (timed), then `service detach 203.0.113.250:9/tcp web-1` (not timed), so
-// that every attach is a real change. Prints the median attach time per
-// socket and the ratio of each to the first.
+// First form, each round, for each socket: `service attach
+// 203.0.113.250:9/tcp web-1:8080` (timed), then `service detach
+// 203.0.113.250:9/tcp web-1` (not timed), so that every attach is a real
+// change. Prints the median attach time per socket and the ratio of each to
+// the first.
+//
+// --apply: each round applies CHANGED.json (the loaded document with one
+// more service) and then LOADED.json again (one service less), both timed;
+// prints the median of each.
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -53,7 +59,25 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+int apply_mode(int argc, char** argv) {
+  if (argc != 7) {
+    std::fprintf(stderr, "usage: %s --apply HOSTLBCTL ROUNDS SOCKET LOADED CHANGED\n", argv[0]);
+    return 2;
+  }
+  const std::string ctl = argv[2], socket = argv[4], loaded = argv[5], changed = argv[6];
+  const int rounds = std::atoi(argv[3]);
+  std::vector<double> plus, minus;
+  for (int r = 0; r < rounds; ++r) {
+    plus.push_back(run({ctl, "--socket", socket, "apply", "-f", changed}));
+    minus.push_back(run({ctl, "--socket", socket, "apply", "-f", loaded}));
+  }
+  std::printf("one_service_added_median_ms=%.2f one_service_removed_median_ms=%.2f rounds=%d\n",
+              median(plus), median(minus), rounds);
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--apply") return apply_mode(argc, argv);
   if (argc < 4) {
     std::fprintf(stderr, "usage: %s HOSTLBCTL ROUNDS SOCKET...\n", argv[0]);
     return 2;

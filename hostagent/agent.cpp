@@ -137,7 +137,13 @@ ApplyReport Agent::change(const State& desired, uint32_t drain_seconds) {
   return apply(desired, ApplyMode::kIncremental, drain_seconds);
 }
 
-ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_seconds) {
+ApplyReport Agent::change(const State& desired, const StateChanges& changes,
+                          uint32_t drain_seconds) {
+  return apply(desired, ApplyMode::kIncremental, drain_seconds, &changes);
+}
+
+ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_seconds,
+                         const StateChanges* changes) {
   if (!persisted_) persisted_ = PersistedState{};
   Datapath next = compile_datapath(desired, persisted_->ids, reconciler_.marks());
   DatapathDiff diff = diff_datapath(applied_, next);
@@ -147,9 +153,9 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_se
     return {};
   // While running, a document that differs in a few places is journaled as
   // the edits between the two states; at start-up a snapshot is written.
-  const std::vector<Edit> edits = mode == ApplyMode::kIncremental
-                                      ? edits_between(persisted_->state, desired)
-                                      : std::vector<Edit>{};
+  std::vector<Edit> edits;
+  if (mode == ApplyMode::kIncremental)
+    edits = changes ? edits_between(*changes) : edits_between(persisted_->state, desired);
   return commit(
       std::move(next), std::move(diff), mode, drain_seconds, [&](State& state) { state = desired; },
       edits);

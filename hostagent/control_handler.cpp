@@ -349,9 +349,10 @@ json ControlHandler::apply(const control::Request& request) {
            e.path() == "document" || e.path().empty() ? "params.document"
                                                       : "params.document." + e.path());
   }
-  auto changes = describe_changes(agent_.current(), next);
+  const StateChanges parts = changed_parts(agent_.current(), next);
+  auto changes = describe_changes(parts);
   if (dry_run) return {{"dry_run", true}, {"changes", std::move(changes)}};
-  const ApplyReport report = agent_.change(next, drain_seconds);
+  const ApplyReport report = agent_.change(next, parts, drain_seconds);
   // A whole document leaves megabytes of freed parse trees behind; give
   // them back to the system rather than keep them resident.
   ::malloc_trim(0);

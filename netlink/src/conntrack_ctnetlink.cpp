@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <map>
@@ -122,8 +123,10 @@ int collect_attribute(const nlattr* attr, void* data) {
 // on a second socket while the dump goes on.
 class MarkFlusher {
  public:
-  MarkFlusher(const std::set<uint32_t>& values, uint32_t mask, mnl_socket* deleter, uint32_t& seq)
-      : values_(values), mask_(mask), deleter_(deleter), seq_(seq) {}
+  // Beyond `delete_limit` entries, the rest are counted, not deleted.
+  MarkFlusher(const std::set<uint32_t>& values, uint32_t mask, mnl_socket* deleter, uint32_t& seq,
+              size_t delete_limit = SIZE_MAX)
+      : values_(values), mask_(mask), deleter_(deleter), seq_(seq), delete_limit_(delete_limit) {}
 
   static int on_entry(const nlmsghdr* nlh, void* data) {
     static_cast<MarkFlusher*>(data)->entry(nlh);
@@ -151,7 +154,7 @@ class MarkFlusher {
     if (a.tuple == nullptr || a.mark == nullptr) return;  // no mark attribute: mark 0
     const uint32_t value = ntohl(mnl_attr_get_u32(a.mark)) & mask_;
     if (values_.count(value) == 0) return;
-    ++gone_[value];
+    if (++gone_[value], ++seen_ > delete_limit_) return;
 
     const size_t room = sizeof(nlmsghdr) + sizeof(nfgenmsg) + 3 * sizeof(nlattr) + 16 +
                         mnl_attr_get_payload_len(a.tuple);
@@ -198,6 +201,8 @@ class MarkFlusher {
   uint32_t& seq_;
   std::vector<char> pending_;
   std::map<uint32_t, size_t> gone_;
+  size_t seen_ = 0;
+  size_t delete_limit_;
   int error_ = 0;
 };
 
@@ -220,29 +225,52 @@ class CtnetlinkTable final : public ConntrackTable {
     return entries;
   }
 
+  // One walk of the table when there are few entries (the kernel-filtered
+  // dump, each entry deleted as it comes); when there are many, the rest go
+  // with the kernel's own filtered delete, a second walk but much faster
+  // than deleting them one by one.
   size_t flush(uint32_t value, uint32_t mask) override {
-    const size_t entries = count(value, mask);
-    if (entries == 0) return 0;
+    const std::string what = "flushing conntrack entries with mark " + hex(value) + "/" + hex(mask);
+    const auto gone =
+        delete_while_dumping({value}, mask, {value, mask}, kDeletesWhileDumping, what);
+    const size_t entries = gone.empty() ? 0 : gone.begin()->second;
+    if (entries <= kDeletesWhileDumping) return entries;
     const uint32_t seq = next_seq_++;
     // ENOENT: nothing matched any more (they ended on their own meanwhile).
-    talk("flushing conntrack entries with mark " + hex(value) + "/" + hex(mask),
-         encode_mark_flush(value, mask, seq), seq, nullptr, nullptr, /*enoent_is_done=*/true);
+    talk(what, encode_mark_flush(value, mask, seq), seq, nullptr, nullptr,
+         /*enoent_is_done=*/true);
     return entries;
   }
 
   std::map<uint32_t, size_t> flush_marks(const std::set<uint32_t>& values, uint32_t mask) override {
     if (values.empty()) return {};
-    const std::string what = "flushing conntrack entries of " + std::to_string(values.size()) +
-                             " marks under mask " + hex(mask);
+    return delete_while_dumping(values, mask, {0, 0}, SIZE_MAX,
+                                "flushing conntrack entries of " + std::to_string(values.size()) +
+                                    " marks under mask " + hex(mask));
+  }
+
+ private:
+  static constexpr size_t kDeletesWhileDumping = 1024;
+
+  struct DumpFilter {
+    uint32_t value, mask;  // the kernel's: mark & mask == value ({0, 0}: all)
+  };
+  // Dumps the entries the filter lets through and deletes those whose
+  // mark & mask is one of `values`, up to `delete_limit` of them, as they
+  // come; counts them all.
+  std::map<uint32_t, size_t> delete_while_dumping(const std::set<uint32_t>& values, uint32_t mask,
+                                                  DumpFilter filter, size_t delete_limit,
+                                                  const std::string& what) {
     if (!deleter_) deleter_ = std::make_unique<Socket>(what);
     // Only failures answer a delete; asking for a capped error keeps each
     // answer small.
     int one = 1;
     mnl_socket_setsockopt(deleter_->nl, NETLINK_CAP_ACK, &one, sizeof one);
-    MarkFlusher flusher(values, mask, deleter_->nl, next_seq_);
+    MarkFlusher flusher(values, mask, deleter_->nl, next_seq_, delete_limit);
     const uint32_t seq = next_seq_++;
     try {
-      talk(what, encode_mark_dump(0, 0, seq), seq, MarkFlusher::on_entry, &flusher);
+      talk(what, encode_mark_dump(filter.value, filter.mask, seq), seq, MarkFlusher::on_entry,
+           &flusher);
       return flusher.finish(what);
     } catch (...) {
       deleter_.reset();  // answers of this attempt may still be queued there
@@ -250,7 +278,6 @@ class CtnetlinkTable final : public ConntrackTable {
     }
   }
 
- private:
   static std::string hex(uint32_t v) {
     char buf[11];
     std::snprintf(buf, sizeof buf, "0x%08x", v);

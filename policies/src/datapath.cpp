@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <set>
 #include <string_view>
 #include <unordered_map>
@@ -25,34 +26,50 @@ BindingIds Datapath::ids() const {
 
 namespace {
 
-// BindingKey's order with integer compares: the address as two big-endian
-// words. Sorting 10,000 bindings by BindingKey itself (byte arrays, then
-// strings) cost several milliseconds of every apply.
-struct SortKey {
+uint64_t big_endian_word(const uint8_t* bytes) {
+  uint64_t word;
+  std::memcpy(&word, bytes, sizeof word);
+  return std::endian::native == std::endian::little ? __builtin_bswap64(word) : word;
+}
+
+// IpAddress's order with integer compares (family, then the address as two
+// big-endian words) rather than byte-array compares.
+struct AddressOrder {
   uint8_t family;
   uint64_t high, low;
+  explicit AddressOrder(const IpAddress& a)
+      : family(static_cast<uint8_t>(a.family())),
+        high(big_endian_word(a.bytes().data())),
+        low(big_endian_word(a.bytes().data() + 8)) {}
+  bool operator<(const AddressOrder& o) const {
+    if (family != o.family) return family < o.family;
+    return high != o.high ? high < o.high : low < o.low;
+  }
+  bool operator==(const AddressOrder& o) const {
+    return family == o.family && high == o.high && low == o.low;
+  }
+};
+
+// BindingKey's order the same way. Sorting 10,000 bindings by BindingKey
+// itself cost several milliseconds of every apply.
+struct SortKey {
+  AddressOrder address;
   uint32_t port_protocol;
   const std::string* backend;
 
-  explicit SortKey(const BindingKey& key)
-      : family(static_cast<uint8_t>(key.service.vip.family())),
-        high(big_endian_word(key.service.vip.bytes().data())),
-        low(big_endian_word(key.service.vip.bytes().data() + 8)),
-        port_protocol(uint32_t{key.service.port} << 8 |
-                      static_cast<uint32_t>(key.service.protocol)),
-        backend(&key.backend) {}
+  SortKey(const ServiceKey& service, const std::string& backend_name)
+      : address(service.vip),
+        port_protocol(uint32_t{service.port} << 8 | static_cast<uint32_t>(service.protocol)),
+        backend(&backend_name) {}
+  explicit SortKey(const BindingKey& key) : SortKey(key.service, key.backend) {}
 
-  static uint64_t big_endian_word(const uint8_t* bytes) {
-    uint64_t word = 0;
-    for (int i = 0; i < 8; ++i) word = word << 8 | bytes[i];
-    return word;
-  }
   bool operator<(const SortKey& o) const {
-    if (family != o.family) return family < o.family;
-    if (high != o.high) return high < o.high;
-    if (low != o.low) return low < o.low;
+    if (!(address == o.address)) return address < o.address;
     if (port_protocol != o.port_protocol) return port_protocol < o.port_protocol;
     return *backend < *o.backend;
+  }
+  bool operator==(const SortKey& o) const {
+    return address == o.address && port_protocol == o.port_protocol && *backend == *o.backend;
   }
 };
 
@@ -74,27 +91,38 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   for (const auto& backend : state.backends) out.guard_macs.push_back(backend.mac);
   std::sort(out.guard_macs.begin(), out.guard_macs.end());
   for (const auto& service : state.services) out.guard_vips.push_back(service.key.vip);
-  std::sort(out.guard_vips.begin(), out.guard_vips.end());
+  std::sort(
+      out.guard_vips.begin(), out.guard_vips.end(),
+      [](const IpAddress& a, const IpAddress& b) { return AddressOrder(a) < AddressOrder(b); });
   out.guard_vips.erase(std::unique(out.guard_vips.begin(), out.guard_vips.end()),
                        out.guard_vips.end());
 
-  std::vector<Binding> unsorted;
+  // Sorted before the bindings exist: each is then built once, in place.
+  struct Source {
+    SortKey key;
+    const ServiceKey* service;
+    const BackendRef* ref;
+    const Backend* backend;
+  };
+  std::vector<Source> order;
   for (const auto& service : state.services) {
     for (const auto& ref : service.backends) {
       auto backend = by_name.find(ref.name);
       if (backend == by_name.end()) continue;  // validation guarantees it exists
-      const auto& target = backend->second->address_for(service.key.vip.family());
-      if (!target) continue;  // validation guarantees it exists
-      unsorted.push_back({{service.key, ref.name}, backend->second->mac, *target, ref.port, 0});
+      if (!backend->second->address_for(service.key.vip.family()))
+        continue;  // validation guarantees it exists
+      order.push_back({SortKey(service.key, ref.name), &service.key, &ref, backend->second});
     }
   }
-  std::vector<std::pair<SortKey, size_t>> order;
-  order.reserve(unsorted.size());
-  for (size_t i = 0; i < unsorted.size(); ++i) order.emplace_back(SortKey(unsorted[i].key), i);
   std::sort(order.begin(), order.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
-  out.bindings.reserve(unsorted.size());
-  for (const auto& [key, i] : order) out.bindings.push_back(std::move(unsorted[i]));
+            [](const Source& a, const Source& b) { return a.key < b.key; });
+  out.bindings.reserve(order.size());
+  for (const Source& s : order)
+    out.bindings.push_back({{*s.service, s.ref->name},
+                            s.backend->mac,
+                            *s.backend->address_for(s.service->vip.family()),
+                            s.ref->port,
+                            0});
 
   // Identities of bindings that still exist are kept. A new binding never
   // takes an identity that `previous` used, even one this change frees: the
@@ -108,7 +136,8 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   std::unordered_set<uint32_t> kept;
   auto known = previous.begin();  // both are in key order: one merged walk
   for (auto& binding : out.bindings) {
-    while (known != previous.end() && known->first < binding.key) ++known;
+    const SortKey key(binding.key);
+    while (known != previous.end() && SortKey(known->first) < key) ++known;
     if (known != previous.end() && known->first == binding.key && known->second >= 1 &&
         known->second <= marks.max_id() && kept.insert(known->second).second)
       binding.id = known->second;

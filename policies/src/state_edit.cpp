@@ -388,19 +388,15 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 
 namespace {
 
-// The parts of two states that can differ in edits or in description: all
-// backends, and the services that are not the same in both or that use a
-// backend that is not. The rest (nearly everything when a large document
-// is applied again with one change) yields no edit and no line, and both
-// functions below keep the relative order of what they are given, so their
-// answers for the slices are their answers for the whole states.
-struct Slices {
-  State before, after;
-};
 std::vector<Edit> edits_between_slices(const State& before, const State& after);
 std::vector<std::string> describe_slices(const State& before, const State& after);
 
-Slices changed_slices(const State& before, const State& after) {
+}  // namespace
+
+// Both functions below keep the relative order of what they are given, and
+// the services left out yield no edit and no line: their answers for the
+// parts are their answers for the whole states.
+StateChanges changed_parts(const State& before, const State& after) {
   std::unordered_map<std::string_view, const Backend*> old_backends;
   for (const auto& b : before.backends) old_backends.emplace(b.name, &b);
   std::unordered_set<std::string_view> changed_backends;
@@ -412,31 +408,33 @@ Slices changed_slices(const State& before, const State& after) {
     return std::any_of(s.backends.begin(), s.backends.end(),
                        [&](const BackendRef& r) { return changed_backends.count(r.name) != 0; });
   };
-  std::unordered_map<ServiceKey, const Service*, ServiceKeyHash> old_services;
+  std::unordered_map<ServiceKey, size_t, ServiceKeyHash> old_services;
   old_services.reserve(before.services.size());
-  for (const auto& s : before.services) old_services.emplace(s.key, &s);
+  for (size_t i = 0; i < before.services.size(); ++i)
+    old_services.emplace(before.services[i].key, i);
 
-  Slices out;
+  StateChanges out;
   out.before.backends = before.backends;
   out.after.backends = after.backends;
-  std::unordered_set<ServiceKey, ServiceKeyHash> same;
+  std::vector<bool> same(before.services.size(), false);
   for (const auto& s : after.services) {
     auto it = old_services.find(s.key);
-    if (it != old_services.end() && *it->second == s && !uses_changed(s))
-      same.insert(s.key);
+    if (it != old_services.end() && before.services[it->second] == s && !uses_changed(s))
+      same[it->second] = true;
     else
       out.after.services.push_back(s);
   }
-  for (const auto& s : before.services)
-    if (same.count(s.key) == 0) out.before.services.push_back(s);
+  for (size_t i = 0; i < before.services.size(); ++i)
+    if (!same[i]) out.before.services.push_back(before.services[i]);
   return out;
 }
 
-}  // namespace
+std::vector<Edit> edits_between(const StateChanges& changes) {
+  return edits_between_slices(changes.before, changes.after);
+}
 
 std::vector<Edit> edits_between(const State& before, const State& after) {
-  const Slices slices = changed_slices(before, after);
-  return edits_between_slices(slices.before, slices.after);
+  return edits_between(changed_parts(before, after));
 }
 
 namespace {
@@ -534,9 +532,12 @@ std::vector<std::string> describe_edit(const State& before, const Edit& edit) {
   return describe_changes(slice_before, slice_after);
 }
 
+std::vector<std::string> describe_changes(const StateChanges& changes) {
+  return describe_slices(changes.before, changes.after);
+}
+
 std::vector<std::string> describe_changes(const State& before, const State& after) {
-  const Slices slices = changed_slices(before, after);
-  return describe_slices(slices.before, slices.after);
+  return describe_changes(changed_parts(before, after));
 }
 
 namespace {

@@ -90,5 +90,42 @@ TEST(NetlinkKernel, FlushingSeveralMarksDeletesExactlyTheirEntries) {
   EXPECT_EQ(table->flush_marks({0x100}, 0xff00), (std::map<uint32_t, size_t>{}));
 }
 
+// One binding's connections: with few, one walk deletes them as the dump
+// delivers them; with more than a thousand, the kernel's filtered delete
+// takes the rest. Either way exactly those go, and the count is right.
+TEST(NetlinkKernel, FlushingOneMarkDeletesExactlyItsEntriesFewOrMany) {
+  Lab lab;
+  auto fill = [&](int count, const std::string& mark, int first_port) {
+    const auto r =
+        lab.in("hv", "sh -c 'for p in $(seq " + std::to_string(first_port) + " " +
+                         std::to_string(first_port + count - 1) +
+                         "); do conntrack -I -p udp -s 198.18.0.1 -d 203.0.113.10 --sport $p "
+                         "--dport 53 -t 300 -m " +
+                         mark + " 2>/dev/null || exit 1; done'");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  };
+  fill(3, "0x100", 20000);
+  fill(2, "0x200", 21000);
+  ASSERT_EQ(lab.in("hv",
+                   "conntrack -I -p udp -s 198.18.0.1 -d 203.0.113.10 --sport 22000 "
+                   "--dport 53 -t 300 -m 0x100 -w 7")
+                .exit_code,
+            0);
+  {
+    Lab::Entered in_hv(lab, "hv");
+    auto table = make_ctnetlink_table();
+    EXPECT_EQ(table->flush(0x100, 0xff00), 4u);
+    EXPECT_EQ(table->count(0x100, 0xff00), 0u);
+    EXPECT_EQ(table->count(0x200, 0xff00), 2u);
+  }
+  fill(1100, "0x300", 30000);
+  Lab::Entered in_hv(lab, "hv");
+  auto table = make_ctnetlink_table();
+  EXPECT_EQ(table->flush(0x300, 0xff00), 1100u);
+  EXPECT_EQ(table->count(0x300, 0xff00), 0u);
+  EXPECT_EQ(table->count(0x200, 0xff00), 2u);
+  EXPECT_EQ(table->flush(0x300, 0xff00), 0u);
+}
+
 }  // namespace
 }  // namespace hostlb

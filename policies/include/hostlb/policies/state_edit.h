@@ -77,6 +77,18 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 // document applied while running.
 std::vector<Edit> edits_between(const State& before, const State& after);
 
+// The parts of two states that can differ: all backends, and the services
+// that are not the same in both or that use a backend that is not. Edits
+// and descriptions of the parts are those of the whole states; for a large
+// document applied again with one change, the parts are small. Computed
+// once when both are wanted.
+struct StateChanges {
+  State before, after;
+};
+StateChanges changed_parts(const State& before, const State& after);
+std::vector<Edit> edits_between(const StateChanges& changes);
+std::vector<std::string> describe_changes(const StateChanges& changes);
+
 // The lines describe_changes would print for this edit.
 std::vector<std::string> describe_edit(const State& before, const Edit& edit);
 
