@@ -129,23 +129,25 @@ void Agent::load_persisted() {
 }
 
 ApplyReport Agent::start(const std::optional<State>& desired) {
-  const State state = desired ? *desired : current();
-  return apply(state, ApplyMode::kReplace, 0);
+  return apply(desired ? *desired : current(), ApplyMode::kReplace, 0);
 }
 
 ApplyReport Agent::change(const State& desired, uint32_t drain_seconds) {
   return apply(desired, ApplyMode::kIncremental, drain_seconds);
 }
 
-ApplyReport Agent::change(const State& desired, const StateChanges& changes,
-                          uint32_t drain_seconds) {
-  return apply(desired, ApplyMode::kIncremental, drain_seconds, &changes);
+ApplyReport Agent::change(State desired, const StateChanges& changes, uint32_t drain_seconds) {
+  return apply(std::move(desired), ApplyMode::kIncremental, drain_seconds, &changes);
 }
 
-ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_seconds,
+ApplyReport Agent::apply(State desired, ApplyMode mode, uint32_t drain_seconds,
                          const StateChanges* changes) {
   if (!persisted_) persisted_ = PersistedState{};
-  Datapath next = compile_datapath(desired, persisted_->ids, reconciler_.marks());
+  // With the changed parts known, only they are compiled (a large document
+  // applied again with a few changes).
+  Datapath next = changes ? compile_changed_datapath(applied_, *changes, desired, persisted_->ids,
+                                                     reconciler_.marks())
+                          : compile_datapath(desired, persisted_->ids, reconciler_.marks());
   DatapathDiff diff = diff_datapath(applied_, next);
   const bool same_state = persisted_->state == desired;
   if (same_state && mode == ApplyMode::kIncremental && diff.bindings_added.empty() &&
@@ -157,8 +159,8 @@ ApplyReport Agent::apply(const State& desired, ApplyMode mode, uint32_t drain_se
   if (mode == ApplyMode::kIncremental)
     edits = changes ? edits_between(*changes) : edits_between(persisted_->state, desired);
   return commit(
-      std::move(next), std::move(diff), mode, drain_seconds, [&](State& state) { state = desired; },
-      edits);
+      std::move(next), std::move(diff), mode, drain_seconds,
+      [&](State& state) { state = std::move(desired); }, edits);
 }
 
 ApplyReport Agent::edit(const Edit& e, uint32_t drain_seconds) {

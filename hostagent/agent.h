@@ -52,7 +52,8 @@ class Agent {
   // continue, what is left is flushed at the end).
   ApplyReport change(const State& desired, uint32_t drain_seconds = 0);
   // The same, for a caller that has changed_parts(current(), desired) already.
-  ApplyReport change(const State& desired, const StateChanges& changes, uint32_t drain_seconds = 0);
+  // (`desired` is taken: a large state is moved in, not copied.)
+  ApplyReport change(State desired, const StateChanges& changes, uint32_t drain_seconds = 0);
 
   // Ends the drains and refusals that are due: flushes what drained, takes
   // the keys out of the refuse sets, writes a snapshot. Returns how many
@@ -110,7 +111,7 @@ class Agent {
   static constexpr size_t kJournalLimit = 1000;
 
  private:
-  ApplyReport apply(const State& desired, ApplyMode mode, uint32_t drain_seconds,
+  ApplyReport apply(State desired, ApplyMode mode, uint32_t drain_seconds,
                     const StateChanges* changes = nullptr);
   // The common end of every change: retires the bindings it removes, applies
   // it to the kernel, flushes what does not drain, persists. Nothing is

@@ -352,8 +352,8 @@ json ControlHandler::apply(const control::Request& request) {
   const StateChanges parts = changed_parts(agent_.current(), next);
   auto changes = describe_changes(parts);
   if (dry_run) return {{"dry_run", true}, {"changes", std::move(changes)}};
-  const ApplyReport report = agent_.change(next, parts, drain_seconds);
-  // A whole document leaves megabytes of freed parse trees behind; give
+  const ApplyReport report = agent_.change(std::move(next), parts, drain_seconds);
+  // A whole document leaves megabytes freed behind (the state it replaced); give
   // them back to the system rather than keep them resident.
   ::malloc_trim(0);
   return {{"changes", changes},

@@ -75,6 +75,17 @@ struct SortKey {
 
 }  // namespace
 
+std::vector<IpAddress> service_vips(const State& state) {
+  std::vector<IpAddress> vips;
+  vips.reserve(state.services.size());
+  for (const auto& service : state.services) vips.push_back(service.key.vip);
+  std::sort(vips.begin(), vips.end(), [](const IpAddress& a, const IpAddress& b) {
+    return AddressOrder(a) < AddressOrder(b);
+  });
+  vips.erase(std::unique(vips.begin(), vips.end()), vips.end());
+  return vips;
+}
+
 Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks) {
   Datapath out;
   std::set<std::string> bridges;
@@ -90,12 +101,7 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   out.bridges.assign(bridges.begin(), bridges.end());
   for (const auto& backend : state.backends) out.guard_macs.push_back(backend.mac);
   std::sort(out.guard_macs.begin(), out.guard_macs.end());
-  for (const auto& service : state.services) out.guard_vips.push_back(service.key.vip);
-  std::sort(
-      out.guard_vips.begin(), out.guard_vips.end(),
-      [](const IpAddress& a, const IpAddress& b) { return AddressOrder(a) < AddressOrder(b); });
-  out.guard_vips.erase(std::unique(out.guard_vips.begin(), out.guard_vips.end()),
-                       out.guard_vips.end());
+  out.guard_vips = service_vips(state);
 
   // Sorted before the bindings exist: each is then built once, in place.
   struct Source {

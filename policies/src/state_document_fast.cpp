@@ -7,6 +7,7 @@
 // error at all. The strict path then decides, and explains an error with its
 // exact path and reason, so the two never disagree about what a document
 // means (a fuzz target checks that they do not).
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -22,11 +23,12 @@ class FastParser {
  public:
   FastParser(std::string_view text, const DocumentOptions& options)
       : p_(text.data()), end_(text.data() + text.size()), options_(options) {
-    keys_.reserve(text.size() / 64);  // a service takes about 100 bytes: no rehashing
+    expected_services_ = text.size() / 64;  // a service takes about 100 bytes
   }
 
   std::optional<State> document() {
     State state;
+    state.services.reserve(expected_services_);
     bool version = false, services = false;
     if (!object([&](std::string_view key) {
           if (key == "version") {
@@ -232,15 +234,30 @@ class FastParser {
     // Checked once the whole object is read: the strict path checks the VIP
     // against the backends before it reads the references.
     if (addresses_.count(s.key.vip) != 0) return false;  // a backend's own address
-    std::unordered_set<std::string_view> listed;
     for (const auto& ref : s.backends) {
       auto it = names_.find(ref.name);
-      if (it == names_.end() || !listed.insert(ref.name).second) return false;
+      if (it == names_.end()) return false;
       if (!state.backends[it->second].address_for(s.key.vip.family())) return false;
     }
-    if (!keys_.insert(s.key).second) return false;
+    if (listed_twice(s.backends)) return false;
+    if (!keys_.insert(s.key, state.services)) return false;
     state.services.push_back(std::move(s));
     return true;
+  }
+
+  // A service lists a few backends: pairs are compared, not hashed (a set
+  // per service cost two allocations each).
+  static bool listed_twice(const std::vector<BackendRef>& refs) {
+    if (refs.size() > 32) {
+      std::vector<std::string_view> names;
+      for (const auto& ref : refs) names.push_back(ref.name);
+      std::sort(names.begin(), names.end());
+      return std::adjacent_find(names.begin(), names.end()) != names.end();
+    }
+    for (size_t i = 0; i < refs.size(); ++i)
+      for (size_t j = i + 1; j < refs.size(); ++j)
+        if (refs[i].name == refs[j].name) return true;
+    return false;
   }
 
   void skip_space() {
@@ -259,7 +276,41 @@ class FastParser {
   std::unordered_map<std::string, size_t> names_;  // backend name -> index
   std::unordered_set<MacAddress, MacAddressHash> macs_;
   std::unordered_set<IpAddress, IpAddressHash> addresses_;
-  std::unordered_set<ServiceKey, ServiceKeyHash> keys_;
+  // Service keys seen, for duplicates: open addressing over the services'
+  // indices, one allocation for all instead of one per key.
+  class KeySet {
+   public:
+    // False if `key` is already the key of one of `services`.
+    bool insert(const ServiceKey& key, const std::vector<Service>& services) {
+      if ((services.size() + 1) * 2 > slots_.size()) grow(services);
+      const size_t mask = slots_.size() - 1;
+      for (size_t i = ServiceKeyHash()(key) & mask;; i = (i + 1) & mask) {
+        if (slots_[i] == 0) {
+          slots_[i] = static_cast<uint32_t>(services.size() + 1);  // the index it will have
+          return true;
+        }
+        if (services[slots_[i] - 1].key == key) return false;
+      }
+    }
+
+   private:
+    void grow(const std::vector<Service>& services) {
+      size_t size = 64;
+      while (size < (services.size() + 1) * 4) size *= 2;
+      slots_.assign(size, 0);
+      for (size_t n = 0; n < services.size(); ++n) {
+        for (size_t i = ServiceKeyHash()(services[n].key) & (size - 1);; i = (i + 1) & (size - 1)) {
+          if (slots_[i] == 0) {
+            slots_[i] = static_cast<uint32_t>(n + 1);
+            break;
+          }
+        }
+      }
+    }
+    std::vector<uint32_t> slots_;
+  };
+  size_t expected_services_ = 0;
+  KeySet keys_;
 };
 
 }  // namespace

@@ -408,24 +408,85 @@ StateChanges changed_parts(const State& before, const State& after) {
     return std::any_of(s.backends.begin(), s.backends.end(),
                        [&](const BackendRef& r) { return changed_backends.count(r.name) != 0; });
   };
-  std::unordered_map<ServiceKey, size_t, ServiceKeyHash> old_services;
-  old_services.reserve(before.services.size());
-  for (size_t i = 0; i < before.services.size(); ++i)
-    old_services.emplace(before.services[i].key, i);
+  const auto& old_list = before.services;
+  const auto& new_list = after.services;
+  // same_old[i] / same_new[j]: the service is in both, equal, and uses no
+  // changed backend.
+  std::vector<bool> same_old(old_list.size(), false), same_new(new_list.size(), false);
+  auto pair_up = [&](size_t i, size_t j) {
+    if (old_list[i] == new_list[j] && !uses_changed(new_list[j])) same_old[i] = same_new[j] = true;
+  };
+  // A document applied again mostly keeps its order: the common beginning
+  // and end are paired by position, the middle by key.
+  size_t first = 0, old_end = old_list.size(), new_end = new_list.size();
+  for (; first < old_end && first < new_end && old_list[first].key == new_list[first].key; ++first)
+    pair_up(first, first);
+  for (;
+       old_end > first && new_end > first && old_list[old_end - 1].key == new_list[new_end - 1].key;
+       --old_end, --new_end)
+    pair_up(old_end - 1, new_end - 1);
+  if (first < old_end && first < new_end) {
+    std::unordered_map<ServiceKey, size_t, ServiceKeyHash> middle;
+    middle.reserve(old_end - first);
+    for (size_t i = first; i < old_end; ++i) middle.emplace(old_list[i].key, i);
+    for (size_t j = first; j < new_end; ++j)
+      if (auto it = middle.find(new_list[j].key); it != middle.end()) pair_up(it->second, j);
+  }
 
   StateChanges out;
   out.before.backends = before.backends;
   out.after.backends = after.backends;
-  std::vector<bool> same(before.services.size(), false);
-  for (const auto& s : after.services) {
-    auto it = old_services.find(s.key);
-    if (it != old_services.end() && before.services[it->second] == s && !uses_changed(s))
-      same[it->second] = true;
-    else
-      out.after.services.push_back(s);
+  for (size_t i = 0; i < old_list.size(); ++i)
+    if (!same_old[i]) out.before.services.push_back(old_list[i]);
+  for (size_t j = 0; j < new_list.size(); ++j)
+    if (!same_new[j]) out.after.services.push_back(new_list[j]);
+  return out;
+}
+
+Datapath compile_changed_datapath(const Datapath& applied, const StateChanges& changes,
+                                  const State& desired, const BindingIds& previous,
+                                  const MarkLayout& marks) {
+  // All backends are in the parts: hosts, bridges and MACs come out whole.
+  Datapath out = compile_datapath(changes.after, previous, marks);
+  std::unordered_set<ServiceKey, ServiceKeyHash> changed;
+  for (const auto* part : {&changes.before, &changes.after})
+    for (const auto& s : part->services) changed.insert(s.key);
+  std::vector<Binding> compiled = std::move(out.bindings);
+  out.bindings.clear();
+  out.bindings.reserve(applied.bindings.size() + compiled.size());
+  // Both lists are sorted by key: merge the unchanged services' bindings
+  // with the newly compiled ones.
+  auto next = compiled.begin();
+  for (const auto& b : applied.bindings) {
+    if (changed.count(b.key.service) != 0) continue;
+    for (; next != compiled.end() && next->key < b.key; ++next) out.bindings.push_back(*next);
+    out.bindings.push_back(b);
   }
-  for (size_t i = 0; i < before.services.size(); ++i)
-    if (!same[i]) out.before.services.push_back(before.services[i]);
+  out.bindings.insert(out.bindings.end(), next, compiled.end());
+  // The guard's VIPs change only where a changed service's VIP comes or
+  // goes: those few are looked up in the whole desired state.
+  std::vector<IpAddress> touched;
+  for (const auto* part : {&changes.before, &changes.after})
+    for (const auto& s : part->services) touched.push_back(s.key.vip);
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  std::vector<bool> used(touched.size(), false);
+  if (!touched.empty()) {
+    for (const auto& s : desired.services) {
+      auto it = std::lower_bound(touched.begin(), touched.end(), s.key.vip);
+      if (it != touched.end() && *it == s.key.vip) used[it - touched.begin()] = true;
+    }
+  }
+  out.guard_vips.clear();
+  auto t = touched.begin();
+  for (const auto& vip : applied.guard_vips) {
+    for (; t != touched.end() && *t < vip; ++t)
+      if (used[t - touched.begin()]) out.guard_vips.push_back(*t);
+    if (t != touched.end() && *t == vip) continue;  // decided with the touched ones
+    out.guard_vips.push_back(vip);
+  }
+  for (; t != touched.end(); ++t)
+    if (used[t - touched.begin()]) out.guard_vips.push_back(*t);
   return out;
 }
 

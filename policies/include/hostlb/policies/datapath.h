@@ -103,6 +103,8 @@ class IdSpaceExhausted : public std::runtime_error {
 // bindings the lowest identities `previous` does not use. Throws
 // IdSpaceExhausted when the mark bits cannot number them all.
 Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks);
+// The VIPs of the state's services, sorted and unique (Datapath::guard_vips).
+std::vector<IpAddress> service_vips(const State& state);
 
 struct DatapathDiff {
   std::vector<Binding> bindings_added;

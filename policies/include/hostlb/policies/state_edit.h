@@ -89,6 +89,15 @@ StateChanges changed_parts(const State& before, const State& after);
 std::vector<Edit> edits_between(const StateChanges& changes);
 std::vector<std::string> describe_changes(const StateChanges& changes);
 
+// compile_datapath(desired, previous, marks) for a `desired` that differs
+// from the state `applied` was compiled from by `changes`
+// (changed_parts(that state, desired)): only the changed services are
+// compiled; the bindings of the others are taken from `applied` as they
+// are. The result is the same (a unit test holds the two to it).
+Datapath compile_changed_datapath(const Datapath& applied, const StateChanges& changes,
+                                  const State& desired, const BindingIds& previous,
+                                  const MarkLayout& marks);
+
 // The lines describe_changes would print for this edit.
 std::vector<std::string> describe_edit(const State& before, const Edit& edit);
 
