@@ -1,6 +1,5 @@
 #include "control_handler.h"
 
-#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -353,9 +352,7 @@ json ControlHandler::apply(const control::Request& request) {
   auto changes = describe_changes(parts);
   if (dry_run) return {{"dry_run", true}, {"changes", std::move(changes)}};
   const ApplyReport report = agent_.change(std::move(next), parts, drain_seconds);
-  // A whole document leaves megabytes freed behind (the state it replaced); give
-  // them back to the system rather than keep them resident.
-  ::malloc_trim(0);
+  memory_to_return_ = true;
   return {{"changes", changes},
           {"kernel_changed", report.kernel_changed()},
           {"flushed", report.connections_flushed},

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "agent.h"
 #include "control_server.h"
@@ -40,6 +41,10 @@ class ControlHandler {
 
   // Remembers a failure for `status` (a refused request, a failed reload).
   void note_error(const std::string& message);
+  // True once after a request left megabytes freed (a whole document
+  // replaced the state): the event loop gives them back to the system when
+  // idle, not in the middle of a request.
+  bool take_memory_to_return() { return std::exchange(memory_to_return_, false); }
 
   // Where `stats` gets its figures (unset: `stats` is refused).
   void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
@@ -61,6 +66,7 @@ class ControlHandler {
   DocumentOptions doc_options_;
   DaemonInfo info_;
   std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
+  bool memory_to_return_ = false;
   std::function<StatsReport()> stats_;
 };
 

@@ -2,6 +2,7 @@
 // one JSON-RPC request; see hostlbctl(8) for the protocol and exit codes.
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -122,10 +123,15 @@ std::string read_input(const std::string& file) {
   FILE* f = std::fopen(file.c_str(), "rb");
   if (!f) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
   std::string text;
+  struct stat st {};
+  if (::fstat(::fileno(f), &st) == 0 && st.st_size > 0)
+    text.reserve(static_cast<size_t>(st.st_size));  // one allocation for a large document
   char buf[65536];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
   std::fclose(f);
+  if (failed) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
   return text;
 }
 

@@ -204,6 +204,26 @@ class MetricsTimer {
   bool failing_ = false;
 };
 
+// Gives freed heap back to the system half a second after a request that
+// freed megabytes (a whole document), outside any request's time.
+class TrimTimer {
+ public:
+  explicit TrimTimer(ControlHandler& control) : control_(control) {}
+  int timeout_ms() const {
+    return due_ms_ == 0 ? -1 : static_cast<int>(std::max<int64_t>(0, due_ms_ - unix_ms()));
+  }
+  void run() {
+    if (control_.take_memory_to_return()) due_ms_ = unix_ms() + 500;
+    if (due_ms_ == 0 || unix_ms() < due_ms_) return;
+    due_ms_ = 0;
+    ::malloc_trim(0);
+  }
+
+ private:
+  ControlHandler& control_;
+  int64_t due_ms_ = 0;
+};
+
 // Keeps the kernel as hostlbd applied it: the table is checked when
 // another process has committed an nftables transaction (nftables'
 // generation, looked at five times a second), host routes and neighbours
@@ -278,6 +298,7 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
   const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
   ExpiryTimer expiry(agent, control);
   MetricsTimer metrics(stats, flags);
+  TrimTimer trim(control);
   std::vector<pollfd> fds;
   auto earliest = [](int a, int b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
   for (;;) {
@@ -289,6 +310,7 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
     timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
     timeout_ms = earliest(timeout_ms, metrics.timeout_ms());
     timeout_ms = earliest(timeout_ms, repair.timeout_ms());
+    timeout_ms = earliest(timeout_ms, trim.timeout_ms());
     const int n = poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -310,6 +332,7 @@ int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, Sta
     expiry.run();
     metrics.run();
     repair.run();
+    trim.run();
     if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info{};
     if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
