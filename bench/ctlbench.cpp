@@ -11,8 +11,9 @@
 // the first.
 //
 // --apply: each round applies CHANGED.json (the loaded document with one
-// more service) and then LOADED.json again (one service less), both timed;
-// prints the median of each.
+// more service) and then LOADED.json again (one service less), both timed,
+// and a `status` round trip for reference (what starting hostlbctl and one
+// small request cost in the same moments); prints the median of each.
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -66,13 +67,16 @@ int apply_mode(int argc, char** argv) {
   }
   const std::string ctl = argv[2], socket = argv[4], loaded = argv[5], changed = argv[6];
   const int rounds = std::atoi(argv[3]);
-  std::vector<double> plus, minus;
+  std::vector<double> plus, minus, status;
   for (int r = 0; r < rounds; ++r) {
     plus.push_back(run({ctl, "--socket", socket, "apply", "-f", changed}));
     minus.push_back(run({ctl, "--socket", socket, "apply", "-f", loaded}));
+    status.push_back(run({ctl, "--socket", socket, "status"}));
   }
-  std::printf("one_service_added_median_ms=%.2f one_service_removed_median_ms=%.2f rounds=%d\n",
-              median(plus), median(minus), rounds);
+  std::printf(
+      "one_service_added_median_ms=%.2f one_service_removed_median_ms=%.2f "
+      "status_median_ms=%.2f rounds=%d\n",
+      median(plus), median(minus), median(status), rounds);
   return 0;
 }
 
