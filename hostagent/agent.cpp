@@ -53,6 +53,7 @@ std::vector<size_t> Agent::flush_connections(const std::vector<const Binding*>& 
 
 size_t Agent::flush_bindings(const std::vector<Binding>& bindings) {
   std::vector<const Binding*> pointers;
+  pointers.reserve(bindings.size());
   for (const auto& b : bindings) pointers.push_back(&b);
   try {
     const auto counts = flush_connections(pointers);

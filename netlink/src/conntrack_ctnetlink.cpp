@@ -194,7 +194,7 @@ class MarkFlusher {
     }
   }
 
-  static constexpr size_t kBatchBytes = 32 * 1024;
+  static constexpr size_t kBatchBytes = size_t{32} * 1024;
   const std::set<uint32_t>& values_;
   uint32_t mask_;
   mnl_socket* deleter_;

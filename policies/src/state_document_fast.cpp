@@ -250,6 +250,7 @@ class FastParser {
   static bool listed_twice(const std::vector<BackendRef>& refs) {
     if (refs.size() > 32) {
       std::vector<std::string_view> names;
+      names.reserve(refs.size());
       for (const auto& ref : refs) names.push_back(ref.name);
       std::sort(names.begin(), names.end());
       return std::adjacent_find(names.begin(), names.end()) != names.end();
