@@ -103,6 +103,9 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
   }
   out += "add chain " + table +
          " refuse { type filter hook prerouting priority mangle; policy accept; }\n";
+  // Every packet of the host passes here: all but a connection's first
+  // leave at the first rule instead of failing each of the others.
+  out += "add rule " + table + " refuse ct state != new accept\n";
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     const std::string match =
         "ct state new " + lookup_key(family) + " @" + nft_names::refuse_set(family);
