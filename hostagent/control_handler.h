@@ -34,8 +34,8 @@ class ControlHandler {
   ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls, DocumentOptions doc_options,
                  DaemonInfo info);
 
-  // One request line in, one reply line out.
-  // One request line, and the raw document that followed it (if any).
+  // One request line (and the raw document that followed it, if any) in,
+  // one reply line out.
   std::string handle(const PeerCredentials& peer, std::string_view line,
                      std::string_view document = {});
 

@@ -505,7 +505,7 @@ int run(const Flags& flags) {
     if (!config && !agent.has_persisted())
       spdlog::info("no --config, no services.d file and no persisted state: starting empty");
     agent.start(config);
-    ::malloc_trim(0);  // the document's parse tree and the start-up transaction are gone
+    ::malloc_trim(0);  // what the start-up parse and transaction freed
     if (desired)
       spdlog::info("applied {}: {} backends, {} services", desired->sources,
                    config->backends.size(), config->services.size());

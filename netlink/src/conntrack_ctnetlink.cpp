@@ -154,7 +154,8 @@ class MarkFlusher {
     if (a.tuple == nullptr || a.mark == nullptr) return;  // no mark attribute: mark 0
     const uint32_t value = ntohl(mnl_attr_get_u32(a.mark)) & mask_;
     if (values_.count(value) == 0) return;
-    if (++gone_[value], ++seen_ > delete_limit_) return;
+    ++gone_[value];
+    if (++seen_ > delete_limit_) return;  // counted only
 
     const size_t room = sizeof(nlmsghdr) + sizeof(nfgenmsg) + 3 * sizeof(nlattr) + 16 +
                         mnl_attr_get_payload_len(a.tuple);
@@ -174,15 +175,22 @@ class MarkFlusher {
     if (pending_.size() >= kBatchBytes) send("deleting conntrack entries by mark");
   }
 
-  // Failures only; ENOENT is an entry that ended on its own meanwhile.
+  // Failures only; ENOENT is an entry that ended on its own meanwhile. The
+  // answers of one batch (a few hundred, capped) fit the receive buffer, so
+  // none is lost; if some were, a failure could hide among them: the flush
+  // is then reported as failed.
   void read_answers() {
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     const int fd = mnl_socket_get_fd(deleter_);
     for (;;) {
       const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
       if (n < 0) {
-        if (errno == EINTR || errno == ENOBUFS) continue;  // lost answers are failures too,
-        return;                                            // but only ENOENT ever comes
+        if (errno == EINTR) continue;
+        if (errno == ENOBUFS) {
+          if (error_ == 0) error_ = ENOBUFS;
+          continue;
+        }
+        return;
       }
       const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
       int left = static_cast<int>(n);
@@ -261,11 +269,12 @@ class CtnetlinkTable final : public ConntrackTable {
   std::map<uint32_t, size_t> delete_while_dumping(const std::set<uint32_t>& values, uint32_t mask,
                                                   DumpFilter filter, size_t delete_limit,
                                                   const std::string& what) {
-    if (!deleter_) deleter_ = std::make_unique<Socket>(what);
-    // Only failures answer a delete; asking for a capped error keeps each
-    // answer small.
-    int one = 1;
-    mnl_socket_setsockopt(deleter_->nl, NETLINK_CAP_ACK, &one, sizeof one);
+    if (!deleter_) {
+      deleter_ = std::make_unique<Socket>(what);
+      // Only failures answer a delete; a capped error keeps each answer small.
+      int one = 1;
+      mnl_socket_setsockopt(deleter_->nl, NETLINK_CAP_ACK, &one, sizeof one);
+    }
     MarkFlusher flusher(values, mask, deleter_->nl, next_seq_, delete_limit);
     const uint32_t seq = next_seq_++;
     try {

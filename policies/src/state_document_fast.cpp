@@ -30,20 +30,15 @@ class FastParser {
     State state;
     state.services.reserve(expected_services_);
     bool version = false, services = false;
-    if (!object([&](std::string_view key) {
-          if (key == "version") {
+    if (!small_object({"version", "backends", "services"}, [&](unsigned field) {
+          if (field == 0) {
             uint32_t v = 0;
-            if (!integer(v) || v != kStateDocumentVersion) return false;
-            version = true;
-            return true;
+            return version = integer(v) && v == kStateDocumentVersion;
           }
           // Services are checked against the backends: those must come first.
-          if (key == "backends") return !services && array([&] { return backend(state); });
-          if (key == "services") {
-            services = true;
-            return array([&] { return service(state); });
-          }
-          return false;
+          if (field == 1) return !services && array([&] { return backend(state); });
+          services = true;
+          return array([&] { return service(state); });
         }))
       return std::nullopt;
     skip_space();
@@ -52,27 +47,9 @@ class FastParser {
   }
 
  private:
-  // Members of one object: `member` reads the value of each key and says
-  // whether it was acceptable. A key may appear once.
-  template <typename Member>
-  bool object(Member&& member) {
-    if (!consume('{')) return false;
-    std::unordered_set<std::string_view> seen;
-    skip_space();
-    if (p_ < end_ && *p_ == '}') return ++p_, true;
-    for (;;) {
-      std::string_view key;
-      if (!string(key) || !consume(':')) return false;
-      if (!seen.insert(key).second || !member(key)) return false;
-      skip_space();
-      if (p_ >= end_) return false;
-      if (*p_ == '}') return ++p_, true;
-      if (*p_++ != ',') return false;
-    }
-  }
-
-  // A small object's keys, without a hash set (backends and services have
-  // at most five known keys; anything else fails `member`).
+  // Members of one object whose keys are among `keys` (at most a few), each
+  // at most once: `member` reads the value of the key with that index and
+  // says whether it was acceptable.
   template <typename Member>
   bool small_object(std::initializer_list<std::string_view> keys, Member&& member) {
     if (!consume('{')) return false;
