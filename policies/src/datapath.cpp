@@ -68,9 +68,6 @@ struct SortKey {
     if (port_protocol != o.port_protocol) return port_protocol < o.port_protocol;
     return *backend < *o.backend;
   }
-  bool operator==(const SortKey& o) const {
-    return address == o.address && port_protocol == o.port_protocol && *backend == *o.backend;
-  }
 };
 
 }  // namespace
