@@ -19,6 +19,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 namespace hostlb::lab {
 namespace {
@@ -32,6 +33,7 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_;
@@ -150,16 +152,10 @@ void Lab::gateway(const std::string& client, const std::string& vip, const std::
 }
 
 int Lab::socket_in(const std::string& role, int domain, int type) const {
-  Fd target(::open(("/run/netns/" + ns(role)).c_str(), O_RDONLY | O_CLOEXEC));
-  Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (target.get() < 0 || self.get() < 0) throw std::runtime_error(errno_text("open netns"));
-  if (::setns(target.get(), CLONE_NEWNET) != 0) throw std::runtime_error(errno_text("setns"));
+  Entered in_role(*this, role);
   const int fd = ::socket(domain, type | SOCK_CLOEXEC, 0);
-  const int saved = errno;
-  if (::setns(self.get(), CLONE_NEWNET) != 0) std::abort();  // the test thread must not stay
-  errno = saved;
   if (fd < 0) throw std::runtime_error(errno_text("socket"));
-  return fd;
+  return fd;  // the socket stays in the role's namespace; the thread leaves it
 }
 
 Lab::Entered::Entered(const Lab& lab, const std::string& role) {
@@ -167,7 +163,7 @@ Lab::Entered::Entered(const Lab& lab, const std::string& role) {
   Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (target.get() < 0 || self.get() < 0) throw std::runtime_error(errno_text("open netns"));
   if (::setns(target.get(), CLONE_NEWNET) != 0) throw std::runtime_error(errno_text("setns"));
-  self_ = ::dup(self.get());
+  self_ = self.release();
 }
 
 Lab::Entered::~Entered() {
