@@ -19,10 +19,8 @@ Agent::Agent(Reconciler& reconciler, StateStore& store, ConntrackTable& conntrac
     : reconciler_(reconciler), store_(store), conntrack_(conntrack), options_(std::move(options)) {}
 
 int64_t Agent::now() const {
-  if (options_.clock) return options_.clock();
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  if (options_.clock) return options_.clock->unix_seconds();
+  return SystemClock().unix_seconds();
 }
 
 const Retirements& Agent::retired() const {

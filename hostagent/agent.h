@@ -7,6 +7,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "clock.h"
 #include "hostlb/netlink/conntrack.h"
 #include "hostlb/policies/persisted_state.h"
 #include "hostlb/policies/state_edit.h"
@@ -19,8 +20,8 @@ struct AgentOptions {
   // How long new connections to a removed binding are still refused (after
   // its drain, if any): gateways may keep sending them for a while.
   uint32_t refuse_seconds = 60;
-  // Unix time in seconds; the system clock when empty.
-  std::function<int64_t()> clock;
+  // The system clock when null.
+  const Clock* clock = nullptr;
 };
 
 // A drain ended or a flush happened: how many connections went, per binding.

@@ -17,8 +17,6 @@
 namespace hostlb {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 std::string errno_text() { return std::strerror(errno); }
 
 sockaddr_un socket_address(const std::string& path) {
@@ -72,14 +70,21 @@ bool peer_is_authorized(const PeerCredentials& peer, std::optional<gid_t> group_
   return std::find(peer.groups.begin(), peer.groups.end(), *group_gid) != peer.groups.end();
 }
 
-ControlServer::ControlServer(ControlServerOptions options, Handler handler, ErrorReply error_reply)
-    : options_(std::move(options)),
+ControlServer::ControlServer(EventLoop& loop, ControlServerOptions options, Handler handler,
+                             ErrorReply error_reply)
+    : loop_(loop),
+      expiry_(loop, [this] { expire(); }),
+      options_(std::move(options)),
       handler_(std::move(handler)),
       error_reply_(std::move(error_reply)) {}
 
 ControlServer::~ControlServer() {
-  for (auto& [fd, client] : clients_) ::close(fd);
+  for (auto& [fd, client] : clients_) {
+    loop_.unwatch(fd);
+    ::close(fd);
+  }
   if (listen_fd_ >= 0) {
+    loop_.unwatch(listen_fd_);
     ::close(listen_fd_);
     ::unlink(options_.path.c_str());
   }
@@ -117,27 +122,24 @@ void ControlServer::open() {
   spdlog::info(
       "control socket {} (mode 0660, root{})", options_.path,
       grp ? " and group " + options_.group : std::string(" only: no group ") + options_.group);
+  loop_.watch(listen_fd_, POLLIN, [this](short) { accept_clients(); });
 }
 
-void ControlServer::add_poll_fds(std::vector<pollfd>& fds) const {
-  fds.push_back({listen_fd_, POLLIN, 0});
-  for (const auto& [fd, client] : clients_) {
-    short events = client.closing ? 0 : POLLIN;
-    if (!client.out.empty()) events |= POLLOUT;
-    fds.push_back({fd, events, 0});
-  }
+void ControlServer::on_ready(int fd, short revents) {
+  auto it = clients_.find(fd);
+  if (it == clients_.end()) return;
+  if (revents & (POLLIN | POLLHUP | POLLERR)) on_readable(it->second);
+  it = clients_.find(fd);
+  if (it != clients_.end() && (revents & POLLOUT)) on_writable(it->second);
+  it = clients_.find(fd);
+  if (it != clients_.end()) update(it->second);
+  schedule_expiry();
 }
 
-void ControlServer::process(const std::vector<pollfd>& fds, size_t first) {
-  if (fds[first].revents & POLLIN) accept_clients();
-  for (size_t i = first + 1; i < fds.size(); ++i) {
-    auto it = clients_.find(fds[i].fd);
-    if (it == clients_.end()) continue;
-    Client& client = it->second;
-    if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) on_readable(client);
-    if (clients_.count(fds[i].fd) && (fds[i].revents & POLLOUT)) on_writable(client);
-  }
-  expire();
+void ControlServer::update(Client& client) {
+  short events = client.closing ? 0 : POLLIN;
+  if (!client.out.empty()) events |= POLLOUT;
+  loop_.set_events(client.fd, events);
 }
 
 void ControlServer::accept_clients() {
@@ -157,7 +159,7 @@ void ControlServer::accept_clients() {
     const group* grp = client.peer.uid == 0 ? nullptr : ::getgrnam(options_.group.c_str());
     client.authorized =
         peer_is_authorized(client.peer, grp ? std::optional<gid_t>(grp->gr_gid) : std::nullopt);
-    client.last_activity = client.request_started = Clock::now();
+    client.last_activity = client.request_started = loop_.clock().monotonic();
     if (clients_.size() >= options_.max_clients) {
       client.out = error_reply_(control::kInternalError,
                                 "too many clients (" + std::to_string(options_.max_clients) + ")");
@@ -172,7 +174,10 @@ void ControlServer::accept_clients() {
                    client.peer.uid, client.peer.pid, options_.group);
     }
     clients_[fd] = std::move(client);
+    loop_.watch(fd, POLLIN, [this, fd](short revents) { on_ready(fd, revents); });
     on_writable(clients_[fd]);
+    if (auto it = clients_.find(fd); it != clients_.end()) update(it->second);
+    schedule_expiry();
   }
 }
 
@@ -195,9 +200,9 @@ void ControlServer::on_readable(Client& client) {
       return;
     }
     if (client.closing) continue;  // discard input after a fatal reply
-    if (client.in.empty()) client.request_started = Clock::now();
+    if (client.in.empty()) client.request_started = loop_.clock().monotonic();
     client.in.append(buf, static_cast<size_t>(n));
-    client.last_activity = Clock::now();
+    client.last_activity = loop_.clock().monotonic();
     // Answer every complete request (its line, and the document after it
     // if it announces one) before reading more.
     size_t start = 0;
@@ -227,7 +232,7 @@ void ControlServer::on_readable(Client& client) {
     }
     client.in.erase(0, start);
     client.scanned -= start;
-    if (!client.in.empty() && start > 0) client.request_started = Clock::now();
+    if (!client.in.empty() && start > 0) client.request_started = loop_.clock().monotonic();
     if (too_large || client.in.size() > options_.max_request_bytes) {
       client.out += error_reply_(
           control::kRequestTooLarge,
@@ -255,13 +260,13 @@ void ControlServer::on_writable(Client& client) {
       return;
     }
     client.out.erase(0, static_cast<size_t>(n));
-    client.last_activity = Clock::now();
+    client.last_activity = loop_.clock().monotonic();
   }
   if (client.closing) drop(client.fd);
 }
 
 void ControlServer::expire() {
-  const auto now = Clock::now();
+  const auto now = loop_.clock().monotonic();
   std::vector<int> stalled, idle;
   for (auto& [fd, client] : clients_) {
     if (!client.in.empty() && now - client.request_started > options_.stall_timeout)
@@ -280,21 +285,26 @@ void ControlServer::expire() {
     on_writable(client);
   }
   for (int fd : idle) drop(fd);
+  for (auto& [fd, client] : clients_) update(client);
+  schedule_expiry();
 }
 
-int ControlServer::next_timeout_ms() const {
-  if (clients_.empty()) return -1;
-  const auto now = Clock::now();
-  auto next = Clock::time_point::max();
+// The earliest client deadline: a request to finish, or idleness.
+void ControlServer::schedule_expiry() {
+  if (clients_.empty()) {
+    expiry_.disarm();
+    return;
+  }
+  auto next = Clock::TimePoint::max();
   for (const auto& [fd, client] : clients_) {
     next = std::min(next, client.in.empty() ? client.last_activity + options_.idle_timeout
                                             : client.request_started + options_.stall_timeout);
   }
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
-  return static_cast<int>(std::clamp<long long>(ms + 1, 0, 60000));
+  expiry_.arm_at(next + std::chrono::milliseconds(1));
 }
 
 void ControlServer::drop(int fd) {
+  loop_.unwatch(fd);
   ::close(fd);
   clients_.erase(fd);
 }

@@ -1,12 +1,11 @@
 // The control socket: a Unix stream socket, one JSON-RPC request per line.
-// Single-threaded and non-blocking, driven by the daemon's poll loop, so
+// Single-threaded and non-blocking, driven by the daemon's event loop, so
 // requests from any number of clients are handled one at a time, each
 // completely. Bounded: request size, clients, time to finish a request,
 // unread replies. A client that misbehaves is disconnected; the daemon goes
 // on.
 #pragma once
 
-#include <poll.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -17,6 +16,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "event_loop.h"
 
 namespace hostlb {
 
@@ -56,22 +57,16 @@ class ControlServer {
   // Replies for problems found before a request reaches the handler.
   using ErrorReply = std::function<std::string(int code, const std::string& message)>;
 
-  ControlServer(ControlServerOptions options, Handler handler, ErrorReply error_reply);
+  ControlServer(EventLoop& loop, ControlServerOptions options, Handler handler,
+                ErrorReply error_reply);
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  // Creates the socket (mode 0660, group `options.group` if it exists).
-  // Throws ControlError if the path is in use by a live daemon or cannot be
-  // created.
+  // Creates the socket (mode 0660, group `options.group` if it exists) and
+  // starts serving it on the loop. Throws ControlError if the path is in
+  // use by a live daemon or cannot be created.
   void open();
-
-  // The descriptors to poll, appended to `fds`; then process() with the
-  // same vector and the index where this server's entries start.
-  void add_poll_fds(std::vector<pollfd>& fds) const;
-  void process(const std::vector<pollfd>& fds, size_t first);
-  // Milliseconds until the next client deadline (-1: none).
-  int next_timeout_ms() const;
 
   size_t client_count() const { return clients_.size(); }
 
@@ -84,16 +79,22 @@ class ControlServer {
     size_t scanned = 0;  // `in` holds no newline before this offset
     std::string out;
     bool closing = false;  // close once `out` is written
-    std::chrono::steady_clock::time_point last_activity;
-    std::chrono::steady_clock::time_point request_started;
+    Clock::TimePoint last_activity;
+    Clock::TimePoint request_started;
   };
 
   void accept_clients();
   void on_readable(Client& client);
   void on_writable(Client& client);
+  void on_ready(int fd, short revents);
+  // Polls for writing only while a reply waits, then sets the deadline timer.
+  void update(Client& client);
   void expire();
+  void schedule_expiry();
   void drop(int fd);
 
+  EventLoop& loop_;
+  Timer expiry_;
   ControlServerOptions options_;
   Handler handler_;
   ErrorReply error_reply_;

@@ -1,33 +1,32 @@
 // hostlbd: turns VIP frames delivered by MAC into local connections.
 // Flags and process lifecycle only; the work is in Agent and Reconciler.
 #include <malloc.h>
-#include <poll.h>
 #include <signal.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <system_error>
 #include <vector>
 
 #include "agent.h"
+#include "clock.h"
 #include "control_handler.h"
 #include "control_server.h"
+#include "event_loop.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
+#include "maintenance.h"
 #include "stats_keeper.h"
 
 namespace {
@@ -100,17 +99,6 @@ std::optional<Desired> read_desired(const Flags& flags, const DocumentOptions& o
   return out;
 }
 
-// Blocks the signals hostlbd handles and returns a signalfd for them.
-int make_signal_fd() {
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGHUP);
-  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return -1;
-  return signalfd(-1, &mask, SFD_CLOEXEC);
-}
-
 void reload(Agent& agent, ControlHandler& control, const Flags& flags,
             const DocumentOptions& doc_options) {
   sd_notify(0, "RELOADING=1");
@@ -130,223 +118,6 @@ void reload(Agent& agent, ControlHandler& control, const Flags& flags,
     control.note_error(std::string("reload: ") + e.what());
   }
   sd_notify(0, "READY=1");
-}
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Ends drains and refusals when they are due. A failure (the kernel refused
-// the change) is retried a little later, not in a busy loop.
-class ExpiryTimer {
- public:
-  explicit ExpiryTimer(Agent& agent, ControlHandler& control) : agent_(agent), control_(control) {}
-
-  int timeout_ms() const {
-    const auto deadline = agent_.next_deadline();
-    if (!deadline) return -1;
-    const int64_t due = std::max(*deadline * 1000, retry_at_ms_);
-    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, int64_t{3600} * 1000));
-  }
-
-  void run() {
-    const auto deadline = agent_.next_deadline();
-    if (!deadline || *deadline * 1000 > unix_ms() || retry_at_ms_ > unix_ms()) return;
-    try {
-      agent_.expire();
-      if (retry_at_ms_ != 0) spdlog::info("drains and refusals end again");
-      retry_at_ms_ = 0;
-    } catch (const std::exception& e) {
-      // Logged once per failure streak, retried every 5 s.
-      if (retry_at_ms_ == 0)
-        spdlog::error("ending drains and refusals failed, retrying every 5 s: {}", e.what());
-      control_.note_error(std::string("drain end: ") + e.what());
-      retry_at_ms_ = unix_ms() + 5000;
-    }
-  }
-
- private:
-  Agent& agent_;
-  ControlHandler& control_;
-  int64_t retry_at_ms_ = 0;
-};
-
-// Writes the metrics file every --metrics-interval seconds.
-class MetricsTimer {
- public:
-  MetricsTimer(StatsKeeper& stats, const Flags& flags) : stats_(stats), flags_(flags) {}
-  int timeout_ms() const {
-    if (flags_.metrics_file.empty()) return -1;
-    return static_cast<int>(std::max<int64_t>(0, next_ms_ - unix_ms()));
-  }
-  void run() {
-    if (flags_.metrics_file.empty() || unix_ms() < next_ms_) return;
-    next_ms_ = unix_ms() + int64_t{flags_.metrics_interval} * 1000;
-    try {
-      stats_.write_metrics(flags_.metrics_file);
-    } catch (const std::exception& e) {
-      // Logged once per failure streak: the file system stays as it is
-      // until someone fixes it.
-      if (!failing_) spdlog::error("{}", e.what());
-      failing_ = true;
-      return;
-    }
-    if (failing_) spdlog::info("metrics file {} written again", flags_.metrics_file);
-    failing_ = false;
-  }
-
- private:
-  StatsKeeper& stats_;
-  const Flags& flags_;
-  int64_t next_ms_ = 0;
-  bool failing_ = false;
-};
-
-// Gives freed heap back to the system half a second after a request that
-// freed megabytes (a whole document), outside any request's time.
-class TrimTimer {
- public:
-  explicit TrimTimer(ControlHandler& control) : control_(control) {}
-  int timeout_ms() const {
-    return due_ms_ == 0 ? -1 : static_cast<int>(std::max<int64_t>(0, due_ms_ - unix_ms()));
-  }
-  void run() {
-    if (control_.take_memory_to_return()) due_ms_ = unix_ms() + 500;
-    if (due_ms_ == 0 || unix_ms() < due_ms_) return;
-    due_ms_ = 0;
-    ::malloc_trim(0);
-  }
-
- private:
-  ControlHandler& control_;
-  int64_t due_ms_ = 0;
-};
-
-// Keeps the kernel as hostlbd applied it: the table is checked when
-// another process has committed an nftables transaction (nftables'
-// generation, looked at five times a second), host routes and neighbours
-// every second (a bridge recreated, a link flapped, a route deleted); what
-// differs is rebuilt.
-//
-// Polled rather than subscribed to: a listener on nftables' notification
-// group makes the kernel build a notification for every element of every
-// commit, which more than doubled the cost of large changes.
-class RepairTimer {
- public:
-  RepairTimer(Agent& agent, ControlHandler& control, StatsKeeper& stats)
-      : agent_(agent), control_(control), stats_(stats) {}
-
-  int timeout_ms() const {
-    int64_t due = std::min(hosts_due_ms_, generation_due_ms_);
-    if (table_due_ms_ != 0) due = std::min(due, table_due_ms_);
-    return static_cast<int>(std::clamp<int64_t>(due - unix_ms(), 0, 1000));
-  }
-  void run() {
-    const int64_t now = unix_ms();
-    if (now >= generation_due_ms_) {
-      generation_due_ms_ = now + 200;
-      try {
-        if (agent_.ruleset_changed_by_others() && table_due_ms_ == 0) table_due_ms_ = now;
-      } catch (const std::exception& e) {
-        spdlog::debug("{}", e.what());  // then look at the table itself
-        if (table_due_ms_ == 0) table_due_ms_ = now;
-      }
-    }
-    const bool table = table_due_ms_ != 0 && now >= table_due_ms_;
-    const bool hosts = now >= hosts_due_ms_;
-    if (!table && !hosts) return;
-    if (table) table_due_ms_ = 0;
-    if (hosts) {
-      hosts_due_ms_ = now + 1000;
-      stats_.check_conntrack_headroom();  // the same once-a-second look at the kernel
-    }
-    try {
-      agent_.repair(table, hosts);
-      if (!last_failure_.empty()) spdlog::info("datapath repaired after: {}", last_failure_);
-      last_failure_.clear();
-    } catch (const std::exception& e) {
-      // A bridge that is gone cannot be repaired until it is back: each
-      // new reason is said once, then retried quietly every second.
-      if (e.what() != last_failure_) {
-        spdlog::error("cannot repair the datapath yet: {}", e.what());
-        control_.note_error(std::string("repair: ") + e.what());
-      } else {
-        spdlog::debug("cannot repair the datapath yet: {}", e.what());
-      }
-      last_failure_ = e.what();
-      table_due_ms_ = now + 1000;
-    }
-  }
-
- private:
-  Agent& agent_;
-  ControlHandler& control_;
-  StatsKeeper& stats_;
-  int64_t table_due_ms_ = 0;
-  int64_t hosts_due_ms_ = 0;
-  int64_t generation_due_ms_ = 0;
-  std::string last_failure_;
-};
-
-int event_loop(Agent& agent, ControlServer& server, ControlHandler& control, StatsKeeper& stats,
-               RepairTimer& repair, const Flags& flags, const DocumentOptions& doc_options,
-               int sig_fd) {
-  uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  const int watchdog_ms = watchdog ? static_cast<int>(watchdog_usec / 2000) : -1;
-  ExpiryTimer expiry(agent, control);
-  MetricsTimer metrics(stats, flags);
-  TrimTimer trim(control);
-  std::vector<pollfd> fds;
-  auto earliest = [](int a, int b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
-  for (;;) {
-    fds.clear();
-    fds.push_back({sig_fd, POLLIN, 0});
-    fds.push_back({stats.fd(), POLLIN, 0});
-    server.add_poll_fds(fds);
-    int timeout_ms = earliest(server.next_timeout_ms(), watchdog_ms);
-    timeout_ms = earliest(timeout_ms, expiry.timeout_ms());
-    timeout_ms = earliest(timeout_ms, metrics.timeout_ms());
-    timeout_ms = earliest(timeout_ms, repair.timeout_ms());
-    timeout_ms = earliest(timeout_ms, trim.timeout_ms());
-    const int n = poll(fds.data(), fds.size(), timeout_ms);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      spdlog::critical("poll failed: {}", std::strerror(errno));
-      return kExitFailure;
-    }
-    if (watchdog) sd_notify(0, "WATCHDOG=1");
-    if (fds[1].revents & POLLIN) {
-      try {
-        stats.on_readable();
-      } catch (const KernelError& e) {
-        // The subscription is broken: nothing after start-up should do
-        // that; let systemd start a clean daemon.
-        spdlog::critical("{}", e.what());
-        return kExitFailure;
-      }
-    }
-    server.process(fds, 2);
-    expiry.run();
-    metrics.run();
-    repair.run();
-    trim.run();
-    if (!(fds[0].revents & POLLIN)) continue;
-    signalfd_siginfo info{};
-    if (read(sig_fd, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
-    if (info.ssi_signo == SIGHUP) {
-      reload(agent, control, flags, doc_options);
-      continue;
-    }
-    // The datapath stays in place: established connections live in
-    // conntrack and the ruleset keeps serving new ones while no daemon runs.
-    spdlog::info("{} received, exiting; the datapath stays in place",
-                 info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    sd_notify(0, "STOPPING=1");
-    return kExitOk;
-  }
 }
 
 // The settings file fills in what the command line did not give.
@@ -469,13 +240,14 @@ int run(const Flags& flags) {
   }
 
   try {
+    SystemClock clock;
     StateStore store(flags.state_dir);
     auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy});
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
-    Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, {}});
+    Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, &clock});
     agent.load_persisted();
 
     if (flags.cleanup) {
@@ -483,17 +255,29 @@ int run(const Flags& flags) {
       return kExitOk;
     }
 
-    const int sig_fd = make_signal_fd();
-    if (sig_fd < 0) {
-      spdlog::critical("cannot set up signal handling: {}", std::strerror(errno));
+    EventLoop loop(clock);
+    ControlHandler control(agent, *routes, *sysctls, doc_options,
+                           {HOSTLB_VERSION, flags.state_dir, flags.socket});
+    try {
+      loop.on_signal(SIGHUP, [&] { reload(agent, control, flags, doc_options); });
+      for (int signo : {SIGTERM, SIGINT})
+        loop.on_signal(signo, [&loop, signo] {
+          // The datapath stays in place: established connections live in
+          // conntrack and the ruleset keeps serving new ones while no
+          // daemon runs.
+          spdlog::info("{} received, exiting; the datapath stays in place",
+                       signo == SIGTERM ? "SIGTERM" : "SIGINT");
+          sd_notify(0, "STOPPING=1");
+          loop.stop(kExitOk);
+        });
+    } catch (const std::system_error& e) {
+      spdlog::critical("cannot set up signal handling: {}", e.what());
       return kExitFailure;
     }
     spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
                  flags.state_dir, flags.socket);
-    ControlHandler control(agent, *routes, *sysctls, doc_options,
-                           {HOSTLB_VERSION, flags.state_dir, flags.socket});
     ControlServer server(
-        {flags.socket, flags.socket_group},
+        loop, {flags.socket, flags.socket_group},
         [&](const PeerCredentials& peer, std::string_view line, std::string_view document) {
           return control.handle(peer, line, document);
         },
@@ -517,9 +301,40 @@ int run(const Flags& flags) {
         make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024),
         *marks);
     control.set_stats_source([&stats] { return stats.report(); });
+    loop.watch(stats.fd(), POLLIN, [&](short) {
+      try {
+        stats.on_readable();
+      } catch (const KernelError& e) {
+        // The subscription is broken: nothing after start-up should do
+        // that; let systemd start a clean daemon.
+        spdlog::critical("{}", e.what());
+        loop.stop(kExitFailure);
+      }
+    });
+    auto note_error = [&control](const std::string& text) { control.note_error(text); };
+    ExpiryJob expiry(loop,
+                     {[&] { return agent.next_deadline(); }, [&] { agent.expire(); }, note_error});
+    RepairJob repair(loop, {[&] { return agent.ruleset_changed_by_others(); },
+                            [&](bool table, bool hosts) { agent.repair(table, hosts); },
+                            [&] { stats.check_conntrack_headroom(); }, note_error});
+    TrimJob trim(
+        loop, [&] { return control.take_memory_to_return(); }, [] { ::malloc_trim(0); });
+    std::optional<MetricsJob> metrics;
+    if (!flags.metrics_file.empty())
+      metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval),
+                      [&] { stats.write_metrics(flags.metrics_file); });
+    std::optional<RepeatingTimer> watchdog;
+    uint64_t watchdog_usec = 0;
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
+      watchdog.emplace(loop, std::chrono::milliseconds(watchdog_usec / 2000),
+                       [] { sd_notify(0, "WATCHDOG=1"); });
     sd_notify(0, "READY=1");
-    RepairTimer repair(agent, control, stats);
-    return event_loop(agent, server, control, stats, repair, flags, doc_options, sig_fd);
+    try {
+      return loop.run();
+    } catch (const std::system_error& e) {
+      spdlog::critical("event loop: {}", e.what());
+      return kExitFailure;
+    }
   } catch (const PreconditionError& e) {
     spdlog::error("cannot apply: {}", e.what());
   } catch (const KernelError& e) {

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "agent.h"
+#include "fakes/fake_clock.h"
 #include "fakes/fake_kernel.h"
 #include "hostlb/policies/state_document.h"
 
@@ -51,13 +52,13 @@ class AgentTest : public ::testing::Test {
            bool manage_sysctls = true)
         : store(dir),
           reconciler(nft, routes, sysctls, {MarkLayout(MarkLayout::kDefaultMask), manage_sysctls}),
-          agent(reconciler, store, conntrack, {60, [this] { return now; }}) {
+          agent(reconciler, store, conntrack, {60, &clock}) {
       agent.load_persisted();
     }
     StateStore store;
     Reconciler reconciler;
     testing::FakeConntrack conntrack;
-    int64_t now = 1'800'000'000;
+    testing::FakeClock clock;
     Agent agent;
   };
 
@@ -386,23 +387,23 @@ TEST_F(AgentTest, ADrainKeepsConnectionsAndIdentityRefusesNewOnesThenFlushes) {
   EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp"))) << "new ones are refused";
   EXPECT_EQ(nft_.ruleset().find("203.0.113.10 . tcp . 80 :"), std::string::npos)
       << "and not DNATed any more";
-  ASSERT_EQ(d.agent.next_deadline(), d.now + 30);
+  ASSERT_EQ(d.agent.next_deadline(), d.clock.unix_seconds() + 30);
 
   // The draining binding's identity is not handed to a newcomer.
   d.agent.edit(Edit::add_service({*parse_service_key("203.0.113.30:80/tcp"), {{"web-1", 80}}}));
   EXPECT_NE(id_of(d.agent, "203.0.113.30:80/tcp"), id);
 
   // Nothing is due before the drain ends.
-  d.now += 29;
+  d.clock.advance(std::chrono::seconds(29));
   EXPECT_EQ(d.agent.expire(), 0u);
   EXPECT_EQ(d.conntrack.entries.size(), 3u);
 
   // A restart in the middle of the drain keeps it (journal replay).
-  const int64_t stopped_at = d.now;
+  const int64_t stopped_at = d.clock.unix_seconds();
   const auto entries = d.conntrack.entries;
   owner.reset();
   Daemon restarted(nft_, routes_, sysctls_, dir_);
-  restarted.now = stopped_at + 1;
+  restarted.clock.set_unix_seconds(stopped_at + 1);
   restarted.conntrack.entries = entries;
   restarted.agent.start(std::nullopt);
   ASSERT_EQ(restarted.agent.retired().entries().size(), 1u);
@@ -413,8 +414,8 @@ TEST_F(AgentTest, ADrainKeepsConnectionsAndIdentityRefusesNewOnesThenFlushes) {
   EXPECT_EQ(restarted.agent.expire(), 2u);
   EXPECT_EQ(restarted.conntrack.entries, std::vector<uint32_t>{kMarks.mark_for(other)});
   EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
-  ASSERT_EQ(restarted.agent.next_deadline(), restarted.now + 60);
-  restarted.now += 60;
+  ASSERT_EQ(restarted.agent.next_deadline(), restarted.clock.unix_seconds() + 60);
+  restarted.clock.advance(std::chrono::seconds(60));
   restarted.agent.expire();
   EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
   EXPECT_TRUE(restarted.agent.retired().empty());
@@ -438,7 +439,7 @@ TEST_F(AgentTest, ABindingThatComesBackDuringItsDrainKeepsItsConnections) {
   EXPECT_EQ(id_of(d.agent, key.str()), id) << "same identity: its connections are its own";
   EXPECT_FALSE(nft_.refuses(refuse_key(key.str())));
   EXPECT_TRUE(d.agent.retired().empty());
-  d.now += 100;
+  d.clock.advance(std::chrono::seconds(100));
   d.agent.expire();
   EXPECT_EQ(d.conntrack.entries.size(), 1u) << "nothing flushed";
 }
@@ -457,7 +458,7 @@ TEST_F(AgentTest, RemovalWithoutDrainFlushesAtOnceAndRefusesForAWhile) {
   // A packet is refused and counted until the refusal ends.
   EXPECT_TRUE(nft_.refuse_packet(refuse_key("203.0.113.10:80/tcp")));
   EXPECT_EQ(nft_.counters().refused.at(refuse_key("203.0.113.10:80/tcp")), 1u);
-  d.now += 60;
+  d.clock.advance(std::chrono::seconds(60));
   d.agent.expire();
   EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
 }

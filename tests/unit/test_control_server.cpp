@@ -89,7 +89,7 @@ class ControlTest : public ::testing::Test {
     options.max_request_bytes = 64 * 1024;
     options.stall_timeout = 300ms;
     server_ = std::make_unique<ControlServer>(
-        options,
+        loop_, options,
         [this](const PeerCredentials& peer, std::string_view line, std::string_view document) {
           return handler_->handle(peer, line, document);
         },
@@ -97,19 +97,13 @@ class ControlTest : public ::testing::Test {
           return control::encode_error(nullptr, {code, message, ""});
         });
     server_->open();
-    loop_ = std::thread([this] {
-      std::vector<pollfd> fds;
-      while (!stop_) {
-        fds.clear();
-        server_->add_poll_fds(fds);
-        ::poll(fds.data(), fds.size(), 20);
-        server_->process(fds, 0);
-      }
+    thread_ = std::thread([this] {
+      while (!stop_) loop_.run_once(std::chrono::milliseconds(20));
     });
   }
   void TearDown() override {
     stop_ = true;
-    loop_.join();
+    thread_.join();
     server_.reset();
     std::filesystem::remove_all(dir_);
   }
@@ -124,9 +118,11 @@ class ControlTest : public ::testing::Test {
   std::unique_ptr<Reconciler> reconciler_;
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<ControlHandler> handler_;
+  SystemClock clock_;
+  EventLoop loop_{clock_};
   std::unique_ptr<ControlServer> server_;
   std::atomic<bool> stop_{false};
-  std::thread loop_;
+  std::thread thread_;
 };
 
 TEST_F(ControlTest, CommandsChangeTheStateAndTheKernel) {
