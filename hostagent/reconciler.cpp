@@ -170,8 +170,11 @@ void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
       report.bindings_removed = diff.bindings_removed.size();
       return;
     } catch (const KernelError& e) {
-      // The kernel's table is not what hostlbd believes (someone edited it).
-      // Rebuilding it whole is still one atomic transaction.
+      // Something missing or already there: the kernel's table is not what
+      // hostlbd believes (someone edited it), and rebuilding it whole is
+      // still one atomic transaction. Any other refusal (permissions,
+      // memory) would refuse the rebuild too.
+      if (!e.is_not_found() && !e.is_exists()) throw;
       spdlog::warn("incremental nftables change failed ({}); replacing the whole table", e.what());
     }
   }

@@ -18,6 +18,7 @@
 
 #include "hostlb/netlink/conntrack.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/netlink_socket.h"
 
 namespace hostlb {
 namespace {
@@ -124,9 +125,9 @@ int collect_attribute(const nlattr* attr, void* data) {
 class MarkFlusher {
  public:
   // Beyond `delete_limit` entries, the rest are counted, not deleted.
-  MarkFlusher(const std::set<uint32_t>& values, uint32_t mask, mnl_socket* deleter, uint32_t& seq,
+  MarkFlusher(const std::set<uint32_t>& values, uint32_t mask, netlink::Socket& deleter,
               size_t delete_limit = SIZE_MAX)
-      : values_(values), mask_(mask), deleter_(deleter), seq_(seq), delete_limit_(delete_limit) {}
+      : values_(values), mask_(mask), deleter_(deleter), delete_limit_(delete_limit) {}
 
   static int on_entry(const nlmsghdr* nlh, void* data) {
     static_cast<MarkFlusher*>(data)->entry(nlh);
@@ -136,13 +137,12 @@ class MarkFlusher {
   // Sends what is left and reads the answers; returns the counts.
   std::map<uint32_t, size_t> finish(const std::string& what) {
     send(what);
-    if (error_ != 0) throw KernelError(what, std::strerror(error_));
+    if (failure_) netlink::throw_ack(what, *failure_);
     return std::move(gone_);
   }
 
   void send(const std::string& what) {
-    if (!pending_.empty() && mnl_socket_sendto(deleter_, pending_.data(), pending_.size()) < 0)
-      throw KernelError(what, std::string("sending deletes: ") + std::strerror(errno));
+    if (!pending_.empty()) deleter_.send(what + " (deletes)", pending_);
     pending_.clear();
     read_answers();
   }
@@ -164,7 +164,7 @@ class MarkFlusher {
     nlmsghdr* del = mnl_nlmsg_put_header(pending_.data() + at);
     del->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
     del->nlmsg_flags = NLM_F_REQUEST;  // no ACK: only failures answer
-    del->nlmsg_seq = seq_++;
+    del->nlmsg_seq = deleter_.next_seq();
     auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(del, sizeof(nfgenmsg)));
     *nfg = *static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
     mnl_attr_put(del, a.tuple->nla_type, mnl_attr_get_payload_len(a.tuple),
@@ -180,38 +180,22 @@ class MarkFlusher {
   // none is lost; if some were, a failure could hide among them: the flush
   // is then reported as failed.
   void read_answers() {
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    const int fd = mnl_socket_get_fd(deleter_);
-    for (;;) {
-      const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == ENOBUFS) {
-          if (error_ == 0) error_ = ENOBUFS;
-          continue;
-        }
-        return;
-      }
-      const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
-      int left = static_cast<int>(n);
-      for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
-        if (nlh->nlmsg_type != NLMSG_ERROR) continue;
-        const int err = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh))->error;
-        if (err != 0 && err != ENOENT && error_ == 0) error_ = err;
-      }
-    }
+    const auto drained = deleter_.drain([&](const nlmsghdr* nlh) {
+      const auto ack = netlink::parse_ack(nlh);
+      if (ack && ack->error != 0 && ack->error != ENOENT && !failure_) failure_ = ack;
+    });
+    if (drained.lost && !failure_) failure_ = netlink::Ack{0, ENOBUFS, {}, {}};
   }
 
   static constexpr size_t kBatchBytes = size_t{32} * 1024;
   const std::set<uint32_t>& values_;
   uint32_t mask_;
-  mnl_socket* deleter_;
-  uint32_t& seq_;
+  netlink::Socket& deleter_;
   std::vector<char> pending_;
   std::map<uint32_t, size_t> gone_;
   size_t seen_ = 0;
   size_t delete_limit_;
-  int error_ = 0;
+  std::optional<netlink::Ack> failure_;
 };
 
 class CtnetlinkTable final : public ConntrackTable {
@@ -219,7 +203,7 @@ class CtnetlinkTable final : public ConntrackTable {
   size_t list(uint32_t value, uint32_t mask,
               const std::function<void(const ConntrackEntry&)>& each) override {
     Lister lister{&each};
-    const uint32_t seq = next_seq_++;
+    const uint32_t seq = socket().next_seq();
     talk("listing conntrack entries with mark " + hex(value) + "/" + hex(mask),
          encode_mark_dump(value, mask, seq), seq, list_entry, &lister);
     return lister.entries;
@@ -227,7 +211,7 @@ class CtnetlinkTable final : public ConntrackTable {
 
   size_t count(uint32_t value, uint32_t mask) override {
     size_t entries = 0;
-    const uint32_t seq = next_seq_++;
+    const uint32_t seq = socket().next_seq();
     talk("counting conntrack entries with mark " + hex(value) + "/" + hex(mask),
          encode_mark_dump(value, mask, seq), seq, count_entry, &entries);
     return entries;
@@ -243,10 +227,9 @@ class CtnetlinkTable final : public ConntrackTable {
         delete_while_dumping({value}, mask, {value, mask}, kDeletesWhileDumping, what);
     const size_t entries = gone.empty() ? 0 : gone.begin()->second;
     if (entries <= kDeletesWhileDumping) return entries;
-    const uint32_t seq = next_seq_++;
+    const uint32_t seq = socket().next_seq();
     // ENOENT: nothing matched any more (they ended on their own meanwhile).
-    talk(what, encode_mark_flush(value, mask, seq), seq, nullptr, nullptr,
-         /*enoent_is_done=*/true);
+    talk(what, encode_mark_flush(value, mask, seq), seq, nullptr, nullptr, ENOENT);
     return entries;
   }
 
@@ -269,14 +252,12 @@ class CtnetlinkTable final : public ConntrackTable {
   std::map<uint32_t, size_t> delete_while_dumping(const std::set<uint32_t>& values, uint32_t mask,
                                                   DumpFilter filter, size_t delete_limit,
                                                   const std::string& what) {
-    if (!deleter_) {
-      deleter_ = std::make_unique<Socket>(what);
-      // Only failures answer a delete; a capped error keeps each answer small.
-      int one = 1;
-      mnl_socket_setsockopt(deleter_->nl, NETLINK_CAP_ACK, &one, sizeof one);
-    }
-    MarkFlusher flusher(values, mask, deleter_->nl, next_seq_, delete_limit);
-    const uint32_t seq = next_seq_++;
+    // Only failures answer a delete; a capped error keeps each answer small.
+    if (!deleter_)
+      deleter_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER, what,
+                                                   netlink::Socket::Options{.cap_ack = true});
+    MarkFlusher flusher(values, mask, *deleter_, delete_limit);
+    const uint32_t seq = socket().next_seq();
     try {
       talk(what, encode_mark_dump(filter.value, filter.mask, seq), seq, MarkFlusher::on_entry,
            &flusher);
@@ -293,61 +274,36 @@ class CtnetlinkTable final : public ConntrackTable {
     return buf;
   }
 
-  struct Socket {
-    explicit Socket(const std::string& what)
-        : nl(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC)) {
-      if (!nl)
-        throw KernelError(what, std::string("opening a ctnetlink socket: ") + std::strerror(errno));
-      if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        const int saved = errno;
-        mnl_socket_close(nl);
-        throw KernelError(what, std::string("binding a ctnetlink socket: ") + std::strerror(saved));
-      }
-    }
-    ~Socket() { mnl_socket_close(nl); }
-    mnl_socket* nl;
-  };
+  // The socket is kept between requests: closing a netfilter socket after
+  // an nftables commit waits for the commit's deferred cleanup (an RCU
+  // grace period), which would land on every change that flushes. After a
+  // failure it is dropped, with whatever was left unread in it.
+  netlink::Socket& socket() {
+    if (!socket_)
+      socket_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER, "opening a ctnetlink socket");
+    return *socket_;
+  }
 
   // Sends one request and reads the answer (a dump, or an acknowledgement)
-  // to its end. The socket is kept between requests: closing a netfilter
-  // socket after an nftables commit waits for the commit's deferred cleanup
-  // (an RCU grace period), which would land on every change that flushes.
-  // After a failure it is dropped, with whatever was left unread in it.
+  // to its end.
   void talk(const std::string& what, const std::vector<char>& request, uint32_t seq, mnl_cb_t cb,
-            void* data, bool enoent_is_done = false) {
-    if (!socket_) socket_ = std::make_unique<Socket>(what);
+            void* data, int tolerated = 0) {
     try {
-      exchange(socket_->nl, what, request, seq, cb, data, enoent_is_done);
+      socket().request(
+          what, request, seq,
+          [&](const nlmsghdr* nlh) {
+            if (cb != nullptr) cb(nlh, data);
+            return true;
+          },
+          tolerated);
     } catch (...) {
       socket_.reset();
       throw;
     }
   }
 
-  static void exchange(mnl_socket* nl, const std::string& what, const std::vector<char>& request,
-                       uint32_t seq, mnl_cb_t cb, void* data, bool enoent_is_done) {
-    if (mnl_socket_sendto(nl, request.data(), request.size()) < 0)
-      throw KernelError(what, std::strerror(errno));
-    std::vector<char> buf(32768);  // dump messages arrive in batches
-    for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw KernelError(what, std::strerror(errno));
-      }
-      const int rc =
-          mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, mnl_socket_get_portid(nl), cb, data);
-      if (rc == MNL_CB_STOP) return;
-      if (rc < 0) {
-        if (enoent_is_done && errno == ENOENT) return;
-        throw KernelError(what, std::strerror(errno));
-      }
-    }
-  }
-
-  uint32_t next_seq_ = 1;
-  std::unique_ptr<Socket> socket_;
-  std::unique_ptr<Socket> deleter_;
+  std::unique_ptr<netlink::Socket> socket_;
+  std::unique_ptr<netlink::Socket> deleter_;
 };
 
 }  // namespace

@@ -7,14 +7,12 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_compat.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
-#include <sys/socket.h>
 
 #include <cerrno>
-#include <cstring>
 #include <string>
-#include <vector>
 
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/netlink_socket.h"
 
 namespace hostlb {
 
@@ -60,21 +58,13 @@ namespace {
 
 class CtnetlinkEvents final : public ConntrackEvents {
  public:
-  CtnetlinkEvents(uint32_t mark_mask, int queue_bytes) {
+  CtnetlinkEvents(uint32_t mark_mask, int queue_bytes)
+      : socket_(NETLINK_NETFILTER, "subscribing to conntrack events",
+                {.groups = NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_DESTROY,
+                 .nonblocking = true}) {
     const std::string what = "subscribing to conntrack events";
-    nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (nl_ == nullptr) throw KernelError(what, std::strerror(errno));
-    if (mnl_socket_bind(nl_, NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_DESTROY,
-                        MNL_SOCKET_AUTOPID) < 0) {
-      const int saved = errno;
-      mnl_socket_close(nl_);
-      throw KernelError(what, std::strerror(saved));
-    }
-    const int fd = mnl_socket_get_fd(nl_);
-    // A bigger queue makes loss rarer; FORCE needs CAP_NET_ADMIN, which
-    // hostlbd has; the plain option is the fallback.
-    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &queue_bytes, sizeof queue_bytes) != 0)
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &queue_bytes, sizeof queue_bytes);
+    // A bigger queue makes loss rarer.
+    socket_.set_receive_queue(queue_bytes);
     // Only entries with one of hostlb's mark bits set: a BPF filter on the
     // socket, so other connections never reach the queue.
     nfct_filter* filter = nfct_filter_create();
@@ -82,46 +72,30 @@ class CtnetlinkEvents final : public ConntrackEvents {
     const nfct_filter_dump_mark mark{0, mark_mask};
     nfct_filter_add_attr(filter, NFCT_FILTER_MARK, &mark);
     nfct_filter_set_logic(filter, NFCT_FILTER_MARK, NFCT_FILTER_LOGIC_NEGATIVE);
-    const int rc = nfct_filter_attach(fd, filter);
+    const int rc = nfct_filter_attach(socket_.fd(), filter);
     const int saved = errno;
     nfct_filter_destroy(filter);
-    if (rc < 0) {
-      mnl_socket_close(nl_);
-      throw KernelError(what + " (attaching the mark filter)", std::strerror(saved));
-    }
+    if (rc < 0) throw KernelError(what + " (attaching the mark filter)", saved);
   }
-  ~CtnetlinkEvents() override { mnl_socket_close(nl_); }
 
-  int fd() const override { return mnl_socket_get_fd(nl_); }
+  int fd() const override { return socket_.fd(); }
 
   Batch read(const std::function<void(const ConntrackEvent&)>& each, size_t max_messages) override {
     Batch batch;
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    for (size_t i = 0; i < max_messages; ++i) {
-      const ssize_t n = ::recv(fd(), buf.data(), buf.size(), 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        if (errno == ENOBUFS) {
-          batch.lost = true;
-          continue;
-        }
-        throw KernelError("reading conntrack events", std::strerror(errno));
-      }
-      const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
-      int left = static_cast<int>(n);
-      for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
-        if (auto event = parse_conntrack_event(nlh)) {
-          ++batch.events;
-          each(*event);
-        }
-      }
-    }
+    const auto drained = socket_.drain(
+        [&](const nlmsghdr* nlh) {
+          if (auto event = parse_conntrack_event(nlh)) {
+            ++batch.events;
+            each(*event);
+          }
+        },
+        max_messages);
+    batch.lost = drained.lost;
     return batch;
   }
 
  private:
-  mnl_socket* nl_ = nullptr;
+  netlink::Socket socket_;
 };
 
 }  // namespace

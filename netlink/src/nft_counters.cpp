@@ -8,7 +8,6 @@
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
-#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/netlink_socket.h"
 #include "nft_internal.h"
 #include "nft_names.h"
 
@@ -25,33 +25,19 @@ namespace {
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
 using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
 using RulePtr = std::unique_ptr<nftnl_rule, Deleter<nftnl_rule_free>>;
-using SocketPtr = std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>>;
 
 // Sends one request and runs `cb` on every answer. Returns false if the
 // kernel said ENOENT (no such table, set or object).
 bool query(const std::string& what, const nlmsghdr* request, mnl_cb_t cb, void* data) {
-  SocketPtr nl(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC));
-  if (!nl) throw KernelError(what, std::string("opening a netfilter socket: ") + strerror(errno));
-  if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
-    throw KernelError(what, std::string("binding a netfilter socket: ") + strerror(errno));
-  if (mnl_socket_sendto(nl.get(), request, request->nlmsg_len) < 0)
-    throw KernelError(what, std::string("sending: ") + strerror(errno));
-  const unsigned portid = mnl_socket_get_portid(nl.get());
-  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-  for (;;) {
-    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw KernelError(what, strerror(errno));
-    }
-    const int rc =
-        mnl_cb_run(buf.data(), static_cast<size_t>(n), request->nlmsg_seq, portid, cb, data);
-    if (rc == MNL_CB_STOP) return true;
-    if (rc < 0) {
-      if (errno == ENOENT) return false;
-      throw KernelError(what, strerror(errno));
-    }
-  }
+  netlink::Socket socket(NETLINK_NETFILTER, what);
+  const int error = socket.request(
+      what, {reinterpret_cast<const char*>(request), request->nlmsg_len}, request->nlmsg_seq,
+      [&](const nlmsghdr* nlh) {
+        cb(nlh, data);
+        return true;
+      },
+      ENOENT);
+  return error != ENOENT;
 }
 
 // Dumps the elements of one of hostlb's sets or maps through `cb`. False

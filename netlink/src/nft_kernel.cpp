@@ -4,24 +4,20 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
-#include <sys/socket.h>
 
-#include <cerrno>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <vector>
 
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/netlink_socket.h"
 #include "hostlb/netlink/nft_batch.h"
 #include "nft_internal.h"
 
 namespace hostlb {
 namespace {
 
-using MnlSocketPtr = std::unique_ptr<mnl_socket, decltype(&mnl_socket_close)>;
-
-void send_nft_batch(mnl_socket* nl, const NftBatch& batch);
+void send_nft_batch(netlink::Socket& socket, const NftBatch& batch);
 
 class KernelRuleset final : public NftRuleset {
  public:
@@ -43,9 +39,10 @@ class KernelRuleset final : public NftRuleset {
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
     if (!diff.changes_ruleset()) return;
-    NftBatch batch = encode_diff_batch(diff, marks, next_seq_);
-    next_seq_ = batch.last_seq + 2;
-    send_nft_batch(batch_socket(), batch);
+    netlink::Socket& socket = batch_socket();
+    NftBatch batch = encode_diff_batch(diff, marks, socket.next_seq());
+    socket.used_seqs_through(batch.last_seq + 1);  // and the batch's end
+    send_nft_batch(socket, batch);
     ++own_commits_;
   }
 
@@ -82,99 +79,58 @@ class KernelRuleset final : public NftRuleset {
   uint32_t read_generation() {
     const char* what = "reading the nftables generation";
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    const uint32_t seq = next_seq_++;
+    netlink::Socket& socket = batch_socket();
+    const uint32_t seq = socket.next_seq();
     nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETGEN, NFPROTO_UNSPEC, 0, seq);
-    mnl_socket* nl = batch_socket();
-    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
-      throw KernelError(what, std::string("sending: ") + std::strerror(errno));
     std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>> gen(nftnl_gen_alloc());
-    // The answer is queued before sendto returns; older answers (of a batch
-    // that failed half-read) are skipped by their sequence number.
-    for (;;) {
-      const ssize_t n = ::recv(mnl_socket_get_fd(nl), buf.data(), buf.size(), MSG_DONTWAIT);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw KernelError(what, std::string("receiving: ") + std::strerror(errno));
-      const auto* reply = reinterpret_cast<const nlmsghdr*>(buf.data());
-      int left = static_cast<int>(n);
-      for (; mnl_nlmsg_ok(reply, left); reply = mnl_nlmsg_next(reply, &left)) {
-        if (reply->nlmsg_seq != seq) continue;
-        if (reply->nlmsg_type == NLMSG_ERROR) {
-          const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(reply));
-          throw KernelError(what, std::strerror(-err->error));
-        }
-        if (nftnl_gen_nlmsg_parse(reply, gen.get()) < 0 ||
-            !nftnl_gen_is_set(gen.get(), NFTNL_GEN_ID))
-          throw KernelError(what, "the answer holds no generation");
-        return nftnl_gen_get_u32(gen.get(), NFTNL_GEN_ID);
-      }
-    }
+    bool parsed = false;
+    socket.request(what, {buf.data(), nlh->nlmsg_len}, seq, [&](const nlmsghdr* reply) {
+      parsed =
+          nftnl_gen_nlmsg_parse(reply, gen.get()) >= 0 && nftnl_gen_is_set(gen.get(), NFTNL_GEN_ID);
+      return false;  // one message, no acknowledgement
+    });
+    if (!parsed) throw KernelError(what, "the answer holds no generation");
+    return nftnl_gen_get_u32(gen.get(), NFTNL_GEN_ID);
   }
 
   // One socket for the ruleset's life. Closing a netfilter socket that has
   // committed a transaction waits in the kernel for the deferred destruction
   // of the old elements (an RCU grace period, 5-20 ms on a busy host), and
   // that wait would land on every change.
-  mnl_socket* batch_socket() {
-    if (socket_) return socket_.get();
-    const char* what = "opening the nftables change socket";
-    MnlSocketPtr nl(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), &mnl_socket_close);
-    if (!nl) throw KernelError(what, std::string("socket: ") + std::strerror(errno));
-    if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
-      throw KernelError(what, std::string("bind: ") + std::strerror(errno));
-    socket_ = std::move(nl);
-    return socket_.get();
+  netlink::Socket& batch_socket() {
+    if (!socket_)
+      socket_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER,
+                                                  "opening the nftables change socket");
+    return *socket_;
   }
 
   RulesetPolicies policies_;
-  uint32_t next_seq_ = 1;
   std::optional<uint32_t> known_generation_;
   uint32_t own_commits_ = 0;  // since known_generation_ was read
-  MnlSocketPtr socket_{nullptr, &mnl_socket_close};
+  std::unique_ptr<netlink::Socket> socket_;
 };
 
 // Sends a batch over NETLINK_NETFILTER and waits for the kernel's verdict.
-void send_nft_batch(mnl_socket* nl, const NftBatch& batch) {
+void send_nft_batch(netlink::Socket& socket, const NftBatch& batch) {
   const std::string what =
       "applying an nftables change (" + std::to_string(batch.messages) + " messages)";
-  const int fd = mnl_socket_get_fd(nl);
-  // The kernel takes a batch as one message: the send buffer must hold it.
-  int size = static_cast<int>(batch.bytes.size()) + 4096;
-  if (size > 212992) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
-  if (mnl_socket_sendto(nl, batch.bytes.data(), batch.bytes.size()) < 0)
-    throw KernelError(what, std::string("sending: ") + std::strerror(errno));
-
+  socket.send(what, batch.bytes);
   // nfnetlink processes the batch while sendto runs: every answer is queued
   // by now, so reading until the queue is empty sees them all.
   bool acked = false;
-  uint32_t failed_seq = 0;
-  int failed_errno = 0;
-  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      throw KernelError(what, std::string("receiving the answer: ") + std::strerror(errno));
-    }
-    const auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
-    int left = static_cast<int>(n);
-    for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
-      if (nlh->nlmsg_type != NLMSG_ERROR) continue;
-      const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-      // The socket outlives batches: answers to anything else are not ours.
-      if (err->msg.nlmsg_seq < batch.first_seq || err->msg.nlmsg_seq > batch.last_seq) continue;
-      if (err->error != 0 && failed_errno == 0) {
-        failed_errno = -err->error;
-        failed_seq = err->msg.nlmsg_seq;
-      }
-      if (err->error == 0 && err->msg.nlmsg_seq == batch.last_seq) acked = true;
-    }
+  std::optional<netlink::Ack> failure;
+  const auto drained = socket.drain([&](const nlmsghdr* nlh) {
+    const auto ack = netlink::parse_ack(nlh);
+    // The socket outlives batches: answers to anything else are not ours.
+    if (!ack || ack->seq < batch.first_seq || ack->seq > batch.last_seq) return;
+    if (ack->error != 0 && !failure) failure = ack;
+    if (ack->error == 0 && ack->seq == batch.last_seq) acked = true;
+  });
+  if (failure) {
+    auto it = batch.operations.find(failure->seq);
+    netlink::throw_ack(it != batch.operations.end() ? it->second : what, *failure);
   }
-  if (failed_errno != 0) {
-    auto it = batch.operations.find(failed_seq);
-    throw KernelError(it != batch.operations.end() ? it->second : what,
-                      std::strerror(failed_errno));
-  }
+  if (drained.lost) throw KernelError(what + " (reading the answers)", ENOBUFS);
   if (!acked) throw KernelError(what, "the kernel did not acknowledge the batch");
 }
 

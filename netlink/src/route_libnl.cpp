@@ -73,7 +73,7 @@ class LibnlRouteTable final : public RouteTable {
       kernel_errno_ = 0;
       return std::nullopt;
     }
-    if (err < 0) throw KernelError("looking up link " + name, said(err));
+    if (err < 0) fail("looking up link " + name, err);
     return LinkState{rtnl_link_get_ifindex(found.get()),
                      (rtnl_link_get_flags(found.get()) & IFF_UP) != 0};
   }
@@ -90,8 +90,7 @@ class LibnlRouteTable final : public RouteTable {
     kernel_errno_ = 0;
     const std::string what = "installing route " + describe(address, ifindex);
     auto route = host_route(ifindex, address, what);
-    if (int err = rtnl_route_add(sock_.get(), route.get(), NLM_F_REPLACE); err < 0)
-      throw KernelError(what, said(err));
+    if (int err = rtnl_route_add(sock_.get(), route.get(), NLM_F_REPLACE); err < 0) fail(what, err);
   }
 
   void delete_host_route(int ifindex, const IpAddress& address) override {
@@ -99,7 +98,7 @@ class LibnlRouteTable final : public RouteTable {
     const std::string what = "removing route " + describe(address, ifindex);
     auto route = host_route(ifindex, address, what);
     const int err = rtnl_route_delete(sock_.get(), route.get(), 0);
-    if (err < 0 && err != -NLE_OBJ_NOTFOUND) throw KernelError(what, said(err));
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND) fail(what, err);
   }
 
   void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) override {
@@ -112,7 +111,7 @@ class LibnlRouteTable final : public RouteTable {
     rtnl_neigh_set_lladdr(neigh.get(), lladdr.get());
     rtnl_neigh_set_state(neigh.get(), NUD_PERMANENT);
     if (int err = rtnl_neigh_add(sock_.get(), neigh.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
-      throw KernelError(what, said(err));
+      fail(what, err);
   }
 
   void delete_neighbour(int ifindex, const IpAddress& address) override {
@@ -120,8 +119,7 @@ class LibnlRouteTable final : public RouteTable {
     const std::string what = "removing neighbour " + address.str() + " on " + link_name(ifindex);
     auto neigh = neighbour(ifindex, address, what);
     const int err = rtnl_neigh_delete(sock_.get(), neigh.get(), 0);
-    if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NODEV)
-      throw KernelError(what, said(err));
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NODEV) fail(what, err);
   }
 
   std::vector<InstalledRoute> list_host_routes() override {
@@ -130,7 +128,7 @@ class LibnlRouteTable final : public RouteTable {
     for (int family : {AF_INET, AF_INET6}) {
       nl_cache* raw = nullptr;
       if (int err = rtnl_route_alloc_cache(sock_.get(), family, 0, &raw); err < 0)
-        throw KernelError("listing routes", said(err));
+        fail("listing routes", err);
       CachePtr cache(raw);
       for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
         auto* route = reinterpret_cast<rtnl_route*>(obj);
@@ -152,7 +150,7 @@ class LibnlRouteTable final : public RouteTable {
     kernel_errno_ = 0;
     nl_cache* raw = nullptr;
     if (int err = rtnl_neigh_alloc_cache(sock_.get(), &raw); err < 0)
-      throw KernelError("listing neighbours", said(err));
+      fail("listing neighbours", err);
     CachePtr cache(raw);
     std::vector<Neighbour> found;
     for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
@@ -172,13 +170,13 @@ class LibnlRouteTable final : public RouteTable {
   }
 
  private:
-  // What the kernel said for the last request, or libnl's text if the
-  // failure did not come from the kernel.
-  std::string said(int err) {
+  // Throws what the kernel said for the last request (its errno), or
+  // libnl's text if the failure did not come from the kernel.
+  [[noreturn]] void fail(const std::string& what, int err) {
     const int kernel = kernel_errno_;
     kernel_errno_ = 0;
-    if (kernel > 0) return std::strerror(kernel);
-    return std::string(nl_geterror(err)) + " (libnl)";
+    if (kernel > 0) throw KernelError(what, kernel);
+    throw KernelError(what, std::string(nl_geterror(err)) + " (libnl)");
   }
 
   std::string describe(const IpAddress& address, int ifindex) {
@@ -243,8 +241,7 @@ std::vector<MacAddress> bridge_learnt_macs(const std::string& bridge) {
   // The forwarding database as sysfs exposes it, read in one go.
   const std::string path = "/sys/class/net/" + bridge + "/brforward";
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw KernelError("reading the forwarding database of " + bridge, std::strerror(errno));
+  if (fd < 0) throw KernelError("reading the forwarding database of " + bridge, errno);
   std::vector<MacAddress> out;
   std::vector<FdbEntry> entries(1024);
   for (;;) {
@@ -253,7 +250,7 @@ std::vector<MacAddress> bridge_learnt_macs(const std::string& bridge) {
       if (errno == EINTR) continue;
       const int saved = errno;
       ::close(fd);
-      throw KernelError("reading the forwarding database of " + bridge, std::strerror(saved));
+      throw KernelError("reading the forwarding database of " + bridge, saved);
     }
     if (n == 0) break;
     for (size_t i = 0; i < static_cast<size_t>(n) / sizeof(FdbEntry); ++i) {

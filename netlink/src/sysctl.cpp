@@ -21,14 +21,13 @@ class ProcfsSysctls final : public Sysctls {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT) return std::nullopt;
-      throw KernelError("reading sysctl " + sysctl_display_name(key), std::strerror(errno));
+      throw KernelError("reading sysctl " + sysctl_display_name(key), errno);
     }
     char buf[256];
     const ssize_t n = ::read(fd, buf, sizeof buf - 1);
     const int saved = errno;
     ::close(fd);
-    if (n < 0)
-      throw KernelError("reading sysctl " + sysctl_display_name(key), std::strerror(saved));
+    if (n < 0) throw KernelError("reading sysctl " + sysctl_display_name(key), saved);
     std::string value(buf, static_cast<size_t>(n));
     while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) value.pop_back();
     return value;
@@ -38,15 +37,14 @@ class ProcfsSysctls final : public Sysctls {
     const std::string path = path_of(key);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0)
-      throw KernelError("setting sysctl " + sysctl_display_name(key) + "=" + value,
-                        std::strerror(errno));
+      throw KernelError("setting sysctl " + sysctl_display_name(key) + "=" + value, errno);
     const std::string line = value + "\n";
     const ssize_t n = ::write(fd, line.data(), line.size());
     const int saved = errno;
     ::close(fd);
     if (n != static_cast<ssize_t>(line.size()))
       throw KernelError("setting sysctl " + sysctl_display_name(key) + "=" + value,
-                        n < 0 ? std::strerror(saved) : "short write");
+                        n < 0 ? saved : EIO);
   }
 
  private:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -39,37 +40,34 @@ class FakeNft : public NftRuleset {
 
   void apply(const DatapathDiff& diff, const MarkLayout& marks) override {
     begin("applying a change");
-    if (!table_) throw KernelError("applying a change", "No such file or directory");
+    if (!table_) throw KernelError("applying a change", ENOENT);
     auto next = bindings_;
     for (const auto& binding : diff.bindings_removed) {
       auto it = next.find(binding.id);
       if (it == next.end() || !(it->second == binding))
-        throw KernelError("deleting " + binding.key.str(), "No such file or directory");
+        throw KernelError("deleting " + binding.key.str(), ENOENT);
       next.erase(it);
     }
     for (const auto& binding : diff.bindings_added) {
       if (!next.emplace(binding.id, binding).second)
-        throw KernelError("adding " + binding.key.str(), "File exists");
+        throw KernelError("adding " + binding.key.str(), EEXIST);
     }
     auto macs = macs_;
     auto vips = vips_;
     auto refused = refused_;
     for (const auto& key : diff.refused_removed)
-      if (!refused.erase(key))
-        throw KernelError("deleting refused " + key.service.str(), "No such file or directory");
+      if (!refused.erase(key)) throw KernelError("deleting refused " + key.service.str(), ENOENT);
     for (const auto& key : diff.refused_added)
       if (!refused.emplace(key, 0).second)
-        throw KernelError("adding refused " + key.service.str(), "File exists");
+        throw KernelError("adding refused " + key.service.str(), EEXIST);
     for (const auto& mac : diff.guard_macs_removed)
-      if (!macs.erase(mac))
-        throw KernelError("deleting MAC " + mac.str(), "No such file or directory");
+      if (!macs.erase(mac)) throw KernelError("deleting MAC " + mac.str(), ENOENT);
     for (const auto& vip : diff.guard_vips_removed)
-      if (!vips.erase(vip))
-        throw KernelError("deleting VIP " + vip.str(), "No such file or directory");
+      if (!vips.erase(vip)) throw KernelError("deleting VIP " + vip.str(), ENOENT);
     for (const auto& mac : diff.guard_macs_added)
-      if (!macs.insert(mac).second) throw KernelError("adding MAC " + mac.str(), "File exists");
+      if (!macs.insert(mac).second) throw KernelError("adding MAC " + mac.str(), EEXIST);
     for (const auto& vip : diff.guard_vips_added)
-      if (!vips.insert(vip).second) throw KernelError("adding VIP " + vip.str(), "File exists");
+      if (!vips.insert(vip).second) throw KernelError("adding VIP " + vip.str(), EEXIST);
     bindings_ = std::move(next);
     macs_ = std::move(macs);
     vips_ = std::move(vips);
@@ -164,7 +162,7 @@ class FakeNft : public NftRuleset {
     ++transactions;
     if (failures_to_inject > 0) {
       --failures_to_inject;
-      throw KernelError(what, "Operation not permitted");
+      throw KernelError(what, EPERM);
     }
   }
 
@@ -191,7 +189,7 @@ class FakeRoutes : public RouteTable {
   void replace_host_route(int ifindex, const IpAddress& address) override {
     check_link(ifindex, "installing route " + address.str());
     if (fail_route_for && *fail_route_for == address)
-      throw KernelError("installing route " + address.str(), "Operation not permitted");
+      throw KernelError("installing route " + address.str(), EPERM);
     routes.insert({ifindex, address});
   }
   void replace_neighbour(int ifindex, const IpAddress& address, const MacAddress& mac) override {
@@ -225,7 +223,7 @@ class FakeRoutes : public RouteTable {
   void check_link(int ifindex, const std::string& what) {
     for (const auto& [name, index] : links)
       if (index == ifindex) return;
-    throw KernelError(what, "No such device");
+    throw KernelError(what, ENODEV);
   }
 };
 
@@ -237,7 +235,7 @@ class FakeSysctls : public Sysctls {
     return it->second;
   }
   void write(const std::string& key, const std::string& value) override {
-    if (!values.count(key)) throw KernelError("setting sysctl " + key, "No such file or directory");
+    if (!values.count(key)) throw KernelError("setting sysctl " + key, ENOENT);
     values[key] = value;
     ++writes;
   }

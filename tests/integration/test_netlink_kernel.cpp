@@ -1,8 +1,14 @@
 // hostlb's netlink classes used directly in a lab namespace: what the
 // daemon-level tests cannot see from outside.
 #include <gtest/gtest.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <sys/socket.h>
 
 #include "hostlb/netlink/conntrack.h"
+#include "hostlb/netlink/error.h"
+#include "hostlb/netlink/netlink_socket.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/policies/datapath.h"
 #include "hostlb/policies/state_document.h"
@@ -55,6 +61,63 @@ TEST(NetlinkKernel, OnlyOtherProcessesCommitsCountAsChangesByOthers) {
   EXPECT_FALSE(ruleset->difference(before, marks)) << "the table is what it applied";
   ruleset->remove();
   EXPECT_FALSE(ruleset->changed_by_others()) << "its own removal";
+}
+
+// A batch the kernel refuses names the operation that failed, keeps the
+// errno for callers to decide on, and carries what the kernel said about it.
+TEST(NetlinkKernel, ARefusedBatchNamesTheOperationAndTheKernelsAnswer) {
+  Lab lab;
+  Lab::Entered in_hv(lab, "hv");
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  auto ruleset = make_kernel_ruleset();
+  Datapath before = compile_datapath(services(1), {}, marks);
+  ruleset->replace(before, marks);
+  ASSERT_EQ(lab.in("hv", "nft delete table inet hostlb").exit_code, 0);
+  Datapath after = compile_datapath(services(2), before.ids(), marks);
+  try {
+    ruleset->apply(diff_datapath(before, after), marks);
+    FAIL() << "the kernel accepted a change to a table that is gone";
+  } catch (const KernelError& e) {
+    EXPECT_TRUE(e.is_not_found()) << e.what();
+    const std::string text = e.what();
+    RecordProperty("message", text);
+    EXPECT_NE(text.find("203.0.113.10"), std::string::npos) << "names the element: " << text;
+    EXPECT_NE(text.find("No such file or directory"), std::string::npos) << text;
+    EXPECT_NE(text.find("the kernel says: "), std::string::npos) << text;
+  }
+  // The socket is still good for the next change.
+  ruleset->replace(after, marks);
+  EXPECT_FALSE(ruleset->difference(after, marks));
+}
+
+// A ctnetlink request the kernel refuses: the errno comes back as a fact.
+TEST(NetlinkKernel, ARefusedConntrackRequestKeepsTheKernelsErrno) {
+  Lab lab;
+  Lab::Entered in_hv(lab, "hv");
+  netlink::Socket socket(NETLINK_NETFILTER, "test");
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+  nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;  // a get without a tuple
+  nlh->nlmsg_seq = socket.next_seq();
+  auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+  nfg->nfgen_family = AF_INET;
+  nfg->version = NFNETLINK_V0;
+  try {
+    socket.request("getting a conntrack entry without a tuple", {buf.data(), nlh->nlmsg_len},
+                   nlh->nlmsg_seq, [](const nlmsghdr*) { return true; });
+    FAIL() << "the kernel answered a get without a tuple";
+  } catch (const KernelError& e) {
+    EXPECT_EQ(e.error(), EINVAL) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("getting a conntrack entry without a tuple: ", 0), 0u)
+        << e.what();
+  }
+  // The same request, its errno tolerated: returned, not thrown.
+  nlh->nlmsg_seq = socket.next_seq();
+  EXPECT_EQ(socket.request(
+                "again", {buf.data(), nlh->nlmsg_len}, nlh->nlmsg_seq,
+                [](const nlmsghdr*) { return true; }, EINVAL),
+            EINVAL);
 }
 
 // Many bindings' connections flushed in one walk: exactly the entries whose
