@@ -77,44 +77,17 @@ void Agent::load_persisted() {
   auto loaded = store_.load();
   if (!loaded) return;
   persisted_ = std::move(loaded->snapshot);
-  // Replay the edits journaled since the snapshot, with the identities they
-  // gave their bindings and the retirements they started.
+  // Replay the changes journaled since the snapshot, with the identities
+  // they gave their bindings and the retirements they started.
   for (size_t i = 0; i < loaded->journal.size(); ++i) {
-    const auto& record = loaded->journal[i];
     try {
-      for (const auto& one : record.at("edits")) {
-        const Edit e = edit_from_json(one);
-        check_edit(persisted_->state, e);
-        apply_edit(persisted_->state, e);
-      }
-      for (const auto& id : record.at("ids")) {
-        auto key = parse_service_key(id.at("service").get<std::string>());
-        if (!key) throw DocumentError("ids", "bad service key");
-        persisted_->ids[{*key, id.at("backend").get<std::string>()}] = id.at("id").get<uint32_t>();
-      }
-      Retirements::Change change;
-      for (const auto& one : record.value("retired", nlohmann::json::array()))
-        change.retired.push_back(retired_from_json(one, "retired"));
-      for (const auto& one : record.value("restored", nlohmann::json::array())) {
-        auto key = parse_service_key(one.at("service").get<std::string>());
-        if (!key) throw DocumentError("restored", "bad service key");
-        change.restored.push_back({*key, one.at("backend").get<std::string>()});
-      }
-      persisted_->retired.replay(change);
-    } catch (const std::exception& e) {
+      replay_journal_record(*persisted_, loaded->journal[i]);
+    } catch (const DocumentError& e) {
       throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
                        " does not apply: " + e.what());
     }
   }
-  // Identities are held by bindings and by draining bindings, nothing else
-  // (a journal records the identities a change gives, not those it frees).
-  const BindingIds reserved = persisted_->retired.reserved_ids();
-  std::set<BindingKey> bound;
-  for (const auto& s : persisted_->state.services)
-    for (const auto& r : s.backends) bound.insert({s.key, r.name});
-  std::erase_if(persisted_->ids, [&](const auto& entry) {
-    return !reserved.count(entry.first) && !bound.count(entry.first);
-  });
+  drop_unheld_identities(*persisted_);
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.
   applied_ = compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks());
@@ -234,22 +207,9 @@ void Agent::persist(const std::vector<Edit>& edits, const DatapathDiff& diff,
     store_.save(*persisted_);
     return;
   }
-  if (edits.empty() && retirement.retired.empty() && retirement.restored.empty()) return;
+  JournalRecord record = journal_record_of(edits, diff, retirement);
+  if (record.edits.empty() && record.retired.empty() && record.restored.empty()) return;
   // One record per change, so that a change is replayed whole or not at all.
-  nlohmann::json record = {{"edits", nlohmann::json::array()}, {"ids", nlohmann::json::array()}};
-  for (const auto& e : edits) record["edits"].push_back(edit_to_json(e));
-  for (const auto& b : diff.bindings_added)
-    record["ids"].push_back(
-        {{"service", b.key.service.str()}, {"backend", b.key.backend}, {"id", b.id}});
-  if (!retirement.retired.empty()) {
-    auto& list = record["retired"] = nlohmann::json::array();
-    for (const auto& r : retirement.retired) list.push_back(retired_to_json(r));
-  }
-  if (!retirement.restored.empty()) {
-    auto& list = record["restored"] = nlohmann::json::array();
-    for (const auto& k : retirement.restored)
-      list.push_back({{"service", k.service.str()}, {"backend", k.backend}});
-  }
   store_.append(record);
 }
 
@@ -290,7 +250,7 @@ size_t Agent::connections(const std::optional<ServiceKey>& service,
   return total;
 }
 
-std::optional<BindingKey> Agent::binding_for(const RefuseKey& key) const {
+std::optional<BindingKey> Agent::binding_for(const DeliveryKey& key) const {
   auto it =
       std::lower_bound(applied_.bindings.begin(), applied_.bindings.end(), key.service,
                        [](const Binding& b, const ServiceKey& s) { return b.key.service < s; });

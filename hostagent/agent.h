@@ -9,8 +9,10 @@
 
 #include "clock.h"
 #include "hostlb/netlink/conntrack.h"
+#include "hostlb/policies/datapath_change.h"
+#include "hostlb/policies/journal.h"
 #include "hostlb/policies/persisted_state.h"
-#include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/state_diff.h"
 #include "reconciler.h"
 #include "state_store.h"
 
@@ -84,8 +86,9 @@ class Agent {
                      const std::optional<std::string>& backend,
                      const std::function<void(const Binding&, const ConntrackEntry&)>& each);
 
-  // Deletes the connections of the bindings that match (every binding when
-  // both are unset); returns how many there were.
+  // `hostlbctl flush`: deletes the connections of the live bindings that
+  // match (all of them when both filters are unset; draining bindings are
+  // left to their drain); returns how many there were. Throws KernelError.
   size_t flush(const std::optional<ServiceKey>& service, const std::optional<std::string>& backend);
 
   const State& current() const;
@@ -95,7 +98,7 @@ class Agent {
 
   // The binding (live, or retired: draining or refused) a kernel key
   // stands for.
-  std::optional<BindingKey> binding_for(const RefuseKey& key) const;
+  std::optional<BindingKey> binding_for(const DeliveryKey& key) const;
   // The binding (live or draining) an identity belongs to; nullptr if none.
   const BindingKey* owner(uint32_t id) const;
   // Calls `each` for every live connection that carries an identity, from
@@ -126,12 +129,13 @@ class Agent {
   void persist(const std::vector<Edit>& edits, const DatapathDiff& diff,
                const Retirements::Change& retirement, bool snapshot);
 
-  // Deletes the connections of these bindings. The change itself has
-  // succeeded by then; a failure here is logged, not undone.
-  // Flushes the connections of `bindings` and tells the flush observer;
-  // how many each had. Throws KernelError.
+  // Deletes the connections of `bindings` (one conntrack walk for all of
+  // them) and tells the flush observer; returns how many each had. Throws
+  // KernelError.
   std::vector<size_t> flush_connections(const std::vector<const Binding*>& bindings);
-  // The same for bindings that are gone: a failure is logged, not thrown.
+  // The same for bindings a change has removed (or whose drain ended): the
+  // change has succeeded by then, so a failure is logged, not thrown or
+  // undone. Returns the total flushed.
   size_t flush_bindings(const std::vector<Binding>& bindings);
 
   Reconciler& reconciler_;

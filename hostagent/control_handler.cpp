@@ -8,7 +8,8 @@
 #include <ctime>
 
 #include "hostlb/netlink/error.h"
-#include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/edit.h"
+#include "hostlb/policies/state_diff.h"
 #include "hostlb/policies/text.h"
 
 namespace hostlb {

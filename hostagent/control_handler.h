@@ -17,8 +17,9 @@
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/connection_stats.h"
 #include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/edit.h"
+#include "hostlb/policies/state_diff.h"
 #include "hostlb/policies/state_document.h"
-#include "hostlb/policies/state_edit.h"
 
 namespace hostlb {
 

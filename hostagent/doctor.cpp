@@ -138,7 +138,7 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
       add(desired.bindings.empty() ? Level::kWarn : Level::kFail, "table inet hostlb", "missing",
           "start hostlbd");
     } else {
-      std::set<RefuseKey> want;
+      std::set<DeliveryKey> want;
       for (const auto& b : desired.bindings) want.insert({b.mac, b.key.service});
       size_t missing = 0, extra = 0;
       for (const auto& k : want)

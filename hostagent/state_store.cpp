@@ -105,11 +105,14 @@ std::optional<StateStore::Loaded> StateStore::load() {
           throw StoreError("truncating " + journal + ": " + errno_text());
         break;
       }
-      auto record = nlohmann::json::parse(text.begin() + static_cast<long>(start),
-                                          text.begin() + static_cast<long>(nl), nullptr, false);
-      if (record.is_discarded())
-        throw StoreError(journal + " is corrupt at byte " + std::to_string(start));
-      loaded.journal.push_back(std::move(record));
+      try {
+        loaded.journal.push_back(
+            journal_record_from_line(std::string_view(text).substr(start, nl - start)));
+      } catch (const DocumentError& e) {
+        throw StoreError(journal + " is corrupt: record " +
+                         std::to_string(loaded.journal.size() + 1) + " (at byte " +
+                         std::to_string(start) + "): " + e.what());
+      }
       start = nl + 1;
     }
   }
@@ -158,13 +161,13 @@ void StateStore::save(PersistedState& state) {
   journal_length_ = 0;
 }
 
-void StateStore::append(const nlohmann::json& record) {
+void StateStore::append(const JournalRecord& record) {
   const std::string path = journal_path(generation_);
   if (journal_fd_ < 0) {
     journal_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (journal_fd_ < 0) throw StoreError("opening " + path + ": " + errno_text());
   }
-  write_all(journal_fd_, record.dump() + "\n", path);
+  write_all(journal_fd_, journal_record_to_line(record) + "\n", path);
   if (::fdatasync(journal_fd_) != 0) throw StoreError("syncing " + path + ": " + errno_text());
   ++journal_length_;
 }

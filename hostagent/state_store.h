@@ -9,12 +9,12 @@
 // between the two never replays a journal onto a snapshot that contains it.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "hostlb/policies/journal.h"
 #include "hostlb/policies/persisted_state.h"
 
 namespace hostlb {
@@ -35,16 +35,16 @@ class StateStore {
 
   struct Loaded {
     PersistedState snapshot;
-    std::vector<nlohmann::json> journal;  // complete records, oldest first
+    std::vector<JournalRecord> journal;  // complete records, oldest first
   };
   // nullopt if nothing was persisted yet. Throws StoreError for an unreadable
-  // or corrupt snapshot (the daemon must not guess). A torn last journal
-  // line (a crash mid-append) is dropped with a warning.
+  // or corrupt snapshot or journal record (the daemon must not guess). A
+  // torn last journal line (a crash mid-append) is dropped with a warning.
   std::optional<Loaded> load();
   // Writes a snapshot (a new generation) and starts an empty journal.
   void save(PersistedState& state);
   // Appends one record to the current journal. Throws StoreError.
-  void append(const nlohmann::json& record);
+  void append(const JournalRecord& record);
   size_t journal_length() const { return journal_length_; }
 
   const std::string& directory() const { return directory_; }

@@ -66,7 +66,7 @@ void StatsKeeper::on_readable() {
 StatsReport StatsKeeper::report() {
   const NftRuleset::Counters counters = nft_.counters();
   stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key},
-                 [this](const RefuseKey& key) { return agent_.binding_for(key); });
+                 [this](const DeliveryKey& key) { return agent_.binding_for(key); });
   const State& state = agent_.current();
   stats_.forget_unless(
       [&](const std::string& service) {

@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(
-  build-essential cmake pkg-config git clang-format
+  build-essential cmake pkg-config git clang-format clang clang-tidy
   libnftables-dev libnftnl-dev libnetfilter-conntrack-dev libmnl-dev
   libnl-3-dev libnl-route-3-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev

@@ -160,7 +160,7 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
                           {vip.bytes().begin(), vip.bytes().begin() + vip.size()}, {}, add,
                           "VIP " + vip.str());
   };
-  auto refused = [&](const std::vector<RefuseKey>& list, bool add) {
+  auto refused = [&](const std::vector<DeliveryKey>& list, bool add) {
     for (const auto& key : list)
       encoder.set_element(nft_names::refuse_set(key.service.vip.family()),
                           nft_names::element_key(key.mac, key.service), {}, add,

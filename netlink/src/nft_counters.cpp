@@ -56,16 +56,16 @@ bool dump_set(const std::string& what, const std::string& name, mnl_cb_t cb, voi
 
 struct KeyDump {
   IpFamily family;
-  std::map<RefuseKey, uint64_t>* out;
+  std::map<DeliveryKey, uint64_t>* out;
 };
 
 // The inverse of nft_names::element_key.
-std::optional<RefuseKey> parse_key(IpFamily family, const uint8_t* key, uint32_t len) {
+std::optional<DeliveryKey> parse_key(IpFamily family, const uint8_t* key, uint32_t len) {
   const size_t addr_len = family == IpFamily::kV4 ? 4 : 16;
   if (len != 8 + addr_len + 4 + 4) return std::nullopt;
   std::array<uint8_t, 6> mac_bytes;
   std::memcpy(mac_bytes.data(), key, 6);
-  RefuseKey out{MacAddress(mac_bytes), {}};
+  DeliveryKey out{MacAddress(mac_bytes), {}};
   out.service.vip = IpAddress::from_bytes(family, key + 8);
   const uint8_t proto = key[8 + addr_len];
   if (proto != 6 && proto != 17) return std::nullopt;
@@ -227,7 +227,7 @@ NftRuleset::Counters read_nft_counters() {
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   uint32_t seq = 1;
   auto read_set = [&](const std::string& name, IpFamily family,
-                      std::map<RefuseKey, uint64_t>& into) {
+                      std::map<DeliveryKey, uint64_t>& into) {
     KeyDump dump{family, &into};
     dump_set("reading the counters of set", name, counted_element, &dump);
   };
@@ -254,8 +254,8 @@ NftRuleset::Counters read_nft_counters() {
 NftRuleset::Inventory read_nft_inventory() {
   NftRuleset::Inventory out;
   bool all_found = true;
-  auto read_keys = [&](const std::string& name, IpFamily family, std::set<RefuseKey>& into) {
-    std::map<RefuseKey, uint64_t> keys;
+  auto read_keys = [&](const std::string& name, IpFamily family, std::set<DeliveryKey>& into) {
+    std::map<DeliveryKey, uint64_t> keys;
     KeyDump dump{family, &keys};
     if (!dump_set("listing the elements of map", name, counted_element, &dump)) all_found = false;
     for (const auto& [key, packets] : keys) into.insert(key);

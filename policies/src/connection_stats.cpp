@@ -52,13 +52,13 @@ void ConnectionStats::resync(Dump dump, bool after_loss) {
 
 void ConnectionStats::observe(
     const KernelReading& reading,
-    const std::function<std::optional<BindingKey>(const RefuseKey&)>& binding_for) {
+    const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for) {
   guard_drops_ = reading.guard_drops;
   misses_ = reading.misses;
   // A counter lower than last time was reset (the element was removed and
   // added again, or the table rebuilt): all of it is new.
-  auto add_deltas = [&](const std::map<RefuseKey, uint64_t>& now,
-                        std::map<RefuseKey, uint64_t>& last, uint64_t StatFigures::*field) {
+  auto add_deltas = [&](const std::map<DeliveryKey, uint64_t>& now,
+                        std::map<DeliveryKey, uint64_t>& last, uint64_t StatFigures::*field) {
     for (const auto& [key, packets] : now) {
       auto it = last.find(key);
       const uint64_t before = it == last.end() || it->second > packets ? 0 : it->second;

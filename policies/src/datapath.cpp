@@ -212,7 +212,7 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
   return diff;
 }
 
-void set_refused(Datapath& next, std::vector<RefuseKey> refused, const Datapath& before,
+void set_refused(Datapath& next, std::vector<DeliveryKey> refused, const Datapath& before,
                  DatapathDiff& diff) {
   next.refused = std::move(refused);
   diff.refused_added.clear();

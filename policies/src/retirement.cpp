@@ -47,8 +47,8 @@ BindingIds Retirements::reserved_ids() const {
   return ids;
 }
 
-std::vector<RefuseKey> Retirements::refused_for(const Datapath& active) const {
-  std::vector<RefuseKey> keys;
+std::vector<DeliveryKey> Retirements::refused_for(const Datapath& active) const {
+  std::vector<DeliveryKey> keys;
   for (const auto& e : entries_) {
     // A key that a binding serves again (under another backend name with
     // the same MAC) is not refused: that binding takes the connections.

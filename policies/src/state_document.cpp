@@ -7,7 +7,6 @@
 #include <set>
 #include <vector>
 
-#include "hostlb/policies/state_edit.h"
 #include "hostlb/policies/text.h"
 
 namespace hostlb {

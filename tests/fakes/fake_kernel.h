@@ -106,13 +106,13 @@ class FakeNft : public NftRuleset {
   }
 
   // A packet to a refused key arrives; false if the key is not refused.
-  bool refuse_packet(const RefuseKey& key) {
+  bool refuse_packet(const DeliveryKey& key) {
     auto it = refused_.find(key);
     if (it == refused_.end()) return false;
     ++it->second;
     return true;
   }
-  bool refuses(const RefuseKey& key) const { return refused_.count(key) != 0; }
+  bool refuses(const DeliveryKey& key) const { return refused_.count(key) != 0; }
   uint64_t guard_drops = 0;
 
   void remove() override {
@@ -171,7 +171,7 @@ class FakeNft : public NftRuleset {
   std::map<uint32_t, Binding> bindings_;
   std::set<MacAddress> macs_;
   std::set<IpAddress> vips_;
-  std::map<RefuseKey, uint64_t> refused_;
+  std::map<DeliveryKey, uint64_t> refused_;
 };
 
 class FakeRoutes : public RouteTable {

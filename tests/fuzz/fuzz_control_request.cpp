@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "hostlb/policies/control_protocol.h"
-#include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/journal.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view line(reinterpret_cast<const char*>(data), size);

@@ -367,7 +367,7 @@ uint32_t id_of(const Agent& agent, const std::string& service) {
   return 0;
 }
 
-RefuseKey refuse_key(const std::string& service) {
+DeliveryKey delivery_key(const std::string& service) {
   return {*MacAddress::parse("02:00:00:00:01:11"), *parse_service_key(service)};
 }
 
@@ -384,7 +384,7 @@ TEST_F(AgentTest, ADrainKeepsConnectionsAndIdentityRefusesNewOnesThenFlushes) {
   EXPECT_EQ(report.bindings_draining, 1u);
   EXPECT_EQ(report.connections_flushed, 0u);
   EXPECT_EQ(d.conntrack.entries.size(), 3u) << "established connections continue";
-  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp"))) << "new ones are refused";
+  EXPECT_TRUE(nft_.refuses(delivery_key("203.0.113.10:80/tcp"))) << "new ones are refused";
   EXPECT_EQ(nft_.ruleset().find("203.0.113.10 . tcp . 80 :"), std::string::npos)
       << "and not DNATed any more";
   ASSERT_EQ(d.agent.next_deadline(), d.clock.unix_seconds() + 30);
@@ -407,17 +407,17 @@ TEST_F(AgentTest, ADrainKeepsConnectionsAndIdentityRefusesNewOnesThenFlushes) {
   restarted.conntrack.entries = entries;
   restarted.agent.start(std::nullopt);
   ASSERT_EQ(restarted.agent.retired().entries().size(), 1u);
-  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp"))) << "still refused after restart";
+  EXPECT_TRUE(nft_.refuses(delivery_key("203.0.113.10:80/tcp"))) << "still refused after restart";
 
   // The drain ends: what is left is flushed, the other VIP's connection
   // stays, the key is refused for refuse_seconds more.
   EXPECT_EQ(restarted.agent.expire(), 2u);
   EXPECT_EQ(restarted.conntrack.entries, std::vector<uint32_t>{kMarks.mark_for(other)});
-  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_TRUE(nft_.refuses(delivery_key("203.0.113.10:80/tcp")));
   ASSERT_EQ(restarted.agent.next_deadline(), restarted.clock.unix_seconds() + 60);
   restarted.clock.advance(std::chrono::seconds(60));
   restarted.agent.expire();
-  EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_FALSE(nft_.refuses(delivery_key("203.0.113.10:80/tcp")));
   EXPECT_TRUE(restarted.agent.retired().empty());
   EXPECT_FALSE(restarted.agent.next_deadline());
 
@@ -434,10 +434,10 @@ TEST_F(AgentTest, ABindingThatComesBackDuringItsDrainKeepsItsConnections) {
   const uint32_t id = id_of(d.agent, key.str());
   d.conntrack.entries = {kMarks.mark_for(id)};
   d.agent.edit(Edit::detach(key, "web-1"), 30);
-  ASSERT_TRUE(nft_.refuses(refuse_key(key.str())));
+  ASSERT_TRUE(nft_.refuses(delivery_key(key.str())));
   d.agent.edit(Edit::attach(key, {"web-1", 8080}));
   EXPECT_EQ(id_of(d.agent, key.str()), id) << "same identity: its connections are its own";
-  EXPECT_FALSE(nft_.refuses(refuse_key(key.str())));
+  EXPECT_FALSE(nft_.refuses(delivery_key(key.str())));
   EXPECT_TRUE(d.agent.retired().empty());
   d.clock.advance(std::chrono::seconds(100));
   d.agent.expire();
@@ -454,13 +454,13 @@ TEST_F(AgentTest, RemovalWithoutDrainFlushesAtOnceAndRefusesForAWhile) {
   const ApplyReport report = d.agent.change(next);
   EXPECT_EQ(report.connections_flushed, 1u);
   EXPECT_TRUE(d.conntrack.entries.empty());
-  EXPECT_TRUE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_TRUE(nft_.refuses(delivery_key("203.0.113.10:80/tcp")));
   // A packet is refused and counted until the refusal ends.
-  EXPECT_TRUE(nft_.refuse_packet(refuse_key("203.0.113.10:80/tcp")));
-  EXPECT_EQ(nft_.counters().refused.at(refuse_key("203.0.113.10:80/tcp")), 1u);
+  EXPECT_TRUE(nft_.refuse_packet(delivery_key("203.0.113.10:80/tcp")));
+  EXPECT_EQ(nft_.counters().refused.at(delivery_key("203.0.113.10:80/tcp")), 1u);
   d.clock.advance(std::chrono::seconds(60));
   d.agent.expire();
-  EXPECT_FALSE(nft_.refuses(refuse_key("203.0.113.10:80/tcp")));
+  EXPECT_FALSE(nft_.refuses(delivery_key("203.0.113.10:80/tcp")));
 }
 
 TEST_F(AgentTest, IdentitiesFreedInTheJournalAreFreeAfterARestart) {

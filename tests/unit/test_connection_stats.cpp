@@ -85,8 +85,8 @@ TEST_F(StatsTest, AResyncReplacesCountsAndSkipsEventsTheDumpAlreadyHas) {
 }
 
 TEST_F(StatsTest, KernelCountersBecomeMonotonicTotalsEvenWhenTheirKeysGo) {
-  const RefuseKey k10{*MacAddress::parse("02:00:00:00:01:11"), web10_.service};
-  auto binding_for = [&](const RefuseKey& k) -> std::optional<BindingKey> {
+  const DeliveryKey k10{*MacAddress::parse("02:00:00:00:01:11"), web10_.service};
+  auto binding_for = [&](const DeliveryKey& k) -> std::optional<BindingKey> {
     if (k == k10) return web10_;
     return std::nullopt;
   };

@@ -67,19 +67,19 @@ class NftRuleset {
   virtual void remove() = 0;
 
   struct Counters {
-    uint64_t guard_drops = 0;               // packets
-    std::map<RefuseKey, uint64_t> refused;  // packets, per refused key
-    uint64_t misses = 0;                    // packets
+    uint64_t guard_drops = 0;                 // packets
+    std::map<DeliveryKey, uint64_t> refused;  // packets, per refused key
+    uint64_t misses = 0;                      // packets
     // Packets per binding key (mac, service); a bounded set, so possibly
     // not every key once it is full (`misses` is always complete).
-    std::map<RefuseKey, uint64_t> misses_by_key;
+    std::map<DeliveryKey, uint64_t> misses_by_key;
   };
   // What the table holds: whether it exists, and the keys of its DNAT and
   // identity maps (for checks such as hostlbctl doctor).
   struct Inventory {
     bool table = false;
-    std::set<RefuseKey> targets;
-    std::set<RefuseKey> identities;
+    std::set<DeliveryKey> targets;
+    std::set<DeliveryKey> identities;
   };
   virtual Inventory inventory() = 0;
 

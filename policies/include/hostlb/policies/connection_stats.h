@@ -82,11 +82,11 @@ class ConnectionStats {
   struct KernelReading {
     uint64_t guard_drops = 0;
     uint64_t misses = 0;
-    std::map<RefuseKey, uint64_t> refused;
-    std::map<RefuseKey, uint64_t> misses_by_key;
+    std::map<DeliveryKey, uint64_t> refused;
+    std::map<DeliveryKey, uint64_t> misses_by_key;
   };
   void observe(const KernelReading& reading,
-               const std::function<std::optional<BindingKey>(const RefuseKey&)>& binding_for);
+               const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for);
 
   // Totals of services and backends that are no longer known are dropped
   // (a counter that comes back starts from zero, as after a restart).
@@ -108,8 +108,8 @@ class ConnectionStats {
   std::unordered_set<uint32_t> counted_by_dump_;
   std::map<std::string, StatFigures> services_;  // active is computed in report()
   std::map<std::string, StatFigures> backends_;
-  std::map<RefuseKey, uint64_t> last_refused_;
-  std::map<RefuseKey, uint64_t> last_misses_;
+  std::map<DeliveryKey, uint64_t> last_refused_;
+  std::map<DeliveryKey, uint64_t> last_misses_;
   uint64_t events_ = 0;
   uint64_t event_losses_ = 0;
   uint64_t resyncs_ = 0;

@@ -54,14 +54,15 @@ struct Binding {
   bool operator==(const Binding&) const = default;
 };
 
-// A service as frames for one backend MAC carry it: the key of the refuse
-// sets, which hold bindings that take no new connections (draining, or
-// removed a short while ago while gateways may still send to them).
-struct RefuseKey {
+// What a frame delivered by a gateway carries: the backend's MAC and the
+// service (VIP, protocol, port). It is the key of every lookup the
+// datapath makes (the DNAT and identity maps, the refuse sets, the miss
+// counters) and of what is read back from them.
+struct DeliveryKey {
   MacAddress mac;
   ServiceKey service;
 
-  auto operator<=>(const RefuseKey&) const = default;
+  auto operator<=>(const DeliveryKey&) const = default;
 };
 
 struct HostEntry {
@@ -89,7 +90,7 @@ struct Datapath {
   std::vector<IpAddress> guard_vips;
   // New connections to these are refused (reset, ICMP or dropped by the
   // daemon's policy) and counted. Sorted, unique, none of them a binding's.
-  std::vector<RefuseKey> refused;
+  std::vector<DeliveryKey> refused;
 
   BindingIds ids() const;
 };
@@ -115,8 +116,8 @@ struct DatapathDiff {
   std::vector<MacAddress> guard_macs_removed;
   std::vector<IpAddress> guard_vips_added;
   std::vector<IpAddress> guard_vips_removed;
-  std::vector<RefuseKey> refused_added;
-  std::vector<RefuseKey> refused_removed;
+  std::vector<DeliveryKey> refused_added;
+  std::vector<DeliveryKey> refused_removed;
 
   // Whether the nftables table changes.
   bool changes_ruleset() const {
@@ -139,7 +140,7 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after);
 
 // Sets next.refused to `refused` and records the difference from
 // before.refused in `diff` (for changes computed without diff_datapath).
-void set_refused(Datapath& next, std::vector<RefuseKey> refused, const Datapath& before,
+void set_refused(Datapath& next, std::vector<DeliveryKey> refused, const Datapath& before,
                  DatapathDiff& diff);
 
 // The bindings a diff removes for good, whose connections are to be flushed:

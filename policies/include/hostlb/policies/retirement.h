@@ -72,7 +72,7 @@ class Retirements {
   void replay(const Change& change);
 
   // The keys to refuse while `active` is the datapath: sorted, unique.
-  std::vector<RefuseKey> refused_for(const Datapath& active) const;
+  std::vector<DeliveryKey> refused_for(const Datapath& active) const;
 
   bool operator==(const Retirements&) const = default;
 

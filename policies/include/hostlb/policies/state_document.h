@@ -51,6 +51,14 @@ std::optional<State> parse_state_document_fast(std::string_view text,
 nlohmann::ordered_json state_to_json(const State& state);
 // The same for one element of "backends" or "services".
 nlohmann::ordered_json backend_to_json(const Backend& backend);
+
+// Parts of a document, for requests and records that carry one object:
+// `path` prefixes error paths. One backend object (the "backends" element
+// form); {"name": N, "port": P}; a "VIP:PORT/PROTO" string.
+Backend parse_backend_object(const nlohmann::json& value, const std::string& path,
+                             const DocumentOptions& options);
+BackendRef parse_backend_ref(const nlohmann::json& value, const std::string& path);
+ServiceKey parse_service_key_param(const nlohmann::json& value, const std::string& path);
 nlohmann::ordered_json service_to_json(const Service& service);
 
 // Names of backends, and of bridges, as the kernel and the CLI accept them.

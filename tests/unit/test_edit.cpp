@@ -4,7 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "hostlb/policies/state_edit.h"
+#include "hostlb/policies/datapath_change.h"
+#include "hostlb/policies/journal.h"
+#include "hostlb/policies/state_diff.h"
 
 namespace hostlb {
 namespace {

@@ -1,0 +1,180 @@
+#include "hostlb/policies/journal.h"
+
+#include <set>
+
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+
+JournalRecord journal_record_of(std::vector<Edit> edits, const DatapathDiff& diff,
+                                const Retirements::Change& retirement) {
+  JournalRecord out;
+  out.edits = std::move(edits);
+  for (const auto& b : diff.bindings_added) out.ids[b.key] = b.id;
+  out.retired = retirement.retired;
+  out.restored = retirement.restored;
+  return out;
+}
+
+nlohmann::json edit_to_json(const Edit& edit) {
+  using nlohmann::json;
+  const std::string key = edit.service.key.str();
+  switch (edit.kind) {
+    case Edit::Kind::kAddBackend:
+      return {{"op", "backend.add"}, {"backend", backend_to_json(edit.backend)}};
+    case Edit::Kind::kRemoveBackend:
+      return {{"op", "backend.del"}, {"name", edit.ref.name}};
+    case Edit::Kind::kAddService: {
+      json refs = json::array();
+      for (const auto& r : edit.service.backends)
+        refs.push_back({{"name", r.name}, {"port", r.port}});
+      return {{"op", "service.add"}, {"service", key}, {"backends", refs}};
+    }
+    case Edit::Kind::kRemoveService:
+      return {{"op", "service.del"}, {"service", key}};
+    case Edit::Kind::kAttach:
+      return {{"op", "service.attach"},
+              {"service", key},
+              {"backend", edit.ref.name},
+              {"port", edit.ref.port}};
+    case Edit::Kind::kDetach:
+      return {{"op", "service.detach"}, {"service", key}, {"backend", edit.ref.name}};
+  }
+  return {};
+}
+
+Edit edit_from_json(const nlohmann::json& value) {
+  if (!value.is_object() || !value.contains("op") || !value["op"].is_string())
+    throw DocumentError("op", "is required");
+  const std::string op = value["op"];
+  auto name = [&](const char* field) {
+    if (!value.contains(field) || !value[field].is_string())
+      throw DocumentError(field, "must be a string");
+    return value[field].get<std::string>();
+  };
+  if (op == "backend.add")
+    return Edit::add_backend(parse_backend_object(value["backend"], "backend", {}));
+  if (op == "backend.del") return Edit::remove_backend(name("name"));
+  if (op != "service.add" && op != "service.del" && op != "service.attach" &&
+      op != "service.detach")
+    throw DocumentError("op", "unknown edit \"" + op + "\"");
+  const ServiceKey key =
+      parse_service_key_param(value.value("service", nlohmann::json()), "service");
+  if (op == "service.add") {
+    Service service{key, {}};
+    for (const auto& r : value.value("backends", nlohmann::json::array()))
+      service.backends.push_back(parse_backend_ref(r, "backends"));
+    return Edit::add_service(std::move(service));
+  }
+  if (op == "service.del") return Edit::remove_service(key);
+  if (op == "service.attach")
+    return Edit::attach(key, parse_backend_ref({{"name", value.value("backend", nlohmann::json())},
+                                                {"port", value.value("port", nlohmann::json())}},
+                                               ""));
+  return Edit::detach(key, name("backend"));
+}
+
+namespace {
+
+nlohmann::json binding_key_to_json(const BindingKey& key) {
+  return {{"service", key.service.str()}, {"backend", key.backend}};
+}
+
+BindingKey binding_key_from_json(const nlohmann::json& value, const std::string& path) {
+  if (!value.is_object()) throw DocumentError(path, "must be an object");
+  const ServiceKey service =
+      parse_service_key_param(value.value("service", nlohmann::json()), path + ".service");
+  if (!value.contains("backend") || !value["backend"].is_string())
+    throw DocumentError(path + ".backend", "must be a string");
+  return {service, value["backend"].get<std::string>()};
+}
+
+const nlohmann::json& list(const nlohmann::json& record, const char* name, bool required) {
+  static const nlohmann::json kEmpty = nlohmann::json::array();
+  if (!record.contains(name)) {
+    if (required) throw DocumentError(name, "is required");
+    return kEmpty;
+  }
+  if (!record[name].is_array()) throw DocumentError(name, "must be an array");
+  return record[name];
+}
+
+std::string at(const char* name, size_t i) {
+  return std::string(name) + "[" + std::to_string(i) + "]";
+}
+
+}  // namespace
+
+std::string journal_record_to_line(const JournalRecord& record) {
+  nlohmann::json out = {{"edits", nlohmann::json::array()}, {"ids", nlohmann::json::array()}};
+  for (const auto& e : record.edits) out["edits"].push_back(edit_to_json(e));
+  for (const auto& [key, id] : record.ids) {
+    auto entry = binding_key_to_json(key);
+    entry["id"] = id;
+    out["ids"].push_back(std::move(entry));
+  }
+  if (!record.retired.empty()) {
+    auto& retired = out["retired"] = nlohmann::json::array();
+    for (const auto& r : record.retired) retired.push_back(retired_to_json(r));
+  }
+  if (!record.restored.empty()) {
+    auto& restored = out["restored"] = nlohmann::json::array();
+    for (const auto& k : record.restored) restored.push_back(binding_key_to_json(k));
+  }
+  return out.dump();
+}
+
+JournalRecord journal_record_from_line(std::string_view line) {
+  const nlohmann::json doc = parse_json_strict(line);
+  if (!doc.is_object()) throw DocumentError("", "a journal record must be a JSON object");
+  JournalRecord out;
+  const auto& edits = list(doc, "edits", true);
+  for (size_t i = 0; i < edits.size(); ++i) {
+    try {
+      out.edits.push_back(edit_from_json(edits[i]));
+    } catch (const DocumentError& e) {
+      throw DocumentError(at("edits", i) + "." + e.path(), e.reason());
+    }
+  }
+  const auto& ids = list(doc, "ids", true);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const BindingKey key = binding_key_from_json(ids[i], at("ids", i));
+    const auto& id = ids[i].value("id", nlohmann::json());
+    if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX)
+      throw DocumentError(at("ids", i) + ".id", "must be a whole number below 2^32");
+    if (!out.ids.emplace(key, id.get<uint32_t>()).second)
+      throw DocumentError(at("ids", i), "names a binding twice");
+  }
+  const auto& retired = list(doc, "retired", false);
+  for (size_t i = 0; i < retired.size(); ++i)
+    out.retired.push_back(retired_from_json(retired[i], at("retired", i)));
+  const auto& restored = list(doc, "restored", false);
+  for (size_t i = 0; i < restored.size(); ++i)
+    out.restored.push_back(binding_key_from_json(restored[i], at("restored", i)));
+  return out;
+}
+
+void replay_journal_record(PersistedState& persisted, const JournalRecord& record) {
+  for (size_t i = 0; i < record.edits.size(); ++i) {
+    try {
+      check_edit(persisted.state, record.edits[i]);
+    } catch (const DocumentError& e) {
+      throw DocumentError(at("edits", i) + (e.path().empty() ? "" : "." + e.path()), e.reason());
+    }
+    apply_edit(persisted.state, record.edits[i]);
+  }
+  for (const auto& [key, id] : record.ids) persisted.ids[key] = id;
+  persisted.retired.replay({record.retired, record.restored, {}});
+}
+
+void drop_unheld_identities(PersistedState& persisted) {
+  const BindingIds reserved = persisted.retired.reserved_ids();
+  std::set<BindingKey> bound;
+  for (const auto& s : persisted.state.services)
+    for (const auto& r : s.backends) bound.insert({s.key, r.name});
+  std::erase_if(persisted.ids, [&](const auto& entry) {
+    return !reserved.count(entry.first) && !bound.count(entry.first);
+  });
+}
+
+}  // namespace hostlb
