@@ -1,6 +1,6 @@
-// The control methods: decode a request, turn it into a new desired state
-// with the pure edits of policies/, hand that to the Agent, encode the
-// reply. Methods are documented in hostlbctl(8).
+// The control methods: a request line is decoded into a typed request by
+// policies/ (control_requests.h), served by the Agent, and its reply
+// encoded. Methods are documented in hostlbctl(8).
 #pragma once
 
 #include <chrono>
@@ -17,6 +17,7 @@
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/connection_stats.h"
 #include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/control_requests.h"
 #include "hostlb/policies/edit.h"
 #include "hostlb/policies/state_diff.h"
 #include "hostlb/policies/state_document.h"
@@ -51,15 +52,18 @@ class ControlHandler {
   void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
 
  private:
-  nlohmann::json dispatch(const control::Request& request);
+  // The result of every method but connections.
+  // (Taken by reference: a document is moved on, not copied.)
+  nlohmann::json serve(control::TypedRequest& request);
   // The reply to "connections": batches as notifications, then the result.
-  std::string connections(const control::Request& request);
+  std::string connections(const nlohmann::json& id, const control::ConnectionsRequest& request);
   nlohmann::json status();
-  nlohmann::json stats(const nlohmann::json& params);
+  nlohmann::json stats(const control::StatsRequest& request);
+  nlohmann::json backend_list();
   nlohmann::json edit(const Edit& edit, uint32_t drain_seconds = 0);
   // Draining bindings (of one backend), with their time and connections left.
   nlohmann::json draining(const std::optional<std::string>& backend);
-  nlohmann::json apply(const control::Request& request);
+  nlohmann::json apply(control::ApplyRequest& request);
 
   Agent& agent_;
   RouteTable& routes_;
