@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -23,6 +24,7 @@
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/control_requests.h"
 #include "hostlb/policies/persisted_state.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
@@ -285,292 +287,331 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   return failed ? kExitRefused : kExitOk;
 }
 
-}  // namespace
+// What the command line asks for: one request, and how to print its answer.
+struct Invocation {
+  std::string method;
+  json params = json::object();
+  std::string document;  // sent raw after the request line
+  std::function<void(const json&)> print = print_changes;
+  std::function<void(const json&)> on_batch = [](const json&) {};
+  std::function<int()> local;  // a command that is not one request (doctor)
+};
 
-int main(int argc, char** argv) {
-  CLI::App app{"hostlbctl - manage hostlbd through its control socket", "hostlbctl"};
-  app.require_subcommand(1);
+struct GlobalOptions {
   std::string socket = "/run/hostlb/hostlbd.sock";
   bool as_json = false;
   int timeout_s = 60;
-  app.add_option("--socket", socket, "hostlbd's control socket")->capture_default_str();
-  app.add_flag("--json", as_json, "Print the daemon's answer as JSON");
-  app.add_option("--timeout", timeout_s, "Seconds to wait for the answer")
-      ->check(CLI::Range(1, 3600))
-      ->capture_default_str();
-  app.set_version_flag("-V,--version", std::string("hostlbctl ") + HOSTLB_VERSION);
-  app.footer(
-      "Exit codes: 0 ok, 1 the daemon refused (message printed), 2 usage error, "
-      "3 the daemon is unreachable.");
+};
 
-  std::string method;
-  json params = json::object();
-  std::function<void(const json&)> print = [](const json& r) { print_changes(r); };
-  std::function<void(const json&)> on_batch = [](const json&) {};
+// Each command keeps its option values in storage its callback owns: CLI11
+// writes them during parsing, the callback turns them into the request.
+template <typename T>
+std::shared_ptr<T> storage() {
+  return std::make_shared<T>();
+}
 
-  auto* status =
-      app.add_subcommand("status", "Version, uptime, counts, kernel prerequisites, last error");
-  status->callback([&] {
-    method = "status";
-    print = print_status;
+void add_drain_option(CLI::App* cmd, uint32_t& drain) {
+  cmd->add_option("--drain", drain,
+                  "Seconds the removed bindings' established connections may continue "
+                  "(new ones are refused); what is left is flushed at the end. "
+                  "Default 0: flush at once")
+      ->check(CLI::Range(0u, hostlb::control::kMaxDrainSeconds));
+}
+
+json with_drain(json params, uint32_t drain) {
+  if (drain > 0) params["drain"] = drain;
+  return params;
+}
+
+void print_json(const json& r) { std::printf("%s\n", r.dump(2).c_str()); }
+
+void print_backend_list(const json& r) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& b : r) {
+    std::string services;
+    for (const auto& s : b.at("services")) services += (services.empty() ? "" : ",") + cell(s);
+    const std::string draining = draining_text(b.at("draining"), false);
+    rows.push_back({cell(b["name"]), cell(b["mac"]), cell(b["ipv4"]), cell(b["ipv6"]),
+                    cell(b["bridge"]), services.empty() ? "-" : services,
+                    draining.empty() ? "-" : draining});
+  }
+  print_table({"NAME", "MAC", "IPV4", "IPV6", "BRIDGE", "SERVICES", "DRAINING"}, rows);
+}
+
+void print_service_list(const json& r) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : r) {
+    std::string backends;
+    for (const auto& b : s.at("backends"))
+      backends += (backends.empty() ? "" : ",") + cell(b["name"]) + ":" + cell(b["port"]);
+    rows.push_back({cell(s["service"]), backends.empty() ? "-" : backends});
+  }
+  print_table({"SERVICE", "BACKENDS"}, rows);
+}
+
+void print_stats(const json& r) {
+  const char* figures[] = {"active", "opened", "closed", "flushed", "refused", "misses"};
+  for (const char* scope : {"service", "backend"}) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& entry : r.at(std::string(scope) + "s")) {
+      std::vector<std::string> row{cell(entry.at(scope))};
+      for (const char* f : figures) row.push_back(cell(entry.at(f)));
+      rows.push_back(std::move(row));
+    }
+    print_table({scope == std::string("service") ? "SERVICE" : "BACKEND", "ACTIVE", "OPENED",
+                 "CLOSED", "FLUSHED", "REFUSED", "MISSES"},
+                rows);
+    std::printf("\n");
+  }
+  const auto& e = r.at("events");
+  std::printf("conntrack events %s, losses %s, resyncs %s; guard drops %s; misses %s\n",
+              cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
+              cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
+              cell(r.at("misses")).c_str());
+  const auto& ct = r.at("conntrack");
+  std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
+              cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",
+              cell(r.at("repairs")).c_str());
+}
+
+// Prints one streamed batch of connections (a table, with its header once).
+class ConnectionPrinter {
+ public:
+  explicit ConnectionPrinter(bool as_json) : as_json_(as_json) {}
+  void batch(const json& message) {
+    for (const auto& c : message.at("params").at("connections")) {
+      if (as_json_) {
+        std::printf("%s\n", c.dump().c_str());
+        continue;
+      }
+      if (!header_printed_) {
+        std::printf("%-5s %-24s %-24s %-12s %-24s %-12s %s\n", "PROTO", "CLIENT", "VIP", "BACKEND",
+                    "BACKEND ADDRESS", "STATE", "AGE");
+        header_printed_ = true;
+      }
+      std::printf("%-5s %-24s %-24s %-12s %-24s %-12s %s\n", cell(c.at("protocol")).c_str(),
+                  cell(c.at("client")).c_str(), cell(c.at("vip")).c_str(),
+                  cell(c.at("backend")).c_str(), cell(c.at("backend_address")).c_str(),
+                  cell(c.at("state")).c_str(),
+                  c.at("age_seconds").is_null() ? "-" : (cell(c.at("age_seconds")) + "s").c_str());
+    }
+  }
+
+ private:
+  bool as_json_;
+  bool header_printed_ = false;
+};
+
+void add_state_commands(CLI::App& app, Invocation& run) {
+  app.add_subcommand("status", "Version, uptime, counts, kernel prerequisites, last error")
+      ->callback([&run] {
+        run.method = "status";
+        run.print = print_status;
+      });
+  app.add_subcommand("get", "Print the current state document")->callback([&run] {
+    run.method = "get";
+    run.print = print_json;
   });
-  auto* get = app.add_subcommand("get", "Print the current state document");
-  get->callback([&] {
-    method = "get";
-    print = [](const json& r) { std::printf("%s\n", r.dump(2).c_str()); };
-  });
-
-  uint32_t drain = 0;
-  auto add_drain = [&](CLI::App* cmd) {
-    cmd->add_option("--drain", drain,
-                    "Seconds the removed bindings' established connections may continue "
-                    "(new ones are refused); what is left is flushed at the end. "
-                    "Default 0: flush at once")
-        ->check(CLI::Range(0u, 7u * 24 * 3600));
+  struct Apply {
+    std::string file;
+    bool dry_run = false;
+    uint32_t drain = 0;
   };
-  auto with_drain = [&](json p) {
-    if (drain > 0) p["drain"] = drain;
-    return p;
-  };
-
-  std::string apply_file;
-  std::string document;  // sent after the request line
-  bool dry_run = false;
+  auto o = storage<Apply>();
   auto* apply = app.add_subcommand("apply", "Replace the whole desired state with a document");
-  apply->add_option("-f,--file", apply_file, "State document, or - for standard input")->required();
-  apply->add_flag("--dry-run", dry_run, "Print what would change; change nothing");
-  add_drain(apply);
-  apply->callback([&] {
-    method = "apply";
+  apply->add_option("-f,--file", o->file, "State document, or - for standard input")->required();
+  apply->add_flag("--dry-run", o->dry_run, "Print what would change; change nothing");
+  add_drain_option(apply, o->drain);
+  apply->callback([&run, o] {
+    run.method = "apply";
     // Sent raw after the request line: no escaping here, no second parse
     // in the daemon.
-    document = read_input(apply_file);
-    params = with_drain({{"document_bytes", document.size()}, {"dry_run", dry_run}});
+    run.document = read_input(o->file);
+    run.params =
+        with_drain({{"document_bytes", run.document.size()}, {"dry_run", o->dry_run}}, o->drain);
   });
+}
 
+void add_backend_commands(CLI::App& app, Invocation& run) {
   auto* backend = app.add_subcommand("backend", "Backends (local VM interfaces)");
   backend->require_subcommand(1);
-  std::string b_name, b_mac, b_ipv4, b_ipv6, b_bridge;
-  auto* b_add = backend->add_subcommand("add", "Add a backend");
-  b_add->add_option("name", b_name, "Backend name")->required();
-  b_add->add_option("--mac", b_mac, "The VM interface's MAC")->required();
-  b_add->add_option("--ipv4", b_ipv4, "Its IPv4 address");
-  b_add->add_option("--ipv6", b_ipv6, "Its IPv6 address");
-  b_add->add_option("--bridge", b_bridge, "The bridge its port is on (default: hostlbd's)");
-  b_add->callback([&] {
-    method = "backend.add";
-    params = {{"name", b_name}, {"mac", b_mac}};
-    if (!b_ipv4.empty()) params["ipv4"] = b_ipv4;
-    if (!b_ipv6.empty()) params["ipv6"] = b_ipv6;
-    if (!b_bridge.empty()) params["bridge"] = b_bridge;
+  struct Backend {
+    std::string name, mac, ipv4, ipv6, bridge;
+    uint32_t drain = 0;
+  };
+  auto o = storage<Backend>();
+  auto* add = backend->add_subcommand("add", "Add a backend");
+  add->add_option("name", o->name, "Backend name")->required();
+  add->add_option("--mac", o->mac, "The VM interface's MAC")->required();
+  add->add_option("--ipv4", o->ipv4, "Its IPv4 address");
+  add->add_option("--ipv6", o->ipv6, "Its IPv6 address");
+  add->add_option("--bridge", o->bridge, "The bridge its port is on (default: hostlbd's)");
+  add->callback([&run, o] {
+    run.method = "backend.add";
+    run.params = {{"name", o->name}, {"mac", o->mac}};
+    if (!o->ipv4.empty()) run.params["ipv4"] = o->ipv4;
+    if (!o->ipv6.empty()) run.params["ipv6"] = o->ipv6;
+    if (!o->bridge.empty()) run.params["bridge"] = o->bridge;
   });
-  auto* b_del =
-      backend->add_subcommand("del", "Remove a backend (and detach it from its services)");
-  b_del->add_option("name", b_name, "Backend name")->required();
-  add_drain(b_del);
-  b_del->callback([&] {
-    method = "backend.del";
-    params = with_drain({{"name", b_name}});
+  auto* del = backend->add_subcommand("del", "Remove a backend (and detach it from its services)");
+  del->add_option("name", o->name, "Backend name")->required();
+  add_drain_option(del, o->drain);
+  del->callback([&run, o] {
+    run.method = "backend.del";
+    run.params = with_drain({{"name", o->name}}, o->drain);
   });
-  auto* b_list = backend->add_subcommand("list", "List backends");
-  b_list->callback([&] {
-    method = "backend.list";
-    print = [](const json& r) {
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& b : r) {
-        std::string services;
-        for (const auto& s : b.at("services")) services += (services.empty() ? "" : ",") + cell(s);
-        const std::string draining = draining_text(b.at("draining"), false);
-        rows.push_back({cell(b["name"]), cell(b["mac"]), cell(b["ipv4"]), cell(b["ipv6"]),
-                        cell(b["bridge"]), services.empty() ? "-" : services,
-                        draining.empty() ? "-" : draining});
-      }
-      print_table({"NAME", "MAC", "IPV4", "IPV6", "BRIDGE", "SERVICES", "DRAINING"}, rows);
-    };
+  backend->add_subcommand("list", "List backends")->callback([&run] {
+    run.method = "backend.list";
+    run.print = print_backend_list;
   });
+}
 
+void add_service_commands(CLI::App& app, Invocation& run) {
   auto* service = app.add_subcommand("service", "Services (VIP:PORT/PROTO)");
   service->require_subcommand(1);
-  std::string s_key, s_ref, s_backend;
-  std::vector<std::string> s_backends;
-  auto* s_add = service->add_subcommand("add", "Add a service");
-  s_add->add_option("service", s_key, "VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp")->required();
-  s_add->add_option("--backend", s_backends, "NAME:PORT of a local backend (repeatable)");
-  s_add->callback([&] {
-    method = "service.add";
+  struct Service {
+    std::string key, ref, backend;
+    std::vector<std::string> backends;
+    uint32_t drain = 0;
+  };
+  auto o = storage<Service>();
+  auto* add = service->add_subcommand("add", "Add a service");
+  add->add_option("service", o->key, "VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp")->required();
+  add->add_option("--backend", o->backends, "NAME:PORT of a local backend (repeatable)");
+  add->callback([&run, o] {
+    run.method = "service.add";
     json refs = json::array();
-    for (const auto& b : s_backends) refs.push_back(backend_ref(b, "--backend"));
-    params = {{"service", s_key}, {"backends", refs}};
+    for (const auto& b : o->backends) refs.push_back(backend_ref(b, "--backend"));
+    run.params = {{"service", o->key}, {"backends", refs}};
   });
-  auto* s_del = service->add_subcommand("del", "Remove a service");
-  s_del->add_option("service", s_key, "VIP:PORT/PROTO")->required();
-  add_drain(s_del);
-  s_del->callback([&] {
-    method = "service.del";
-    params = with_drain({{"service", s_key}});
+  auto* del = service->add_subcommand("del", "Remove a service");
+  del->add_option("service", o->key, "VIP:PORT/PROTO")->required();
+  add_drain_option(del, o->drain);
+  del->callback([&run, o] {
+    run.method = "service.del";
+    run.params = with_drain({{"service", o->key}}, o->drain);
   });
-  auto* s_list = service->add_subcommand("list", "List services");
-  s_list->callback([&] {
-    method = "service.list";
-    print = [](const json& r) {
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& s : r) {
-        std::string backends;
-        for (const auto& b : s.at("backends"))
-          backends += (backends.empty() ? "" : ",") + cell(b["name"]) + ":" + cell(b["port"]);
-        rows.push_back({cell(s["service"]), backends.empty() ? "-" : backends});
-      }
-      print_table({"SERVICE", "BACKENDS"}, rows);
-    };
+  service->add_subcommand("list", "List services")->callback([&run] {
+    run.method = "service.list";
+    run.print = print_service_list;
   });
-  auto* s_attach = service->add_subcommand("attach", "Let a backend serve a service");
-  s_attach->add_option("service", s_key, "VIP:PORT/PROTO")->required();
-  s_attach->add_option("backend", s_ref, "NAME:PORT")->required();
-  s_attach->callback([&] {
-    method = "service.attach";
-    const json ref = backend_ref(s_ref, "backend");
-    params = {{"service", s_key}, {"backend", ref["name"]}, {"port", ref["port"]}};
+  auto* attach = service->add_subcommand("attach", "Let a backend serve a service");
+  attach->add_option("service", o->key, "VIP:PORT/PROTO")->required();
+  attach->add_option("backend", o->ref, "NAME:PORT")->required();
+  attach->callback([&run, o] {
+    run.method = "service.attach";
+    const json ref = backend_ref(o->ref, "backend");
+    run.params = {{"service", o->key}, {"backend", ref["name"]}, {"port", ref["port"]}};
   });
-  auto* s_detach = service->add_subcommand("detach", "Stop a backend serving a service");
-  s_detach->add_option("service", s_key, "VIP:PORT/PROTO")->required();
-  s_detach->add_option("backend", s_backend, "Backend name")->required();
-  add_drain(s_detach);
-  s_detach->callback([&] {
-    method = "service.detach";
-    params = with_drain({{"service", s_key}, {"backend", s_backend}});
+  auto* detach = service->add_subcommand("detach", "Stop a backend serving a service");
+  detach->add_option("service", o->key, "VIP:PORT/PROTO")->required();
+  detach->add_option("backend", o->backend, "Backend name")->required();
+  add_drain_option(detach, o->drain);
+  detach->callback([&run, o] {
+    run.method = "service.detach";
+    run.params = with_drain({{"service", o->key}, {"backend", o->backend}}, o->drain);
   });
+}
 
-  std::string f_service, f_backend;
+// flush and connections select bindings the same way.
+struct Selection {
+  std::string service, backend;
+  json params() const {
+    json out = json::object();
+    if (!service.empty()) out["service"] = service;
+    if (!backend.empty()) out["backend"] = backend;
+    return out;
+  }
+};
+
+void add_connection_commands(CLI::App& app, Invocation& run, const GlobalOptions& global) {
+  auto f = storage<Selection>();
   auto* flush = app.add_subcommand(
       "flush",
       "Delete the live connections of a service, a backend, or both (all without options)");
-  flush->add_option("--service", f_service, "VIP:PORT/PROTO");
-  flush->add_option("--backend", f_backend, "Backend name");
-  flush->callback([&] {
-    method = "flush";
-    params = json::object();
-    if (!f_service.empty()) params["service"] = f_service;
-    if (!f_backend.empty()) params["backend"] = f_backend;
-    print = [](const json& r) {
+  flush->add_option("--service", f->service, "VIP:PORT/PROTO");
+  flush->add_option("--backend", f->backend, "Backend name");
+  flush->callback([&run, f] {
+    run.method = "flush";
+    run.params = f->params();
+    run.print = [](const json& r) {
       const size_t n = r.at("flushed").get<size_t>();
       std::printf("flushed %zu connection%s\n", n, n == 1 ? "" : "s");
     };
   });
 
-  std::string c_service, c_backend;
-  bool c_count = false;
-  bool header_printed = false;
+  struct Connections {
+    Selection selection;
+    bool count = false;
+  };
+  auto c = storage<Connections>();
   auto* connections = app.add_subcommand(
       "connections", "The live connections of hostlb's services (streamed as they are read)");
-  connections->add_option("--service", c_service, "Only this service (VIP:PORT/PROTO)");
-  connections->add_option("--backend", c_backend, "Only this backend");
-  connections->add_flag("--count", c_count, "Print only how many there are");
-  connections->callback([&] {
-    method = "connections";
-    params = json::object();
-    if (!c_service.empty()) params["service"] = c_service;
-    if (!c_backend.empty()) params["backend"] = c_backend;
-    if (c_count) params["count"] = true;
-    on_batch = [&](const json& message) {
-      for (const auto& c : message.at("params").at("connections")) {
-        if (as_json) {
-          std::printf("%s\n", c.dump().c_str());
-          continue;
-        }
-        if (!header_printed) {
-          std::printf("%-5s %-24s %-24s %-12s %-24s %-12s %s\n", "PROTO", "CLIENT", "VIP",
-                      "BACKEND", "BACKEND ADDRESS", "STATE", "AGE");
-          header_printed = true;
-        }
-        std::printf(
-            "%-5s %-24s %-24s %-12s %-24s %-12s %s\n", cell(c.at("protocol")).c_str(),
-            cell(c.at("client")).c_str(), cell(c.at("vip")).c_str(), cell(c.at("backend")).c_str(),
-            cell(c.at("backend_address")).c_str(), cell(c.at("state")).c_str(),
-            c.at("age_seconds").is_null() ? "-" : (cell(c.at("age_seconds")) + "s").c_str());
-      }
-    };
-    print = [&](const json& r) {
-      if (c_count || !as_json)
+  connections->add_option("--service", c->selection.service, "Only this service (VIP:PORT/PROTO)");
+  connections->add_option("--backend", c->selection.backend, "Only this backend");
+  connections->add_flag("--count", c->count, "Print only how many there are");
+  connections->callback([&run, &global, c] {
+    run.method = "connections";
+    run.params = c->selection.params();
+    if (c->count) run.params["count"] = true;
+    auto printer = std::make_shared<ConnectionPrinter>(global.as_json);
+    run.on_batch = [printer](const json& message) { printer->batch(message); };
+    run.print = [&global, c](const json& r) {
+      // With --json the rows were the output; the count is for people.
+      if (c->count || !global.as_json)
         std::printf("%zu connection%s\n", r.at("count").get<size_t>(),
                     r.at("count").get<size_t>() == 1 ? "" : "s");
     };
   });
+}
 
-  bool prometheus = false;
+void add_stats_command(CLI::App& app, Invocation& run) {
+  auto prometheus = storage<bool>();
   auto* stats = app.add_subcommand(
       "stats", "Connection counters per service and backend, event losses, guard drops, misses");
-  stats->add_flag("--prometheus", prometheus, "Print the Prometheus text format");
-  stats->callback([&] {
-    method = "stats";
-    params = {{"format", prometheus ? "prometheus" : "json"}};
-    print = [&](const json& r) {
-      if (prometheus) {
-        std::printf("%s", r.at("text").get<std::string>().c_str());
-        return;
-      }
-      const char* figures[] = {"active", "opened", "closed", "flushed", "refused", "misses"};
-      for (const char* scope : {"service", "backend"}) {
-        std::vector<std::vector<std::string>> rows;
-        for (const auto& entry : r.at(std::string(scope) + "s")) {
-          std::vector<std::string> row{cell(entry.at(scope))};
-          for (const char* f : figures) row.push_back(cell(entry.at(f)));
-          rows.push_back(std::move(row));
-        }
-        print_table({scope == std::string("service") ? "SERVICE" : "BACKEND", "ACTIVE", "OPENED",
-                     "CLOSED", "FLUSHED", "REFUSED", "MISSES"},
-                    rows);
-        std::printf("\n");
-      }
-      const auto& e = r.at("events");
-      std::printf("conntrack events %s, losses %s, resyncs %s; guard drops %s; misses %s\n",
-                  cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
-                  cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
-                  cell(r.at("misses")).c_str());
-      const auto& ct = r.at("conntrack");
-      std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
-                  cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",
-                  cell(r.at("repairs")).c_str());
-    };
+  stats->add_flag("--prometheus", *prometheus, "Print the Prometheus text format");
+  stats->callback([&run, prometheus] {
+    run.method = "stats";
+    run.params = {{"format", *prometheus ? "prometheus" : "json"}};
+    if (*prometheus)
+      run.print = [](const json& r) { std::printf("%s", r.at("text").get<std::string>().c_str()); };
+    else
+      run.print = print_stats;
   });
+}
 
-  bool doctor = false;
-  std::string d_state_dir = "/var/lib/hostlb";
-  auto* doctor_cmd = app.add_subcommand(
+void add_doctor_command(CLI::App& app, Invocation& run, const GlobalOptions& global) {
+  auto state_dir = std::make_shared<std::string>("/var/lib/hostlb");
+  auto* doctor = app.add_subcommand(
       "doctor",
       "Check this host for hostlb: kernel features, sysctls, bridges, backends' MACs, routes, "
       "neighbours, conntrack headroom, the table against the desired state, the daemon "
       "(works without the daemon too; exit 1 if a check fails)");
-  doctor_cmd
-      ->add_option("--state-dir", d_state_dir,
+  doctor
+      ->add_option("--state-dir", *state_dir,
                    "Where to read the desired state when the daemon cannot be asked")
       ->capture_default_str();
-  doctor_cmd->callback([&] { doctor = true; });
+  doctor->callback([&run, &global, state_dir] {
+    run.local = [&global, state_dir] {
+      return run_doctor(global.socket, global.timeout_s, *state_dir, global.as_json);
+    };
+  });
+}
 
+int send(const Invocation& run, const GlobalOptions& global) {
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitUsage;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
-    return kExitUsage;
-  }
-
-  if (doctor) return run_doctor(socket, timeout_s, d_state_dir, as_json);
-
-  try {
-    Connection connection(socket, timeout_s * 1000);
-    const auto response = connection.call(method, params, on_batch, document);
+    Connection connection(global.socket, global.timeout_s * 1000);
+    const auto response = connection.call(run.method, run.params, run.on_batch, run.document);
     if (!response.ok) {
-      std::fprintf(stderr, "hostlbctl: %s: %s%s\n", method.c_str(),
+      std::fprintf(stderr, "hostlbctl: %s: %s%s\n", run.method.c_str(),
                    response.error.path.empty() ? "" : (response.error.path + ": ").c_str(),
                    response.error.message.c_str());
       return kExitRefused;
     }
-    if (as_json && method != "connections")
-      std::printf("%s\n", response.result.dump(2).c_str());
+    if (global.as_json && run.method != "connections")
+      print_json(response.result);
     else
-      print(response.result);
+      run.print(response.result);
     return kExitOk;
   } catch (const Unreachable& e) {
     std::fprintf(stderr, "hostlbctl: %s\n", e.what());
@@ -582,4 +623,39 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hostlbctl: %s\n", e.what());
     return kExitUnreachable;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hostlbctl - manage hostlbd through its control socket", "hostlbctl"};
+  app.require_subcommand(1);
+  GlobalOptions global;
+  app.add_option("--socket", global.socket, "hostlbd's control socket")->capture_default_str();
+  app.add_flag("--json", global.as_json, "Print the daemon's answer as JSON");
+  app.add_option("--timeout", global.timeout_s, "Seconds to wait for the answer")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.set_version_flag("-V,--version", std::string("hostlbctl ") + HOSTLB_VERSION);
+  app.footer(
+      "Exit codes: 0 ok, 1 the daemon refused (message printed), 2 usage error, "
+      "3 the daemon is unreachable.");
+
+  Invocation run;
+  add_state_commands(app, run);
+  add_backend_commands(app, run);
+  add_service_commands(app, run);
+  add_connection_commands(app, run, global);
+  add_stats_command(app, run);
+  add_doctor_command(app, run, global);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "hostlbctl: %s\n", e.what());
+    return kExitUsage;
+  }
+  return run.local ? run.local() : send(run, global);
 }
