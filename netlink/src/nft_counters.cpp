@@ -143,18 +143,6 @@ int count_rule(const nlmsghdr* nlh, void* data) {
   return MNL_CB_OK;
 }
 
-// Rules per chain as render_full_ruleset writes them.
-std::map<std::string, size_t> expected_rules(const MarkLayout& marks, RulesetPolicies policies) {
-  std::map<std::string, size_t> out;
-  const std::string text = render_full_ruleset(Datapath{}, marks, policies);
-  const std::string prefix = std::string("add rule ") + kNftFamily + " " + kNftTable + " ";
-  for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
-    const size_t begin = at + prefix.size();
-    ++out[text.substr(begin, text.find(' ', begin) - begin)];
-  }
-  return out;
-}
-
 }  // namespace
 
 std::optional<std::string> find_nft_difference(const Datapath& desired, const MarkLayout& marks,
@@ -169,7 +157,8 @@ std::optional<std::string> find_nft_difference(const Datapath& desired, const Ma
   nftnl_rule_nlmsg_build_payload(nlh, filter.get());
   if (!query("listing the rules of table hostlb", nlh, count_rule, &rules))
     return "table inet hostlb is missing";
-  for (const auto& [chain, count] : expected_rules(marks, policies))
+  for (const auto& [chain, count] :
+       rules_per_chain(render_full_ruleset(Datapath{}, marks, policies)))
     if (rules[chain] != count)
       return "chain " + chain + " has " + std::to_string(rules[chain]) + " rules, not " +
              std::to_string(count);

@@ -184,4 +184,14 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
   return out;
 }
 
+std::map<std::string, size_t> rules_per_chain(const std::string& script) {
+  std::map<std::string, size_t> out;
+  const std::string prefix = std::string("add rule ") + kNftFamily + " " + kNftTable + " ";
+  for (size_t at = script.find(prefix); at != std::string::npos; at = script.find(prefix, at + 1)) {
+    const size_t begin = at + prefix.size();
+    ++out[script.substr(begin, script.find(' ', begin) - begin)];
+  }
+  return out;
+}
+
 }  // namespace hostlb

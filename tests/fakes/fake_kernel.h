@@ -24,10 +24,13 @@ namespace hostlb::testing {
 // compare canonical text.
 class FakeNft : public NftRuleset {
  public:
+  explicit FakeNft(RulesetPolicies policies = {}) : policies_(policies) {}
+
   NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) override {
     begin("replacing table");
     table_ = true;
     marks_ = marks;
+    rules_ = rules_per_chain(render_full_ruleset(Datapath{}, marks, policies_));
     bindings_.clear();
     for (const auto& binding : datapath.bindings) bindings_[binding.id] = binding;
     macs_ = {datapath.guard_macs.begin(), datapath.guard_macs.end()};
@@ -93,15 +96,38 @@ class FakeNft : public NftRuleset {
     return out;
   }
 
+  // Compares what the real check compares (nft_counters.cpp): the rules
+  // of each chain, every element of the DNAT and identity maps with its
+  // data, the refuse sets and the guard sets.
   std::optional<std::string> difference(const Datapath& desired, const MarkLayout& marks) override {
     if (!table_) return "table inet hostlb is missing";
-    Datapath want = desired;
-    Datapath have;
-    for (const auto& [id, b] : bindings_) have.bindings.push_back(b);
-    std::sort(have.bindings.begin(), have.bindings.end(),
-              [](const Binding& a, const Binding& b) { return a.key < b.key; });
-    if (have.bindings != want.bindings || !(marks_.mask() == marks.mask()))
-      return "the bindings differ";
+    for (const auto& [chain, count] :
+         rules_per_chain(render_full_ruleset(Datapath{}, marks, policies_))) {
+      const auto it = rules_.find(chain);
+      const size_t have = it == rules_.end() ? 0 : it->second;
+      if (have != count)
+        return "chain " + chain + " has " + std::to_string(have) + " rules, not " +
+               std::to_string(count);
+    }
+    std::map<DeliveryKey, std::pair<IpAddress, uint16_t>> targets, want_targets;
+    std::map<DeliveryKey, uint32_t> identities, want_identities;
+    for (const auto& [id, b] : bindings_) {
+      targets[{b.mac, b.key.service}] = {b.target, b.target_port};
+      identities[{b.mac, b.key.service}] = marks_.mark_for(b.id);
+    }
+    for (const auto& b : desired.bindings) {
+      want_targets[{b.mac, b.key.service}] = {b.target, b.target_port};
+      want_identities[{b.mac, b.key.service}] = marks.mark_for(b.id);
+    }
+    if (targets != want_targets) return "the DNAT maps differ";
+    if (identities != want_identities) return "the identity maps differ";
+    std::set<DeliveryKey> refused, want_refused(desired.refused.begin(), desired.refused.end());
+    for (const auto& [key, packets] : refused_) refused.insert(key);
+    if (refused != want_refused) return "the refuse sets differ";
+    if (macs_ != std::set<MacAddress>(desired.guard_macs.begin(), desired.guard_macs.end()))
+      return "the guard MAC set differs";
+    if (vips_ != std::set<IpAddress>(desired.guard_vips.begin(), desired.guard_vips.end()))
+      return "the guard VIP sets differ";
     return std::nullopt;
   }
 
@@ -118,6 +144,7 @@ class FakeNft : public NftRuleset {
   void remove() override {
     begin("removing table");
     table_ = false;
+    rules_.clear();
     bindings_.clear();
     macs_.clear();
     vips_.clear();
@@ -135,13 +162,25 @@ class FakeNft : public NftRuleset {
     datapath.guard_macs.assign(macs_.begin(), macs_.end());
     datapath.guard_vips.assign(vips_.begin(), vips_.end());
     for (const auto& [key, packets] : refused_) datapath.refused.push_back(key);
-    return render_full_ruleset(datapath, marks_);
+    return render_full_ruleset(datapath, marks_, policies_);
   }
 
-  // Someone else edits the table behind hostlbd's back (in one commit of
-  // their own).
+  // Someone else edits the table behind hostlbd's back (each in one commit
+  // of their own).
   void drop_binding(uint32_t id) {
     bindings_.erase(id);
+    ++foreign_commits;
+  }
+  void drop_rule(const std::string& chain) {
+    if (rules_[chain] > 0) --rules_[chain];
+    ++foreign_commits;
+  }
+  void drop_refused(const DeliveryKey& key) {
+    refused_.erase(key);
+    ++foreign_commits;
+  }
+  void drop_guard_mac(const MacAddress& mac) {
+    macs_.erase(mac);
     ++foreign_commits;
   }
 
@@ -166,7 +205,9 @@ class FakeNft : public NftRuleset {
     }
   }
 
+  RulesetPolicies policies_;
   bool table_ = false;
+  std::map<std::string, size_t> rules_;
   MarkLayout marks_{MarkLayout::kDefaultMask};
   std::map<uint32_t, Binding> bindings_;
   std::set<MacAddress> macs_;

@@ -463,6 +463,38 @@ TEST_F(AgentTest, RemovalWithoutDrainFlushesAtOnceAndRefusesForAWhile) {
   EXPECT_FALSE(nft_.refuses(delivery_key("203.0.113.10:80/tcp")));
 }
 
+// Whatever another process changes in hostlb's table — an element of a map
+// or set, or a rule — the drift check sees it and the repair restores the
+// table hostlbd applied, as the real check does (the fake compares the same
+// parts).
+TEST_F(AgentTest, RepairRestoresAnyPartOfTheTableEditedByOthers) {
+  Daemon d(nft_, routes_, sysctls_, dir_);
+  d.agent.start(example());
+  State next = example();
+  next.services.erase(next.services.begin());
+  d.agent.change(next, 30);  // a draining key sits in the refuse set
+  const std::string applied = nft_.ruleset();
+  EXPECT_TRUE(d.agent.repair(true, true).empty()) << "nothing differs yet";
+  EXPECT_FALSE(nft_.changed_by_others());
+
+  const std::vector<std::function<void()>> edits = {
+      [&] { nft_.drop_binding(id_of(d.agent, "203.0.113.20:80/tcp")); },
+      [&] { nft_.drop_refused(delivery_key("203.0.113.10:80/tcp")); },
+      [&] { nft_.drop_guard_mac(*MacAddress::parse("02:00:00:00:01:11")); },
+      [&] { nft_.drop_rule("refuse"); },
+  };
+  for (size_t i = 0; i < edits.size(); ++i) {
+    edits[i]();
+    EXPECT_TRUE(nft_.changed_by_others()) << "edit " << i;
+    const int replaced = nft_.replacements;
+    EXPECT_EQ(d.agent.repair(true, false).size(), 1u) << "edit " << i << " seen";
+    EXPECT_EQ(nft_.replacements, replaced + 1) << "edit " << i;
+    EXPECT_EQ(nft_.ruleset(), applied) << "edit " << i << " undone";
+    EXPECT_TRUE(d.agent.repair(true, false).empty()) << "edit " << i;
+  }
+  EXPECT_EQ(d.agent.repairs(), edits.size());
+}
+
 TEST_F(AgentTest, IdentitiesFreedInTheJournalAreFreeAfterARestart) {
   uint32_t freed = 0;
   {

@@ -133,4 +133,8 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
 // Removes the table if it exists.
 std::string render_delete_ruleset();
 
+// How many rules each chain of hostlb's table gets from `script` (rendered
+// as above): what the drift check expects to find in the kernel.
+std::map<std::string, size_t> rules_per_chain(const std::string& script);
+
 }  // namespace hostlb
