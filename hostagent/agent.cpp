@@ -90,7 +90,8 @@ void Agent::load_persisted() {
   drop_unheld_identities(*persisted_);
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.
-  applied_ = compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks());
+  applied_ =
+      compile_datapath(persisted_->state, persisted_->ids, reconciler_.marks(), options_.host);
   applied_.refused = persisted_->retired.refused_for(applied_);
   for (const auto& b : applied_.bindings) owners_[b.id] = b.key;
   for (const auto& r : persisted_->retired.entries())
@@ -117,9 +118,10 @@ ApplyReport Agent::apply(State desired, ApplyMode mode, uint32_t drain_seconds,
   if (!persisted_) persisted_ = PersistedState{};
   // With the changed parts known, only they are compiled (a large document
   // applied again with a few changes).
-  Datapath next = changes ? compile_changed_datapath(applied_, *changes, desired, persisted_->ids,
-                                                     reconciler_.marks())
-                          : compile_datapath(desired, persisted_->ids, reconciler_.marks());
+  Datapath next =
+      changes ? compile_changed_datapath(applied_, *changes, desired, persisted_->ids,
+                                         reconciler_.marks(), options_.host)
+              : compile_datapath(desired, persisted_->ids, reconciler_.marks(), options_.host);
   DatapathDiff diff = diff_datapath(applied_, next);
   const bool same_state = persisted_->state == desired;
   if (same_state && mode == ApplyMode::kIncremental && diff.bindings_added.empty() &&
@@ -139,7 +141,7 @@ ApplyReport Agent::edit(const Edit& e, uint32_t drain_seconds) {
   if (!persisted_) persisted_ = PersistedState{};
   check_edit(persisted_->state, e);
   DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks(),
-                                          persisted_->retired.reserved_ids());
+                                          persisted_->retired.reserved_ids(), options_.host);
   return commit(std::move(change.next), std::move(change.diff), ApplyMode::kIncremental,
                 drain_seconds, [&](State& state) { apply_edit(state, e); }, {e});
 }

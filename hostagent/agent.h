@@ -24,6 +24,9 @@ struct AgentOptions {
   uint32_t refuse_seconds = 60;
   // The system clock when null.
   const Clock* clock = nullptr;
+  // This hypervisor's name: backends of a document whose "host" names
+  // another are not served here.
+  std::string host{};
 };
 
 // A drain ended or a flush happened: how many connections went, per binding.

@@ -299,6 +299,7 @@ json ControlHandler::status() {
           {"refused_keys", agent_.datapath().refused.size()},
           {"repairs", agent_.repairs()},
           {"state_dir", info_.state_dir},
+          {"host", info_.host},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},
           {"last_error", std::move(last_error)}};

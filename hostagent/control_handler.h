@@ -28,6 +28,7 @@ struct DaemonInfo {
   std::string version;
   std::string state_dir;
   std::string socket;
+  std::string host;  // this hypervisor's name in fleet documents
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

@@ -26,6 +26,7 @@
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/control_requests.h"
 #include "hostlb/policies/persisted_state.h"
+#include "hostlb/policies/selection.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
 #include "state_store.h"
@@ -211,8 +212,9 @@ void print_status(const json& s) {
               duration_text(s.at("uptime_seconds").get<long>()).c_str());
   std::printf("backends %zu, services %zu, bindings %zu\n", s.at("backends").get<size_t>(),
               s.at("services").get<size_t>(), s.at("bindings").get<size_t>());
-  std::printf("state dir %s, socket %s\n", s.at("state_dir").get<std::string>().c_str(),
-              s.at("socket").get<std::string>().c_str());
+  std::printf("state dir %s, socket %s, host name %s\n",
+              s.at("state_dir").get<std::string>().c_str(),
+              s.at("socket").get<std::string>().c_str(), s.value("host", "").c_str());
   std::printf("kernel prerequisites:\n");
   if (s.at("prerequisites").empty()) std::printf("  (none: no backends)\n");
   for (const auto& p : s.at("prerequisites"))
@@ -231,12 +233,22 @@ void print_status(const json& s) {
                 err.at("message").get<std::string>().c_str());
 }
 
+// This host's name as hostlbd takes it by default (the daemon's own answer
+// wins when it can be asked).
+std::string local_host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  const std::string name = std::string(buf).substr(0, std::string(buf).find('.'));
+  return hostlb::is_valid_host_name(name) ? name : "";
+}
+
 // The desired state: from the daemon if it answers, else from the
 // snapshot in the state directory.
 int run_doctor(const std::string& socket, int timeout_s, const std::string& state_dir,
                bool as_json) {
   using hostlb::Finding;
   hostlb::State state;
+  std::string host = local_host_name();
   bool daemon_reachable = false;
   std::string daemon_detail, desired_source;
   try {
@@ -246,6 +258,7 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
     if (!status.ok || !got.ok)
       throw Unreachable("hostlbd refused: " + (status.ok ? got : status).error.message);
     state = hostlb::state_from_json(got.result);
+    host = status.result.value("host", host);
     daemon_reachable = true;
     daemon_detail =
         "hostlbd " + status.result.at("version").get<std::string>() + " answers on " + socket;
@@ -260,7 +273,7 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
     }
   }
   const hostlb::MarkLayout marks(hostlb::MarkLayout::kDefaultMask);
-  const hostlb::Datapath desired = hostlb::compile_datapath(state, {}, marks);
+  const hostlb::Datapath desired = hostlb::compile_datapath(state, {}, marks, host);
   auto routes = hostlb::make_libnl_route_table();
   auto sysctls = hostlb::make_procfs_sysctls();
   auto nft = hostlb::make_kernel_ruleset();
@@ -473,6 +486,7 @@ void add_service_commands(CLI::App& app, Invocation& run) {
     std::string key, ref, backend;
     std::vector<std::string> backends;
     uint32_t drain = 0;
+    uint32_t weight = 0;  // 0: not given
   };
   auto o = storage<Service>();
   auto* add = service->add_subcommand("add", "Add a service");
@@ -498,10 +512,16 @@ void add_service_commands(CLI::App& app, Invocation& run) {
   auto* attach = service->add_subcommand("attach", "Let a backend serve a service");
   attach->add_option("service", o->key, "VIP:PORT/PROTO")->required();
   attach->add_option("backend", o->ref, "NAME:PORT")->required();
+  attach
+      ->add_option("--weight", o->weight,
+                   "Its share of the gateways' choice relative to the service's other backends "
+                   "(1-100, default 1)")
+      ->check(CLI::Range(1u, hostlb::kMaxWeight));
   attach->callback([&run, o] {
     run.method = "service.attach";
     const json ref = backend_ref(o->ref, "backend");
     run.params = {{"service", o->key}, {"backend", ref["name"]}, {"port", ref["port"]}};
+    if (o->weight != 0) run.params["weight"] = o->weight;
   });
   auto* detach = service->add_subcommand("detach", "Stop a backend serving a service");
   detach->add_option("service", o->key, "VIP:PORT/PROTO")->required();

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -47,6 +48,7 @@ struct Flags {
   std::string state_dir = "/var/lib/hostlb";
   std::string log_level = "info";
   std::string default_bridge;
+  std::string host_name;  // empty: the system's
   std::string ct_mark_mask = "0xfffff000";
   std::string refuse_policy = "reject";
   std::string miss_policy = "reset";
@@ -120,6 +122,16 @@ void reload(Agent& agent, ControlHandler& control, const Flags& flags,
   sd_notify(0, "READY=1");
 }
 
+// The system's host name as fleet documents write it: its first label.
+// One that no document could name serves only backends without a host.
+std::string system_host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  std::string name = buf;
+  name = name.substr(0, name.find('.'));
+  return is_valid_host_name(name) ? name : "";
+}
+
 // The settings file fills in what the command line did not give.
 bool apply_settings_file(const CLI::App& app, Flags& flags) {
   if (flags.daemon_config.empty()) return true;
@@ -146,6 +158,7 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--state-dir", flags.state_dir, settings.state_dir);
   take("--log-level", flags.log_level, settings.log_level);
   take("--default-bridge", flags.default_bridge, settings.default_bridge);
+  take("--host-name", flags.host_name, settings.host_name);
   take("--ct-mark-mask", flags.ct_mark_mask, settings.ct_mark_mask);
   take("--refuse-policy", flags.refuse_policy, settings.refuse_policy);
   take("--refuse-seconds", flags.refuse_seconds, settings.refuse_seconds);
@@ -192,6 +205,11 @@ int run(const Flags& flags) {
   DocumentOptions doc_options{flags.default_bridge};
   if (!flags.default_bridge.empty() && !is_valid_interface_name(flags.default_bridge)) {
     spdlog::error("--default-bridge: \"{}\" is not a valid interface name", flags.default_bridge);
+    return kExitUsage;
+  }
+  std::string host_name = flags.host_name.empty() ? system_host_name() : flags.host_name;
+  if (!flags.host_name.empty() && !is_valid_host_name(host_name)) {
+    spdlog::error("--host-name: \"{}\" is not a valid host name", host_name);
     return kExitUsage;
   }
   const auto mask = parse_mask(flags.ct_mark_mask);
@@ -247,7 +265,7 @@ int run(const Flags& flags) {
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
-    Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, &clock});
+    Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, &clock, host_name});
     agent.load_persisted();
 
     if (flags.cleanup) {
@@ -257,7 +275,7 @@ int run(const Flags& flags) {
 
     EventLoop loop(clock);
     ControlHandler control(agent, *routes, *sysctls, doc_options,
-                           {HOSTLB_VERSION, flags.state_dir, flags.socket});
+                           {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name});
     try {
       loop.on_signal(SIGHUP, [&] { reload(agent, control, flags, doc_options); });
       for (int signo : {SIGTERM, SIGINT})
@@ -381,6 +399,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--default-bridge", flags.default_bridge,
                  "Bridge for backends that do not name one");
+  app.add_option("--host-name", flags.host_name,
+                 "This hypervisor's name in fleet documents (default: the system's host name); "
+                 "backends whose \"host\" names another are not served here");
   app.add_option("--ct-mark-mask", flags.ct_mark_mask,
                  "Conntrack mark bits that carry hostlb's binding identity (one run of bits)")
       ->capture_default_str();

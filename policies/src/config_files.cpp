@@ -91,6 +91,10 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       if (!is_valid_interface_name(value))
         throw DocumentError(path, "\"" + printable(value) + "\" is not a valid interface name");
       out.default_bridge = std::string(value);
+    } else if (key == "host_name") {
+      if (!is_valid_host_name(value))
+        throw DocumentError(path, "\"" + printable(value) + "\" is not a valid host name");
+      out.host_name = std::string(value);
     } else if (key == "ct_mark_mask") {
       out.ct_mark_mask = std::string(value);  // checked as a mark layout by the daemon
     } else if (key == "refuse_policy") {

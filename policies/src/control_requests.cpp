@@ -120,7 +120,7 @@ const std::vector<Method>& table() {
        }},
       {{"backend.list", {}},
        [](const Request&, const DocumentOptions&) { return BackendListRequest{}; }},
-      {{"backend.add", {"name", "mac", "ipv4", "ipv6", "bridge"}},
+      {{"backend.add", {"name", "mac", "ipv4", "ipv6", "bridge", "host"}},
        [](const Request& r, const DocumentOptions& options) -> TypedRequest {
          return EditRequest{with_params_paths(
              [&] { return Edit::add_backend(parse_backend_object(r.params, "", options)); })};
@@ -148,12 +148,13 @@ const std::vector<Method>& table() {
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          return EditRequest{Edit::remove_service(param_service(r.params)), param_drain(r.params)};
        }},
-      {{"service.attach", {"service", "backend", "port"}},
+      {{"service.attach", {"service", "backend", "port", "weight"}},
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          const ServiceKey key = param_service(r.params);
          BackendRef ref = with_params_paths([&] {
-           return parse_backend_ref(
-               json{{"name", param(r.params, "backend")}, {"port", param(r.params, "port")}}, "");
+           json fields = {{"name", param(r.params, "backend")}, {"port", param(r.params, "port")}};
+           if (r.params.contains("weight")) fields["weight"] = r.params["weight"];
+           return parse_backend_ref(fields, "");
          });
          if (!r.params["backend"].is_string())
            refuse(kInvalidParams, "must be a string", "params.backend");

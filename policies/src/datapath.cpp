@@ -83,11 +83,13 @@ std::vector<IpAddress> service_vips(const State& state) {
   return vips;
 }
 
-Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks) {
+Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks,
+                          std::string_view host) {
   Datapath out;
   std::set<std::string> bridges;
   std::unordered_map<std::string_view, const Backend*> by_name;
   for (const auto& backend : state.backends) {
+    if (!backend.is_on(host)) continue;
     for (const auto* addr : {&backend.ipv4, &backend.ipv6}) {
       if (*addr) out.hosts.push_back({backend.bridge, **addr, backend.mac, backend.name});
     }
@@ -96,7 +98,8 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   }
   std::sort(out.hosts.begin(), out.hosts.end());
   out.bridges.assign(bridges.begin(), bridges.end());
-  for (const auto& backend : state.backends) out.guard_macs.push_back(backend.mac);
+  for (const auto& backend : state.backends)
+    if (backend.is_on(host)) out.guard_macs.push_back(backend.mac);
   std::sort(out.guard_macs.begin(), out.guard_macs.end());
   out.guard_vips = service_vips(state);
 
@@ -111,7 +114,7 @@ Datapath compile_datapath(const State& state, const BindingIds& previous, const 
   for (const auto& service : state.services) {
     for (const auto& ref : service.backends) {
       auto backend = by_name.find(ref.name);
-      if (backend == by_name.end()) continue;  // validation guarantees it exists
+      if (backend == by_name.end()) continue;  // on another host
       if (!backend->second->address_for(service.key.vip.family()))
         continue;  // validation guarantees it exists
       order.push_back({SortKey(service.key, ref.name), &service.key, &ref, backend->second});

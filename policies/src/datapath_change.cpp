@@ -9,7 +9,8 @@
 namespace hostlb {
 
 DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
-                               const MarkLayout& marks, const BindingIds& reserved) {
+                               const MarkLayout& marks, const BindingIds& reserved,
+                               std::string_view host) {
   DatapathChange out;
   const ServiceKey& key = edit.service.key;
   const std::string& name = edit.ref.name;
@@ -28,12 +29,16 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
     }
   };
   std::vector<Binding> added;
+  auto local = [&](const std::string& backend) {
+    return before.find_backend(backend)->is_on(host);
+  };
   auto make_binding = [&](const ServiceKey& k, const BackendRef& ref) {
     const Backend* backend = before.find_backend(ref.name);
     return Binding{{k, ref.name}, backend->mac, *backend->address_for(k.vip.family()), ref.port, 0};
   };
   if (edit.kind == Edit::Kind::kAddService)
-    for (const auto& ref : edit.service.backends) added.push_back(make_binding(key, ref));
+    for (const auto& ref : edit.service.backends)
+      if (local(ref.name)) added.push_back(make_binding(key, ref));
 
   // One pass over the bindings: keep, drop, or note an existing one.
   out.next.bindings.reserve(applied.bindings.size() + added.size());
@@ -54,7 +59,8 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
     }
     out.next.bindings.push_back(b);
   }
-  if (edit.kind == Edit::Kind::kAttach && (!existing || existing->target_port != edit.ref.port)) {
+  if (edit.kind == Edit::Kind::kAttach && local(name) &&
+      (!existing || existing->target_port != edit.ref.port)) {
     Binding b = make_binding(key, edit.ref);
     if (existing) b.id = existing->id;  // rewritten in place, same identity
     added.push_back(b);
@@ -83,15 +89,18 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 
   // Host entries and bridges change only with backends.
   out.next.hosts = applied.hosts;
-  if (edit.kind == Edit::Kind::kAddBackend) {
+  const bool local_backend_edit =
+      (edit.kind == Edit::Kind::kAddBackend && edit.backend.is_on(host)) ||
+      (edit.kind == Edit::Kind::kRemoveBackend && local(name));
+  if (edit.kind == Edit::Kind::kAddBackend && local_backend_edit) {
     for (const auto* addr : {&edit.backend.ipv4, &edit.backend.ipv6}) {
       if (!*addr) continue;
-      HostEntry host{edit.backend.bridge, **addr, edit.backend.mac, edit.backend.name};
-      out.next.hosts.insert(std::upper_bound(out.next.hosts.begin(), out.next.hosts.end(), host),
-                            host);
-      out.diff.hosts_added.push_back(host);
+      HostEntry entry{edit.backend.bridge, **addr, edit.backend.mac, edit.backend.name};
+      out.next.hosts.insert(std::upper_bound(out.next.hosts.begin(), out.next.hosts.end(), entry),
+                            entry);
+      out.diff.hosts_added.push_back(entry);
     }
-  } else if (edit.kind == Edit::Kind::kRemoveBackend) {
+  } else if (edit.kind == Edit::Kind::kRemoveBackend && local_backend_edit) {
     std::erase_if(out.next.hosts, [&](const HostEntry& h) {
       if (h.backend != name) return false;
       out.diff.hosts_removed.push_back(h);
@@ -100,8 +109,10 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   }
   std::set<std::string> bridges;
   for (const auto& b : before.backends)
-    if (!(edit.kind == Edit::Kind::kRemoveBackend && b.name == name)) bridges.insert(b.bridge);
-  if (edit.kind == Edit::Kind::kAddBackend) bridges.insert(edit.backend.bridge);
+    if (b.is_on(host) && !(edit.kind == Edit::Kind::kRemoveBackend && b.name == name))
+      bridges.insert(b.bridge);
+  if (edit.kind == Edit::Kind::kAddBackend && local_backend_edit)
+    bridges.insert(edit.backend.bridge);
   out.next.bridges.assign(bridges.begin(), bridges.end());
 
   // The guard: a backend's MAC comes and goes with it; a VIP with the first
@@ -109,12 +120,12 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
   out.next.refused = applied.refused;
   out.next.guard_macs = applied.guard_macs;
   out.next.guard_vips = applied.guard_vips;
-  if (edit.kind == Edit::Kind::kAddBackend) {
+  if (edit.kind == Edit::Kind::kAddBackend && local_backend_edit) {
     const MacAddress& mac = edit.backend.mac;
     out.next.guard_macs.insert(
         std::upper_bound(out.next.guard_macs.begin(), out.next.guard_macs.end(), mac), mac);
     out.diff.guard_macs_added.push_back(mac);
-  } else if (edit.kind == Edit::Kind::kRemoveBackend) {
+  } else if (edit.kind == Edit::Kind::kRemoveBackend && local_backend_edit) {
     const MacAddress mac = before.find_backend(name)->mac;
     std::erase(out.next.guard_macs, mac);
     out.diff.guard_macs_removed.push_back(mac);
@@ -137,9 +148,9 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 
 Datapath compile_changed_datapath(const Datapath& applied, const StateChanges& changes,
                                   const State& desired, const BindingIds& previous,
-                                  const MarkLayout& marks) {
+                                  const MarkLayout& marks, std::string_view host) {
   // All backends are in the parts: hosts, bridges and MACs come out whole.
-  Datapath out = compile_datapath(changes.after, previous, marks);
+  Datapath out = compile_datapath(changes.after, previous, marks, host);
   std::unordered_set<ServiceKey, ServiceKeyHash> changed;
   for (const auto* part : {&changes.before, &changes.after})
     for (const auto& s : part->services) changed.insert(s.key);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "hostlb/policies/selection.h"
+
 namespace hostlb {
 
 Edit Edit::add_backend(Backend backend) {
@@ -35,6 +37,14 @@ Edit Edit::attach(ServiceKey key, BackendRef ref) {
   e.ref = std::move(ref);
   return e;
 }
+Edit Edit::set_rows(ServiceKey key, std::optional<uint32_t> rows) {
+  Edit e;
+  e.kind = Kind::kSetRows;
+  e.service.key = key;
+  e.service.rows = rows;
+  return e;
+}
+
 Edit Edit::detach(ServiceKey key, std::string name) {
   Edit e;
   e.kind = Kind::kDetach;
@@ -135,6 +145,13 @@ void check_edit(const State& state, const Edit& edit) {
       throw DocumentError("backend",
                           "backend \"" + edit.ref.name + "\" does not serve " + key.str());
     }
+    case Edit::Kind::kSetRows:
+      if (!find_service(state, key)) throw DocumentError("service", "no service " + key.str());
+      if (edit.service.rows && (*edit.service.rows < kMinRows || *edit.service.rows > kMaxRows))
+        throw DocumentError("rows", std::to_string(*edit.service.rows) +
+                                        " is not a whole number from " + std::to_string(kMinRows) +
+                                        " to " + std::to_string(kMaxRows));
+      return;
   }
 }
 
@@ -164,7 +181,7 @@ void apply_edit(State& state, const Edit& edit) {
       auto& refs = service_it()->backends;
       for (auto& ref : refs) {
         if (ref.name == edit.ref.name) {
-          ref.port = edit.ref.port;
+          ref = edit.ref;
           return;
         }
       }
@@ -174,6 +191,9 @@ void apply_edit(State& state, const Edit& edit) {
     case Edit::Kind::kDetach:
       std::erase_if(service_it()->backends,
                     [&](const BackendRef& r) { return r.name == edit.ref.name; });
+      return;
+    case Edit::Kind::kSetRows:
+      service_it()->rows = edit.service.rows;
       return;
   }
 }

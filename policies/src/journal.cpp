@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "hostlb/policies/selection.h"
 #include "hostlb/policies/state_document.h"
 
 namespace hostlb {
@@ -26,19 +27,31 @@ nlohmann::json edit_to_json(const Edit& edit) {
       return {{"op", "backend.del"}, {"name", edit.ref.name}};
     case Edit::Kind::kAddService: {
       json refs = json::array();
-      for (const auto& r : edit.service.backends)
-        refs.push_back({{"name", r.name}, {"port", r.port}});
-      return {{"op", "service.add"}, {"service", key}, {"backends", refs}};
+      for (const auto& r : edit.service.backends) {
+        json ref = {{"name", r.name}, {"port", r.port}};
+        if (r.weight != 1) ref["weight"] = r.weight;
+        refs.push_back(std::move(ref));
+      }
+      json out = {{"op", "service.add"}, {"service", key}, {"backends", refs}};
+      if (edit.service.rows) out["rows"] = *edit.service.rows;
+      return out;
     }
     case Edit::Kind::kRemoveService:
       return {{"op", "service.del"}, {"service", key}};
-    case Edit::Kind::kAttach:
-      return {{"op", "service.attach"},
-              {"service", key},
-              {"backend", edit.ref.name},
-              {"port", edit.ref.port}};
+    case Edit::Kind::kAttach: {
+      json out = {{"op", "service.attach"},
+                  {"service", key},
+                  {"backend", edit.ref.name},
+                  {"port", edit.ref.port}};
+      if (edit.ref.weight != 1) out["weight"] = edit.ref.weight;
+      return out;
+    }
     case Edit::Kind::kDetach:
       return {{"op", "service.detach"}, {"service", key}, {"backend", edit.ref.name}};
+    case Edit::Kind::kSetRows:
+      return {{"op", "service.rows"},
+              {"service", key},
+              {"rows", edit.service.rows ? json(*edit.service.rows) : json()}};
   }
   return {};
 }
@@ -53,24 +66,44 @@ Edit edit_from_json(const nlohmann::json& value) {
     return value[field].get<std::string>();
   };
   if (op == "backend.add")
-    return Edit::add_backend(parse_backend_object(value["backend"], "backend", {}));
+    // (value() rather than [] on a const object: a missing member is not UB.)
+    return Edit::add_backend(
+        parse_backend_object(value.value("backend", nlohmann::json()), "backend", {}));
   if (op == "backend.del") return Edit::remove_backend(name("name"));
   if (op != "service.add" && op != "service.del" && op != "service.attach" &&
-      op != "service.detach")
+      op != "service.detach" && op != "service.rows")
     throw DocumentError("op", "unknown edit \"" + op + "\"");
   const ServiceKey key =
       parse_service_key_param(value.value("service", nlohmann::json()), "service");
   if (op == "service.add") {
-    Service service{key, {}};
+    Service service{key, {}, {}};
     for (const auto& r : value.value("backends", nlohmann::json::array()))
       service.backends.push_back(parse_backend_ref(r, "backends"));
+    if (const auto& rows = value.value("rows", nlohmann::json()); !rows.is_null()) {
+      if (!rows.is_number_unsigned() || rows.get<uint64_t>() < kMinRows ||
+          rows.get<uint64_t>() > kMaxRows)
+        throw DocumentError("rows", "must be a whole number from " + std::to_string(kMinRows) +
+                                        " to " + std::to_string(kMaxRows));
+      service.rows = rows.get<uint32_t>();
+    }
     return Edit::add_service(std::move(service));
   }
   if (op == "service.del") return Edit::remove_service(key);
-  if (op == "service.attach")
-    return Edit::attach(key, parse_backend_ref({{"name", value.value("backend", nlohmann::json())},
-                                                {"port", value.value("port", nlohmann::json())}},
-                                               ""));
+  if (op == "service.attach") {
+    nlohmann::json ref = {{"name", value.value("backend", nlohmann::json())},
+                          {"port", value.value("port", nlohmann::json())}};
+    if (value.contains("weight")) ref["weight"] = value["weight"];
+    return Edit::attach(key, parse_backend_ref(ref, ""));
+  }
+  if (op == "service.rows") {
+    const auto& rows = value.value("rows", nlohmann::json());
+    if (rows.is_null()) return Edit::set_rows(key, std::nullopt);
+    if (!rows.is_number_unsigned() || rows.get<uint64_t>() < kMinRows ||
+        rows.get<uint64_t>() > kMaxRows)
+      throw DocumentError("rows", "must be null or a whole number from " +
+                                      std::to_string(kMinRows) + " to " + std::to_string(kMaxRows));
+    return Edit::set_rows(key, rows.get<uint32_t>());
+  }
   return Edit::detach(key, name("backend"));
 }
 

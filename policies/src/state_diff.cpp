@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "hostlb/policies/selection.h"
+
 namespace hostlb {
 namespace {
 
@@ -137,9 +139,11 @@ std::vector<Edit> edits_between_slices(const State& before, const State& after) 
       const auto& refs = it->second->backends;
       auto old_ref = std::find_if(refs.begin(), refs.end(),
                                   [&](const BackendRef& r) { return r.name == ref.name; });
-      if (old_ref == refs.end() || old_ref->port != ref.port || changed_backend(ref.name))
+      if (old_ref == refs.end() || !(*old_ref == ref) || changed_backend(ref.name))
         edits.push_back(Edit::attach(key, ref));
     }
+    // 6. The gateways' row count of services that stay.
+    if (it->second->rows != s->rows) edits.push_back(Edit::set_rows(key, s->rows));
   }
   return edits;
 }
@@ -232,12 +236,19 @@ std::vector<std::string> describe_slices(const State& before, const State& after
     if (!find_service(ns, s->key)) lines.push_back("- service " + s->key.str());
   for (const Service* s : ns)
     if (!find_service(os, s->key)) lines.push_back("+ service " + s->key.str());
+  auto rows_text = [](const Service& s) {
+    return s.rows ? std::to_string(*s.rows) : "default (" + std::to_string(kDefaultRows) + ")";
+  };
+  for (const Service* s : ns)
+    if (const Service* o = find_service(os, s->key); o && o->rows != s->rows)
+      lines.push_back("~ service " + s->key.str() + " rows " + rows_text(*o) + " -> " +
+                      rows_text(*s));
 
-  using BindingLine = std::tuple<ServiceKey, std::string, uint16_t>;
+  using BindingLine = std::tuple<ServiceKey, std::string, uint16_t, uint32_t>;
   auto bindings = [](const std::vector<const Service*>& services) {
     std::vector<BindingLine> out;
     for (const Service* s : services)
-      for (const auto& ref : s->backends) out.emplace_back(s->key, ref.name, ref.port);
+      for (const auto& ref : s->backends) out.emplace_back(s->key, ref.name, ref.port, ref.weight);
     std::sort(out.begin(), out.end());
     return out;
   };
@@ -249,7 +260,8 @@ std::vector<std::string> describe_slices(const State& before, const State& after
                       old_bindings.end(), std::back_inserter(come));
   auto line = [](char sign, const BindingLine& b) {
     return std::string(1, sign) + " binding " + std::get<0>(b).str() + " -> " + std::get<1>(b) +
-           ":" + std::to_string(std::get<2>(b));
+           ":" + std::to_string(std::get<2>(b)) +
+           (std::get<3>(b) == 1 ? "" : " weight " + std::to_string(std::get<3>(b)));
   };
   for (const auto& b : gone) lines.push_back(line('-', b));
   for (const auto& b : come) lines.push_back(line('+', b));

@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "hostlb/policies/selection.h"
 #include "hostlb/policies/text.h"
 
 namespace hostlb {
@@ -68,6 +69,18 @@ uint16_t require_port(const json& value, const std::string& path) {
   throw DocumentError(path, shown(value) + " is not a port (1-65535)");
 }
 
+uint32_t require_whole_number(const json& value, const std::string& path, uint32_t min,
+                              uint32_t max) {
+  if (!value.is_number_integer())
+    throw DocumentError(path, "must be a whole number, not " + type_name(value));
+  if (value.is_number_unsigned()) {
+    const auto n = value.get<uint64_t>();
+    if (n >= min && n <= max) return static_cast<uint32_t>(n);
+  }
+  throw DocumentError(path, shown(value) + " is not a whole number from " + std::to_string(min) +
+                                " to " + std::to_string(max));
+}
+
 const json* optional_member(const json& object, std::string_view key) {
   auto it = object.find(key);
   return it == object.end() ? nullptr : &*it;
@@ -94,7 +107,7 @@ IpAddress parse_host_address(const json& value, const std::string& path, IpFamil
 
 Backend parse_backend_object(const json& value, const std::string& path,
                              const DocumentOptions& options) {
-  require_object(value, path, {"name", "mac", "ipv4", "ipv6", "bridge"});
+  require_object(value, path, {"name", "mac", "ipv4", "ipv6", "bridge", "host"});
   Backend backend;
 
   const auto name_path = member(path, "name");
@@ -129,14 +142,24 @@ Backend parse_backend_object(const json& value, const std::string& path,
   }
   if (!is_valid_interface_name(backend.bridge))
     throw DocumentError(bridge_path, shown(backend.bridge) + " is not a valid interface name");
+  if (const json* host = optional_member(value, "host")) {
+    const auto host_path = member(path, "host");
+    backend.host = require_string(*host, host_path);
+    if (!is_valid_host_name(backend.host))
+      throw DocumentError(host_path, shown(backend.host) +
+                                         " is not a valid host name (1-63 characters: letters, "
+                                         "digits, '.', '_', '-'; starting with a letter or digit)");
+  }
   return backend;
 }
 
 BackendRef parse_backend_ref(const json& value, const std::string& path) {
-  require_object(value, path, {"name", "port"});
+  require_object(value, path, {"name", "port", "weight"});
   BackendRef ref;
   ref.name = require_string(required_member(value, path, "name"), member(path, "name"));
   ref.port = require_port(required_member(value, path, "port"), member(path, "port"));
+  if (const json* weight = optional_member(value, "weight"))
+    ref.weight = require_whole_number(*weight, member(path, "weight"), 1, kMaxWeight);
   return ref;
 }
 
@@ -150,7 +173,7 @@ ServiceKey parse_service_key_param(const json& value, const std::string& path) {
 namespace {
 
 Service parse_service(const json& value, const std::string& path, const State& state) {
-  require_object(value, path, {"vip", "port", "protocol", "backends"});
+  require_object(value, path, {"vip", "port", "protocol", "backends", "rows"});
   Service service;
 
   const auto vip_path = member(path, "vip");
@@ -168,6 +191,9 @@ Service parse_service(const json& value, const std::string& path, const State& s
   auto protocol = parse_protocol(require_string(proto_value, proto_path));
   if (!protocol) throw DocumentError(proto_path, shown(proto_value) + " is not tcp or udp");
   service.key.protocol = *protocol;
+
+  if (const json* rows = optional_member(value, "rows"))
+    service.rows = require_whole_number(*rows, member(path, "rows"), kMinRows, kMaxRows);
 
   for (const auto& backend : state.backends) {
     if (backend.address_for(vip->family()) == *vip)
@@ -280,6 +306,8 @@ bool is_valid_backend_name(std::string_view name) {
   return true;
 }
 
+bool is_valid_host_name(std::string_view name) { return is_valid_backend_name(name); }
+
 bool is_valid_interface_name(std::string_view name) {
   // The kernel allows more (IFNAMSIZ-1 bytes, anything but '/', ':' and
   // white space); hostlb accepts the conservative subset every tool prints.
@@ -369,16 +397,23 @@ nlohmann::ordered_json backend_to_json(const Backend& backend) {
   if (backend.ipv4) object["ipv4"] = backend.ipv4->str();
   if (backend.ipv6) object["ipv6"] = backend.ipv6->str();
   object["bridge"] = backend.bridge;
+  if (!backend.host.empty()) object["host"] = backend.host;
   return object;
 }
 
 nlohmann::ordered_json service_to_json(const Service& service) {
   nlohmann::ordered_json refs = nlohmann::ordered_json::array();
-  for (const auto& ref : service.backends) refs.push_back({{"name", ref.name}, {"port", ref.port}});
-  return {{"vip", service.key.vip.str()},
-          {"port", service.key.port},
-          {"protocol", protocol_name(service.key.protocol)},
-          {"backends", std::move(refs)}};
+  for (const auto& ref : service.backends) {
+    nlohmann::ordered_json entry = {{"name", ref.name}, {"port", ref.port}};
+    if (ref.weight != 1) entry["weight"] = ref.weight;
+    refs.push_back(std::move(entry));
+  }
+  nlohmann::ordered_json out = {{"vip", service.key.vip.str()},
+                                {"port", service.key.port},
+                                {"protocol", protocol_name(service.key.protocol)}};
+  if (service.rows) out["rows"] = *service.rows;
+  out["backends"] = std::move(refs);
+  return out;
 }
 
 nlohmann::ordered_json state_to_json(const State& state) {

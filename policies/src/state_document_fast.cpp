@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "hostlb/policies/selection.h"
 #include "hostlb/policies/state_document.h"
 
 namespace hostlb {
@@ -129,30 +130,34 @@ class FastParser {
   bool backend(State& state) {
     Backend b;
     bool name = false, mac = false, bridge = false;
-    const bool ok = small_object({"name", "mac", "ipv4", "ipv6", "bridge"}, [&](unsigned field) {
-      std::string_view text;
-      if (!string(text)) return false;
-      switch (field) {
-        case 0:
-          b.name = text;
-          return name = is_valid_backend_name(text);
-        case 1: {
-          auto parsed = MacAddress::parse(text);
-          if (!parsed || parsed->is_multicast() || parsed->is_zero()) return false;
-          b.mac = *parsed;
-          return mac = true;
-        }
-        case 2:
-          b.ipv4 = IpAddress::parse_v4(text);
-          return b.ipv4 && b.ipv4->is_usable_unicast();
-        case 3:
-          b.ipv6 = IpAddress::parse_v6(text);
-          return b.ipv6 && b.ipv6->is_usable_unicast();
-        default:
-          b.bridge = text;
-          return bridge = is_valid_interface_name(text);
-      }
-    });
+    const bool ok =
+        small_object({"name", "mac", "ipv4", "ipv6", "bridge", "host"}, [&](unsigned field) {
+          std::string_view text;
+          if (!string(text)) return false;
+          switch (field) {
+            case 0:
+              b.name = text;
+              return name = is_valid_backend_name(text);
+            case 1: {
+              auto parsed = MacAddress::parse(text);
+              if (!parsed || parsed->is_multicast() || parsed->is_zero()) return false;
+              b.mac = *parsed;
+              return mac = true;
+            }
+            case 2:
+              b.ipv4 = IpAddress::parse_v4(text);
+              return b.ipv4 && b.ipv4->is_usable_unicast();
+            case 3:
+              b.ipv6 = IpAddress::parse_v6(text);
+              return b.ipv6 && b.ipv6->is_usable_unicast();
+            case 4:
+              b.bridge = text;
+              return bridge = is_valid_interface_name(text);
+            default:
+              b.host = text;
+              return is_valid_host_name(text);
+          }
+        });
     if (!ok || !name || !mac || (!b.ipv4 && !b.ipv6)) return false;
     if (!bridge) {
       if (options_.default_bridge.empty() || !is_valid_interface_name(options_.default_bridge))
@@ -170,43 +175,52 @@ class FastParser {
   bool service(State& state) {
     Service s;
     bool vip = false, port_seen = false, protocol = false;
-    const bool ok = small_object({"vip", "port", "protocol", "backends"}, [&](unsigned field) {
-      std::string_view text;
-      switch (field) {
-        case 0: {
-          if (!string(text)) return false;
-          auto parsed = IpAddress::parse(text);
-          if (!parsed || !parsed->is_usable_unicast()) return false;
-          s.key.vip = *parsed;
-          return vip = true;
-        }
-        case 1:
-          return port_seen = port(s.key.port);
-        case 2: {
-          if (!string(text)) return false;
-          auto parsed = parse_protocol(text);
-          if (!parsed) return false;
-          s.key.protocol = *parsed;
-          return protocol = true;
-        }
-        default:
-          return array([&] {
-            BackendRef ref;
-            bool name = false, ref_port = false;
-            if (!small_object({"name", "port"}, [&](unsigned f) {
-                  if (f == 1) return ref_port = port(ref.port);
-                  std::string_view n;
-                  if (!string(n)) return false;
-                  ref.name = n;
-                  return name = true;
-                }))
-              return false;
-            if (!name || !ref_port) return false;
-            s.backends.push_back(std::move(ref));
-            return true;
-          });
-      }
-    });
+    const bool ok =
+        small_object({"vip", "port", "protocol", "backends", "rows"}, [&](unsigned field) {
+          std::string_view text;
+          switch (field) {
+            case 0: {
+              if (!string(text)) return false;
+              auto parsed = IpAddress::parse(text);
+              if (!parsed || !parsed->is_usable_unicast()) return false;
+              s.key.vip = *parsed;
+              return vip = true;
+            }
+            case 1:
+              return port_seen = port(s.key.port);
+            case 2: {
+              if (!string(text)) return false;
+              auto parsed = parse_protocol(text);
+              if (!parsed) return false;
+              s.key.protocol = *parsed;
+              return protocol = true;
+            }
+            case 4: {
+              uint32_t rows = 0;
+              if (!integer(rows) || rows < kMinRows || rows > kMaxRows) return false;
+              s.rows = rows;
+              return true;
+            }
+            default:
+              return array([&] {
+                BackendRef ref;
+                bool name = false, ref_port = false;
+                if (!small_object({"name", "port", "weight"}, [&](unsigned f) {
+                      if (f == 1) return ref_port = port(ref.port);
+                      if (f == 2)
+                        return integer(ref.weight) && ref.weight >= 1 && ref.weight <= kMaxWeight;
+                      std::string_view n;
+                      if (!string(n)) return false;
+                      ref.name = n;
+                      return name = true;
+                    }))
+                  return false;
+                if (!name || !ref_port) return false;
+                s.backends.push_back(std::move(ref));
+                return true;
+              });
+          }
+        });
     if (!ok || !vip || !port_seen || !protocol) return false;
     // Checked once the whole object is read: the strict path checks the VIP
     // against the backends before it reads the references.

@@ -83,7 +83,7 @@ class ControlTest : public ::testing::Test {
     agent_ = std::make_unique<Agent>(*reconciler_, *store_, conntrack_);
     agent_->start(State{});
     handler_ = std::make_unique<ControlHandler>(*agent_, routes_, sysctls_, DocumentOptions{"br0"},
-                                                DaemonInfo{"test", "dir", "sock"});
+                                                DaemonInfo{"test", "dir", "sock", "hv1"});
     ControlServerOptions options;
     options.path = (dir_ / "ctl.sock").string();
     options.max_request_bytes = 64 * 1024;

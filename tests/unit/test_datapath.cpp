@@ -194,3 +194,33 @@ TEST(BindingsGone, RemovedButNotRewritten) {
 
 }  // namespace
 }  // namespace hostlb
+
+namespace hostlb {
+namespace {
+
+// One fleet document on every host: each serves only its own backends.
+TEST(Datapath, AHostCompilesOnlyItsOwnBackends) {
+  const State fleet = parse_state_document(R"({"version":1,"backends":[
+    {"name":"a","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0","host":"hv1"},
+    {"name":"b","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br1","host":"hv2"},
+    {"name":"c","mac":"02:00:00:00:01:13","ipv4":"198.18.1.13","bridge":"br0"}],
+   "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[
+     {"name":"a","port":8080},{"name":"b","port":8080},{"name":"c","port":8080}]},
+               {"vip":"203.0.113.20","port":80,"protocol":"tcp","backends":[{"name":"b","port":80}]}]})");
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  const Datapath hv1 = compile_datapath(fleet, {}, marks, "hv1");
+  std::vector<std::string> served;
+  for (const auto& b : hv1.bindings) served.push_back(b.key.backend);
+  EXPECT_EQ(served, (std::vector<std::string>{"a", "c"})) << "b runs on hv2";
+  ASSERT_EQ(hv1.hosts.size(), 2u);
+  EXPECT_EQ(hv1.bridges, std::vector<std::string>{"br0"}) << "br1 is hv2's";
+  EXPECT_EQ(hv1.guard_macs.size(), 2u);
+  EXPECT_EQ(hv1.guard_vips.size(), 2u) << "every VIP is guarded, served here or not";
+  const Datapath hv2 = compile_datapath(fleet, {}, marks, "hv2");
+  served.clear();
+  for (const auto& b : hv2.bindings) served.push_back(b.key.backend);
+  EXPECT_EQ(served, (std::vector<std::string>{"b", "c", "b"}));
+}
+
+}  // namespace
+}  // namespace hostlb

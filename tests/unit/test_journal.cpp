@@ -79,6 +79,10 @@ TEST(Journal, ABadRecordNamesThePathAtFault) {
       error(R"({"edits":[],"ids":[{"service":"203.0.113.10:80/tcp","backend":"a","id":-1}]})"),
       "ids[0].id: must be a whole number below 2^32");
   EXPECT_EQ(error(R"({"edits":[{"op":"x"}],"ids":[]})"), "edits[0].op: unknown edit \"x\"");
+  // Found by fuzz_journal_record: a missing member was read through a const
+  // operator[] (undefined behaviour).
+  EXPECT_EQ(error(R"({"edits":[{"op":"backend.add","bacoend":{}}],"ids":[]})"),
+            "edits[0].backend: must be an object, not null");
 }
 
 TEST(Journal, ReplayAppliesEditsIdentitiesAndRetirements) {

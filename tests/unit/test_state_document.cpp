@@ -98,6 +98,29 @@ TEST(StateDocument, TheFastPathLeavesAnythingUnusualToTheStrictPath) {
   }
 }
 
+// A fleet document: backends name their hypervisor, services their row
+// count, bindings their weight; every gateway and host reads the same one.
+TEST(StateDocument, FleetFieldsRoundTripOnBothPaths) {
+  const std::string doc = R"({"version":1,"backends":[
+    {"name":"web-1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0","host":"hv1"},
+    {"name":"web-2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0"}],
+   "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","rows":2039,
+                "backends":[{"name":"web-1","port":8080,"weight":3},{"name":"web-2","port":8080}]}]})";
+  const State state = state_from_json(parse_json_strict(doc));
+  EXPECT_EQ(state.backends[0].host, "hv1");
+  EXPECT_EQ(state.backends[1].host, "");
+  EXPECT_EQ(state.services[0].rows, 2039u);
+  EXPECT_EQ(state.services[0].backends[0].weight, 3u);
+  EXPECT_EQ(state.services[0].backends[1].weight, 1u);
+  EXPECT_EQ(parse_state_document_fast(doc, {}), state) << "the fast path reads them alike";
+  const std::string canonical = state_to_json(state).dump();
+  EXPECT_EQ(parse_state_document_fast(canonical, {}), state);
+  EXPECT_EQ(canonical.find("\"weight\":1"), std::string::npos) << "the default is not written";
+  EXPECT_TRUE(state.backends[0].is_on("hv1"));
+  EXPECT_FALSE(state.backends[0].is_on("hv2"));
+  EXPECT_TRUE(state.backends[1].is_on("hv2")) << "no host: whoever reads it";
+}
+
 TEST(StateDocument, EmptyDocumentIsValid) {
   State state = parse_state_document(R"({"version": 1})");
   EXPECT_TRUE(state.backends.empty());
@@ -317,6 +340,31 @@ INSTANTIATE_TEST_SUITE_P(
             R"({"version":1,"services":[{"vip":"2001:db8:f00::10","port":80,"protocol":"tcp"},)"
             R"({"vip":"2001:0db8:0f00::0010","port":80,"protocol":"tcp"}]})",
             "services[1]: duplicate service [2001:db8:f00::10]:80/tcp (also services[0])"},
+        BadDocument{"BadHost", with_backend(R"("name":"a",)" + kMacIp + R"(,"host":"hv 1")"),
+                    "backends[0].host: \"hv 1\" is not a valid host name (1-63 characters: "
+                    "letters, digits, '.', '_', '-'; starting with a letter or digit)"},
+        BadDocument{"HostNotAString", with_backend(R"("name":"a",)" + kMacIp + R"(,"host":7)"),
+                    "backends[0].host: must be a string, not an integer"},
+        BadDocument{"ZeroRows",
+                    with_service(R"("vip":"203.0.113.10","port":80,"protocol":"tcp","rows":0)"),
+                    "services[0].rows: 0 is not a whole number from 1 to 65521"},
+        BadDocument{"TooManyRows",
+                    with_service(R"("vip":"203.0.113.10","port":80,"protocol":"tcp","rows":65536)"),
+                    "services[0].rows: 65536 is not a whole number from 1 to 65521"},
+        BadDocument{
+            "RowsAsText",
+            with_service(R"("vip":"203.0.113.10","port":80,"protocol":"tcp","rows":"4093")"),
+            "services[0].rows: must be a whole number, not a string"},
+        BadDocument{
+            "ZeroWeight",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1,"weight":0}])"),
+            "services[0].backends[0].weight: 0 is not a whole number from 1 to 100"},
+        BadDocument{
+            "HeavyWeight",
+            with_service(
+                R"("vip":"203.0.113.10","port":80,"protocol":"tcp","backends":[{"name":"web-1","port":1,"weight":101}])"),
+            "services[0].backends[0].weight: 101 is not a whole number from 1 to 100"},
         BadDocument{"NonUtf8Name", with_backend("\"name\":\"a\xff\"," + kMacIp),
                     "invalid JSON: parse error at line 1, column 36: syntax error while parsing "
                     "value - invalid string: ill-formed UTF-8 byte; last read: '\"a\\xFF'"}),

@@ -25,6 +25,7 @@ struct DaemonSettings {
   std::optional<std::string> state_dir;
   std::optional<std::string> log_level;
   std::optional<std::string> default_bridge;
+  std::optional<std::string> host_name;
   std::optional<std::string> ct_mark_mask;
   std::optional<std::string> refuse_policy;
   std::optional<uint32_t> refuse_seconds;

@@ -102,8 +102,11 @@ class IdSpaceExhausted : public std::runtime_error {
 
 // Keeps the identity of every binding that `previous` knows and gives new
 // bindings the lowest identities `previous` does not use. Throws
-// IdSpaceExhausted when the mark bits cannot number them all.
-Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks);
+// IdSpaceExhausted when the mark bits cannot number them all. Only the
+// backends on `host` (Backend::is_on) get bindings, host entries and guard
+// MACs: the others run on other hypervisors of the fleet.
+Datapath compile_datapath(const State& state, const BindingIds& previous, const MarkLayout& marks,
+                          std::string_view host = {});
 // The VIPs of the state's services, sorted and unique (Datapath::guard_vips).
 std::vector<IpAddress> service_vips(const State& state);
 

@@ -19,8 +19,10 @@ struct DatapathChange {
   Datapath next;
   DatapathDiff diff;
 };
+// Backends not on `host` are left out as compile_datapath leaves them out.
 DatapathChange change_datapath(const State& before, const Edit& edit, const Datapath& applied,
-                               const MarkLayout& marks, const BindingIds& reserved = {});
+                               const MarkLayout& marks, const BindingIds& reserved = {},
+                               std::string_view host = {});
 
 // compile_datapath(desired, previous, marks) for a `desired` that differs
 // from the state `applied` was compiled from by `changes`
@@ -29,6 +31,6 @@ DatapathChange change_datapath(const State& before, const Edit& edit, const Data
 // are. The result is the same (a unit test holds the two to it).
 Datapath compile_changed_datapath(const Datapath& applied, const StateChanges& changes,
                                   const State& desired, const BindingIds& previous,
-                                  const MarkLayout& marks);
+                                  const MarkLayout& marks, std::string_view host = {});
 
 }  // namespace hostlb

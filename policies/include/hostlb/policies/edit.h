@@ -15,20 +15,31 @@ namespace hostlb {
 // a rebuild of it: a change to one service costs the same with ten services
 // as with ten thousand.
 struct Edit {
-  enum class Kind { kAddBackend, kRemoveBackend, kAddService, kRemoveService, kAttach, kDetach };
+  enum class Kind {
+    kAddBackend,
+    kRemoveBackend,
+    kAddService,
+    kRemoveService,
+    kAttach,
+    kDetach,
+    kSetRows
+  };
   Kind kind = Kind::kAddBackend;
   Backend backend;  // kAddBackend
-  Service service;  // kAddService; its key for kRemoveService, kAttach, kDetach
+  Service service;  // kAddService; its key for the other service edits; its rows for kSetRows
   BackendRef ref;   // kAttach; ref.name alone for kRemoveBackend and kDetach
 
   static Edit add_backend(Backend backend);
   static Edit remove_backend(std::string name);
   static Edit add_service(Service service);
   static Edit remove_service(ServiceKey key);
-  // Attaching an attached backend again with another port re-points it; with
-  // the same port it changes nothing.
+  // Attaching an attached backend again with another port re-points it,
+  // with another weight re-weights it; with both the same it changes nothing.
   static Edit attach(ServiceKey key, BackendRef ref);
   static Edit detach(ServiceKey key, std::string name);
+  // The service's row count at the gateways (unset: the default). Nothing
+  // changes on a host.
+  static Edit set_rows(ServiceKey key, std::optional<uint32_t> rows);
 
   bool operator==(const Edit&) const = default;
 };

@@ -45,7 +45,12 @@ struct Backend {
   std::optional<IpAddress> ipv4;
   std::optional<IpAddress> ipv6;
   std::string bridge;
+  // The hypervisor it runs on; empty: the host that reads the document.
+  // One document can describe a whole fleet: each host serves only its
+  // own backends, gateways choose among all of them.
+  std::string host{};
 
+  bool is_on(std::string_view this_host) const { return host.empty() || host == this_host; }
   const std::optional<IpAddress>& address_for(IpFamily family) const {
     return family == IpFamily::kV4 ? ipv4 : ipv6;
   }
@@ -55,12 +60,16 @@ struct Backend {
 struct BackendRef {
   std::string name;
   uint16_t port = 0;
+  uint32_t weight = 1;  // its share of the gateways' choice, relative to the others
   bool operator==(const BackendRef&) const = default;
 };
 
 struct Service {
   ServiceKey key;
   std::vector<BackendRef> backends;
+  // Rows of its selection table at the gateways (see selection.h); unset:
+  // the default.
+  std::optional<uint32_t> rows{};
   bool operator==(const Service&) const = default;
 };
 

@@ -64,5 +64,7 @@ nlohmann::ordered_json service_to_json(const Service& service);
 // Names of backends, and of bridges, as the kernel and the CLI accept them.
 bool is_valid_backend_name(std::string_view name);
 bool is_valid_interface_name(std::string_view name);
+// A hypervisor's name as backends name it (the same form as a backend's).
+bool is_valid_host_name(std::string_view name);
 
 }  // namespace hostlb
