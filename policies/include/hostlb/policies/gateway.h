@@ -1,0 +1,74 @@
+// What a gateway holds: for every service, a table of rows, each owned by
+// one backend (by rendezvous hashing, selection.h). The gateway's kernel
+// table computes a flow's row with nft's jhash and looks its owner's MAC up
+// in one map shared by all services, each service's rows offset by its
+// index << 16. Pure: compiled from the fleet's state, diffed, digested.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/model.h"
+
+namespace hostlb {
+
+struct GatewayService {
+  ServiceKey key;
+  uint32_t index = 0;  // 1..kMaxGatewayServices; rows are marked index << 16 | row
+  uint32_t rows = 0;
+  std::vector<std::string> backends;  // sorted by name
+  std::vector<MacAddress> macs;       // of `backends`
+  std::vector<uint16_t> owner;        // per row: an index into `backends`; empty: no backend
+
+  uint32_t mark(uint32_t row) const { return index << 16 | row; }
+  bool operator==(const GatewayService&) const = default;
+};
+
+inline constexpr uint32_t kMaxGatewayServices = 65535;
+
+struct GatewayDatapath {
+  std::vector<GatewayService> services;  // sorted by key
+  const GatewayService* find(const ServiceKey& key) const;
+  bool operator==(const GatewayDatapath&) const = default;
+};
+
+using ServiceIndexes = std::map<ServiceKey, uint32_t>;
+ServiceIndexes indexes_of(const GatewayDatapath& datapath);
+
+class GatewayIndexExhausted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Every service of the fleet state with its rows filled from all of its
+// backends, whatever host they run on. A service keeps the index it has in
+// `previous`; a new one takes the lowest free index. Throws
+// GatewayIndexExhausted past kMaxGatewayServices services.
+GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous);
+
+// What a change does at a gateway. A service whose row count changes is
+// removed and added again (its chain computes rows with another modulus).
+struct GatewayDiff {
+  std::vector<GatewayService> services_added;
+  std::vector<GatewayService> services_removed;
+  struct Row {
+    uint32_t mark = 0;
+    std::optional<MacAddress> before, after;  // none: no element
+    bool operator==(const Row&) const = default;
+  };
+  // Rows of services in both whose owner's MAC changes: only those.
+  std::vector<Row> rows;
+  bool empty() const { return services_added.empty() && services_removed.empty() && rows.empty(); }
+};
+GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after);
+
+// A digest of what the kernel of any gateway that applied `datapath` holds
+// (service keys, indexes, row counts and every row's MAC): equal digests,
+// equal choices. 16 hex digits.
+std::string gateway_digest(const GatewayDatapath& datapath);
+
+}  // namespace hostlb

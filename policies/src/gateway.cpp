@@ -1,0 +1,125 @@
+#include "hostlb/policies/gateway.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "hostlb/policies/selection.h"
+
+namespace hostlb {
+
+const GatewayService* GatewayDatapath::find(const ServiceKey& key) const {
+  auto it =
+      std::lower_bound(services.begin(), services.end(), key,
+                       [](const GatewayService& s, const ServiceKey& k) { return s.key < k; });
+  return it != services.end() && it->key == key ? &*it : nullptr;
+}
+
+ServiceIndexes indexes_of(const GatewayDatapath& datapath) {
+  ServiceIndexes out;
+  for (const auto& s : datapath.services) out[s.key] = s.index;
+  return out;
+}
+
+GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous) {
+  GatewayDatapath out;
+  std::set<uint32_t> taken;
+  for (const auto& s : state.services)
+    if (auto it = previous.find(s.key); it != previous.end()) taken.insert(it->second);
+  uint32_t next_free = 1;
+  for (const auto& service : state.services) {
+    GatewayService g;
+    g.key = service.key;
+    g.rows = service.rows.value_or(kDefaultRows);
+    if (auto it = previous.find(service.key); it != previous.end()) {
+      g.index = it->second;
+    } else {
+      while (taken.count(next_free)) ++next_free;
+      if (next_free > kMaxGatewayServices)
+        throw GatewayIndexExhausted("more than " + std::to_string(kMaxGatewayServices) +
+                                    " services for one gateway");
+      g.index = next_free;
+      taken.insert(next_free);
+    }
+    std::vector<WeightedBackend> weighted;
+    std::vector<BackendRef> refs = service.backends;
+    std::sort(refs.begin(), refs.end(),
+              [](const BackendRef& a, const BackendRef& b) { return a.name < b.name; });
+    for (const auto& ref : refs) {
+      const Backend* backend = state.find_backend(ref.name);
+      if (backend == nullptr) continue;  // validation guarantees it exists
+      g.backends.push_back(ref.name);
+      g.macs.push_back(backend->mac);
+      weighted.push_back({ref.name, ref.weight});
+    }
+    for (uint32_t i : rendezvous_table(weighted, g.rows))
+      g.owner.push_back(static_cast<uint16_t>(i));
+    out.services.push_back(std::move(g));
+  }
+  std::sort(out.services.begin(), out.services.end(),
+            [](const GatewayService& a, const GatewayService& b) { return a.key < b.key; });
+  return out;
+}
+
+GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after) {
+  GatewayDiff diff;
+  auto mac_of = [](const GatewayService& s, uint32_t row) -> std::optional<MacAddress> {
+    if (s.owner.empty()) return std::nullopt;
+    return s.macs[s.owner[row]];
+  };
+  auto b = before.services.begin();
+  auto a = after.services.begin();
+  while (b != before.services.end() || a != after.services.end()) {
+    if (a == after.services.end() || (b != before.services.end() && b->key < a->key)) {
+      diff.services_removed.push_back(*b++);
+      continue;
+    }
+    if (b == before.services.end() || a->key < b->key) {
+      diff.services_added.push_back(*a++);
+      continue;
+    }
+    if (a->rows != b->rows || a->index != b->index) {
+      diff.services_removed.push_back(*b);
+      diff.services_added.push_back(*a);
+    } else if (a->macs != b->macs || a->owner != b->owner) {
+      for (uint32_t row = 0; row < a->rows; ++row) {
+        auto was = mac_of(*b, row), now = mac_of(*a, row);
+        if (was != now) diff.rows.push_back({a->mark(row), was, now});
+      }
+    }
+    ++a, ++b;
+  }
+  return diff;
+}
+
+std::string gateway_digest(const GatewayDatapath& datapath) {
+  // FNV-1a over a canonical byte form: simple, stable, the same anywhere.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto bytes = [&](const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 0x100000001b3ULL;
+    }
+  };
+  auto u32 = [&](uint32_t v) {
+    const uint8_t b[4] = {static_cast<uint8_t>(v >> 24), static_cast<uint8_t>(v >> 16),
+                          static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
+    bytes(b, 4);
+  };
+  for (const auto& s : datapath.services) {
+    const std::string key = s.key.str();
+    u32(static_cast<uint32_t>(key.size()));
+    bytes(key.data(), key.size());
+    u32(s.index);
+    u32(s.rows);
+    for (uint32_t row = 0; row < s.owner.size(); ++row)
+      bytes(s.macs[s.owner[row]].bytes().data(), 6);
+    u32(static_cast<uint32_t>(s.owner.size()));
+  }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace hostlb
