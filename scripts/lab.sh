@@ -58,7 +58,7 @@ up() {
 
 down() {
   local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$P-(hv|vm[0-9]+|c[0-9]+)$" || true); do
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$P-(hv|vm[0-9]+|c[0-9]+|gw[0-9]+|cl[0-9]+)$" || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns del "$ns"
   done

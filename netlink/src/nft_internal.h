@@ -3,7 +3,9 @@
 
 #include <string>
 
+#include "hostlb/netlink/netlink_socket.h"
 #include "hostlb/netlink/nft.h"
+#include "hostlb/netlink/nft_batch.h"
 
 namespace hostlb {
 
@@ -15,6 +17,10 @@ struct Deleter {
     if (p) Free(p);
   }
 };
+
+// Sends a batch and reads the kernel's verdict on it: KernelError naming the
+// first operation the kernel refused, with its errno and extended ACK text.
+void send_nft_batch(netlink::Socket& socket, const NftBatch& batch);
 
 // Runs an nft script (one transaction) with libnftables in a forked helper.
 NftRunStats run_nft_script_in_helper(const std::string& what, const std::string& script);

@@ -17,8 +17,6 @@
 namespace hostlb {
 namespace {
 
-void send_nft_batch(netlink::Socket& socket, const NftBatch& batch);
-
 class KernelRuleset final : public NftRuleset {
  public:
   explicit KernelRuleset(RulesetPolicies policies) : policies_(policies) {}
@@ -110,6 +108,8 @@ class KernelRuleset final : public NftRuleset {
   std::unique_ptr<netlink::Socket> socket_;
 };
 
+}  // namespace
+
 // Sends a batch over NETLINK_NETFILTER and waits for the kernel's verdict.
 void send_nft_batch(netlink::Socket& socket, const NftBatch& batch) {
   const std::string what =
@@ -133,8 +133,6 @@ void send_nft_batch(netlink::Socket& socket, const NftBatch& batch) {
   if (drained.lost) throw KernelError(what + " (reading the answers)", ENOBUFS);
   if (!acked) throw KernelError(what, "the kernel did not acknowledge the batch");
 }
-
-}  // namespace
 
 std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies) {
   return std::make_unique<KernelRuleset>(policies);

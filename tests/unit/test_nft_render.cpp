@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "hostlb/netlink/gateway.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/nft_batch.h"
 #include "hostlb/policies/state_document.h"
@@ -138,6 +139,34 @@ TEST(NftBatch, EmptyDiffIsAnEmptyBatch) {
   NftBatch batch = encode_diff_batch(DatapathDiff{}, MarkLayout(MarkLayout::kDefaultMask), 1);
   EXPECT_EQ(batch.messages, 0u);
   EXPECT_EQ(describe_batch(batch), "batch begin\nbatch end\n");
+}
+
+// The gateway's table: one verdict map lookup to the service's chain, the
+// row by jhash into the shared row map, eth.dst/eth.src rewritten, out of
+// the fabric port; rows as element batches.
+TEST(GatewayRender, SkeletonAndRowsGolden) {
+  State state = parse_state_document(R"({"version":1,
+    "backends":[{"name":"vm1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0","host":"hv1"},
+                {"name":"vm2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0","host":"hv2"}],
+    "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","rows":7,"backends":[{"name":"vm1","port":8080},{"name":"vm2","port":8080}]},
+                {"vip":"2001:db8:f00::10","port":443,"protocol":"tcp","rows":3,"backends":[{"name":"vm1","port":8443}]}]})");
+  const GatewayDatapath g = compile_gateway(state, {});
+  const GatewayConfig config{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
+  expect_golden("gateway_skeleton.nft",
+                render_gateway_skeleton(g, config) + render_gateway_entries(g.services, true));
+  const auto batches = encode_gateway_rows(rows_of(g.services, true), 10);
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].messages, 1u) << "10 rows fit one message";
+  // A change: vm2 leaves the first service; its rows are deleted and added
+  // again with vm1's MAC, in one batch.
+  State fewer = state;
+  fewer.services[0].backends.pop_back();
+  const GatewayDiff diff = diff_gateway(g, compile_gateway(fewer, indexes_of(g)));
+  const auto change = encode_gateway_rows(diff.rows, 100);
+  ASSERT_EQ(change.size(), 1u);
+  expect_golden("gateway_rows_change.txt", describe_batch(change[0]));
+  EXPECT_EQ(encode_gateway_rows(diff.rows, 100, 1).size(), diff.rows.size())
+      << "per_batch bounds the rows of one transaction";
 }
 
 }  // namespace

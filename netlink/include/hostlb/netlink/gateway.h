@@ -1,0 +1,63 @@
+// The gateway's kernel table, `netdev hostlb_gw`: a frame for a VIP key
+// arriving on the client interface jumps (one verdict map lookup) to its
+// service's chain, which computes the flow's row with jhash, sets eth.dst to
+// the row owner's MAC from one map shared by all services, eth.src to the
+// gateway's own, and forwards it out of the fabric interface. Everything
+// else passes untouched. O(1) per packet in services and backends.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hostlb/netlink/nft_batch.h"
+#include "hostlb/policies/address.h"
+#include "hostlb/policies/gateway.h"
+
+namespace hostlb {
+
+inline constexpr const char* kGatewayTable = "hostlb_gw";
+
+struct GatewayConfig {
+  std::string client_interface;  // client frames arrive here (ingress hook)
+  std::string fabric_interface;  // and leave here toward the hosts
+  MacAddress gateway_mac;        // their new Ethernet source
+};
+
+// Pure rendering, as nft scripts (rules end at a newline: nft 1.0.6 does
+// not take "offset N;").
+// The table without rows and without the services' entries in the verdict
+// maps (so no traffic is taken before its rows exist).
+std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config);
+// Chains of added services (entries not yet in the verdict maps), or the
+// removal of removed services (entries first, then their chains).
+std::string render_gateway_chains(const std::vector<GatewayService>& services,
+                                  const GatewayConfig& config, bool add);
+// The verdict map entries of `services` (add: after their rows are in).
+std::string render_gateway_entries(const std::vector<GatewayService>& services, bool add);
+
+// Row elements as nf_tables batches (libnftnl), at most `per_batch` rows
+// each: a change of one service's backends is one batch, so one atomic
+// transaction. A row whose owner changes is deleted and added again.
+std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
+                                          uint32_t first_seq, size_t per_batch = 65536);
+// All rows of `services` as additions (or deletions).
+std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& services, bool add);
+
+class GatewayRuleset {
+ public:
+  virtual ~GatewayRuleset() = default;
+  // Builds the table anew: skeleton, rows, then the services' entries.
+  virtual void replace(const GatewayDatapath& datapath, const GatewayConfig& config) = 0;
+  // Applies a diff: removed services, added services, then changed rows
+  // (one transaction for a change of backends). Throws KernelError.
+  virtual void apply(const GatewayDiff& diff, const GatewayConfig& config) = 0;
+  virtual void remove() = 0;
+  // The MAC the kernel's row map holds for `mark`, if any.
+  virtual std::optional<MacAddress> row(uint32_t mark) = 0;
+};
+
+std::unique_ptr<GatewayRuleset> make_kernel_gateway();
+
+}  // namespace hostlb

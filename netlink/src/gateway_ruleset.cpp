@@ -1,0 +1,274 @@
+#include <libmnl/libmnl.h>
+#include <libnftnl/batch.h>
+#include <libnftnl/common.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "hostlb/netlink/error.h"
+#include "hostlb/netlink/gateway.h"
+#include "hostlb/netlink/netlink_socket.h"
+#include "hostlb/policies/selection.h"
+#include "nft_internal.h"
+
+namespace hostlb {
+namespace {
+
+using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
+
+std::string table_ref() { return std::string("netdev ") + kGatewayTable; }
+
+std::string chain_of(const GatewayService& s) { return "svc_" + std::to_string(s.index); }
+
+std::string entry_key(const ServiceKey& key) {
+  return key.vip.str() + " . " + std::string(protocol_name(key.protocol)) + " . " +
+         std::to_string(key.port);
+}
+
+std::string services_map(IpFamily family) {
+  return family == IpFamily::kV4 ? "services4" : "services6";
+}
+
+void add_chain(std::string& out, const GatewayService& s, const GatewayConfig& config) {
+  const std::string chain = "add rule " + table_ref() + " " + chain_of(s) + " ";
+  const char* ip = s.key.vip.is_v4() ? "ip" : "ip6";
+  char seed[11];
+  std::snprintf(seed, sizeof seed, "0x%08x", kSelectionSeed);
+  out += "add chain " + table_ref() + " " + chain_of(s) + "\n";
+  // The row, offset by the service's index: a key of the shared row map.
+  out += chain + "meta mark set jhash " + ip + " saddr . th sport . " + ip +
+         " daddr . th dport mod " + std::to_string(s.rows) + " seed " + seed + " offset " +
+         std::to_string(s.index << 16) + "\n";
+  out += chain + "ether daddr set meta mark map @rows meta mark set 0 ether saddr set " +
+         config.gateway_mac.str() + " fwd to \"" + config.fabric_interface + "\"\n";
+  // No row (no backend): nothing to send it to.
+  out += chain + "drop\n";
+}
+
+}  // namespace
+
+std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config) {
+  std::string out;
+  // Created, then deleted and created again: replaces whatever was there.
+  out += "add table " + table_ref() + "\n";
+  out += "delete table " + table_ref() + "\n";
+  out += "add table " + table_ref() + "\n";
+  out += "add map " + table_ref() + " rows { type mark : ether_addr; }\n";
+  out += "add map " + table_ref() +
+         " services4 { type ipv4_addr . inet_proto . inet_service : verdict; }\n";
+  out += "add map " + table_ref() +
+         " services6 { type ipv6_addr . inet_proto . inet_service : verdict; }\n";
+  out += "add chain " + table_ref() + " ingress { type filter hook ingress device \"" +
+         config.client_interface + "\" priority 0; policy accept; }\n";
+  const std::string ingress = "add rule " + table_ref() + " ingress ";
+  out += ingress + "meta protocol ip ip daddr . meta l4proto . th dport vmap @services4\n";
+  out += ingress + "meta protocol ip6 ip6 daddr . meta l4proto . th dport vmap @services6\n";
+  for (const auto& s : datapath.services) add_chain(out, s, config);
+  return out;
+}
+
+std::string render_gateway_chains(const std::vector<GatewayService>& services,
+                                  const GatewayConfig& config, bool add) {
+  std::string out;
+  for (const auto& s : services) {
+    if (add) {
+      add_chain(out, s, config);
+    } else {
+      out += "flush chain " + table_ref() + " " + chain_of(s) + "\n";
+      out += "delete chain " + table_ref() + " " + chain_of(s) + "\n";
+    }
+  }
+  return out;
+}
+
+std::string render_gateway_entries(const std::vector<GatewayService>& services, bool add) {
+  std::string out;
+  for (const auto& s : services)
+    out += std::string(add ? "add" : "delete") + " element " + table_ref() + " " +
+           services_map(s.key.vip.family()) + " { " + entry_key(s.key) +
+           (add ? " : jump " + chain_of(s) : "") + " }\n";
+  return out;
+}
+
+std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& services, bool add) {
+  std::vector<GatewayDiff::Row> out;
+  for (const auto& s : services) {
+    for (uint32_t row = 0; row < s.owner.size(); ++row) {
+      const MacAddress mac = s.macs[s.owner[row]];
+      out.push_back({s.mark(row), add ? std::nullopt : std::optional(mac),
+                     add ? std::optional(mac) : std::nullopt});
+    }
+  }
+  return out;
+}
+
+std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
+                                          uint32_t first_seq, size_t per_batch) {
+  std::vector<NftBatch> out;
+  constexpr size_t kPerMessage = 512;  // elements: messages stay far below 64 KiB
+  uint32_t seq = first_seq;
+  for (size_t begin = 0; begin < rows.size(); begin += per_batch) {
+    const size_t end = std::min(rows.size(), begin + per_batch);
+    NftBatch batch;
+    batch.first_seq = seq;
+    size_t used = 0;
+    auto room = [&](size_t n) {
+      if (batch.bytes.size() < used + n)
+        batch.bytes.resize(std::max(batch.bytes.size() * 2, used + n));
+      return batch.bytes.data() + used;
+    };
+    auto put = [&](const nlmsghdr* nlh) { used += MNL_ALIGN(nlh->nlmsg_len); };
+    put(nftnl_batch_begin(room(256), seq++));
+    size_t last_command = 0;
+    // Deletions, then additions: a row that changes owner is both.
+    for (const bool add : {false, true}) {
+      for (size_t at = begin; at < end;) {
+        SetPtr set(nftnl_set_alloc());
+        nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+        nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
+        nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "rows");
+        size_t count = 0;
+        uint32_t first_mark = 0;
+        for (; at < end && count < kPerMessage; ++at) {
+          const auto& r = rows[at];
+          const auto& mac = add ? r.after : r.before;
+          if (!mac) continue;
+          nftnl_set_elem* elem = nftnl_set_elem_alloc();
+          const uint32_t key = r.mark;  // host order, as meta mark is
+          nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &key, sizeof key);
+          if (add) nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, mac->bytes().data(), 6);
+          nftnl_set_elem_add(set.get(), elem);
+          if (count++ == 0) first_mark = r.mark;
+        }
+        if (count == 0) continue;
+        char* at_bytes = room(count * 64 + 512);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(at_bytes, add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
+                                  NFPROTO_NETDEV, add ? NLM_F_CREATE | NLM_F_EXCL : 0, seq);
+        nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+        char what[96];
+        std::snprintf(what, sizeof what, "%s %zu gateway rows from mark 0x%08x",
+                      add ? "adding" : "deleting", count, first_mark);
+        batch.operations[seq] = what;
+        batch.last_seq = seq++;
+        ++batch.messages;
+        last_command = used;
+        put(nlh);
+      }
+    }
+    if (batch.messages > 0)
+      reinterpret_cast<nlmsghdr*>(batch.bytes.data() + last_command)->nlmsg_flags |= NLM_F_ACK;
+    put(nftnl_batch_end(room(256), seq++));
+    batch.bytes.resize(used);
+    if (batch.messages > 0) out.push_back(std::move(batch));
+  }
+  return out;
+}
+
+namespace {
+
+class KernelGateway final : public GatewayRuleset {
+ public:
+  void replace(const GatewayDatapath& datapath, const GatewayConfig& config) override {
+    run_nft_script_in_helper("building nftables table " + table_ref(),
+                             render_gateway_skeleton(datapath, config));
+    send_rows(rows_of(datapath.services, true));
+    if (!datapath.services.empty())
+      run_nft_script_in_helper("adding the gateway's services to their verdict maps",
+                               render_gateway_entries(datapath.services, true));
+  }
+
+  void apply(const GatewayDiff& diff, const GatewayConfig& config) override {
+    if (!diff.services_removed.empty()) {
+      run_nft_script_in_helper(
+          "removing " + std::to_string(diff.services_removed.size()) + " services from the gateway",
+          render_gateway_entries(diff.services_removed, false) +
+              render_gateway_chains(diff.services_removed, config, false));
+      send_rows(rows_of(diff.services_removed, false));
+    }
+    if (!diff.services_added.empty()) {
+      run_nft_script_in_helper(
+          "adding " + std::to_string(diff.services_added.size()) + " services to the gateway",
+          render_gateway_chains(diff.services_added, config, true));
+      send_rows(rows_of(diff.services_added, true));
+      run_nft_script_in_helper("adding the gateway's new services to their verdict maps",
+                               render_gateway_entries(diff.services_added, true));
+    }
+    send_rows(diff.rows);
+  }
+
+  void remove() override {
+    run_nft_script_in_helper("removing nftables table " + table_ref(),
+                             "add table " + table_ref() + "\ndelete table " + table_ref() + "\n");
+  }
+
+  std::optional<MacAddress> row(uint32_t mark) override {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    netlink::Socket& s = socket();
+    const uint32_t seq = s.next_seq();
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "rows");
+    nftnl_set_elem* elem = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &mark, sizeof mark);
+    nftnl_set_elem_add(set.get(), elem);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV, NLM_F_ACK, seq);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    std::optional<MacAddress> out;
+    char what[64];
+    std::snprintf(what, sizeof what, "reading gateway row 0x%08x", mark);
+    const int error = s.request(
+        what, {buf.data(), nlh->nlmsg_len}, seq,
+        [&](const nlmsghdr* reply) {
+          SetPtr got(nftnl_set_alloc());
+          if (nftnl_set_elems_nlmsg_parse(reply, got.get()) < 0) return true;
+          nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(got.get());
+          for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr;
+               e = nftnl_set_elems_iter_next(it)) {
+            uint32_t len = 0;
+            const auto* data =
+                static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &len));
+            if (data != nullptr && len >= 6) {
+              std::array<uint8_t, 6> mac{};
+              std::memcpy(mac.data(), data, 6);
+              out = MacAddress(mac);
+            }
+          }
+          nftnl_set_elems_iter_destroy(it);
+          return true;
+        },
+        ENOENT);
+    if (error == ENOENT) return std::nullopt;
+    return out;
+  }
+
+ private:
+  netlink::Socket& socket() {
+    if (!socket_)
+      socket_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER, "opening the gateway socket");
+    return *socket_;
+  }
+
+  void send_rows(const std::vector<GatewayDiff::Row>& rows) {
+    if (rows.empty()) return;
+    netlink::Socket& s = socket();
+    for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq())) {
+      s.used_seqs_through(batch.last_seq + 1);
+      send_nft_batch(s, batch);
+    }
+  }
+
+  std::unique_ptr<netlink::Socket> socket_;
+};
+
+}  // namespace
+
+std::unique_ptr<GatewayRuleset> make_kernel_gateway() { return std::make_unique<KernelGateway>(); }
+
+}  // namespace hostlb
