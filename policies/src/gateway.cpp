@@ -21,7 +21,10 @@ ServiceIndexes indexes_of(const GatewayDatapath& datapath) {
   return out;
 }
 
-GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous) {
+namespace {
+
+GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
+                        const GatewayDatapath* applied) {
   GatewayDatapath out;
   std::set<uint32_t> taken;
   for (const auto& s : state.services)
@@ -51,14 +54,31 @@ GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previo
       g.backends.push_back(ref.name);
       g.macs.push_back(backend->mac);
       weighted.push_back({ref.name, ref.weight});
+      g.weights.push_back(ref.weight);
     }
-    for (uint32_t i : rendezvous_table(weighted, g.rows))
-      g.owner.push_back(static_cast<uint16_t>(i));
+    const GatewayService* before = applied ? applied->find(service.key) : nullptr;
+    if (before && before->rows == g.rows && before->backends == g.backends &&
+        before->macs == g.macs && before->weights == g.weights) {
+      g.owner = before->owner;  // the same inputs fill the same table
+    } else {
+      for (uint32_t i : rendezvous_table(weighted, g.rows))
+        g.owner.push_back(static_cast<uint16_t>(i));
+    }
     out.services.push_back(std::move(g));
   }
   std::sort(out.services.begin(), out.services.end(),
             [](const GatewayService& a, const GatewayService& b) { return a.key < b.key; });
   return out;
+}
+
+}  // namespace
+
+GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous) {
+  return compile(state, previous, nullptr);
+}
+
+GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied) {
+  return compile(state, indexes_of(applied), &applied);
 }
 
 GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after) {

@@ -119,5 +119,37 @@ TEST(Gateway, TheDigestDependsOnTheTableNotOnTheDocumentsOrder) {
   EXPECT_EQ(gateway_digest(ga).size(), 16u);
 }
 
+// Recompiling from the applied tables gives what compiling everything gives.
+TEST(Gateway, RecompilingOnlyChangedServicesEqualsCompilingAll) {
+  std::mt19937 rng(11);
+  State state = fleet(8, kSecond);
+  GatewayDatapath applied = compile_gateway(state, {});
+  for (int round = 0; round < 50; ++round) {
+    Service& s = state.services[rng() % state.services.size()];
+    switch (rng() % 4) {
+      case 0:
+        if (!s.backends.empty()) s.backends.erase(s.backends.begin() + rng() % s.backends.size());
+        break;
+      case 1:
+        s.backends.push_back({"vm" + std::to_string(1 + rng() % 8), 80, 1});
+        std::sort(s.backends.begin(), s.backends.end(),
+                  [](const auto& a, const auto& b) { return a.name < b.name; });
+        s.backends.erase(std::unique(s.backends.begin(), s.backends.end(),
+                                     [](const auto& a, const auto& b) { return a.name == b.name; }),
+                         s.backends.end());
+        break;
+      case 2:
+        if (!s.backends.empty()) s.backends[0].weight = 1 + rng() % 4;
+        break;
+      default:
+        state.backends[rng() % state.backends.size()].mac =
+            *MacAddress::parse("02:00:00:00:02:" + std::to_string(10 + round));
+    }
+    GatewayDatapath again = recompile_gateway(state, applied);
+    EXPECT_EQ(again, compile_gateway(state, indexes_of(applied))) << "round " << round;
+    applied = std::move(again);
+  }
+}
+
 }  // namespace
 }  // namespace hostlb

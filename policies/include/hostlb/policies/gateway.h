@@ -22,6 +22,7 @@ struct GatewayService {
   uint32_t rows = 0;
   std::vector<std::string> backends;  // sorted by name
   std::vector<MacAddress> macs;       // of `backends`
+  std::vector<uint32_t> weights;      // of `backends`
   std::vector<uint16_t> owner;        // per row: an index into `backends`; empty: no backend
 
   uint32_t mark(uint32_t row) const { return index << 16 | row; }
@@ -49,6 +50,10 @@ class GatewayIndexExhausted : public std::runtime_error {
 // `previous`; a new one takes the lowest free index. Throws
 // GatewayIndexExhausted past kMaxGatewayServices services.
 GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous);
+// The same, taking from `applied` the rows of every service whose row
+// count, backends, weights and MACs are unchanged: a change costs the
+// services it touches, not the whole fleet.
+GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied);
 
 // What a change does at a gateway. A service whose row count changes is
 // removed and added again (its chain computes rows with another modulus).

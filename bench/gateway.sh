@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Gateway benchmarks (issue targets in brackets):
+#   1. new connections per second through a gateway namespace: hostlb's
+#      netdev table (frames re-addressed at ingress and forwarded out of the
+#      fabric port) vs the same namespace forwarding by plain IP routing,
+#      interleaved G R G R, median of same-round ratios   [G/R >= 1]
+#   2. hostlb-gwbench: 1,000 services of 8 backends at the default row
+#      count: load time, kernel memory, and one backend removed/added
+#      [change <= 20 ms, rows written = rows whose owner changed]
+#   3. hostlb-selection: imbalance and rows moved for N = 2..500 (model)
+#
+#   bench/gateway.sh            (ROUNDS=5 SECONDS_PER_RUN=3 SERVICES=1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_RUN:-3}
+SERVICES=${SERVICES:-1000}
+[ "$(id -u)" -eq 0 ] || { echo "bench/gateway.sh: run as root" >&2; exit 1; }
+./scripts/build.sh >/dev/null
+CONNRATE=$ROOT/build/bench/hostlb-connrate
+GWBENCH=$ROOT/build/bench/hostlb-gwbench
+P=hlbg$$
+WORK=$(mktemp -d /tmp/hostlb-gwbench.XXXXXX)
+cleanup() { "$ROOT/scripts/lab.sh" down "$P"; rm -rf "$WORK"; }
+trap cleanup EXIT
+"$ROOT/scripts/lab.sh" up "$P"
+in_ns() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+
+# client cl1 -> gateway gw1 (cli0 | fab0 on the lab's bridge) -> vm1, which
+# holds the VIP itself and answers through the gateway's routing.
+G=$P-gw1 C=$P-cl1 HV=$P-hv VIP=203.0.113.10
+ip netns add "$G"; ip netns add "$C"
+ip link add cli0 netns "$G" type veth peer name eth0 netns "$C"
+ip link add fab0 netns "$G" address 02:00:00:00:0f:01 type veth peer name gw1 netns "$HV"
+ip -n "$HV" link set gw1 master br0 up
+for l in lo cli0 fab0; do ip -n "$G" link set $l up; done
+ip -n "$G" addr add 198.18.2.254/24 dev cli0
+ip -n "$G" addr add 198.18.1.254/24 dev fab0
+ip netns exec "$G" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$C" link set lo up; ip -n "$C" link set eth0 up
+for i in $(seq 1 64); do ip -n "$C" addr add "198.18.2.$i/24" dev eth0; done
+ip -n "$C" route add default via 198.18.2.254
+in_ns vm1 ip addr add "$VIP/32" dev lo
+in_ns vm1 ip route replace 198.18.2.0/24 via 198.18.1.254
+ip netns exec "$P-vm1" "$CONNRATE" serve 8080 &
+disown  # ended by lab.sh down with the namespace
+cat >"$WORK/one.json" <<DOC
+{"version":1,"backends":[{"name":"vm1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"}],
+ "services":[{"vip":"$VIP","port":8080,"protocol":"tcp","backends":[{"name":"vm1","port":8080}]}]}
+DOC
+
+variant() {  # G: hostlb's gateway table; R: plain routing to vm1
+  if [ "$1" = G ]; then
+    ip -n "$G" route del "$VIP/32" 2>/dev/null || true
+    ip netns exec "$G" "$GWBENCH" load "$WORK/one.json"
+  else
+    ip netns exec "$G" "$GWBENCH" remove
+    ip -n "$G" route replace "$VIP/32" via 198.18.1.11
+  fi
+}
+rate() {
+  ip netns exec "$C" "$CONNRATE" connect request "$VIP" 8080 198.18.2.1 64 "$SECS" 2 |
+    sed -E 's/.*rate=([0-9.]+).*/\1/'
+}
+
+echo "hostlb gateway benchmark"
+echo "1. connections/s through the gateway namespace, ${ROUNDS} rounds of ${SECS}s (request mode, 2 threads)"
+ratios=()
+for r in $(seq 1 "$ROUNDS"); do
+  variant G; g=$(rate)
+  variant R; rt=$(rate)
+  ratio=$(awk -v a="$g" -v b="$rt" 'BEGIN { printf "%.3f", a / b }')
+  ratios+=("$ratio")
+  echo "  round $r: gateway $g/s, routing $rt/s, gateway/routing $ratio"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "  median gateway/routing: $median   (target >= 1)"
+variant R >/dev/null
+
+echo "2. the table at scale (in the gateway namespace)"
+ip netns exec "$G" "$GWBENCH" "$SERVICES" 4093 20 | sed 's/^/  /'
+echo "3. rendezvous tables (model), 20 random pools per cell"
+"$ROOT/build/bench/hostlb-selection" 20 | sed 's/^/  /'
