@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
         start = std::chrono::steady_clock::now();
         GatewayDatapath next = recompile_gateway(state, applied);
         const GatewayDiff diff = diff_gateway(applied, next);
-        gw->apply(diff, config);
+        gw->apply(diff, config, gateway_stamp(next));
         change_ms.push_back(ms_since(start));
         written += diff.rows.size();
         const GatewayService& a = *applied.find(s.key);

@@ -46,28 +46,71 @@ std::string now_text() {
   return buf;
 }
 
+}  // namespace
+
 json service_json(const Service& service) {
   json out = service_to_json(service);
   out["service"] = service.key.str();
   return out;
 }
 
-}  // namespace
+json gateway_table_json(const GatewayService& service) {
+  std::vector<size_t> rows(service.backends.size());
+  for (auto o : service.owner) ++rows[o];
+  json backends = json::array();
+  for (size_t i = 0; i < service.backends.size(); ++i)
+    backends.push_back({{"name", service.backends[i]},
+                        {"mac", service.macs[i].str()},
+                        {"weight", service.weights[i]},
+                        {"rows", rows[i]}});
+  return {{"service", service.key.str()}, {"rows", service.rows}, {"backends", backends}};
+}
+
+json which_json(const control::WhichRequest& request, const GatewayService& service,
+                const FlowChoice& choice) {
+  const std::string client =
+      (request.client.is_v6() ? "[" + request.client.str() + "]" : request.client.str()) + ":" +
+      std::to_string(request.client_port);
+  return {{"service", service.key.str()},
+          {"client", client},
+          {"row", choice.row},
+          {"rows", service.rows},
+          {"backend", choice.backend ? json(*choice.backend) : json()},
+          {"mac", choice.mac ? json(choice.mac->str()) : json()}};
+}
+
+ControlHandlerBase::ControlHandlerBase(DocumentOptions doc_options, DaemonInfo info)
+    : doc_options_(std::move(doc_options)), info_(std::move(info)) {}
 
 ControlHandler::ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls,
                                DocumentOptions doc_options, DaemonInfo info)
-    : agent_(agent),
+    : ControlHandlerBase(std::move(doc_options), std::move(info)),
+      agent_(agent),
       routes_(routes),
-      sysctls_(sysctls),
-      doc_options_(std::move(doc_options)),
-      info_(std::move(info)) {}
+      sysctls_(sysctls) {}
 
-void ControlHandler::note_error(const std::string& message) {
+void ControlHandlerBase::note_error(const std::string& message) {
   last_error_ = std::make_pair(now_text(), message);
 }
 
-std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view line,
-                                   std::string_view document) {
+json ControlHandlerBase::last_error() const {
+  if (!last_error_) return nullptr;
+  return {{"time", last_error_->first}, {"message", last_error_->second}};
+}
+
+json ControlHandlerBase::uptime_seconds() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                          info_.started)
+      .count();
+}
+
+std::string ControlHandler::reply(const json& id, control::TypedRequest& typed) {
+  if (const auto* c = std::get_if<control::ConnectionsRequest>(&typed)) return connections(id, *c);
+  return control::encode_result(id, serve(typed));
+}
+
+std::string ControlHandlerBase::handle(const PeerCredentials& peer, std::string_view line,
+                                       std::string_view document) {
   Error error;
   json id;
   auto request = control::decode_request(line, &error, &id);
@@ -75,9 +118,7 @@ std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view
   request->document = document;
   try {
     control::TypedRequest typed = control::decode_params(*request, doc_options_);
-    if (const auto* c = std::get_if<control::ConnectionsRequest>(&typed))
-      return connections(request->id, *c);
-    return control::encode_result(request->id, serve(typed));
+    return reply(request->id, typed);
   } catch (const control::RequestError& r) {
     error = r.error();
   } catch (const DocumentError& e) {
@@ -85,6 +126,8 @@ std::string ControlHandler::handle(const PeerCredentials& peer, std::string_view
   } catch (const PreconditionError& e) {
     error = {control::kRefused, e.what(), ""};
   } catch (const IdSpaceExhausted& e) {
+    error = {control::kRefused, e.what(), ""};
+  } catch (const GatewayIndexExhausted& e) {
     error = {control::kRefused, e.what(), ""};
   } catch (const KernelError& e) {
     error = {control::kKernelError, e.what(), ""};
@@ -124,6 +167,21 @@ json ControlHandler::serve(control::TypedRequest& request) {
           },
           [&](const ConnectionsRequest&) -> json {
             refuse(kInternalError, "connections is answered as a stream");
+          },
+          [&](const WhichRequest& r) {
+            // From the model: a host keeps the whole fleet state.
+            const auto service = compile_gateway_service(current, r.service);
+            if (!service) refuse(kInvalidParams, "no service " + r.service.str(), "params.service");
+            return which_json(r, *service, choose(*service, r.client, r.client_port));
+          },
+          [&](const GatewayTableRequest& r) {
+            const auto service = compile_gateway_service(current, r.service);
+            if (!service) refuse(kInvalidParams, "no service " + r.service.str(), "params.service");
+            return gateway_table_json(*service);
+          },
+          [&](const GatewayDigestRequest&) -> json {
+            refuse(kRefused,
+                   "this hostlbd is a host: the digest is a gateway's (hostlbd --role gateway)");
           },
       },
       request);
@@ -285,13 +343,9 @@ json ControlHandler::status() {
                       {"ok", value && *value == req.value},
                       {"detail", value ? *value : "missing"}});
   }
-  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-                          std::chrono::steady_clock::now() - info_.started)
-                          .count();
-  json last_error;
-  if (last_error_) last_error = {{"time", last_error_->first}, {"message", last_error_->second}};
   return {{"version", info_.version},
-          {"uptime_seconds", uptime},
+          {"role", "host"},
+          {"uptime_seconds", uptime_seconds()},
           {"backends", current.backends.size()},
           {"services", current.services.size()},
           {"bindings", agent_.datapath().bindings.size()},
@@ -302,7 +356,7 @@ json ControlHandler::status() {
           {"host", info_.host},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},
-          {"last_error", std::move(last_error)}};
+          {"last_error", last_error()}};
 }
 
 }  // namespace hostlb

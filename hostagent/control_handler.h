@@ -19,6 +19,7 @@
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/control_requests.h"
 #include "hostlb/policies/edit.h"
+#include "hostlb/policies/gateway.h"
 #include "hostlb/policies/state_diff.h"
 #include "hostlb/policies/state_document.h"
 
@@ -32,13 +33,16 @@ struct DaemonInfo {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
-class ControlHandler {
+// What every role's handler shares: a request line is decoded and its
+// parameters typed once; the role serves it; failures become JSON-RPC errors
+// and the ones worth an operator's look are kept for `status`.
+class ControlHandlerBase {
  public:
-  ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls, DocumentOptions doc_options,
-                 DaemonInfo info);
+  ControlHandlerBase(DocumentOptions doc_options, DaemonInfo info);
+  virtual ~ControlHandlerBase() = default;
 
   // One request line (and the raw document that followed it, if any) in,
-  // one reply line out.
+  // the reply (one line, or notifications and then the result) out.
   std::string handle(const PeerCredentials& peer, std::string_view line,
                      std::string_view document = {});
 
@@ -49,10 +53,32 @@ class ControlHandler {
   // idle, not in the middle of a request.
   bool take_memory_to_return() { return std::exchange(memory_to_return_, false); }
 
+ protected:
+  // The encoded reply to a decoded request. Throws control::RequestError,
+  // DocumentError, KernelError, StoreError, ...
+  virtual std::string reply(const nlohmann::json& id, control::TypedRequest& request) = 0;
+  nlohmann::json last_error() const;
+  nlohmann::json uptime_seconds() const;
+
+  DocumentOptions doc_options_;
+  DaemonInfo info_;
+  bool memory_to_return_ = false;
+
+ private:
+  std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
+};
+
+// The host role: serves the Agent.
+class ControlHandler final : public ControlHandlerBase {
+ public:
+  ControlHandler(Agent& agent, RouteTable& routes, Sysctls& sysctls, DocumentOptions doc_options,
+                 DaemonInfo info);
+
   // Where `stats` gets its figures (unset: `stats` is refused).
   void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
 
  private:
+  std::string reply(const nlohmann::json& id, control::TypedRequest& request) override;
   // The result of every method but connections.
   // (Taken by reference: a document is moved on, not copied.)
   nlohmann::json serve(control::TypedRequest& request);
@@ -69,11 +95,15 @@ class ControlHandler {
   Agent& agent_;
   RouteTable& routes_;
   Sysctls& sysctls_;
-  DocumentOptions doc_options_;
-  DaemonInfo info_;
-  std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
-  bool memory_to_return_ = false;
   std::function<StatsReport()> stats_;
 };
+
+// Views shared by both roles.
+nlohmann::json service_json(const Service& service);
+// gateway.table: rows per backend of one service's table.
+nlohmann::json gateway_table_json(const GatewayService& service);
+// which: the row and backend of a flow (and what a gateway's kernel holds).
+nlohmann::json which_json(const control::WhichRequest& request, const GatewayService& service,
+                          const FlowChoice& choice);
 
 }  // namespace hostlb

@@ -600,6 +600,58 @@ void add_stats_command(CLI::App& app, Invocation& run) {
   });
 }
 
+void add_selection_commands(CLI::App& app, Invocation& run) {
+  struct Which {
+    std::string service, client;
+  };
+  auto w = storage<Which>();
+  auto* which = app.add_subcommand(
+      "which",
+      "The row and backend a client's flow to a service gets (on a gateway also what its "
+      "kernel holds, and whether the two agree)");
+  which->add_option("service", w->service, "VIP:PORT/PROTO")->required();
+  which->add_option("client", w->client, "CLIENT_IP:PORT (or [IPv6]:PORT)")->required();
+  which->callback([&run, w] {
+    run.method = "which";
+    run.params = {{"service", w->service}, {"client", w->client}};
+    run.print = [](const json& r) {
+      std::printf("%s from %s: row %s of %s -> %s (%s)\n", cell(r.at("service")).c_str(),
+                  cell(r.at("client")).c_str(), cell(r.at("row")).c_str(),
+                  cell(r.at("rows")).c_str(), cell(r.at("backend")).c_str(),
+                  cell(r.at("mac")).c_str());
+      if (r.contains("kernel_mac"))
+        std::printf("gateway kernel: %s (%s)\n", cell(r.at("kernel_mac")).c_str(),
+                    r.at("agrees").get<bool>() ? "agrees" : "DIFFERS");
+    };
+  });
+
+  auto* gateway = app.add_subcommand("gateway", "The gateway's selection tables");
+  gateway->require_subcommand(1);
+  gateway->add_subcommand("digest", "A digest of the gateway's tables, to compare gateways")
+      ->callback([&run] {
+        run.method = "gateway.digest";
+        run.print = [](const json& r) {
+          std::printf("%s (%s services, %s rows)\n", cell(r.at("digest")).c_str(),
+                      cell(r.at("services")).c_str(), cell(r.at("rows")).c_str());
+        };
+      });
+  auto service = storage<std::string>();
+  auto* table = gateway->add_subcommand("table", "Rows per backend of one service's table");
+  table->add_option("service", *service, "VIP:PORT/PROTO")->required();
+  table->callback([&run, service] {
+    run.method = "gateway.table";
+    run.params = {{"service", *service}};
+    run.print = [](const json& r) {
+      std::printf("%s: %s rows\n", cell(r.at("service")).c_str(), cell(r.at("rows")).c_str());
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& b : r.at("backends"))
+        rows.push_back(
+            {cell(b.at("name")), cell(b.at("mac")), cell(b.at("weight")), cell(b.at("rows"))});
+      print_table({"BACKEND", "MAC", "WEIGHT", "ROWS"}, rows);
+    };
+  });
+}
+
 void add_doctor_command(CLI::App& app, Invocation& run, const GlobalOptions& global) {
   auto state_dir = std::make_shared<std::string>("/var/lib/hostlb");
   auto* doctor = app.add_subcommand(
@@ -667,6 +719,7 @@ int main(int argc, char** argv) {
   add_service_commands(app, run);
   add_connection_commands(app, run, global);
   add_stats_command(app, run);
+  add_selection_commands(app, run);
   add_doctor_command(app, run, global);
   try {
     app.parse(argc, argv);

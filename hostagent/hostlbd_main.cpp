@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <optional>
 #include <system_error>
 #include <vector>
@@ -21,8 +23,11 @@
 #include "control_handler.h"
 #include "control_server.h"
 #include "event_loop.h"
+#include "gateway_agent.h"
+#include "gateway_control.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/gateway.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
@@ -49,6 +54,10 @@ struct Flags {
   std::string log_level = "info";
   std::string default_bridge;
   std::string host_name;  // empty: the system's
+  std::string role = "host";
+  std::string client_interface;
+  std::string fabric_interface;
+  std::string gateway_mac;  // empty: the fabric interface's
   std::string ct_mark_mask = "0xfffff000";
   std::string refuse_policy = "reject";
   std::string miss_policy = "reset";
@@ -101,15 +110,16 @@ std::optional<Desired> read_desired(const Flags& flags, const DocumentOptions& o
   return out;
 }
 
-void reload(Agent& agent, ControlHandler& control, const Flags& flags,
-            const DocumentOptions& doc_options) {
+// SIGHUP: the files are read again and applied by `change` (either role's).
+void reload(const std::function<void(const State&)>& change, ControlHandlerBase& control,
+            const Flags& flags, const DocumentOptions& doc_options) {
   sd_notify(0, "RELOADING=1");
   try {
     auto desired = read_desired(flags, doc_options);
     if (!desired) {
       spdlog::info("SIGHUP: no --config file and no services.d file to re-read; nothing to do");
     } else {
-      agent.change(desired->state);
+      change(desired->state);
       spdlog::info("reloaded {}", desired->sources);
     }
   } catch (const DocumentError& e) {
@@ -159,6 +169,10 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--log-level", flags.log_level, settings.log_level);
   take("--default-bridge", flags.default_bridge, settings.default_bridge);
   take("--host-name", flags.host_name, settings.host_name);
+  take("--role", flags.role, settings.role);
+  take("--client-interface", flags.client_interface, settings.client_interface);
+  take("--fabric-interface", flags.fabric_interface, settings.fabric_interface);
+  take("--gateway-mac", flags.gateway_mac, settings.gateway_mac);
   take("--ct-mark-mask", flags.ct_mark_mask, settings.ct_mark_mask);
   take("--refuse-policy", flags.refuse_policy, settings.refuse_policy);
   take("--refuse-seconds", flags.refuse_seconds, settings.refuse_seconds);
@@ -196,6 +210,108 @@ void setup_logging() {
   } else {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   }
+}
+
+// The signals both roles handle: SIGHUP re-reads the files, SIGTERM and
+// SIGINT end the loop (the kernel's tables stay in place).
+bool handle_signals(EventLoop& loop, const std::function<void()>& on_hup) {
+  try {
+    loop.on_signal(SIGHUP, on_hup);
+    for (int signo : {SIGTERM, SIGINT})
+      loop.on_signal(signo, [&loop, signo] {
+        spdlog::info("{} received, exiting; the datapath stays in place",
+                     signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        sd_notify(0, "STOPPING=1");
+        loop.stop(kExitOk);
+      });
+    return true;
+  } catch (const std::system_error& e) {
+    spdlog::critical("cannot set up signal handling: {}", e.what());
+    return false;
+  }
+}
+
+std::optional<MacAddress> interface_mac(const std::string& name) {
+  std::ifstream in("/sys/class/net/" + name + "/address");
+  std::string text;
+  if (!(in >> text)) return std::nullopt;
+  return MacAddress::parse(text);
+}
+
+// --role gateway: the gateway's table from the same documents, control
+// socket and state directory; no conntrack, no host routes.
+int run_gateway(const Flags& flags, const std::optional<State>& config,
+                const DocumentOptions& doc_options, const std::string& host_name) {
+  if (!is_valid_interface_name(flags.client_interface) ||
+      !is_valid_interface_name(flags.fabric_interface)) {
+    spdlog::error("--role gateway needs --client-interface and --fabric-interface");
+    return kExitUsage;
+  }
+  const auto mac = flags.gateway_mac.empty() ? interface_mac(flags.fabric_interface)
+                                             : MacAddress::parse(flags.gateway_mac);
+  if (!mac) {
+    spdlog::error("--gateway-mac: {}", flags.gateway_mac.empty()
+                                           ? "cannot read the MAC of " + flags.fabric_interface
+                                           : "\"" + flags.gateway_mac + "\" is not a MAC");
+    return kExitUsage;
+  }
+  const GatewayConfig gateway{flags.client_interface, flags.fabric_interface, *mac};
+  try {
+    SystemClock clock;
+    StateStore store(flags.state_dir);
+    auto kernel = make_kernel_gateway();
+    GatewayAgent agent(*kernel, store, gateway);
+    agent.load_persisted();
+    if (flags.cleanup) {
+      agent.cleanup();
+      return kExitOk;
+    }
+    EventLoop loop(clock);
+    GatewayControlHandler control(agent, gateway, doc_options,
+                                  {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name});
+    if (!handle_signals(loop, [&] {
+          reload([&](const State& s) { agent.change(s); }, control, flags, doc_options);
+        }))
+      return kExitFailure;
+    spdlog::info(
+        "hostlbd {} starting as a gateway ({} -> {}, source MAC {}; state dir {}, "
+        "control socket {})",
+        HOSTLB_VERSION, gateway.client_interface, gateway.fabric_interface,
+        gateway.gateway_mac.str(), flags.state_dir, flags.socket);
+    ControlServer server(
+        loop, {flags.socket, flags.socket_group},
+        [&](const PeerCredentials& peer, std::string_view line, std::string_view document) {
+          return control.handle(peer, line, document);
+        },
+        [](int code, const std::string& message) {
+          return control::encode_error(nullptr, {code, message, ""});
+        });
+    server.open();
+    const GatewayReport report = agent.start(config);
+    spdlog::info("gateway table {}: {} services, {} rows written, digest {}",
+                 report.rebuilt ? "built" : "kept", agent.tables().services.size(),
+                 report.rows_written, agent.digest());
+    TrimJob trim(
+        loop, [&] { return control.take_memory_to_return(); }, [] { ::malloc_trim(0); });
+    std::optional<RepeatingTimer> watchdog;
+    uint64_t watchdog_usec = 0;
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
+      watchdog.emplace(loop, std::chrono::milliseconds(watchdog_usec / 2000),
+                       [] { sd_notify(0, "WATCHDOG=1"); });
+    sd_notify(0, "READY=1");
+    return loop.run();
+  } catch (const KernelError& e) {
+    spdlog::error("{}", e.what());
+  } catch (const StoreError& e) {
+    spdlog::error("{}", e.what());
+  } catch (const GatewayIndexExhausted& e) {
+    spdlog::error("{}", e.what());
+  } catch (const ControlError& e) {
+    spdlog::error("{}", e.what());
+  } catch (const std::system_error& e) {
+    spdlog::critical("event loop: {}", e.what());
+  }
+  return kExitFailure;
 }
 
 int run(const Flags& flags) {
@@ -256,6 +372,7 @@ int run(const Flags& flags) {
                 config->backends.size(), config->services.size());
     return kExitOk;
   }
+  if (flags.role == "gateway") return run_gateway(flags, config, doc_options, host_name);
 
   try {
     SystemClock clock;
@@ -276,22 +393,10 @@ int run(const Flags& flags) {
     EventLoop loop(clock);
     ControlHandler control(agent, *routes, *sysctls, doc_options,
                            {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name});
-    try {
-      loop.on_signal(SIGHUP, [&] { reload(agent, control, flags, doc_options); });
-      for (int signo : {SIGTERM, SIGINT})
-        loop.on_signal(signo, [&loop, signo] {
-          // The datapath stays in place: established connections live in
-          // conntrack and the ruleset keeps serving new ones while no
-          // daemon runs.
-          spdlog::info("{} received, exiting; the datapath stays in place",
-                       signo == SIGTERM ? "SIGTERM" : "SIGINT");
-          sd_notify(0, "STOPPING=1");
-          loop.stop(kExitOk);
-        });
-    } catch (const std::system_error& e) {
-      spdlog::critical("cannot set up signal handling: {}", e.what());
+    if (!handle_signals(loop, [&] {
+          reload([&](const State& s) { agent.change(s); }, control, flags, doc_options);
+        }))
       return kExitFailure;
-    }
     spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
                  flags.state_dir, flags.socket);
     ControlServer server(
@@ -399,6 +504,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--default-bridge", flags.default_bridge,
                  "Bridge for backends that do not name one");
+  app.add_option("--role", flags.role,
+                 "host: serve the backends on this hypervisor; gateway: choose a backend for "
+                 "every VIP flow and deliver it by MAC to the fleet")
+      ->check(CLI::IsMember({"host", "gateway"}))
+      ->capture_default_str();
+  app.add_option("--client-interface", flags.client_interface,
+                 "Gateway role: the interface client frames for VIPs arrive on");
+  app.add_option("--fabric-interface", flags.fabric_interface,
+                 "Gateway role: the interface toward the hosts, where frames leave re-addressed");
+  app.add_option("--gateway-mac", flags.gateway_mac,
+                 "Gateway role: the source MAC of forwarded frames (default: the fabric "
+                 "interface's)");
   app.add_option("--host-name", flags.host_name,
                  "This hypervisor's name in fleet documents (default: the system's host name); "
                  "backends whose \"host\" names another are not served here");

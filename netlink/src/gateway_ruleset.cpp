@@ -58,6 +58,7 @@ std::string render_gateway_skeleton(const GatewayDatapath& datapath, const Gatew
   out += "delete table " + table_ref() + "\n";
   out += "add table " + table_ref() + "\n";
   out += "add map " + table_ref() + " rows { type mark : ether_addr; }\n";
+  out += "add set " + table_ref() + " stamp { type mark; }\n";
   out += "add map " + table_ref() +
          " services4 { type ipv4_addr . inet_proto . inet_service : verdict; }\n";
   out += "add map " + table_ref() +
@@ -106,12 +107,17 @@ std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& service
   return out;
 }
 
+uint32_t gateway_stamp(const GatewayDatapath& datapath) {
+  return static_cast<uint32_t>(std::stoul(gateway_digest(datapath).substr(0, 8), nullptr, 16));
+}
+
 std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
-                                          uint32_t first_seq, size_t per_batch) {
+                                          uint32_t first_seq, size_t per_batch, StampChange stamp) {
   std::vector<NftBatch> out;
   constexpr size_t kPerMessage = 512;  // elements: messages stay far below 64 KiB
   uint32_t seq = first_seq;
-  for (size_t begin = 0; begin < rows.size(); begin += per_batch) {
+  const bool stamping = stamp.before != stamp.after;
+  for (size_t begin = 0; begin < rows.size() || (begin == 0 && stamping); begin += per_batch) {
     const size_t end = std::min(rows.size(), begin + per_batch);
     NftBatch batch;
     batch.first_seq = seq;
@@ -160,6 +166,31 @@ std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& r
         put(nlh);
       }
     }
+    const bool last = begin + per_batch >= rows.size();
+    for (const bool add : {false, true}) {
+      const auto& value = add ? stamp.after : stamp.before;
+      if (!last || !stamping || !value) continue;
+      SetPtr set(nftnl_set_alloc());
+      nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+      nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
+      nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "stamp");
+      nftnl_set_elem* elem = nftnl_set_elem_alloc();
+      const uint32_t key = *value;
+      nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &key, sizeof key);
+      nftnl_set_elem_add(set.get(), elem);
+      nlmsghdr* nlh =
+          nftnl_nlmsg_build_hdr(room(512), add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
+                                NFPROTO_NETDEV, add ? NLM_F_CREATE | NLM_F_EXCL : 0, seq);
+      nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+      char what[64];
+      std::snprintf(what, sizeof what, "%s the gateway table's stamp %08x",
+                    add ? "setting" : "clearing", key);
+      batch.operations[seq] = what;
+      batch.last_seq = seq++;
+      ++batch.messages;
+      last_command = used;
+      put(nlh);
+    }
     if (batch.messages > 0)
       reinterpret_cast<nlmsghdr*>(batch.bytes.data() + last_command)->nlmsg_flags |= NLM_F_ACK;
     put(nftnl_batch_end(room(256), seq++));
@@ -176,13 +207,16 @@ class KernelGateway final : public GatewayRuleset {
   void replace(const GatewayDatapath& datapath, const GatewayConfig& config) override {
     run_nft_script_in_helper("building nftables table " + table_ref(),
                              render_gateway_skeleton(datapath, config));
+    stamp_.reset();
     send_rows(rows_of(datapath.services, true));
     if (!datapath.services.empty())
       run_nft_script_in_helper("adding the gateway's services to their verdict maps",
                                render_gateway_entries(datapath.services, true));
+    // Last: a table with a stamp is complete.
+    send_rows({}, gateway_stamp(datapath));
   }
 
-  void apply(const GatewayDiff& diff, const GatewayConfig& config) override {
+  void apply(const GatewayDiff& diff, const GatewayConfig& config, uint32_t new_stamp) override {
     if (!diff.services_removed.empty()) {
       run_nft_script_in_helper(
           "removing " + std::to_string(diff.services_removed.size()) + " services from the gateway",
@@ -198,7 +232,41 @@ class KernelGateway final : public GatewayRuleset {
       run_nft_script_in_helper("adding the gateway's new services to their verdict maps",
                                render_gateway_entries(diff.services_added, true));
     }
-    send_rows(diff.rows);
+    if (!stamp_) stamp_ = stamp();
+    send_rows(diff.rows, new_stamp);
+  }
+
+  std::optional<uint32_t> stamp() override {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    netlink::Socket& s = socket();
+    const uint32_t seq = s.next_seq();
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "stamp");
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV, NLM_F_DUMP, seq);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    std::optional<uint32_t> out;
+    const int error = s.request(
+        "reading the gateway table's stamp", {buf.data(), nlh->nlmsg_len}, seq,
+        [&](const nlmsghdr* reply) {
+          SetPtr got(nftnl_set_alloc());
+          if (nftnl_set_elems_nlmsg_parse(reply, got.get()) < 0) return true;
+          nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(got.get());
+          for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr;
+               e = nftnl_set_elems_iter_next(it)) {
+            uint32_t len = 0;
+            const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+            if (key != nullptr && len == 4) out = *static_cast<const uint32_t*>(key);
+          }
+          nftnl_set_elems_iter_destroy(it);
+          return true;
+        },
+        ENOENT);
+    if (error == ENOENT) return std::nullopt;
+    stamp_ = out;
+    return out;
   }
 
   void remove() override {
@@ -255,16 +323,21 @@ class KernelGateway final : public GatewayRuleset {
     return *socket_;
   }
 
-  void send_rows(const std::vector<GatewayDiff::Row>& rows) {
-    if (rows.empty()) return;
+  // Rows, and with the last batch the new stamp (if given).
+  void send_rows(const std::vector<GatewayDiff::Row>& rows,
+                 std::optional<uint32_t> new_stamp = std::nullopt) {
+    const StampChange change{stamp_, new_stamp ? new_stamp : stamp_};
+    if (rows.empty() && change.before == change.after) return;
     netlink::Socket& s = socket();
-    for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq())) {
+    for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq(), 65536, change)) {
       s.used_seqs_through(batch.last_seq + 1);
       send_nft_batch(s, batch);
     }
+    stamp_ = change.after;
   }
 
   std::unique_ptr<netlink::Socket> socket_;
+  std::optional<uint32_t> stamp_;  // as the kernel holds it, when known
 };
 
 }  // namespace

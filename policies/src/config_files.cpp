@@ -91,6 +91,17 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       if (!is_valid_interface_name(value))
         throw DocumentError(path, "\"" + printable(value) + "\" is not a valid interface name");
       out.default_bridge = std::string(value);
+    } else if (key == "role") {
+      out.role = one_of(value, {"host", "gateway"}, path);
+    } else if (key == "client_interface" || key == "fabric_interface") {
+      if (!is_valid_interface_name(value))
+        throw DocumentError(path, "\"" + printable(value) + "\" is not a valid interface name");
+      (key == "client_interface" ? out.client_interface : out.fabric_interface) =
+          std::string(value);
+    } else if (key == "gateway_mac") {
+      if (!MacAddress::parse(value))
+        throw DocumentError(path, "\"" + printable(value) + "\" is not a MAC address");
+      out.gateway_mac = std::string(value);
     } else if (key == "host_name") {
       if (!is_valid_host_name(value))
         throw DocumentError(path, "\"" + printable(value) + "\" is not a valid host name");

@@ -81,6 +81,25 @@ GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& app
   return compile(state, indexes_of(applied), &applied);
 }
 
+std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key) {
+  State one;
+  one.backends = state.backends;
+  for (const auto& s : state.services)
+    if (s.key == key) one.services.push_back(s);
+  if (one.services.empty()) return std::nullopt;
+  return compile_gateway(one, {}).services.front();
+}
+
+FlowChoice choose(const GatewayService& service, const IpAddress& client, uint16_t client_port) {
+  FlowChoice out;
+  out.row = flow_row({client, client_port, service.key.vip, service.key.port}, service.rows);
+  if (!service.owner.empty()) {
+    out.backend = service.backends[service.owner[out.row]];
+    out.mac = service.macs[service.owner[out.row]];
+  }
+  return out;
+}
+
 GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after) {
   GatewayDiff diff;
   auto mac_of = [](const GatewayService& s, uint32_t row) -> std::optional<MacAddress> {

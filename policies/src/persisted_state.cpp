@@ -68,6 +68,11 @@ std::string persisted_state_to_text(const PersistedState& persisted) {
   out += "],\n\"retired\":[";
   const auto& retired = persisted.retired.entries();
   append_list(retired.begin(), retired.end(), retired_to_json);
+  out += "],\n\"gateway_indexes\":[";
+  append_list(
+      persisted.gateway_indexes.begin(), persisted.gateway_indexes.end(), [](const auto& entry) {
+        return nlohmann::ordered_json{{"service", entry.first.str()}, {"index", entry.second}};
+      });
   out += "]}\n";
   return out;
 }
@@ -105,6 +110,20 @@ PersistedState persisted_state_from_text(std::string_view text) {
   for (size_t i = 0; i < retired.size(); ++i)
     entries.push_back(retired_from_json(retired[i], "retired[" + std::to_string(i) + "]"));
   out.retired = Retirements(entries);
+  const auto& indexes = doc.value("gateway_indexes", nlohmann::json::array());
+  if (!indexes.is_array()) throw DocumentError("gateway_indexes", "must be an array");
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    const std::string path = "gateway_indexes[" + std::to_string(i) + "]";
+    const auto& entry = indexes[i];
+    if (!entry.is_object() || !entry.contains("service") || !entry["service"].is_string() ||
+        !entry.contains("index") || !entry["index"].is_number_unsigned() ||
+        entry["index"].get<uint64_t>() == 0 || entry["index"].get<uint64_t>() > 65535)
+      throw DocumentError(path, "must be {\"service\": KEY, \"index\": 1..65535}");
+    std::string reason;
+    auto key = parse_service_key(entry["service"].get<std::string>(), &reason);
+    if (!key) throw DocumentError(path + ".service", reason);
+    out.gateway_indexes[*key] = entry["index"].get<uint32_t>();
+  }
   return out;
 }
 

@@ -390,8 +390,8 @@ std::string write_lab_file(const Lab& lab, const std::string& name, const std::s
   return path;
 }
 
-Hostlbd::Hostlbd(const Lab& lab, std::vector<std::string> args)
-    : lab_(lab), args_(std::move(args)) {
+Hostlbd::Hostlbd(const Lab& lab, std::vector<std::string> args, std::string role)
+    : lab_(lab), args_(std::move(args)), role_(std::move(role)) {
   // The machine's own /etc/hostlb (if a package is installed) stays out of
   // the tests unless a test names files itself.
   auto given = [&](const std::string& flag) {
@@ -412,7 +412,7 @@ Hostlbd::~Hostlbd() {
 }
 
 void Hostlbd::spawn() {
-  std::vector<std::string> argv = {"ip", "netns", "exec", lab_.ns("hv"), HOSTLBD_PATH};
+  std::vector<std::string> argv = {"ip", "netns", "exec", lab_.ns(role_), HOSTLBD_PATH};
   argv.insert(argv.end(), args_.begin(), args_.end());
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error(errno_text("fork"));

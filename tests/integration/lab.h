@@ -124,10 +124,10 @@ class TcpClient {
 std::string udp_exchange(const Lab& lab, const std::string& role, const std::string& ip, int port,
                          std::chrono::milliseconds timeout = std::chrono::seconds(2));
 
-// hostlbd running in the hypervisor namespace of a lab.
+// hostlbd running in a namespace of a lab (the hypervisor's by default).
 class Hostlbd {
  public:
-  Hostlbd(const Lab& lab, std::vector<std::string> args);
+  Hostlbd(const Lab& lab, std::vector<std::string> args, std::string role = "hv");
   ~Hostlbd();
   // Starts and waits for READY=1 (sd_notify). Returns false if the process
   // exited first or did not become ready in time.
@@ -148,6 +148,7 @@ class Hostlbd {
 
   const Lab& lab_;
   std::vector<std::string> args_;
+  std::string role_;
   std::string log_path_;
   std::string notify_path_;
   pid_t pid_ = -1;

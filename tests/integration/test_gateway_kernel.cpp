@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "gateway_lab.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
 #include "hostlb/policies/selection.h"
@@ -21,38 +22,11 @@ namespace {
 using lab::Lab;
 using lab::TcpClient;
 
-constexpr const char* kClient = "198.18.2.1";
-constexpr const char* kVip = "203.0.113.10";
+using lab::build_gateway;
+using lab::kClient;
+using lab::kGatewayVip;
+constexpr const char* kVip = kGatewayVip;
 constexpr int kPort = 8080;
-
-// Builds gateway `gw` between client namespace `cl` and the lab's bridge.
-void build_gateway(const Lab& lab, const std::string& gw, const std::string& cl) {
-  const std::string g = lab.ns(gw), c = lab.ns(cl), hv = lab.ns("hv");
-  for (const std::string& cmd : {
-           "ip netns add " + g,
-           "ip netns add " + c,
-           "ip link add cli0 netns " + g + " type veth peer name eth0 netns " + c,
-           "ip link add fab0 netns " + g + " address 02:00:00:00:0f:01 type veth peer name " + gw +
-               " netns " + hv,
-           "ip -n " + hv + " link set " + gw + " master br0 up",
-           "ip -n " + g + " link set lo up",
-           "ip -n " + g + " link set cli0 up",
-           "ip -n " + g + " link set fab0 up",
-           "ip -n " + g + " addr add 198.18.2.254/24 dev cli0",
-           "ip -n " + g + " addr add 198.18.1.254/24 dev fab0",
-           "ip netns exec " + g + " sysctl -qw net.ipv4.ip_forward=1",
-           "ip -n " + c + " link set lo up",
-           "ip -n " + c + " link set eth0 up",
-           "ip -n " + c + " addr add " + std::string(kClient) + "/24 dev eth0",
-           "ip -n " + c + " route add default via 198.18.2.254",
-       }) {
-    ASSERT_EQ(lab::sh(cmd).exit_code, 0) << cmd;
-  }
-  for (const char* vm : {"vm1", "vm2"}) {
-    lab.in(vm, "ip addr add " + std::string(kVip) + "/32 dev lo");
-    lab.in(vm, "ip route replace 198.18.2.0/24 via 198.18.1.254");
-  }
-}
 
 State fleet(const std::vector<std::pair<std::string, uint32_t>>& backends) {
   std::string refs;
@@ -95,7 +69,9 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   {
     Lab::Entered in_gw(lab, "gw1");
     gw = make_kernel_gateway();
+    EXPECT_FALSE(gw->stamp()) << "no table yet";
     gw->replace(both, kConfig);
+    EXPECT_EQ(gw->stamp(), gateway_stamp(both));
   }
   const auto reached = connect_all(lab, 20000, 120);
   std::map<std::string, int> per_backend;
@@ -115,7 +91,7 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   ASSERT_FALSE(diff.rows.empty());
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff, kConfig);
+    gw->apply(diff, kConfig, gateway_stamp(weighted));
     for (const auto& r : diff.rows) EXPECT_EQ(gw->row(r.mark), r.after) << "row " << r.mark;
   }
   const auto after = connect_all(lab, 20000, 120);
@@ -138,7 +114,8 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   const GatewayDatapath none = compile_gateway(empty, indexes_of(weighted));
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff_gateway(weighted, none), kConfig);
+    gw->apply(diff_gateway(weighted, none), kConfig, gateway_stamp(none));
+    EXPECT_EQ(gw->stamp(), gateway_stamp(none)) << "the stamp says what the table holds";
     EXPECT_FALSE(gw->row(none.services[0].mark(0)));
   }
   EXPECT_THROW(TcpClient(lab, "cl1", kVip, kPort, std::chrono::milliseconds(500)),

@@ -14,6 +14,7 @@
 #include "control_server.h"
 #include "fakes/fake_kernel.h"
 #include "hostlb/policies/control_protocol.h"
+#include "hostlb/policies/gateway.h"
 
 namespace hostlb {
 namespace {
@@ -157,6 +158,47 @@ TEST_F(ControlTest, CommandsChangeTheStateAndTheKernel) {
   EXPECT_EQ(r.result["backends"], 1);
   EXPECT_EQ(r.result["bindings"], 0);
   EXPECT_TRUE(r.result["last_error"].is_null());
+}
+
+// A host keeps the whole fleet state: it answers `which` and `gateway
+// table` from the model, and leaves the digest to gateways.
+TEST_F(ControlTest, AHostAnswersWhichFromTheModel) {
+  Client c(path());
+  ASSERT_TRUE(c.call("backend.add",
+                     {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
+                  .ok);
+  ASSERT_TRUE(c.call("backend.add", {{"name", "web-2"},
+                                     {"mac", "02:00:00:00:01:12"},
+                                     {"ipv4", "198.18.1.12"},
+                                     {"host", "elsewhere"}})
+                  .ok);
+  ASSERT_TRUE(c.call("service.add", {{"service", "203.0.113.10:80/tcp"},
+                                     {"backends",
+                                      {{{"name", "web-1"}, {"port", 80}},
+                                       {{"name", "web-2"}, {"port", 80}, {"weight", 3u}}}}})
+                  .ok);
+  EXPECT_EQ(nft_.ruleset().find("198.18.1.12"), std::string::npos) << "web-2 runs elsewhere";
+  const auto service = *parse_service_key("203.0.113.10:80/tcp");
+  for (uint16_t port : {1000, 2000, 3000}) {
+    auto r = c.call("which", {{"service", "203.0.113.10:80/tcp"},
+                              {"client", "198.18.0.7:" + std::to_string(port)}});
+    ASSERT_TRUE(r.ok) << r.error.message;
+    const auto table = *compile_gateway_service(agent_->current(), service);
+    const auto choice = choose(table, *IpAddress::parse("198.18.0.7"), port);
+    EXPECT_EQ(r.result["backend"], *choice.backend);
+    EXPECT_EQ(r.result["row"], choice.row);
+    EXPECT_FALSE(r.result.contains("kernel_mac")) << "a host has no gateway table";
+  }
+  auto t = c.call("gateway.table", {{"service", "203.0.113.10:80/tcp"}});
+  ASSERT_TRUE(t.ok) << t.error.message;
+  EXPECT_EQ(t.result["backends"][1]["weight"], 3);
+  EXPECT_GT(t.result["backends"][1]["rows"].get<int>(), t.result["backends"][0]["rows"].get<int>());
+  auto d = c.call("gateway.digest");
+  EXPECT_FALSE(d.ok);
+  EXPECT_EQ(d.error.code, control::kRefused);
+  auto bad = c.call("which", {{"service", "203.0.113.10:80/tcp"}, {"client", "2001:db8::1:5"}});
+  EXPECT_FALSE(bad.ok);
+  EXPECT_EQ(bad.error.path, "params.client");
 }
 
 TEST_F(ControlTest, ApplyIsIdempotentAndDryRunChangesNothing) {

@@ -40,20 +40,33 @@ std::string render_gateway_entries(const std::vector<GatewayService>& services, 
 // Row elements as nf_tables batches (libnftnl), at most `per_batch` rows
 // each: a change of one service's backends is one batch, so one atomic
 // transaction. A row whose owner changes is deleted and added again.
+// The last batch also swaps the table's stamp (a one-element set holding
+// the first 32 bits of gateway_digest() of what the table holds) when
+// `stamp` says so, so that a restart can tell whether the kernel still holds
+// what it persisted.
+struct StampChange {
+  std::optional<uint32_t> before, after;
+};
 std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
-                                          uint32_t first_seq, size_t per_batch = 65536);
+                                          uint32_t first_seq, size_t per_batch = 65536,
+                                          StampChange stamp = {});
+uint32_t gateway_stamp(const GatewayDatapath& datapath);
 // All rows of `services` as additions (or deletions).
 std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& services, bool add);
 
 class GatewayRuleset {
  public:
   virtual ~GatewayRuleset() = default;
-  // Builds the table anew: skeleton, rows, then the services' entries.
+  // Builds the table anew: skeleton, rows, then the services' entries and
+  // the stamp of `datapath`.
   virtual void replace(const GatewayDatapath& datapath, const GatewayConfig& config) = 0;
   // Applies a diff: removed services, added services, then changed rows
-  // (one transaction for a change of backends). Throws KernelError.
-  virtual void apply(const GatewayDiff& diff, const GatewayConfig& config) = 0;
+  // with the new stamp (one transaction for a change of backends). Throws
+  // KernelError.
+  virtual void apply(const GatewayDiff& diff, const GatewayConfig& config, uint32_t new_stamp) = 0;
   virtual void remove() = 0;
+  // The table's stamp; nullopt if there is no table (or no stamp).
+  virtual std::optional<uint32_t> stamp() = 0;
   // The MAC the kernel's row map holds for `mark`, if any.
   virtual std::optional<MacAddress> row(uint32_t mark) = 0;
 };

@@ -26,6 +26,10 @@ struct DaemonSettings {
   std::optional<std::string> log_level;
   std::optional<std::string> default_bridge;
   std::optional<std::string> host_name;
+  std::optional<std::string> role;
+  std::optional<std::string> client_interface;
+  std::optional<std::string> fabric_interface;
+  std::optional<std::string> gateway_mac;
   std::optional<std::string> ct_mark_mask;
   std::optional<std::string> refuse_policy;
   std::optional<uint32_t> refuse_seconds;

@@ -59,6 +59,16 @@ struct ConnectionsRequest {
 struct StatsRequest {
   bool prometheus = false;
 };
+struct GatewayDigestRequest {};
+struct GatewayTableRequest {
+  ServiceKey service;
+};
+// The backend a client's flow to a service gets.
+struct WhichRequest {
+  ServiceKey service;
+  IpAddress client;
+  uint16_t client_port = 0;
+};
 struct ApplyRequest {
   State document;
   bool dry_run = false;
@@ -67,7 +77,8 @@ struct ApplyRequest {
 
 using TypedRequest =
     std::variant<StatusRequest, GetRequest, BackendListRequest, ServiceListRequest, EditRequest,
-                 FlushRequest, ConnectionsRequest, StatsRequest, ApplyRequest>;
+                 FlushRequest, ConnectionsRequest, StatsRequest, ApplyRequest, GatewayDigestRequest,
+                 GatewayTableRequest, WhichRequest>;
 
 struct MethodInfo {
   std::string_view name;

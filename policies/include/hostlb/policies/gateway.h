@@ -55,6 +55,19 @@ GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previo
 // services it touches, not the whole fleet.
 GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied);
 
+// The table of one service of `state` (for `which` on a host, which keeps
+// the whole fleet state but no gateway table). nullopt: no such service.
+std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key);
+
+// The backend a flow gets from a service's table: the row, and the owner
+// (none when the service has no backend).
+struct FlowChoice {
+  uint32_t row = 0;
+  std::optional<std::string> backend;
+  std::optional<MacAddress> mac;
+};
+FlowChoice choose(const GatewayService& service, const IpAddress& client, uint16_t client_port);
+
 // What a change does at a gateway. A service whose row count changes is
 // removed and added again (its chain computes rows with another modulus).
 struct GatewayDiff {

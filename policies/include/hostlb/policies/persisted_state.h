@@ -3,6 +3,7 @@
 // keep their meaning across restarts).
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@ struct PersistedState {
   Retirements retired;
   // Which journal continues this snapshot (see hostagent/state_store.h).
   uint64_t generation = 0;
+  // A gateway's service indexes (its row map's offsets), kept across restarts
+  // so that rows keep their keys; empty on a host.
+  std::map<ServiceKey, uint32_t> gateway_indexes{};
 };
 
 // One retired binding as the state file and the journal hold it.

@@ -1,0 +1,91 @@
+#include "gateway_agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+#include "hostlb/policies/state_diff.h"
+
+namespace hostlb {
+namespace {
+const State kEmpty;
+}
+
+GatewayAgent::GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayConfig config)
+    : kernel_(kernel), store_(store), config_(std::move(config)) {}
+
+const State& GatewayAgent::current() const { return persisted_ ? persisted_->state : kEmpty; }
+
+void GatewayAgent::load_persisted() {
+  auto loaded = store_.load();
+  if (!loaded) return;
+  persisted_ = std::move(loaded->snapshot);
+  // Edits made while running are journaled by the host role only; a gateway
+  // writes a snapshot per change.
+  applied_ = compile_gateway(persisted_->state, persisted_->gateway_indexes);
+  spdlog::info("loaded persisted gateway state from {}: {} services", store_.state_path(),
+               applied_.services.size());
+}
+
+GatewayReport GatewayAgent::start(const std::optional<State>& desired) {
+  return apply(desired ? *desired : current(), /*at_start=*/true);
+}
+
+GatewayReport GatewayAgent::change(const State& desired) { return apply(desired, false); }
+
+GatewayReport GatewayAgent::edit(const Edit& e) { return apply(edited(current(), e), false); }
+
+GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
+  GatewayReport report;
+  GatewayDatapath next = recompile_gateway(desired, applied_);
+  report.changes = describe_changes(current(), desired);
+  bool rebuild = false;
+  if (at_start) {
+    // The kernel holds what was persisted only if its stamp says so;
+    // anything else (no table, another document, a half-built table) is
+    // built anew.
+    const auto stamp = kernel_.stamp();
+    rebuild = !persisted_ || !stamp || *stamp != gateway_stamp(applied_);
+    if (rebuild)
+      spdlog::info("building the gateway table ({})",
+                   !stamp ? "none in the kernel" : "the kernel's is not the persisted one");
+    else
+      spdlog::info("the kernel holds the persisted gateway table (stamp {:08x}); kept", *stamp);
+  }
+  if (rebuild) {
+    kernel_.replace(next, config_);
+    report.rebuilt = true;
+    report.rows_written = rows_of(next.services, true).size();
+  } else {
+    const GatewayDiff diff = diff_gateway(applied_, next);
+    if (!diff.empty()) kernel_.apply(diff, config_, gateway_stamp(next));
+    report.rows_written = diff.rows.size();
+    report.services_added = diff.services_added.size();
+    report.services_removed = diff.services_removed.size();
+  }
+  if (!persisted_) persisted_ = PersistedState{};
+  persisted_->state = desired;
+  persisted_->gateway_indexes = indexes_of(next);
+  applied_ = std::move(next);
+  store_.save(*persisted_);
+  return report;
+}
+
+GatewayAgent::Choice GatewayAgent::which(const ServiceKey& service, const IpAddress& client,
+                                         uint16_t client_port) {
+  const GatewayService* s = applied_.find(service);
+  if (s == nullptr) throw std::invalid_argument("no service " + service.str());
+  Choice out;
+  out.row = flow_row({client, client_port, service.vip, service.port}, s->rows);
+  out.mark = s->mark(out.row);
+  if (!s->owner.empty()) {
+    out.backend = s->backends[s->owner[out.row]];
+    out.mac = s->macs[s->owner[out.row]];
+  }
+  out.kernel_mac = kernel_.row(out.mark);
+  return out;
+}
+
+void GatewayAgent::cleanup() { kernel_.remove(); }
+
+}  // namespace hostlb

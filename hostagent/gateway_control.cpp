@@ -1,0 +1,143 @@
+#include "gateway_control.h"
+
+#include "hostlb/policies/state_diff.h"
+
+namespace hostlb {
+namespace {
+
+using nlohmann::json;
+
+template <typename... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+
+[[noreturn]] void not_here(const char* method) {
+  throw control::RequestError(
+      {control::kRefused,
+       std::string(method) + " is served where the backends run (a host), not by a gateway", ""});
+}
+
+}  // namespace
+
+GatewayControlHandler::GatewayControlHandler(GatewayAgent& agent, const GatewayConfig& config,
+                                             DocumentOptions doc_options, DaemonInfo info)
+    : ControlHandlerBase(std::move(doc_options), std::move(info)), agent_(agent), config_(config) {}
+
+std::string GatewayControlHandler::reply(const json& id, control::TypedRequest& request) {
+  return control::encode_result(id, serve(request));
+}
+
+json GatewayControlHandler::changed(const GatewayReport& report) {
+  return {{"changes", report.changes},
+          {"kernel_changed", report.rows_written > 0 || report.services_added > 0 ||
+                                 report.services_removed > 0 || report.rebuilt},
+          {"rows_written", report.rows_written},
+          {"flushed", 0},
+          {"draining", 0}};
+}
+
+json GatewayControlHandler::serve(control::TypedRequest& request) {
+  using namespace control;
+  const State& current = agent_.current();
+  return std::visit(
+      Overloaded{
+          [&](const StatusRequest&) -> json {
+            size_t rows = 0;
+            for (const auto& s : agent_.tables().services) rows += s.owner.size();
+            return {{"version", info_.version},
+                    {"role", "gateway"},
+                    {"uptime_seconds", uptime_seconds()},
+                    {"backends", current.backends.size()},
+                    {"services", current.services.size()},
+                    {"bindings", rows},
+                    {"rows", rows},
+                    {"digest", agent_.digest()},
+                    {"client_interface", config_.client_interface},
+                    {"fabric_interface", config_.fabric_interface},
+                    {"gateway_mac", config_.gateway_mac.str()},
+                    {"draining", json::array()},
+                    {"refused_keys", 0},
+                    {"repairs", 0},
+                    {"state_dir", info_.state_dir},
+                    {"host", info_.host},
+                    {"socket", info_.socket},
+                    {"prerequisites", json::array()},
+                    {"last_error", last_error()}};
+          },
+          [&](const GetRequest&) -> json { return state_to_json(current); },
+          [&](ApplyRequest& r) -> json {
+            if (r.dry_run)
+              return {{"dry_run", true}, {"changes", describe_changes(current, r.document)}};
+            if (r.drain_seconds != 0)
+              throw RequestError({kInvalidParams,
+                                  "a gateway does not drain: its rows move at once (drain on "
+                                  "the hosts)",
+                                  "params.drain"});
+            memory_to_return_ = true;
+            return changed(agent_.change(r.document));
+          },
+          [&](const EditRequest& r) -> json {
+            try {
+              check_edit(current, r.edit);
+            } catch (const DocumentError& e) {
+              throw RequestError(
+                  {kInvalidParams, e.reason(), e.path().empty() ? "params" : "params." + e.path()});
+            }
+            auto report = agent_.edit(r.edit);
+            report.changes = describe_edit(current, r.edit);
+            return changed(report);
+          },
+          [&](const BackendListRequest&) -> json {
+            json out = json::array();
+            for (const auto& b : current.backends)
+              out.push_back({{"name", b.name},
+                             {"mac", b.mac.str()},
+                             {"ipv4", b.ipv4 ? json(b.ipv4->str()) : json()},
+                             {"ipv6", b.ipv6 ? json(b.ipv6->str()) : json()},
+                             {"bridge", b.bridge},
+                             {"services", json::array()},
+                             {"draining", json::array()}});
+            return out;
+          },
+          [&](const ServiceListRequest&) -> json {
+            json out = json::array();
+            for (const auto& s : current.services) out.push_back(service_json(s));
+            return out;
+          },
+          [&](const GatewayDigestRequest&) -> json {
+            size_t rows = 0;
+            for (const auto& s : agent_.tables().services) rows += s.owner.size();
+            return {{"digest", agent_.digest()},
+                    {"services", agent_.tables().services.size()},
+                    {"rows", rows}};
+          },
+          [&](const GatewayTableRequest& r) -> json {
+            const GatewayService* s = agent_.tables().find(r.service);
+            if (!s)
+              throw RequestError(
+                  {kInvalidParams, "no service " + r.service.str(), "params.service"});
+            json out = gateway_table_json(*s);
+            out["index"] = s->index;
+            return out;
+          },
+          [&](const WhichRequest& r) -> json {
+            const GatewayService* s = agent_.tables().find(r.service);
+            if (!s)
+              throw RequestError(
+                  {kInvalidParams, "no service " + r.service.str(), "params.service"});
+            const auto model = choose(*s, r.client, r.client_port);
+            const auto kernel = agent_.which(r.service, r.client, r.client_port);
+            json out = which_json(r, *s, model);
+            out["kernel_mac"] = kernel.kernel_mac ? json(kernel.kernel_mac->str()) : json();
+            out["agrees"] = kernel.kernel_mac == model.mac;
+            return out;
+          },
+          [&](const FlushRequest&) -> json { not_here("flush"); },
+          [&](const ConnectionsRequest&) -> json { not_here("connections"); },
+          [&](const StatsRequest&) -> json { not_here("stats"); },
+      },
+      request);
+}
+
+}  // namespace hostlb
