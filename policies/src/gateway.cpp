@@ -7,6 +7,35 @@
 #include "hostlb/policies/selection.h"
 
 namespace hostlb {
+namespace {
+
+// FNV-1a: simple, stable, the same on every machine.
+struct Fnv {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  void bytes(const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 0x100000001b3ULL;
+    }
+  }
+  void u32(uint32_t v) {
+    const uint8_t b[4] = {static_cast<uint8_t>(v >> 24), static_cast<uint8_t>(v >> 16),
+                          static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
+    bytes(b, 4);
+  }
+};
+
+// Every row's MAC, in row order: computed once per table, so that a digest
+// of the whole gateway costs its services, not its rows.
+uint64_t hash_rows(const GatewayService& s) {
+  Fnv f;
+  for (auto o : s.owner) f.bytes(s.macs[o].bytes().data(), 6);
+  f.u32(static_cast<uint32_t>(s.owner.size()));
+  return f.h;
+}
+
+}  // namespace
 
 const GatewayService* GatewayDatapath::find(const ServiceKey& key) const {
   auto it =
@@ -60,9 +89,11 @@ GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
     if (before && before->rows == g.rows && before->backends == g.backends &&
         before->macs == g.macs && before->weights == g.weights) {
       g.owner = before->owner;  // the same inputs fill the same table
+      g.rows_hash = before->rows_hash;
     } else {
       for (uint32_t i : rendezvous_table(weighted, g.rows))
         g.owner.push_back(static_cast<uint16_t>(i));
+      g.rows_hash = hash_rows(g);
     }
     out.services.push_back(std::move(g));
   }
@@ -132,32 +163,18 @@ GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& a
 }
 
 std::string gateway_digest(const GatewayDatapath& datapath) {
-  // FNV-1a over a canonical byte form: simple, stable, the same anywhere.
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto bytes = [&](const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 0x100000001b3ULL;
-    }
-  };
-  auto u32 = [&](uint32_t v) {
-    const uint8_t b[4] = {static_cast<uint8_t>(v >> 24), static_cast<uint8_t>(v >> 16),
-                          static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
-    bytes(b, 4);
-  };
+  Fnv f;
   for (const auto& s : datapath.services) {
     const std::string key = s.key.str();
-    u32(static_cast<uint32_t>(key.size()));
-    bytes(key.data(), key.size());
-    u32(s.index);
-    u32(s.rows);
-    for (uint32_t row = 0; row < s.owner.size(); ++row)
-      bytes(s.macs[s.owner[row]].bytes().data(), 6);
-    u32(static_cast<uint32_t>(s.owner.size()));
+    f.u32(static_cast<uint32_t>(key.size()));
+    f.bytes(key.data(), key.size());
+    f.u32(s.index);
+    f.u32(s.rows);
+    f.u32(static_cast<uint32_t>(s.rows_hash >> 32));
+    f.u32(static_cast<uint32_t>(s.rows_hash));
   }
   char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(f.h));
   return out;
 }
 

@@ -24,6 +24,7 @@ struct GatewayService {
   std::vector<MacAddress> macs;       // of `backends`
   std::vector<uint32_t> weights;      // of `backends`
   std::vector<uint16_t> owner;        // per row: an index into `backends`; empty: no backend
+  uint64_t rows_hash = 0;             // of every row's MAC (computed with `owner`)
 
   uint32_t mark(uint32_t row) const { return index << 16 | row; }
   bool operator==(const GatewayService&) const = default;
