@@ -11,14 +11,10 @@
 #include "hostlb/policies/edit.h"
 #include "hostlb/policies/state_diff.h"
 #include "hostlb/policies/text.h"
+#include "overloaded.h"
 
 namespace hostlb {
 namespace {
-
-template <typename... F>
-struct Overloaded : F... {
-  using F::operator()...;
-};
 
 using control::Error;
 using nlohmann::json;

@@ -74,7 +74,7 @@ void EventLoop::run_once(std::optional<Duration> max_wait) {
   if (auto next = next_timer()) {
     const auto left =
         std::chrono::ceil<std::chrono::milliseconds>(*next - clock_.monotonic()).count();
-    const int until_timer = static_cast<int>(std::clamp<int64_t>(left, 0, 3600 * 1000));
+    const int until_timer = static_cast<int>(std::clamp<int64_t>(left, 0, int64_t{3600} * 1000));
     timeout_ms = timeout_ms < 0 ? until_timer : std::min(timeout_ms, until_timer);
   }
   pollfds_.clear();

@@ -1,16 +1,12 @@
 #include "gateway_control.h"
 
 #include "hostlb/policies/state_diff.h"
+#include "overloaded.h"
 
 namespace hostlb {
 namespace {
 
 using nlohmann::json;
-
-template <typename... F>
-struct Overloaded : F... {
-  using F::operator()...;
-};
 
 [[noreturn]] void not_here(const char* method) {
   throw control::RequestError(

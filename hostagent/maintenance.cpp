@@ -34,7 +34,8 @@ void ExpiryJob::schedule() {
     return;
   }
   const Clock& clock = loop_.clock();
-  const int64_t in_ms = std::clamp<int64_t>(*deadline * 1000 - clock.unix_ms(), 0, 3600 * 1000);
+  const int64_t in_ms =
+      std::clamp<int64_t>(*deadline * 1000 - clock.unix_ms(), 0, int64_t{3600} * 1000);
   Clock::TimePoint due = clock.monotonic() + std::chrono::milliseconds(in_ms);
   if (retry_at_) due = std::max(due, *retry_at_);
   if (timer_.due() != due) timer_.arm_at(due);
