@@ -231,6 +231,26 @@ bool handle_signals(EventLoop& loop, const std::function<void()>& on_hup) {
   }
 }
 
+// The control socket, answered by either role's handler.
+ControlServer control_server(EventLoop& loop, const Flags& flags, ControlHandlerBase& control) {
+  return ControlServer(
+      loop, {flags.socket, flags.socket_group},
+      [&control](const PeerCredentials& peer, std::string_view line, std::string_view document) {
+        return control.handle(peer, line, document);
+      },
+      [](int code, const std::string& message) {
+        return control::encode_error(nullptr, {code, message, ""});
+      });
+}
+
+// Keepalives for systemd's watchdog (WatchdogSec), at half its period.
+std::unique_ptr<RepeatingTimer> watchdog_timer(EventLoop& loop) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0) return nullptr;
+  return std::make_unique<RepeatingTimer>(loop, std::chrono::milliseconds(usec / 2000),
+                                          [] { sd_notify(0, "WATCHDOG=1"); });
+}
+
 std::optional<MacAddress> interface_mac(const std::string& name) {
   std::ifstream in("/sys/class/net/" + name + "/address");
   std::string text;
@@ -278,14 +298,7 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
         "control socket {})",
         HOSTLB_VERSION, gateway.client_interface, gateway.fabric_interface,
         gateway.gateway_mac.str(), flags.state_dir, flags.socket);
-    ControlServer server(
-        loop, {flags.socket, flags.socket_group},
-        [&](const PeerCredentials& peer, std::string_view line, std::string_view document) {
-          return control.handle(peer, line, document);
-        },
-        [](int code, const std::string& message) {
-          return control::encode_error(nullptr, {code, message, ""});
-        });
+    ControlServer server = control_server(loop, flags, control);
     server.open();
     const GatewayReport report = agent.start(config);
     spdlog::info("gateway table {}: {} services, {} rows written, digest {}",
@@ -293,11 +306,7 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
                  report.rows_written, agent.digest());
     TrimJob trim(
         loop, [&] { return control.take_memory_to_return(); }, [] { ::malloc_trim(0); });
-    std::optional<RepeatingTimer> watchdog;
-    uint64_t watchdog_usec = 0;
-    if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
-      watchdog.emplace(loop, std::chrono::milliseconds(watchdog_usec / 2000),
-                       [] { sd_notify(0, "WATCHDOG=1"); });
+    auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     return loop.run();
   } catch (const KernelError& e) {
@@ -399,14 +408,7 @@ int run(const Flags& flags) {
       return kExitFailure;
     spdlog::info("hostlbd {} starting (state dir {}, control socket {})", HOSTLB_VERSION,
                  flags.state_dir, flags.socket);
-    ControlServer server(
-        loop, {flags.socket, flags.socket_group},
-        [&](const PeerCredentials& peer, std::string_view line, std::string_view document) {
-          return control.handle(peer, line, document);
-        },
-        [](int code, const std::string& message) {
-          return control::encode_error(nullptr, {code, message, ""});
-        });
+    ControlServer server = control_server(loop, flags, control);
     // The socket first: if another daemon owns it, nothing is touched.
     server.open();
     if (!config && !agent.has_persisted())
@@ -446,11 +448,7 @@ int run(const Flags& flags) {
     if (!flags.metrics_file.empty())
       metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval),
                       [&] { stats.write_metrics(flags.metrics_file); });
-    std::optional<RepeatingTimer> watchdog;
-    uint64_t watchdog_usec = 0;
-    if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
-      watchdog.emplace(loop, std::chrono::milliseconds(watchdog_usec / 2000),
-                       [] { sd_notify(0, "WATCHDOG=1"); });
+    auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     try {
       return loop.run();

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
@@ -237,34 +238,12 @@ class KernelGateway final : public GatewayRuleset {
   }
 
   std::optional<uint32_t> stamp() override {
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    netlink::Socket& s = socket();
-    const uint32_t seq = s.next_seq();
-    SetPtr set(nftnl_set_alloc());
-    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
-    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "stamp");
-    nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV, NLM_F_DUMP, seq);
-    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
     std::optional<uint32_t> out;
-    const int error = s.request(
-        "reading the gateway table's stamp", {buf.data(), nlh->nlmsg_len}, seq,
-        [&](const nlmsghdr* reply) {
-          SetPtr got(nftnl_set_alloc());
-          if (nftnl_set_elems_nlmsg_parse(reply, got.get()) < 0) return true;
-          nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(got.get());
-          for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr;
-               e = nftnl_set_elems_iter_next(it)) {
-            uint32_t len = 0;
-            const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
-            if (key != nullptr && len == 4) out = *static_cast<const uint32_t*>(key);
-          }
-          nftnl_set_elems_iter_destroy(it);
-          return true;
-        },
-        ENOENT);
-    if (error == ENOENT) return std::nullopt;
+    const bool found = get_elements("reading the gateway table's stamp", "stamp", std::nullopt,
+                                    [&](const void* key, uint32_t key_len, const void*, uint32_t) {
+                                      if (key_len == 4) std::memcpy(&out.emplace(), key, 4);
+                                    });
+    if (!found) return std::nullopt;
     stamp_ = out;
     return out;
   }
@@ -275,22 +254,39 @@ class KernelGateway final : public GatewayRuleset {
   }
 
   std::optional<MacAddress> row(uint32_t mark) override {
+    char what[64];
+    std::snprintf(what, sizeof what, "reading gateway row 0x%08x", mark);
+    std::optional<MacAddress> out;
+    get_elements(what, "rows", mark, [&](const void*, uint32_t, const void* data, uint32_t len) {
+      if (data == nullptr || len < 6) return;
+      std::array<uint8_t, 6> mac{};
+      std::memcpy(mac.data(), data, 6);
+      out = MacAddress(mac);
+    });
+    return out;
+  }
+
+ private:
+  // The elements of one of the table's sets (all of them, or the one with
+  // `key`) through `each(key, key_len, data, data_len)`. False if the table,
+  // the set or the element does not exist (ENOENT).
+  bool get_elements(const std::string& what, const char* set_name, std::optional<uint32_t> key,
+                    const std::function<void(const void*, uint32_t, const void*, uint32_t)>& each) {
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     netlink::Socket& s = socket();
     const uint32_t seq = s.next_seq();
     SetPtr set(nftnl_set_alloc());
     nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
     nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
-    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "rows");
-    nftnl_set_elem* elem = nftnl_set_elem_alloc();
-    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &mark, sizeof mark);
-    nftnl_set_elem_add(set.get(), elem);
-    nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV, NLM_F_ACK, seq);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, set_name);
+    if (key) {
+      nftnl_set_elem* elem = nftnl_set_elem_alloc();
+      nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &*key, sizeof *key);
+      nftnl_set_elem_add(set.get(), elem);
+    }
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV,
+                                          key ? NLM_F_ACK : NLM_F_DUMP, seq);
     nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
-    std::optional<MacAddress> out;
-    char what[64];
-    std::snprintf(what, sizeof what, "reading gateway row 0x%08x", mark);
     const int error = s.request(
         what, {buf.data(), nlh->nlmsg_len}, seq,
         [&](const nlmsghdr* reply) {
@@ -299,24 +295,20 @@ class KernelGateway final : public GatewayRuleset {
           nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(got.get());
           for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr;
                e = nftnl_set_elems_iter_next(it)) {
-            uint32_t len = 0;
-            const auto* data =
-                static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &len));
-            if (data != nullptr && len >= 6) {
-              std::array<uint8_t, 6> mac{};
-              std::memcpy(mac.data(), data, 6);
-              out = MacAddress(mac);
-            }
+            uint32_t key_len = 0, data_len = 0;
+            const void* k = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &key_len);
+            const void* d = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_DATA)
+                                ? nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &data_len)
+                                : nullptr;
+            if (k != nullptr) each(k, key_len, d, data_len);
           }
           nftnl_set_elems_iter_destroy(it);
           return true;
         },
         ENOENT);
-    if (error == ENOENT) return std::nullopt;
-    return out;
+    return error != ENOENT;
   }
 
- private:
   netlink::Socket& socket() {
     if (!socket_)
       socket_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER, "opening the gateway socket");
