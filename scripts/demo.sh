@@ -3,7 +3,9 @@
 # namespaces (clients c1 c2, a hypervisor with br0, backends vm1 vm2), runs
 # hostlbd in the hypervisor, and shows real TCP and UDP connections to two
 # VIPs (and an IPv6 VIP) served by one backend, with replies coming back from
-# the VIP each client used. Then it tears the lab down.
+# the VIP each client used; then runs the fleet demo (scripts/demo-fleet.sh:
+# a router, two gateways and two hypervisors on one fleet document). Then it
+# tears the labs down.
 #
 #   scripts/demo.sh            run the demo and clean up
 #   scripts/demo.sh --keep     leave the lab and hostlbd running to explore
@@ -132,6 +134,9 @@ tcp_demo c2 203.0.113.30:80 203.0.113.30
 say "hostlbctl status and service list"
 $CTL status | sed 's/^/  /'
 $CTL service list | sed 's/^/  /'
+
+say "and a whole fleet: two gateways and two hypervisors on one fleet document"
+"$ROOT/scripts/demo-fleet.sh"
 
 if [ "$keep" -eq 1 ]; then
   say "the lab stays up (hostlbd pid $(cat "$RUN/hostlbd.pid"), log $RUN/hostlbd.log). Explore:"

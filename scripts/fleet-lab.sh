@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A fleet of network namespaces: a client, a router with an ECMP route to
+# the VIPs over two gateways, one L2 fabric, and two hypervisors with two
+# backend VMs each. Replies go from the hypervisors straight back to the
+# router (direct server return); only client->VIP traffic crosses a gateway.
+#
+#   scripts/fleet-lab.sh up   [PREFIX]   create the namespaces (PREFIX defaults to hlf)
+#   scripts/fleet-lab.sh down [PREFIX]   delete them (only those with PREFIX)
+#
+# P-cl  198.18.20.1-8/24 ── P-rt ──ecmp── P-gw1 (cli0 198.18.21.2/30 | fab0)
+#                                  └───── P-gw2 (cli0 198.18.21.6/30 | fab0)
+# fabric bridge (P-fab): gw1, gw2, the router's leg 198.18.10.1/24, the
+# hypervisors' uplinks; P-hv1 and P-hv2: br0 with vm1 vm2 / vm3 vm4
+# (198.18.10.11-14, MACs 02:00:00:00:0a:11-14), each VM's default route via
+# the router.
+set -euo pipefail
+cmd=${1:-}
+P=${2:-hlf}
+
+in_ns() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+link() {  # NS_A IF_A NS_B IF_B: a veth pair between two namespaces
+  ip link add "$2" netns "$P-$1" type veth peer name "$4" netns "$P-$3"
+  ip -n "$P-$1" link set "$2" up
+  ip -n "$P-$3" link set "$4" up
+}
+
+up() {
+  if ip netns list | grep -q "^$P-rt\b"; then
+    echo "fleet $P already exists (scripts/fleet-lab.sh down $P first)" >&2
+    exit 1
+  fi
+  for ns in cl rt gw1 gw2 fab hv1 hv2 vm1 vm2 vm3 vm4; do
+    ip netns add "$P-$ns"
+    ip -n "$P-$ns" link set lo up
+  done
+  # Client and router.
+  link cl eth0 rt cl0
+  for i in $(seq 1 8); do ip -n "$P-cl" addr add "198.18.20.$i/24" dev eth0; done
+  ip -n "$P-cl" route add default via 198.18.20.254
+  ip -n "$P-rt" addr add 198.18.20.254/24 dev cl0
+  in_ns rt sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+  # Gateways: a link from the router each, and a port on the fabric.
+  ip -n "$P-fab" link add fab type bridge
+  ip -n "$P-fab" link set fab up
+  local n=0
+  for g in gw1 gw2; do
+    link rt "$g" "$g" cli0
+    ip -n "$P-rt" addr add "198.18.21.$((n * 4 + 1))/30" dev "$g"
+    ip -n "$P-$g" addr add "198.18.21.$((n * 4 + 2))/30" dev cli0
+    ip link add fab0 netns "$P-$g" address "02:00:00:00:0f:0$((n + 1))" type veth peer name "$g" netns "$P-fab"
+    ip -n "$P-$g" link set fab0 up
+    ip -n "$P-fab" link set "$g" master fab up
+    n=$((n + 1))
+  done
+  ip -n "$P-rt" route add 203.0.113.0/24 nexthop via 198.18.21.2 nexthop via 198.18.21.6
+  # The router's leg on the fabric, for the replies.
+  link rt fab0 fab rt
+  ip -n "$P-fab" link set rt master fab
+  ip -n "$P-rt" addr add 198.18.10.1/24 dev fab0
+  # Hypervisors: br0 with an uplink to the fabric and the VMs' ports.
+  local v=1
+  for h in hv1 hv2; do
+    ip -n "$P-$h" link add br0 type bridge
+    ip -n "$P-$h" link set br0 up
+    link fab "$h" "$h" up0
+    ip -n "$P-fab" link set "$h" master fab
+    ip -n "$P-$h" link set up0 master br0
+    for _ in 1 2; do
+      local vm=vm$v mac ip
+      mac=02:00:00:00:0a:$((10 + v))
+      ip=198.18.10.$((10 + v))
+      ip link add eth0 netns "$P-$vm" address "$mac" type veth peer name "$vm" netns "$P-$h"
+      ip -n "$P-$h" link set "$vm" master br0 up
+      ip -n "$P-$vm" link set eth0 up
+      ip -n "$P-$vm" addr add "$ip/24" dev eth0
+      ip -n "$P-$vm" route add default via 198.18.10.1
+      v=$((v + 1))
+    done
+  done
+}
+
+down() {
+  local ns
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$P-(cl|rt|gw[0-9]+|fab|hv[0-9]+|vm[0-9]+)$" || true); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns del "$ns"
+  done
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down [PREFIX]" >&2; exit 2 ;;
+esac
