@@ -14,6 +14,12 @@ using nlohmann::json;
        std::string(method) + " is served where the backends run (a host), not by a gateway", ""});
 }
 
+[[noreturn]] void no_drain() {
+  throw control::RequestError(
+      {control::kInvalidParams,
+       "a gateway does not drain: its rows move at once (drain on the hosts)", "params.drain"});
+}
+
 }  // namespace
 
 GatewayControlHandler::GatewayControlHandler(GatewayAgent& agent, const GatewayConfig& config,
@@ -65,15 +71,12 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
           [&](ApplyRequest& r) -> json {
             if (r.dry_run)
               return {{"dry_run", true}, {"changes", describe_changes(current, r.document)}};
-            if (r.drain_seconds != 0)
-              throw RequestError({kInvalidParams,
-                                  "a gateway does not drain: its rows move at once (drain on "
-                                  "the hosts)",
-                                  "params.drain"});
+            if (r.drain_seconds != 0) no_drain();
             memory_to_return_ = true;
             return changed(agent_.change(r.document));
           },
           [&](const EditRequest& r) -> json {
+            if (r.drain_seconds != 0) no_drain();
             try {
               check_edit(current, r.edit);
             } catch (const DocumentError& e) {

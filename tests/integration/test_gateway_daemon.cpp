@@ -86,6 +86,13 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
       lab::sh(std::string(HOSTLBCTL_PATH) + " --socket " + lab.dir() + "/gw1.sock flush");
   EXPECT_EQ(flush.exit_code, 1) << "refused on a gateway: " << flush.output;
 
+  // A gateway does not drain (its rows move at once): refused, nothing changes.
+  const auto drain = c1.call(
+      "service.detach", {{"service", "203.0.113.10:8080/tcp"}, {"backend", "vm2"}, {"drain", 30u}});
+  EXPECT_FALSE(drain.ok);
+  EXPECT_EQ(drain.error.path, "params.drain");
+  EXPECT_EQ(c1.call("gateway.digest").result.at("digest"), d1.result.at("digest"));
+
   // A detach rewrites only vm2's rows; the two gateways differ until the
   // second one is told too.
   const auto detach =
