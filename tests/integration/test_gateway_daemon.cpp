@@ -76,6 +76,16 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
   }
   EXPECT_GT(per_backend["vm1"], 0);
   EXPECT_GT(per_backend["vm2"], 0);
+  // A flow that vm1 owns with both backends attached (so also after vm2 is
+  // detached and attached again): it will live through a restart.
+  int lasting_port = 0;
+  for (int port = 31000; port < 31100 && lasting_port == 0; ++port) {
+    const auto which =
+        c1.call("which", {{"service", "203.0.113.10:8080/tcp"},
+                          {"client", std::string(lab::kClient) + ":" + std::to_string(port)}});
+    if (which.ok && which.result.at("backend") == "vm1") lasting_port = port;
+  }
+  ASSERT_NE(lasting_port, 0);
 
   // hostlbctl speaks to a gateway as to a host.
   const auto table = lab::sh(std::string(HOSTLBCTL_PATH) + " --socket " + lab.dir() +
@@ -107,12 +117,19 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
   EXPECT_EQ(c1.call("gateway.digest").result.at("digest"),
             c2.call("gateway.digest").result.at("digest"));
 
-  // A restart (the same document was changed by the detach: the persisted
-  // state wins over --config only when --config changes; here it is
-  // applied again) keeps the kernel's table when its stamp matches.
+  // A restart finds the kernel's table stamped with what it persisted and
+  // keeps it; --config (vm2 attached) then differs from the persisted state
+  // (vm2 detached) and only that difference is written. A connection open
+  // across the restart goes on.
+  TcpClient lasting(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient,
+                    lasting_port);
+  EXPECT_EQ(backend_of(lasting.read_line()), "vm1");
   ASSERT_EQ(gw1.stop(SIGTERM), 0);
   Hostlbd again(lab, gateway_args(lab, "gw1", doc), "gw1");
   ASSERT_TRUE(again.start()) << again.log();
+  lasting.send_all("twelve bytes");
+  lasting.shutdown_write();
+  EXPECT_EQ(lasting.read_line(), "bytes=12") << "the connection lived through the restart";
   EXPECT_NE(again.log().find("kept"), std::string::npos) << again.log();
   EXPECT_NE(again.log().find("rows written"), std::string::npos) << again.log();
   ControlClient c1b(lab.dir() + "/gw1.sock");
