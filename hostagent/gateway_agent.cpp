@@ -86,6 +86,18 @@ GatewayAgent::Choice GatewayAgent::which(const ServiceKey& service, const IpAddr
   return out;
 }
 
+std::vector<std::string> GatewayAgent::repair() {
+  const auto stamp = kernel_.stamp();
+  if (stamp && *stamp == gateway_stamp(applied_)) return {};
+  const std::string what = !stamp ? "the gateway table is missing"
+                                  : "the gateway table holds something else (its stamp changed)";
+  spdlog::warn("{}; building it again", what);
+  kernel_.replace(applied_, config_);
+  ++repairs_;
+  spdlog::info("gateway table repaired (repair {} since start)", repairs_);
+  return {what};
+}
+
 void GatewayAgent::cleanup() { kernel_.remove(); }
 
 }  // namespace hostlb

@@ -53,6 +53,13 @@ class GatewayAgent {
   // Throws std::invalid_argument for a service this gateway does not have.
   Choice which(const ServiceKey& service, const IpAddress& client, uint16_t client_port);
 
+  // After another process's nftables commit: if the table is gone or no
+  // longer holds what was applied (its stamp), builds it again. Returns what
+  // differed (empty: nothing). Throws KernelError. Edits of single rows by
+  // others are not seen: only the stamp is compared, not 4 million rows.
+  std::vector<std::string> repair();
+  uint64_t repairs() const { return repairs_; }
+
   void cleanup();
 
  private:
@@ -63,6 +70,7 @@ class GatewayAgent {
   GatewayConfig config_;
   std::optional<PersistedState> persisted_;
   GatewayDatapath applied_;
+  uint64_t repairs_ = 0;
 };
 
 }  // namespace hostlb

@@ -60,7 +60,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
                     {"gateway_mac", config_.gateway_mac.str()},
                     {"draining", json::array()},
                     {"refused_keys", 0},
-                    {"repairs", 0},
+                    {"repairs", agent_.repairs()},
                     {"state_dir", info_.state_dir},
                     {"host", info_.host},
                     {"socket", info_.socket},

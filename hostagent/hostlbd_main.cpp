@@ -306,6 +306,12 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
                  report.rows_written, agent.digest());
     TrimJob trim(
         loop, [&] { return control.take_memory_to_return(); }, [] { ::malloc_trim(0); });
+    // Someone deleted or rebuilt the table: it is built again.
+    RepairJob repair(loop, {[&] { return kernel->changed_by_others(); },
+                            [&](bool table, bool) {
+                              if (table) agent.repair();
+                            },
+                            [] {}, [&control](const std::string& e) { control.note_error(e); }});
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     return loop.run();

@@ -205,6 +205,8 @@ namespace {
 
 class KernelGateway final : public GatewayRuleset {
  public:
+  KernelGateway() : generation_([this]() -> netlink::Socket& { return socket(); }) {}
+
   void replace(const GatewayDatapath& datapath, const GatewayConfig& config) override {
     run_nft_script_in_helper("building nftables table " + table_ref(),
                              render_gateway_skeleton(datapath, config));
@@ -215,6 +217,7 @@ class KernelGateway final : public GatewayRuleset {
                                render_gateway_entries(datapath.services, true));
     // Last: a table with a stamp is complete.
     send_rows({}, gateway_stamp(datapath));
+    generation_.rebase();
   }
 
   void apply(const GatewayDiff& diff, const GatewayConfig& config, uint32_t new_stamp) override {
@@ -235,7 +238,12 @@ class KernelGateway final : public GatewayRuleset {
     }
     if (!stamp_) stamp_ = stamp();
     send_rows(diff.rows, new_stamp);
+    // Scripts may commit more than once: after them, a new baseline; a
+    // change of rows alone counted its own batches.
+    if (!diff.services_added.empty() || !diff.services_removed.empty()) generation_.rebase();
   }
+
+  bool changed_by_others() override { return generation_.changed_by_others(); }
 
   std::optional<uint32_t> stamp() override {
     std::optional<uint32_t> out;
@@ -251,6 +259,8 @@ class KernelGateway final : public GatewayRuleset {
   void remove() override {
     run_nft_script_in_helper("removing nftables table " + table_ref(),
                              "add table " + table_ref() + "\ndelete table " + table_ref() + "\n");
+    stamp_.reset();
+    generation_.rebase();
   }
 
   std::optional<MacAddress> row(uint32_t mark) override {
@@ -324,12 +334,14 @@ class KernelGateway final : public GatewayRuleset {
     for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq(), 65536, change)) {
       s.used_seqs_through(batch.last_seq + 1);
       send_nft_batch(s, batch);
+      generation_.own_commit();
     }
     stamp_ = change.after;
   }
 
   std::unique_ptr<netlink::Socket> socket_;
   std::optional<uint32_t> stamp_;  // as the kernel holds it, when known
+  GenerationWatch generation_;
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Pieces of the nftables layer shared between its source files.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "hostlb/netlink/netlink_socket.h"
@@ -16,6 +18,30 @@ struct Deleter {
   void operator()(T* p) const {
     if (p) Free(p);
   }
+};
+
+// Tells other processes' nftables commits (to any table) from our own by
+// nftables' generation, which every commit advances by one: one small
+// request, not a look at a table.
+class GenerationWatch {
+ public:
+  explicit GenerationWatch(std::function<netlink::Socket&()> socket) : socket_(std::move(socket)) {}
+  // One commit of our own (a batch).
+  void own_commit() { ++own_commits_; }
+  // After our own scripts (libnftables may commit more than once for one)
+  // or a whole table written anew: a new baseline, read at once so that a
+  // commit by someone else from now on still counts.
+  void rebase();
+  // Whether someone else committed since the previous look; the first look
+  // only takes the baseline. Throws KernelError.
+  bool changed_by_others();
+
+ private:
+  uint32_t read();
+
+  std::function<netlink::Socket&()> socket_;
+  std::optional<uint32_t> known_;
+  uint32_t own_commits_ = 0;  // since known_ was read
 };
 
 // Sends a batch and reads the kernel's verdict on it: KernelError naming the

@@ -19,13 +19,14 @@ namespace {
 
 class KernelRuleset final : public NftRuleset {
  public:
-  explicit KernelRuleset(RulesetPolicies policies) : policies_(policies) {}
+  explicit KernelRuleset(RulesetPolicies policies)
+      : policies_(policies), generation_([this]() -> netlink::Socket& { return batch_socket(); }) {}
 
   NftRunStats replace(const Datapath& datapath, const MarkLayout& marks) override {
     const NftRunStats stats = run_nft_script_in_helper(
         "replacing nftables table " + std::string(kNftFamily) + " " + kNftTable,
         render_full_ruleset(datapath, marks, policies_));
-    forget_generation();
+    generation_.rebase();
     return stats;
   }
 
@@ -41,56 +42,18 @@ class KernelRuleset final : public NftRuleset {
     NftBatch batch = encode_diff_batch(diff, marks, socket.next_seq());
     socket.used_seqs_through(batch.last_seq + 1);  // and the batch's end
     send_nft_batch(socket, batch);
-    ++own_commits_;
+    generation_.own_commit();
   }
 
   void remove() override {
     run_nft_script_in_helper("removing nftables table " + std::string(kNftFamily) + " " + kNftTable,
                              render_delete_ruleset());
-    forget_generation();
+    generation_.rebase();
   }
 
-  bool changed_by_others() override {
-    const uint32_t now = read_generation();
-    // Every commit adds one to the generation: more than our own commits
-    // since the last look means someone else committed too.
-    const bool others = known_generation_ && now - *known_generation_ != own_commits_;
-    known_generation_ = now;
-    own_commits_ = 0;
-    return others;
-  }
+  bool changed_by_others() override { return generation_.changed_by_others(); }
 
  private:
-  // libnftables (in the helper) may commit more than once for one script,
-  // and the whole table was just written (what others did to it before is
-  // gone): a new baseline, read at once so that a commit by someone else
-  // from now on still counts.
-  void forget_generation() {
-    own_commits_ = 0;
-    try {
-      known_generation_ = read_generation();
-    } catch (const KernelError&) {
-      known_generation_.reset();  // the next look takes it
-    }
-  }
-
-  uint32_t read_generation() {
-    const char* what = "reading the nftables generation";
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
-    netlink::Socket& socket = batch_socket();
-    const uint32_t seq = socket.next_seq();
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETGEN, NFPROTO_UNSPEC, 0, seq);
-    std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>> gen(nftnl_gen_alloc());
-    bool parsed = false;
-    socket.request(what, {buf.data(), nlh->nlmsg_len}, seq, [&](const nlmsghdr* reply) {
-      parsed =
-          nftnl_gen_nlmsg_parse(reply, gen.get()) >= 0 && nftnl_gen_is_set(gen.get(), NFTNL_GEN_ID);
-      return false;  // one message, no acknowledgement
-    });
-    if (!parsed) throw KernelError(what, "the answer holds no generation");
-    return nftnl_gen_get_u32(gen.get(), NFTNL_GEN_ID);
-  }
-
   // One socket for the ruleset's life. Closing a netfilter socket that has
   // committed a transaction waits in the kernel for the deferred destruction
   // of the old elements (an RCU grace period, 5-20 ms on a busy host), and
@@ -103,12 +66,47 @@ class KernelRuleset final : public NftRuleset {
   }
 
   RulesetPolicies policies_;
-  std::optional<uint32_t> known_generation_;
-  uint32_t own_commits_ = 0;  // since known_generation_ was read
   std::unique_ptr<netlink::Socket> socket_;
+  GenerationWatch generation_;
 };
 
 }  // namespace
+
+uint32_t GenerationWatch::read() {
+  const char* what = "reading the nftables generation";
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  netlink::Socket& socket = socket_();
+  const uint32_t seq = socket.next_seq();
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETGEN, NFPROTO_UNSPEC, 0, seq);
+  std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>> gen(nftnl_gen_alloc());
+  bool parsed = false;
+  socket.request(what, {buf.data(), nlh->nlmsg_len}, seq, [&](const nlmsghdr* reply) {
+    parsed =
+        nftnl_gen_nlmsg_parse(reply, gen.get()) >= 0 && nftnl_gen_is_set(gen.get(), NFTNL_GEN_ID);
+    return false;  // one message, no acknowledgement
+  });
+  if (!parsed) throw KernelError(what, "the answer holds no generation");
+  return nftnl_gen_get_u32(gen.get(), NFTNL_GEN_ID);
+}
+
+void GenerationWatch::rebase() {
+  own_commits_ = 0;
+  try {
+    known_ = read();
+  } catch (const KernelError&) {
+    known_.reset();  // the next look takes it
+  }
+}
+
+bool GenerationWatch::changed_by_others() {
+  const uint32_t now = read();
+  // Every commit adds one to the generation: more than our own commits
+  // since the last look means someone else committed too.
+  const bool others = known_ && now - *known_ != own_commits_;
+  known_ = now;
+  own_commits_ = 0;
+  return others;
+}
 
 // Sends a batch over NETLINK_NETFILTER and waits for the kernel's verdict.
 void send_nft_batch(netlink::Socket& socket, const NftBatch& batch) {

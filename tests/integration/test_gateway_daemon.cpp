@@ -4,6 +4,7 @@
 
 #include <map>
 #include <string>
+#include <thread>
 
 #include "gateway_lab.h"
 #include "hostlb/policies/control_protocol.h"
@@ -135,6 +136,22 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
   ControlClient c1b(lab.dir() + "/gw1.sock");
   EXPECT_EQ(c1b.call("gateway.digest").result.at("digest"), d1.result.at("digest"))
       << "--config is the document again: vm2 is back";
+
+  // Someone deletes the gateway's table: it is built again within a second
+  // or two (a foreign commit makes hostlbd look at the table's stamp).
+  ASSERT_EQ(lab.in("gw1", "nft delete table netdev hostlb_gw").exit_code, 0);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool agrees = false;
+  while (!agrees && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto which = c1b.call("which", {{"service", "203.0.113.10:8080/tcp"},
+                                          {"client", std::string(lab::kClient) + ":40000"}});
+    agrees = which.ok && which.result.at("agrees").get<bool>();
+  }
+  EXPECT_TRUE(agrees) << "the table is back with the same rows\n" << again.log();
+  EXPECT_EQ(c1b.call("status").result.at("repairs"), 1);
+  TcpClient after_repair(lab, "cl1", lab::kGatewayVip, 8080);
+  EXPECT_NE(after_repair.read_line(), "");
 
   // Traffic that is not for a VIP key is routed untouched.
   TcpClient direct(lab, "cl1", "198.18.1.12", 8080);

@@ -67,6 +67,9 @@ class GatewayRuleset {
   virtual void remove() = 0;
   // The table's stamp; nullopt if there is no table (or no stamp).
   virtual std::optional<uint32_t> stamp() = 0;
+  // Whether another process committed an nftables transaction since the
+  // previous call (nftables' generation; the first call takes the baseline).
+  virtual bool changed_by_others() = 0;
   // The MAC the kernel's row map holds for `mark`, if any.
   virtual std::optional<MacAddress> row(uint32_t mark) = 0;
 };
