@@ -480,9 +480,11 @@ int run(const Flags& flags) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "hostlbd - the backend-host half of a stateless L4 load balancer.\n"
-      "Frames a gateway delivers by MAC (eth.dst = backend MAC, ip.dst = VIP) become\n"
-      "local connections: conntrack is committed and the VIP is DNATed to the backend.",
+      "hostlbd - a stateless L4 load balancer whose state lives on the backends' hosts.\n"
+      "On a hypervisor (--role host): frames a gateway delivers by MAC (eth.dst = backend\n"
+      "MAC, ip.dst = VIP) become local connections: conntrack is committed and the VIP is\n"
+      "DNATed to the backend. On a gateway (--role gateway): each VIP flow gets a backend\n"
+      "by a stateless choice every gateway and host agrees on, and is delivered by MAC.",
       "hostlbd"};
   Flags flags;
   app.add_option("--daemon-config", flags.daemon_config,
