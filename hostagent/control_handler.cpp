@@ -64,11 +64,8 @@ json gateway_table_json(const GatewayService& service) {
 
 json which_json(const control::WhichRequest& request, const GatewayService& service,
                 const FlowChoice& choice) {
-  const std::string client =
-      (request.client.is_v6() ? "[" + request.client.str() + "]" : request.client.str()) + ":" +
-      std::to_string(request.client_port);
   return {{"service", service.key.str()},
-          {"client", client},
+          {"client", endpoint_str(request.client, request.client_port)},
           {"row", choice.row},
           {"rows", service.rows},
           {"backend", choice.backend ? json(*choice.backend) : json()},
@@ -222,18 +219,15 @@ std::string ControlHandler::connections(const json& id,
   const auto now_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                 std::chrono::system_clock::now().time_since_epoch())
                                                 .count());
-  auto endpoint = [](const IpAddress& a, uint16_t port) {
-    return (a.is_v6() ? "[" + a.str() + "]" : a.str()) + ":" + std::to_string(port);
-  };
   const size_t total = agent_.connections(
       filter.service, filter.backend, [&](const Binding& b, const ConntrackEntry& e) {
         if (count_only) return;
         json entry = {{"protocol", e.tcp ? "tcp" : "udp"},
-                      {"client", endpoint(e.client, e.client_port)},
-                      {"vip", endpoint(e.vip, e.vip_port)},
+                      {"client", endpoint_str(e.client, e.client_port)},
+                      {"vip", endpoint_str(e.vip, e.vip_port)},
                       {"service", b.key.service.str()},
                       {"backend", b.key.backend},
-                      {"backend_address", endpoint(e.backend, e.backend_port)},
+                      {"backend_address", endpoint_str(e.backend, e.backend_port)},
                       {"state", e.tcp ? json(e.state) : json()},
                       {"age_seconds", e.start_ns && e.start_ns <= now_ns
                                           ? json((now_ns - e.start_ns) / 1000000000ULL)

@@ -179,15 +179,12 @@ const std::vector<Method>& table() {
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          const ServiceKey service = param_service(r.params);
          const std::string client = param_string(r.params, "client");
-         // "IP:PORT" or "[IP6]:PORT", as a service key writes its VIP.
          std::string reason;
-         auto parsed = parse_service_key(client + "/tcp", &reason);
-         if (!parsed)
-           refuse(kInvalidParams, "\"" + client + "\" is not IP:PORT or [IPv6]:PORT",
-                  "params.client");
-         if (parsed->vip.family() != service.vip.family())
+         const auto parsed = parse_endpoint(client, &reason);
+         if (!parsed) refuse(kInvalidParams, "\"" + client + "\": " + reason, "params.client");
+         if (parsed->address.family() != service.vip.family())
            refuse(kInvalidParams, "the client's address family is not the VIP's", "params.client");
-         return WhichRequest{service, parsed->vip, parsed->port};
+         return WhichRequest{service, parsed->address, parsed->port};
        }},
       {{"gateway.digest", {}},
        [](const Request&, const DocumentOptions&) { return GatewayDigestRequest{}; }},

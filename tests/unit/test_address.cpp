@@ -98,3 +98,27 @@ TEST(ServiceKey, ExplainsEachKindOfError) {
 
 }  // namespace
 }  // namespace hostlb
+
+namespace hostlb {
+namespace {
+
+TEST(Endpoint, ParsesAndPrintsBothFamilies) {
+  const auto v4 = parse_endpoint("198.18.0.5:40000");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(endpoint_str(v4->address, v4->port), "198.18.0.5:40000");
+  const auto v6 = parse_endpoint("[2001:db8::5]:443");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(endpoint_str(v6->address, v6->port), "[2001:db8::5]:443");
+  std::string reason;
+  EXPECT_FALSE(parse_endpoint("2001:db8::5:443", &reason));
+  EXPECT_EQ(reason, "an IPv6 address is written [ADDRESS]:PORT");
+  EXPECT_FALSE(parse_endpoint("198.18.0.5", &reason));
+  EXPECT_EQ(reason, "expected ADDRESS:PORT (missing :PORT)");
+  EXPECT_FALSE(parse_endpoint("198.18.0.5:0", &reason));
+  // A service key is an endpoint and a protocol, with the VIP's own words.
+  EXPECT_FALSE(parse_service_key("2001:db8::5:443/tcp", &reason));
+  EXPECT_EQ(reason, "an IPv6 VIP is written [ADDRESS]:PORT");
+}
+
+}  // namespace
+}  // namespace hostlb

@@ -35,6 +35,15 @@ struct ServiceKeyHash {
   }
 };
 
+// "198.18.0.5:40000", "[2001:db8::5]:40000": an address and a port as
+// messages, the control protocol and hostlbctl write them.
+struct Endpoint {
+  IpAddress address;
+  uint16_t port = 0;
+};
+std::string endpoint_str(const IpAddress& address, uint16_t port);
+std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* reason = nullptr);
+
 // Parses the "VIP:PORT/PROTO" form. On failure returns nullopt and, if
 // `reason` is given, a sentence saying what is wrong.
 std::optional<ServiceKey> parse_service_key(std::string_view text, std::string* reason = nullptr);
