@@ -2,10 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <stdexcept>
-
-#include "hostlb/policies/state_diff.h"
-
 namespace hostlb {
 namespace {
 const State kEmpty;
@@ -38,7 +34,6 @@ GatewayReport GatewayAgent::edit(const Edit& e) { return apply(edited(current(),
 GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   GatewayReport report;
   GatewayDatapath next = recompile_gateway(desired, applied_);
-  report.changes = describe_changes(current(), desired);
   bool rebuild = false;
   if (at_start) {
     // The kernel holds what was persisted only if its stamp says so;
@@ -55,7 +50,7 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   if (rebuild) {
     kernel_.replace(next, config_);
     report.rebuilt = true;
-    report.rows_written = rows_of(next.services, true).size();
+    report.rows_written = next.row_count();
   } else {
     const GatewayDiff diff = diff_gateway(applied_, next);
     if (!diff.empty()) kernel_.apply(diff, config_, gateway_stamp(next));
@@ -69,21 +64,6 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   applied_ = std::move(next);
   store_.save(*persisted_);
   return report;
-}
-
-GatewayAgent::Choice GatewayAgent::which(const ServiceKey& service, const IpAddress& client,
-                                         uint16_t client_port) {
-  const GatewayService* s = applied_.find(service);
-  if (s == nullptr) throw std::invalid_argument("no service " + service.str());
-  Choice out;
-  out.row = flow_row({client, client_port, service.vip, service.port}, s->rows);
-  out.mark = s->mark(out.row);
-  if (!s->owner.empty()) {
-    out.backend = s->backends[s->owner[out.row]];
-    out.mac = s->macs[s->owner[out.row]];
-  }
-  out.kernel_mac = kernel_.row(out.mark);
-  return out;
 }
 
 std::vector<std::string> GatewayAgent::repair() {

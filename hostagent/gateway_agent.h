@@ -17,7 +17,6 @@
 namespace hostlb {
 
 struct GatewayReport {
-  std::vector<std::string> changes;  // describe_changes lines
   size_t rows_written = 0;
   size_t services_added = 0, services_removed = 0;
   bool rebuilt = false;  // the whole table was built (start-up, no usable table)
@@ -43,15 +42,10 @@ class GatewayAgent {
   const GatewayDatapath& tables() const { return applied_; }
   std::string digest() const { return gateway_digest(applied_); }
 
-  struct Choice {
-    uint32_t row = 0;
-    uint32_t mark = 0;
-    std::optional<std::string> backend;  // from the model; none without backends
-    std::optional<MacAddress> mac;
-    std::optional<MacAddress> kernel_mac;  // what the kernel's row map holds
-  };
-  // Throws std::invalid_argument for a service this gateway does not have.
-  Choice which(const ServiceKey& service, const IpAddress& client, uint16_t client_port);
+  // What the kernel's row map holds for a row of a service's table.
+  std::optional<MacAddress> kernel_row(const GatewayService& service, uint32_t row) {
+    return kernel_.row(service.mark(row));
+  }
 
   // After another process's nftables commit: if the table is gone or no
   // longer holds what was applied (its stamp), builds it again. Returns what

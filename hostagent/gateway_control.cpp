@@ -30,8 +30,16 @@ std::string GatewayControlHandler::reply(const json& id, control::TypedRequest& 
   return control::encode_result(id, serve(request));
 }
 
-json GatewayControlHandler::changed(const GatewayReport& report) {
-  return {{"changes", report.changes},
+const GatewayService& GatewayControlHandler::table_of(const ServiceKey& service) const {
+  const GatewayService* s = agent_.tables().find(service);
+  if (!s)
+    throw control::RequestError(
+        {control::kInvalidParams, "no service " + service.str(), "params.service"});
+  return *s;
+}
+
+json GatewayControlHandler::changed(const GatewayReport& report, std::vector<std::string> changes) {
+  return {{"changes", std::move(changes)},
           {"kernel_changed", report.rows_written > 0 || report.services_added > 0 ||
                                  report.services_removed > 0 || report.rebuilt},
           {"rows_written", report.rows_written},
@@ -45,8 +53,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
   return std::visit(
       Overloaded{
           [&](const StatusRequest&) -> json {
-            size_t rows = 0;
-            for (const auto& s : agent_.tables().services) rows += s.owner.size();
+            const size_t rows = agent_.tables().row_count();
             return {{"version", info_.version},
                     {"role", "gateway"},
                     {"uptime_seconds", uptime_seconds()},
@@ -73,7 +80,8 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
               return {{"dry_run", true}, {"changes", describe_changes(current, r.document)}};
             if (r.drain_seconds != 0) no_drain();
             memory_to_return_ = true;
-            return changed(agent_.change(r.document));
+            auto changes = describe_changes(current, r.document);
+            return changed(agent_.change(r.document), std::move(changes));
           },
           [&](const EditRequest& r) -> json {
             if (r.drain_seconds != 0) no_drain();
@@ -83,9 +91,8 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
               throw RequestError(
                   {kInvalidParams, e.reason(), e.path().empty() ? "params" : "params." + e.path()});
             }
-            auto report = agent_.edit(r.edit);
-            report.changes = describe_edit(current, r.edit);
-            return changed(report);
+            auto changes = describe_edit(current, r.edit);
+            return changed(agent_.edit(r.edit), std::move(changes));
           },
           [&](const BackendListRequest&) -> json {
             json out = json::array();
@@ -105,31 +112,23 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
             return out;
           },
           [&](const GatewayDigestRequest&) -> json {
-            size_t rows = 0;
-            for (const auto& s : agent_.tables().services) rows += s.owner.size();
             return {{"digest", agent_.digest()},
                     {"services", agent_.tables().services.size()},
-                    {"rows", rows}};
+                    {"rows", agent_.tables().row_count()}};
           },
           [&](const GatewayTableRequest& r) -> json {
-            const GatewayService* s = agent_.tables().find(r.service);
-            if (!s)
-              throw RequestError(
-                  {kInvalidParams, "no service " + r.service.str(), "params.service"});
-            json out = gateway_table_json(*s);
-            out["index"] = s->index;
+            const GatewayService& s = table_of(r.service);
+            json out = gateway_table_json(s);
+            out["index"] = s.index;
             return out;
           },
           [&](const WhichRequest& r) -> json {
-            const GatewayService* s = agent_.tables().find(r.service);
-            if (!s)
-              throw RequestError(
-                  {kInvalidParams, "no service " + r.service.str(), "params.service"});
-            const auto model = choose(*s, r.client, r.client_port);
-            const auto kernel = agent_.which(r.service, r.client, r.client_port);
-            json out = which_json(r, *s, model);
-            out["kernel_mac"] = kernel.kernel_mac ? json(kernel.kernel_mac->str()) : json();
-            out["agrees"] = kernel.kernel_mac == model.mac;
+            const GatewayService& s = table_of(r.service);
+            const auto model = choose(s, r.client, r.client_port);
+            const auto kernel = agent_.kernel_row(s, model.row);
+            json out = which_json(r, s, model);
+            out["kernel_mac"] = kernel ? json(kernel->str()) : json();
+            out["agrees"] = kernel == model.mac;
             return out;
           },
           [&](const FlushRequest&) -> json { not_here("flush"); },

@@ -16,7 +16,10 @@ class GatewayControlHandler final : public ControlHandlerBase {
  private:
   std::string reply(const nlohmann::json& id, control::TypedRequest& request) override;
   nlohmann::json serve(control::TypedRequest& request);
-  nlohmann::json changed(const GatewayReport& report);
+  // The answer to a change, with its description taken before it.
+  nlohmann::json changed(const GatewayReport& report, std::vector<std::string> changes);
+  // The table of a service this gateway has; RequestError otherwise.
+  const GatewayService& table_of(const ServiceKey& service) const;
 
   GatewayAgent& agent_;
   GatewayConfig config_;

@@ -44,6 +44,12 @@ const GatewayService* GatewayDatapath::find(const ServiceKey& key) const {
   return it != services.end() && it->key == key ? &*it : nullptr;
 }
 
+size_t GatewayDatapath::row_count() const {
+  size_t rows = 0;
+  for (const auto& s : services) rows += s.owner.size();
+  return rows;
+}
+
 ServiceIndexes indexes_of(const GatewayDatapath& datapath) {
   ServiceIndexes out;
   for (const auto& s : datapath.services) out[s.key] = s.index;

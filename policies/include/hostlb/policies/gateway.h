@@ -35,6 +35,7 @@ inline constexpr uint32_t kMaxGatewayServices = 65535;
 struct GatewayDatapath {
   std::vector<GatewayService> services;  // sorted by key
   const GatewayService* find(const ServiceKey& key) const;
+  size_t row_count() const;  // rows that have an owner, all services
   bool operator==(const GatewayDatapath&) const = default;
 };
 
