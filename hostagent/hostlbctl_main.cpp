@@ -23,6 +23,7 @@
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
+#include "hostlb/netlink/system.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/control_requests.h"
 #include "hostlb/policies/persisted_state.h"
@@ -233,22 +234,13 @@ void print_status(const json& s) {
                 err.at("message").get<std::string>().c_str());
 }
 
-// This host's name as hostlbd takes it by default (the daemon's own answer
-// wins when it can be asked).
-std::string local_host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  const std::string name = std::string(buf).substr(0, std::string(buf).find('.'));
-  return hostlb::is_valid_host_name(name) ? name : "";
-}
-
 // The desired state: from the daemon if it answers, else from the
 // snapshot in the state directory.
 int run_doctor(const std::string& socket, int timeout_s, const std::string& state_dir,
                bool as_json) {
   using hostlb::Finding;
   hostlb::State state;
-  std::string host = local_host_name();
+  std::string host = hostlb::system_host_name();
   bool daemon_reachable = false;
   std::string daemon_detail, desired_source;
   try {

@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <optional>
 #include <system_error>
@@ -28,6 +27,7 @@
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
+#include "hostlb/netlink/system.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
@@ -130,16 +130,6 @@ void reload(const std::function<void(const State&)>& change, ControlHandlerBase&
     control.note_error(std::string("reload: ") + e.what());
   }
   sd_notify(0, "READY=1");
-}
-
-// The system's host name as fleet documents write it: its first label.
-// One that no document could name serves only backends without a host.
-std::string system_host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  std::string name = buf;
-  name = name.substr(0, name.find('.'));
-  return is_valid_host_name(name) ? name : "";
 }
 
 // The settings file fills in what the command line did not give.
@@ -249,13 +239,6 @@ std::unique_ptr<RepeatingTimer> watchdog_timer(EventLoop& loop) {
   if (sd_watchdog_enabled(0, &usec) <= 0) return nullptr;
   return std::make_unique<RepeatingTimer>(loop, std::chrono::milliseconds(usec / 2000),
                                           [] { sd_notify(0, "WATCHDOG=1"); });
-}
-
-std::optional<MacAddress> interface_mac(const std::string& name) {
-  std::ifstream in("/sys/class/net/" + name + "/address");
-  std::string text;
-  if (!(in >> text)) return std::nullopt;
-  return MacAddress::parse(text);
 }
 
 // --role gateway: the gateway's table from the same documents, control
