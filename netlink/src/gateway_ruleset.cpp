@@ -248,8 +248,9 @@ class KernelGateway final : public GatewayRuleset {
   std::optional<uint32_t> stamp() override {
     std::optional<uint32_t> out;
     const bool found = get_elements("reading the gateway table's stamp", "stamp", std::nullopt,
-                                    [&](const void* key, uint32_t key_len, const void*, uint32_t) {
-                                      if (key_len == 4) std::memcpy(&out.emplace(), key, 4);
+                                    [&](Bytes key, Bytes) {
+                                      if (key.size() == 4)
+                                        std::memcpy(&out.emplace(), key.data(), 4);
                                     });
     if (!found) return std::nullopt;
     stamp_ = out;
@@ -267,10 +268,10 @@ class KernelGateway final : public GatewayRuleset {
     char what[64];
     std::snprintf(what, sizeof what, "reading gateway row 0x%08x", mark);
     std::optional<MacAddress> out;
-    get_elements(what, "rows", mark, [&](const void*, uint32_t, const void* data, uint32_t len) {
-      if (data == nullptr || len < 6) return;
+    get_elements(what, "rows", mark, [&](Bytes, Bytes data) {
+      if (data.size() < 6) return;
       std::array<uint8_t, 6> mac{};
-      std::memcpy(mac.data(), data, 6);
+      std::memcpy(mac.data(), data.data(), 6);
       out = MacAddress(mac);
     });
     return out;
@@ -278,10 +279,11 @@ class KernelGateway final : public GatewayRuleset {
 
  private:
   // The elements of one of the table's sets (all of them, or the one with
-  // `key`) through `each(key, key_len, data, data_len)`. False if the table,
-  // the set or the element does not exist (ENOENT).
+  // `key`) through `each(key, data)`. False if the table, the set or the
+  // element does not exist (ENOENT).
+  using Bytes = std::span<const uint8_t>;
   bool get_elements(const std::string& what, const char* set_name, std::optional<uint32_t> key,
-                    const std::function<void(const void*, uint32_t, const void*, uint32_t)>& each) {
+                    const std::function<void(Bytes key, Bytes data)>& each) {
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     netlink::Socket& s = socket();
     const uint32_t seq = s.next_seq();
@@ -300,19 +302,7 @@ class KernelGateway final : public GatewayRuleset {
     const int error = s.request(
         what, {buf.data(), nlh->nlmsg_len}, seq,
         [&](const nlmsghdr* reply) {
-          SetPtr got(nftnl_set_alloc());
-          if (nftnl_set_elems_nlmsg_parse(reply, got.get()) < 0) return true;
-          nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(got.get());
-          for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr;
-               e = nftnl_set_elems_iter_next(it)) {
-            uint32_t key_len = 0, data_len = 0;
-            const void* k = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &key_len);
-            const void* d = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_DATA)
-                                ? nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &data_len)
-                                : nullptr;
-            if (k != nullptr) each(k, key_len, d, data_len);
-          }
-          nftnl_set_elems_iter_destroy(it);
+          for_each_set_element(reply, [&](const SetElement& e) { each(e.key, e.data); });
           return true;
         },
         ENOENT);

@@ -83,21 +83,13 @@ int counter_of(nftnl_expr* expr, void* data) {
 
 int counted_element(const nlmsghdr* nlh, void* data) {
   auto* dump = static_cast<KeyDump*>(data);
-  SetPtr set(nftnl_set_alloc());
-  if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return MNL_CB_OK;
-  nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
-  for (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter); e != nullptr;
-       e = nftnl_set_elems_iter_next(iter)) {
-    uint32_t len = 0;
-    const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
-    if (key == nullptr) continue;
-    auto parsed = parse_key(dump->family, key, len);
-    if (!parsed) continue;
+  for_each_set_element(nlh, [&](const SetElement& e) {
+    auto parsed = parse_key(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
+    if (!parsed) return;
     uint64_t packets = 0;
-    nftnl_set_elem_expr_foreach(e, counter_of, &packets);
+    nftnl_set_elem_expr_foreach(e.raw, counter_of, &packets);
     (*dump->out)[*parsed] += packets;
-  }
-  nftnl_set_elems_iter_destroy(iter);
+  });
   return MNL_CB_OK;
 }
 
@@ -113,23 +105,9 @@ using Bytes = std::vector<uint8_t>;
 // Every element of a set or map: key -> data (empty for a set).
 int raw_element(const nlmsghdr* nlh, void* data) {
   auto* out = static_cast<std::map<Bytes, Bytes>*>(data);
-  SetPtr set(nftnl_set_alloc());
-  if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return MNL_CB_OK;
-  nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
-  for (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter); e != nullptr;
-       e = nftnl_set_elems_iter_next(iter)) {
-    uint32_t klen = 0, dlen = 0;
-    const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
-    if (key == nullptr) continue;
-    Bytes value;
-    if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_DATA)) {
-      const auto* d =
-          static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &dlen));
-      if (d != nullptr) value.assign(d, d + dlen);
-    }
-    (*out)[Bytes(key, key + klen)] = std::move(value);
-  }
-  nftnl_set_elems_iter_destroy(iter);
+  for_each_set_element(nlh, [&](const SetElement& e) {
+    (*out)[Bytes(e.key.begin(), e.key.end())] = Bytes(e.data.begin(), e.data.end());
+  });
   return MNL_CB_OK;
 }
 
@@ -144,6 +122,24 @@ int count_rule(const nlmsghdr* nlh, void* data) {
 }
 
 }  // namespace
+
+void for_each_set_element(const nlmsghdr* nlh, const std::function<void(const SetElement&)>& each) {
+  SetPtr set(nftnl_set_alloc());
+  if (nftnl_set_elems_nlmsg_parse(nlh, set.get()) < 0) return;
+  nftnl_set_elems_iter* iter = nftnl_set_elems_iter_create(set.get());
+  for (nftnl_set_elem* e = nftnl_set_elems_iter_next(iter); e != nullptr;
+       e = nftnl_set_elems_iter_next(iter)) {
+    uint32_t key_len = 0, data_len = 0;
+    const auto* key =
+        static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &key_len));
+    if (key == nullptr) continue;
+    const uint8_t* data = nullptr;
+    if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_DATA))
+      data = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &data_len));
+    each({{key, key_len}, {data, data ? data_len : 0}, e});
+  }
+  nftnl_set_elems_iter_destroy(iter);
+}
 
 std::optional<std::string> find_nft_difference(const Datapath& desired, const MarkLayout& marks,
                                                RulesetPolicies policies) {

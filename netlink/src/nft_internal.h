@@ -1,8 +1,13 @@
 // Pieces of the nftables layer shared between its source files.
 #pragma once
 
+#include <libnftnl/set.h>
+#include <linux/netlink.h>
+
+#include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "hostlb/netlink/netlink_socket.h"
@@ -43,6 +48,15 @@ class GenerationWatch {
   std::optional<uint32_t> known_;
   uint32_t own_commits_ = 0;  // since known_ was read
 };
+
+// One element of a set or map as the kernel's answer holds it (`data` empty
+// for a set); `raw` for what else it carries (counters).
+struct SetElement {
+  std::span<const uint8_t> key, data;
+  nftnl_set_elem* raw;
+};
+// Calls `each` for every element of a GETSETELEM answer message.
+void for_each_set_element(const nlmsghdr* nlh, const std::function<void(const SetElement&)>& each);
 
 // Sends a batch and reads the kernel's verdict on it: KernelError naming the
 // first operation the kernel refused, with its errno and extended ACK text.
