@@ -14,6 +14,8 @@
 # (198.18.10.11-14, MACs 02:00:00:00:0a:11-14), each VM's default route via
 # the router.
 set -euo pipefail
+# shellcheck source=scripts/netns-lib.sh
+source "$(dirname "$0")/netns-lib.sh"
 cmd=${1:-}
 P=${2:-hlf}
 
@@ -79,13 +81,7 @@ up() {
   done
 }
 
-down() {
-  local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$P-(cl|rt|gw[0-9]+|fab|hv[0-9]+|vm[0-9]+)$" || true); do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns"
-  done
-}
+down() { delete_namespaces "$P" 'cl|rt|gw[0-9]+|fab|hv[0-9]+|vm[0-9]+'; }
 
 case "$cmd" in
   up) up ;;

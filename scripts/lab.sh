@@ -9,6 +9,8 @@
 # Addresses follow DESIGN.md: hosts in 198.18.0.0/15 and 2001:db8::/32,
 # VIPs in 203.0.113.0/24 and 2001:db8:f00::/48.
 set -euo pipefail
+# shellcheck source=scripts/netns-lib.sh
+source "$(dirname "$0")/netns-lib.sh"
 
 cmd=${1:-}
 P=${2:-hlb}
@@ -56,13 +58,7 @@ up() {
   for c in "${CLIENTS[@]}"; do attach $c; done
 }
 
-down() {
-  local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$P-(hv|vm[0-9]+|c[0-9]+|gw[0-9]+|cl[0-9]+)$" || true); do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns"
-  done
-}
+down() { delete_namespaces "$P" 'hv|vm[0-9]+|c[0-9]+|gw[0-9]+|cl[0-9]+'; }
 
 case "$cmd" in
   up) up ;;
