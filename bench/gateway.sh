@@ -4,12 +4,16 @@
 #      netdev table (frames re-addressed at ingress and forwarded out of the
 #      fabric port) vs the same namespace forwarding by plain IP routing,
 #      interleaved G R G R, median of same-round ratios   [G/R >= 1]
+#   1b. packets per second of the forward path alone: a SYN flood from
+#      spoofed sources (2 sender threads) through the same gateway, counted
+#      where it arrives (vm1's port) and dropped there, G R interleaved
 #   2. hostlb-gwbench: 1,000 services of 8 backends at the default row
 #      count: load time, kernel memory, and one backend removed/added
 #      [change <= 20 ms, rows written = rows whose owner changed]
 #   3. hostlb-selection: imbalance and rows moved for N = 2..500 (model)
 #
 #   bench/gateway.sh            (ROUNDS=5 SECONDS_PER_RUN=3 SERVICES=1000)
+#   FORWARDING_ONLY=1 bench/gateway.sh     parts 1 and 1b only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +23,7 @@ SERVICES=${SERVICES:-1000}
 [ "$(id -u)" -eq 0 ] || { echo "bench/gateway.sh: run as root" >&2; exit 1; }
 ./scripts/build.sh >/dev/null
 CONNRATE=$ROOT/build/bench/hostlb-connrate
+SYNFLOOD=$ROOT/build/bench/hostlb-synflood
 GWBENCH=$ROOT/build/bench/hostlb-gwbench
 P=hlbg$$
 WORK=$(mktemp -d /tmp/hostlb-gwbench.XXXXXX)
@@ -44,6 +49,17 @@ ip -n "$C" route add default via 198.18.2.254
 in_ns vm1 ip addr add "$VIP/32" dev lo
 in_ns vm1 ip route replace 198.18.2.0/24 via 198.18.1.254
 ip netns exec "$P-vm1" "$CONNRATE" serve 8080 &
+# The flood's spoofed sources (198.19.128.0/17) are dropped at vm1's port
+# ingress, after the interface counted them, so nothing answers them and
+# only the forward path is loaded.
+FLOOD_NET=198.19.128.0
+in_ns vm1 nft -f - <<NFT
+table netdev flooddrop {
+  chain in { type filter hook ingress device eth0 priority 0; policy accept;
+    ip saddr $FLOOD_NET/17 drop
+  }
+}
+NFT
 disown  # ended by lab.sh down with the namespace
 cat >"$WORK/one.json" <<DOC
 {"version":1,"backends":[{"name":"vm1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0"}],
@@ -76,7 +92,31 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "  median gateway/routing: $median   (target >= 1)"
+
+rx_vm1() { in_ns vm1 cat /sys/class/net/eth0/statistics/rx_packets; }
+flood() {  # prints "delivered/s sent/s"
+  local before after out
+  before=$(rx_vm1)
+  out=$(ip netns exec "$C" "$SYNFLOOD" "$VIP" 8080 "$FLOOD_NET" 17 "$SECS" 2)
+  after=$(rx_vm1)
+  awk -v b="$before" -v a="$after" -v out="$out" 'BEGIN {
+    match(out, /seconds=[0-9.]+/); s = substr(out, RSTART + 8, RLENGTH - 8)
+    match(out, /rate=[0-9.]+/); r = substr(out, RSTART + 5, RLENGTH - 5)
+    printf "%.0f %.0f\n", (a - b) / s, r }'
+}
+echo "1b. forward path alone: spoofed SYNs/s delivered to vm1, ${ROUNDS} rounds of ${SECS}s (2 senders)"
+pratios=()
+for r in $(seq 1 "$ROUNDS"); do
+  variant G; read -r g gs < <(flood)
+  variant R; read -r rt rs < <(flood)
+  ratio=$(awk -v a="$g" -v b="$rt" 'BEGIN { printf "%.3f", a / b }')
+  pratios+=("$ratio")
+  echo "  round $r: gateway $g/s (of $gs sent), routing $rt/s (of $rs sent), gateway/routing $ratio"
+done
+median=$(printf '%s\n' "${pratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "  median gateway/routing (packets): $median   (target >= 1)"
 variant R >/dev/null
+[ "${FORWARDING_ONLY:-0}" = 1 ] && exit 0
 
 echo "2. the table at scale (in the gateway namespace)"
 ip netns exec "$G" "$GWBENCH" "$SERVICES" 4093 20 | sed 's/^/  /'
