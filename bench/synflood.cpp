@@ -129,8 +129,8 @@ void run(const Flood& flood, unsigned index, std::atomic<uint64_t>& sent,
 
 int main(int argc, char** argv) {
   if (argc != 7 && argc != 8) {
-    std::fprintf(stderr,
-                 "usage: hostlb-synflood DST_IP PORT SOURCE_NET PREFIX_LEN SECONDS THREADS [PPS]\n");
+    std::fprintf(
+        stderr, "usage: hostlb-synflood DST_IP PORT SOURCE_NET PREFIX_LEN SECONDS THREADS [PPS]\n");
     return 2;
   }
   Flood flood;
@@ -161,7 +161,8 @@ int main(int argc, char** argv) {
   for (unsigned i = 0; i < flood.threads; ++i)
     workers.emplace_back(run, std::cref(flood), i, std::ref(sent), std::ref(errors));
   for (auto& w : workers) w.join();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("sent=%llu errors=%llu seconds=%.2f rate=%.0f\n",
               static_cast<unsigned long long>(sent.load()),
               static_cast<unsigned long long>(errors.load()), secs,
