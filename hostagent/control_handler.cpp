@@ -294,6 +294,7 @@ json ControlHandler::stats(const control::StatsRequest& request) {
   json services = json::array(), backends = json::array();
   for (const auto& [key, f] : report.services) {
     json entry = figures(f);
+    entry["limited"] = f.limited;
     entry["service"] = key;
     services.push_back(std::move(entry));
   }
@@ -309,6 +310,7 @@ json ControlHandler::stats(const control::StatsRequest& request) {
        {{"received", report.events}, {"losses", report.event_losses}, {"resyncs", report.resyncs}}},
       {"guard_drops", report.guard_drops},
       {"misses", report.misses},
+      {"limited", report.limited},
       {"repairs", report.repairs},
       {"conntrack",
        {{"count", report.conntrack_count},

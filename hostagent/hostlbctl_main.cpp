@@ -355,24 +355,32 @@ void print_service_list(const json& r) {
 }
 
 void print_stats(const json& r) {
-  const char* figures[] = {"active", "opened", "closed", "flushed", "refused", "misses"};
-  for (const char* scope : {"service", "backend"}) {
+  const std::vector<std::string> figures{"active",  "opened",  "closed",
+                                         "flushed", "refused", "misses"};
+  for (const std::string scope : {"service", "backend"}) {
+    // Rate limits are per service: backends have no LIMITED column.
+    std::vector<std::string> columns = figures;
+    if (scope == "service") columns.push_back("limited");
     std::vector<std::vector<std::string>> rows;
-    for (const auto& entry : r.at(std::string(scope) + "s")) {
+    for (const auto& entry : r.at(scope + "s")) {
       std::vector<std::string> row{cell(entry.at(scope))};
-      for (const char* f : figures) row.push_back(cell(entry.at(f)));
+      for (const auto& f : columns) row.push_back(cell(entry.value(f, json())));
       rows.push_back(std::move(row));
     }
-    print_table({scope == std::string("service") ? "SERVICE" : "BACKEND", "ACTIVE", "OPENED",
-                 "CLOSED", "FLUSHED", "REFUSED", "MISSES"},
-                rows);
+    std::vector<std::string> header{scope == "service" ? "SERVICE" : "BACKEND"};
+    for (const auto& f : columns) {
+      std::string upper = f;
+      for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      header.push_back(upper);
+    }
+    print_table(header, rows);
     std::printf("\n");
   }
   const auto& e = r.at("events");
-  std::printf("conntrack events %s, losses %s, resyncs %s; guard drops %s; misses %s\n",
+  std::printf("conntrack events %s, losses %s, resyncs %s; guard drops %s; misses %s; limited %s\n",
               cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
               cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
-              cell(r.at("misses")).c_str());
+              cell(r.at("misses")).c_str(), cell(r.value("limited", json())).c_str());
   const auto& ct = r.at("conntrack");
   std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
               cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",

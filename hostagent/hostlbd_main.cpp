@@ -62,6 +62,7 @@ struct Flags {
   std::string refuse_policy = "reject";
   std::string miss_policy = "reset";
   uint32_t refuse_seconds = 60;
+  AdmissionLimits admission;
   std::string metrics_file;
   uint32_t event_queue_kb = 8192;
   uint32_t metrics_interval = 15;
@@ -167,6 +168,9 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--refuse-policy", flags.refuse_policy, settings.refuse_policy);
   take("--refuse-seconds", flags.refuse_seconds, settings.refuse_seconds);
   take("--miss-policy", flags.miss_policy, settings.miss_policy);
+  take("--embryonic-timeout", flags.admission.embryonic_seconds, settings.embryonic_timeout);
+  take("--service-new-rate", flags.admission.new_per_second, settings.service_new_rate);
+  take("--service-new-burst", flags.admission.burst, settings.service_new_burst);
   take("--metrics-file", flags.metrics_file, settings.metrics_file);
   take("--metrics-interval", flags.metrics_interval, settings.metrics_interval);
   take("--event-queue-kb", flags.event_queue_kb, settings.event_queue_kb);
@@ -375,7 +379,7 @@ int run(const Flags& flags) {
   try {
     SystemClock clock;
     StateStore store(flags.state_dir);
-    auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy});
+    auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy, flags.admission});
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
@@ -411,7 +415,7 @@ int run(const Flags& flags) {
     // that the dump sees the identities of the bindings just applied, and
     // before READY, so that "opened" counts every connection from then on.
     StatsKeeper stats(
-        agent, *nft, *sysctls,
+        agent, *nft, *sysctls, *conntrack,
         make_ctnetlink_events(marks->mask(), static_cast<int>(flags.event_queue_kb) * 1024),
         *marks);
     control.set_stats_source([&stats] { return stats.report(); });
@@ -523,6 +527,21 @@ int main(int argc, char** argv) {
                  "How long a removed binding's new connections are still refused after its "
                  "removal or drain")
       ->check(CLI::Range(0u, 86400u))
+      ->capture_default_str();
+  app.add_option("--embryonic-timeout", flags.admission.embryonic_seconds,
+                 "Seconds a VIP connection's conntrack entry lives until it is answered (TCP "
+                 "SYN_SENT/SYN_RECV, UDP unreplied) instead of the kernel's timeouts; 0: the "
+                 "kernel's")
+      ->check(CLI::Range(0u, 600u))
+      ->capture_default_str();
+  app.add_option("--service-new-rate", flags.admission.new_per_second,
+                 "New connections a second each service may open on this host; more are "
+                 "dropped and counted per service; 0: no limit")
+      ->check(CLI::Range(0u, 10000000u))
+      ->capture_default_str();
+  app.add_option("--service-new-burst", flags.admission.burst,
+                 "Connections a service may open at once beyond --service-new-rate")
+      ->check(CLI::Range(1u, 10000000u))
       ->capture_default_str();
   app.add_option("--metrics-file", flags.metrics_file,
                  "Write the statistics in Prometheus text format to this file (for "

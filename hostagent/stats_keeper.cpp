@@ -9,15 +9,17 @@
 #include <cstdio>
 #include <cstring>
 
+#include "hostlb/netlink/error.h"
 #include "state_store.h"
 
 namespace hostlb {
 
-StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls,
+StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls, ConntrackTable& table,
                          std::unique_ptr<ConntrackEvents> events, const MarkLayout& marks)
     : agent_(agent),
       nft_(nft),
       sysctls_(sysctls),
+      table_(table),
       events_(std::move(events)),
       stats_(marks, [&agent](uint32_t id) { return agent.owner(id); }) {
   agent_.set_flush_observer(
@@ -65,7 +67,8 @@ void StatsKeeper::on_readable() {
 
 StatsReport StatsKeeper::report() {
   const NftRuleset::Counters counters = nft_.counters();
-  stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key},
+  stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key,
+                  counters.limited, counters.limited_by_service},
                  [this](const DeliveryKey& key) { return agent_.binding_for(key); });
   const State& state = agent_.current();
   stats_.forget_unless(
@@ -94,6 +97,17 @@ StatsReport StatsKeeper::report() {
 void StatsKeeper::check_conntrack_headroom() {
   ct_count_ = read_sysctl_number(sysctls_, "net/netfilter/nf_conntrack_count").value_or(0);
   ct_max_ = read_sysctl_number(sysctls_, "net/netfilter/nf_conntrack_max").value_or(0);
+  if (ct_max_ > 0 && ct_count_ * 10 >= ct_max_ * 9) {
+    try {
+      table_.reap_expired();
+      if (reap_failed_) spdlog::info("freeing timed-out conntrack entries works again");
+      reap_failed_ = false;
+      ct_count_ = read_sysctl_number(sysctls_, "net/netfilter/nf_conntrack_count").value_or(0);
+    } catch (const KernelError& e) {
+      if (!reap_failed_) spdlog::warn("{}", e.what());
+      reap_failed_ = true;
+    }
+  }
   const bool full = conntrack_full(ct_full_, ct_count_, ct_max_);
   if (full && !ct_full_)
     spdlog::error(

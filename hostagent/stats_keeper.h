@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent.h"
+#include "hostlb/netlink/conntrack.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/sysctl.h"
@@ -19,11 +20,14 @@ namespace hostlb {
 class StatsKeeper {
  public:
   // Subscribes to events and counts what is alive. Throws KernelError.
-  StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls,
+  StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls, ConntrackTable& table,
               std::unique_ptr<ConntrackEvents> events, const MarkLayout& marks);
 
   // Reads the conntrack table's fill; says once when it becomes full (the
   // kernel then drops new connections) and once when it has room again.
+  // From 90% on, first has the kernel free the entries that timed out
+  // (ConntrackTable::reap_expired): after a flood the table would otherwise
+  // stay full of them for a minute or more.
   void check_conntrack_headroom();
 
   int fd() const { return events_->fd(); }
@@ -42,6 +46,8 @@ class StatsKeeper {
   Agent& agent_;
   NftRuleset& nft_;
   Sysctls& sysctls_;
+  ConntrackTable& table_;
+  bool reap_failed_ = false;
   uint64_t ct_count_ = 0, ct_max_ = 0;
   bool ct_full_ = false;
   std::unique_ptr<ConntrackEvents> events_;

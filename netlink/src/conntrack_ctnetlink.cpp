@@ -217,6 +217,8 @@ class CtnetlinkTable final : public ConntrackTable {
     return entries;
   }
 
+  size_t reap_expired() override { return count(0xffffffff, 0xffffffff); }
+
   // One walk of the table when there are few entries (the kernel-filtered
   // dump, each entry deleted as it comes); when there are many, the rest go
   // with the kernel's own filtered delete, a second walk but much faster

@@ -74,6 +74,20 @@ std::optional<DeliveryKey> parse_key(IpFamily family, const uint8_t* key, uint32
   return out;
 }
 
+// A service key as the admission sets store it: address, l4proto padded
+// to 4 bytes, port padded to 4 bytes.
+std::optional<ServiceKey> parse_service(IpFamily family, const uint8_t* key, uint32_t len) {
+  const size_t addr_len = family == IpFamily::kV4 ? 4 : 16;
+  if (len != addr_len + 4 + 4) return std::nullopt;
+  ServiceKey out;
+  out.vip = IpAddress::from_bytes(family, key);
+  const uint8_t proto = key[addr_len];
+  if (proto != 6 && proto != 17) return std::nullopt;
+  out.protocol = proto == 6 ? Protocol::kTcp : Protocol::kUdp;
+  out.port = static_cast<uint16_t>(key[addr_len + 4] << 8 | key[addr_len + 5]);
+  return out;
+}
+
 int counter_of(nftnl_expr* expr, void* data) {
   const char* name = nftnl_expr_get_str(expr, NFTNL_EXPR_NAME);
   if (name != nullptr && std::strcmp(name, "counter") == 0)
@@ -85,6 +99,23 @@ int counted_element(const nlmsghdr* nlh, void* data) {
   auto* dump = static_cast<KeyDump*>(data);
   for_each_set_element(nlh, [&](const SetElement& e) {
     auto parsed = parse_key(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
+    if (!parsed) return;
+    uint64_t packets = 0;
+    nftnl_set_elem_expr_foreach(e.raw, counter_of, &packets);
+    (*dump->out)[*parsed] += packets;
+  });
+  return MNL_CB_OK;
+}
+
+struct ServiceDump {
+  IpFamily family;
+  std::map<ServiceKey, uint64_t>* out;
+};
+
+int counted_service(const nlmsghdr* nlh, void* data) {
+  auto* dump = static_cast<ServiceDump*>(data);
+  for_each_set_element(nlh, [&](const SetElement& e) {
+    auto parsed = parse_service(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
     if (!parsed) return;
     uint64_t packets = 0;
     nftnl_set_elem_expr_foreach(e.raw, counter_of, &packets);
@@ -230,9 +261,13 @@ NftRuleset::Counters read_nft_counters() {
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     read_set(nft_names::refuse_set(family), family, out.refused);
     read_set(nft_names::miss_set(family), family, out.misses_by_key);
+    ServiceDump limited{family, &out.limited_by_service};
+    dump_set("reading the counters of set", nft_names::limited_set(family), counted_service,
+             &limited);
   }
   read_counter(nft_names::kGuardCounter, out.guard_drops);
   read_counter(nft_names::kMissCounter, out.misses);
+  read_counter(nft_names::kLimitedCounter, out.limited);
   return out;
 }
 

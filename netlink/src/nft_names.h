@@ -54,6 +54,22 @@ inline constexpr size_t kMissSetSize = 65536;
 inline constexpr const char* kMissCounter = "misses";
 inline constexpr const char* kGuardCounter = "guard_drops";
 
+// Admission: the meter of new connections per service (VIP . l4proto .
+// port), the per-service counts of what it dropped, and their total.
+inline std::string rate_set(IpFamily family) {
+  return family == IpFamily::kV4 ? "new_rate4" : "new_rate6";
+}
+inline std::string limited_set(IpFamily family) {
+  return family == IpFamily::kV4 ? "limited4" : "limited6";
+}
+inline constexpr size_t kServiceSetSize = 65536;
+inline constexpr const char* kLimitedCounter = "limited";
+// The conntrack timeout policies of unanswered VIP connections.
+inline std::string embryonic_timeout(IpFamily family, Protocol protocol) {
+  return std::string("embryonic_") + (protocol == Protocol::kTcp ? "tcp" : "udp") +
+         (family == IpFamily::kV4 ? "4" : "6");
+}
+
 inline constexpr const char* kGuardMacs = "guard_macs";
 inline std::string guard_vips(IpFamily family) {
   return family == IpFamily::kV4 ? "guard_vips4" : "guard_vips6";

@@ -94,6 +94,7 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
            (family == IpFamily::kV4 ? "ip" : "ip6") + " saddr @" + nft_names::guard_vips(family) +
            " counter name guard_drops drop\n";
   }
+  const AdmissionLimits& admission = policies.admission;
   // Refusal: after conntrack (only new connections) and before DNAT. Each
   // rule looks the key up once, so each refused packet is counted once.
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
@@ -138,6 +139,58 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
                                                                : "";
     out += "add rule " + table + " refuse " + match + " counter name " + nft_names::kMissCounter +
            verdict + "\n";
+  }
+  // Admission, last in the chain (refusals and misses are answered first):
+  // a meter per service; over its rate, the attempt is counted per service
+  // (the dynamic set may be full: the total counter still counts) and
+  // dropped. The sets and counter exist even when the limit is off, so that
+  // reading the counters does not depend on the setting.
+  for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+    const std::string service = std::string(family == IpFamily::kV4 ? "ipv4_addr" : "ipv6_addr") +
+                                " . inet_proto . inet_service";
+    const std::string size = std::to_string(nft_names::kServiceSetSize);
+    out += "add set " + table + " " + nft_names::rate_set(family) + " { type " + service +
+           "; flags dynamic,timeout; timeout 60s; size " + size + "; }\n";
+    out += "add set " + table + " " + nft_names::limited_set(family) + " { type " + service +
+           "; flags dynamic; size " + size + "; counter; }\n";
+  }
+  out += "add counter " + table + " " + nft_names::kLimitedCounter + "\n";
+  if (admission.new_per_second > 0) {
+    const std::string limit =
+        " limit rate over " + std::to_string(admission.new_per_second) + "/second" +
+        (admission.burst > 0 ? " burst " + std::to_string(admission.burst) + " packets" : "");
+    for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+      const std::string service =
+          std::string(family == IpFamily::kV4 ? "ip" : "ip6") + " daddr . meta l4proto . th dport";
+      out += "add rule " + table + " refuse ct state new " + lookup_key(family) + " @" +
+             nft_names::marks_map(family) + " update @" + nft_names::rate_set(family) + " { " +
+             service + limit + " } update @" + nft_names::limited_set(family) + " { " + service +
+             " } counter name " + nft_names::kLimitedCounter + " drop\n";
+    }
+  }
+  // Short timeouts for VIP connections until they are answered. The
+  // kernel applies a timeout policy only to an entry not yet confirmed,
+  // after conntrack made it: here, to the first packet of an admitted
+  // connection (a TCP SYN, since anything else new was a miss; any UDP
+  // datagram).
+  if (admission.embryonic_seconds > 0) {
+    const std::string t = std::to_string(admission.embryonic_seconds);
+    for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+      const std::string l3 = family == IpFamily::kV4 ? "ip" : "ip6";
+      out += "add ct timeout " + table + " " +
+             nft_names::embryonic_timeout(family, Protocol::kTcp) + " { protocol tcp; l3proto " +
+             l3 + "; policy = { syn_sent: " + t + ", syn_recv: " + t + " }; }\n";
+      out += "add ct timeout " + table + " " +
+             nft_names::embryonic_timeout(family, Protocol::kUdp) + " { protocol udp; l3proto " +
+             l3 + "; policy = { unreplied: " + t + " }; }\n";
+    }
+    for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
+      const std::string served = lookup_key(family) + " @" + nft_names::marks_map(family);
+      for (Protocol protocol : {Protocol::kTcp, Protocol::kUdp})
+        out += "add rule " + table + " refuse meta l4proto " +
+               std::string(protocol_name(protocol)) + " ct state new " + served +
+               " ct timeout set \"" + nft_names::embryonic_timeout(family, protocol) + "\"\n";
+    }
   }
   out += "add chain " + table +
          " prerouting { type nat hook prerouting priority dstnat; policy accept; }\n";

@@ -112,6 +112,12 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.refuse_policy = one_of(value, {"reject", "drop"}, path);
     } else if (key == "refuse_seconds") {
       out.refuse_seconds = parse_number(value, 0, 86400, path);
+    } else if (key == "embryonic_timeout") {
+      out.embryonic_timeout = parse_number(value, 0, 600, path);
+    } else if (key == "service_new_rate") {
+      out.service_new_rate = parse_number(value, 0, 10000000, path);
+    } else if (key == "service_new_burst") {
+      out.service_new_burst = parse_number(value, 1, 10000000, path);
     } else if (key == "miss_policy") {
       out.miss_policy = one_of(value, {"reset", "drop", "accept"}, path);
     } else if (key == "metrics_file") {

@@ -72,6 +72,13 @@ void ConnectionStats::observe(
   };
   add_deltas(reading.refused, last_refused_, &StatFigures::refused);
   add_deltas(reading.misses_by_key, last_misses_, &StatFigures::misses);
+  limited_ = reading.limited;
+  for (const auto& [key, packets] : reading.limited_by_service) {
+    auto it = last_limited_.find(key);
+    const uint64_t before = it == last_limited_.end() || it->second > packets ? 0 : it->second;
+    if (packets != before) services_[key.str()].limited += packets - before;
+  }
+  last_limited_ = reading.limited_by_service;
 }
 
 void ConnectionStats::forget_unless(const std::function<bool(const std::string&)>& known_service,
@@ -97,6 +104,7 @@ StatsReport ConnectionStats::report() const {
   out.resyncs = resyncs_;
   out.guard_drops = guard_drops_;
   out.misses = misses_;
+  out.limited = limited_;
   return out;
 }
 
@@ -131,6 +139,7 @@ std::string render_prometheus(const StatsReport& report) {
     const char* help;
     const char* type;
     uint64_t StatFigures::*field;
+    bool services_only = false;
   };
   static const Metric kMetrics[] = {
       {"connections_active", "Connections committed by hostlb that are alive.", "gauge",
@@ -147,10 +156,14 @@ std::string render_prometheus(const StatsReport& report) {
       {"consistency_misses_total",
        "TCP packets for a served key that were not SYNs and had no conntrack entry.", "counter",
        &StatFigures::misses},
+      {"connections_limited_total",
+       "New connection attempts over the service's rate on this host, dropped.", "counter",
+       &StatFigures::limited, true},
   };
   for (const auto& [scope, by] :
        {std::pair{"service", &report.services}, std::pair{"backend", &report.backends}}) {
     for (const auto& m : kMetrics) {
+      if (m.services_only && by != &report.services) continue;
       const std::string name = std::string("hostlb_") + scope + "_" + m.name;
       out += "# HELP " + name + " " + m.help + "\n# TYPE " + name + " " + m.type + "\n";
       for (const auto& [label, figures] : *by) {
@@ -178,6 +191,8 @@ std::string render_prometheus(const StatsReport& report) {
   single("hostlb_guard_drops_total",
          "Packets from backend MACs with a VIP as source address, dropped.", report.guard_drops);
   single("hostlb_consistency_misses_all_total", "Consistency misses, all keys.", report.misses);
+  single("hostlb_connections_limited_all_total",
+         "New connection attempts over a service's rate, dropped, all services.", report.limited);
   out +=
       "# HELP hostlb_conntrack_entries Entries in the conntrack table (all users).\n"
       "# TYPE hostlb_conntrack_entries gauge\nhostlb_conntrack_entries " +

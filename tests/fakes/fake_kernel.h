@@ -294,6 +294,11 @@ class FakeSysctls : public Sysctls {
 // Conntrack entries as marks; flush removes those that match.
 class FakeConntrack : public ConntrackTable {
  public:
+  size_t reap_expired() override {
+    ++reaps;
+    return 0;
+  }
+  int reaps = 0;
   size_t list(uint32_t value, uint32_t mask,
               const std::function<void(const ConntrackEntry&)>& each) override {
     size_t n = 0;

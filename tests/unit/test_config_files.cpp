@@ -28,6 +28,18 @@ TEST(DaemonSettings, ParsesKeysCommentsAndBlankLines) {
   EXPECT_FALSE(s.state_dir);
 }
 
+TEST(DaemonSettings, AdmissionLimitsAreNumbersInTheirRanges) {
+  const auto s = parse_daemon_settings(
+      "embryonic_timeout = 0\nservice_new_rate = 2500\nservice_new_burst = 10\n");
+  EXPECT_EQ(s.embryonic_timeout, 0u);
+  EXPECT_EQ(s.service_new_rate, 2500u);
+  EXPECT_EQ(s.service_new_burst, 10u);
+  EXPECT_EQ(error_of([] { parse_daemon_settings("service_new_burst = 0\n"); }),
+            "line 1: service_new_burst: \"0\" is not a whole number from 1 to 10000000");
+  EXPECT_EQ(error_of([] { parse_daemon_settings("embryonic_timeout = 601\n"); }),
+            "line 1: embryonic_timeout: \"601\" is not a whole number from 0 to 600");
+}
+
 TEST(DaemonSettings, ErrorsNameTheLineAndKey) {
   EXPECT_EQ(error_of([] { parse_daemon_settings("socket = /a\nsokcet = /b\n"); }),
             "line 2: sokcet: is not a known setting");

@@ -102,6 +102,35 @@ TEST_F(StatsTest, KernelCountersBecomeMonotonicTotalsEvenWhenTheirKeysGo) {
   EXPECT_EQ(stats_.report().guard_drops, 6u);
 }
 
+TEST_F(StatsTest, LimitedAttemptsAreCountedPerServiceOnlyAndShownAsMetrics) {
+  const ServiceKey web10 = web10_.service;
+  auto no_binding = [](const DeliveryKey&) -> std::optional<BindingKey> { return std::nullopt; };
+  ConnectionStats::KernelReading reading;
+  reading.limited = 7;
+  reading.limited_by_service = {{web10, 7}};
+  stats_.observe(reading, no_binding);
+  reading.limited = 9;
+  reading.limited_by_service = {{web10, 9}};
+  stats_.observe(reading, no_binding);
+  EXPECT_EQ(service("203.0.113.10:80/tcp").limited, 9u);
+  // The meter's set was rebuilt (a lower count): all of it is new.
+  reading.limited = 11;
+  reading.limited_by_service = {{web10, 2}};
+  stats_.observe(reading, no_binding);
+  const auto report = stats_.report();
+  EXPECT_EQ(report.services.at("203.0.113.10:80/tcp").limited, 11u);
+  EXPECT_EQ(report.limited, 11u);
+  for (const auto& [name, figures] : report.backends) EXPECT_EQ(figures.limited, 0u) << name;
+  const std::string text = render_prometheus(report);
+  EXPECT_NE(
+      text.find("hostlb_service_connections_limited_total{service=\"203.0.113.10:80/tcp\"} 11\n"),
+      std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("hostlb_backend_connections_limited_total"), std::string::npos)
+      << "a rate is a service's, not a backend's";
+  EXPECT_NE(text.find("hostlb_connections_limited_all_total 11\n"), std::string::npos) << text;
+}
+
 TEST_F(StatsTest, TotalsOfForgottenServicesAndBackendsGo) {
   stats_.on_new(kMarks.mark_for(1));
   stats_.on_new(kMarks.mark_for(3));

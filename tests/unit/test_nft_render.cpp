@@ -77,6 +77,37 @@ TEST(NftRender, MissesAreCountedPerKeyThenTreatedByPolicy) {
   EXPECT_NE(accept.find(match + " counter name misses\n"), std::string::npos) << accept;
 }
 
+TEST(NftRender, AdmissionLimitsAreSettingsAndZeroTurnsThemOff) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  RulesetPolicies policies;
+  policies.admission = {3, 500, 100};
+  const std::string on = render_full_ruleset(Datapath{}, marks, policies);
+  EXPECT_NE(on.find("add ct timeout inet hostlb embryonic_tcp4 { protocol tcp; l3proto ip; "
+                    "policy = { syn_sent: 3, syn_recv: 3 }; }\n"),
+            std::string::npos)
+      << on;
+  EXPECT_NE(on.find("update @new_rate6 { ip6 daddr . meta l4proto . th dport limit rate over "
+                    "500/second burst 100 packets } update @limited6 { ip6 daddr . meta l4proto "
+                    ". th dport } counter name limited drop\n"),
+            std::string::npos)
+      << on;
+  EXPECT_NE(on.find("add rule inet hostlb refuse meta l4proto udp ct state new ether daddr . ip6 "
+                    "daddr . meta l4proto . th dport @marks6 ct timeout set \"embryonic_udp6\"\n"),
+            std::string::npos)
+      << on;
+
+  policies.admission = {0, 0, 100};
+  const std::string off = render_full_ruleset(Datapath{}, marks, policies);
+  EXPECT_EQ(off.find("ct timeout"), std::string::npos) << off;
+  EXPECT_EQ(off.find("limit rate"), std::string::npos) << off;
+  EXPECT_EQ(rules_per_chain(off).at("refuse"), rules_per_chain(on).at("refuse") - 6)
+      << "two rate rules and four timeout rules fewer";
+  // The counted sets stay, so that reading the counters does not depend on
+  // the setting.
+  EXPECT_NE(off.find("add set inet hostlb limited4 "), std::string::npos) << off;
+  EXPECT_NE(off.find("add counter inet hostlb limited\n"), std::string::npos) << off;
+}
+
 TEST(NftRender, EmptyStateStillOwnsItsTable) {
   const MarkLayout marks(0x0000ff00);
   expect_golden("ruleset_empty.nft", render_full_ruleset(Datapath{}, marks));

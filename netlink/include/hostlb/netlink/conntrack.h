@@ -51,6 +51,15 @@ class ConntrackTable {
   // absent).
   virtual std::map<uint32_t, size_t> flush_marks(const std::set<uint32_t>& values,
                                                  uint32_t mask) = 0;
+  // Makes the kernel free the entries that have timed out but that its
+  // garbage collector has not reached yet: after a flood it can leave a
+  // table of them, still counted in nf_conntrack_count, for longer than a
+  // minute (until then a new connection gets room only when its own
+  // allocation happens to reap some). A dump frees every timed-out entry
+  // it walks past; this one is filtered in the kernel on a mark hostlb
+  // never sets (all 32 bits), so nothing comes back. Returns how many
+  // entries did carry that mark (0 unless another user sets it).
+  virtual size_t reap_expired() = 0;
 };
 
 std::unique_ptr<ConntrackTable> make_ctnetlink_table();

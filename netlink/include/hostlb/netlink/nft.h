@@ -41,9 +41,28 @@ enum class MissPolicy {
 std::string_view miss_policy_name(MissPolicy policy);
 std::optional<MissPolicy> parse_miss_policy(std::string_view text);
 
+// What keeps a flood at one VIP from filling the host's conntrack table
+// (shared by every conntrack user of the host) and from starving other
+// VIPs. Zero turns a limit off.
+struct AdmissionLimits {
+  // Seconds a VIP connection's conntrack entry lives until it is answered
+  // (TCP SYN_SENT and SYN_RECV, UDP unreplied) instead of the kernel's
+  // 120 / 60 / 30 s: a spoofed SYN's entry goes away soon.
+  uint32_t embryonic_seconds = 5;
+  // New connections a second each service (VIP, protocol, port) may open
+  // on this host, with a burst of `burst`; more are dropped and counted
+  // per service. With embryonic_seconds, one flooded service holds at most
+  // about new_per_second * embryonic_seconds + burst unanswered entries.
+  uint32_t new_per_second = 10000;
+  uint32_t burst = 2000;
+
+  bool operator==(const AdmissionLimits&) const = default;
+};
+
 struct RulesetPolicies {
   RefusePolicy refuse = RefusePolicy::kReject;
   MissPolicy miss = MissPolicy::kReset;
+  AdmissionLimits admission;
 };
 
 struct NftRunStats {
@@ -73,6 +92,10 @@ class NftRuleset {
     // Packets per binding key (mac, service); a bounded set, so possibly
     // not every key once it is full (`misses` is always complete).
     std::map<DeliveryKey, uint64_t> misses_by_key;
+    // New connection attempts dropped by AdmissionLimits::new_per_second,
+    // in total and per service (a bounded set, like misses_by_key).
+    uint64_t limited = 0;
+    std::map<ServiceKey, uint64_t> limited_by_service;
   };
   // What the table holds: whether it exists, and the keys of its DNAT and
   // identity maps (for checks such as hostlbctl doctor).
@@ -126,7 +149,11 @@ std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies = {});
 // in no map, so nothing would DNAT them), by `refuse`.
 //
 // The same chain counts consistency misses per binding key (in a dynamic
-// set of bounded size) and in total, and treats them by `miss`.
+// set of bounded size) and in total, and treats them by `miss`; then it
+// limits each service's new connections (a meter keyed by the service) and
+// counts what it drops per service. A raw-priority chain gives VIP
+// connections' entries the short embryonic timeouts (a conntrack timeout
+// policy must be attached before conntrack sees the packet).
 std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& marks,
                                 RulesetPolicies policies = {});
 

@@ -34,6 +34,9 @@ struct DaemonSettings {
   std::optional<std::string> refuse_policy;
   std::optional<uint32_t> refuse_seconds;
   std::optional<std::string> miss_policy;
+  std::optional<uint32_t> embryonic_timeout;
+  std::optional<uint32_t> service_new_rate;
+  std::optional<uint32_t> service_new_burst;
   std::optional<std::string> metrics_file;
   std::optional<uint32_t> metrics_interval;
   std::optional<uint32_t> event_queue_kb;

@@ -24,6 +24,7 @@ struct StatFigures {
   uint64_t flushed = 0;  // deleted by hostlbd (removal, drain end, flush)
   uint64_t refused = 0;  // new connection attempts refused (packets)
   uint64_t misses = 0;   // consistency misses (packets)
+  uint64_t limited = 0;  // new connection attempts over the service's rate, dropped (services only)
   bool operator==(const StatFigures&) const = default;
 };
 
@@ -35,6 +36,7 @@ struct StatsReport {
   uint64_t resyncs = 0;                         // dumps that replaced the counts after a loss
   uint64_t guard_drops = 0;                     // forged VIP-sourced packets from backends
   uint64_t misses = 0;                          // consistency misses, all keys
+  uint64_t limited = 0;                         // attempts over a service's rate, all services
   uint64_t repairs = 0;                         // times hostlbd rebuilt a datapath someone changed
   uint64_t conntrack_count = 0;                 // the conntrack table now (all users)
   uint64_t conntrack_max = 0;
@@ -84,6 +86,8 @@ class ConnectionStats {
     uint64_t misses = 0;
     std::map<DeliveryKey, uint64_t> refused;
     std::map<DeliveryKey, uint64_t> misses_by_key;
+    uint64_t limited = 0;
+    std::map<ServiceKey, uint64_t> limited_by_service;
   };
   void observe(const KernelReading& reading,
                const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for);
@@ -110,11 +114,13 @@ class ConnectionStats {
   std::map<std::string, StatFigures> backends_;
   std::map<DeliveryKey, uint64_t> last_refused_;
   std::map<DeliveryKey, uint64_t> last_misses_;
+  std::map<ServiceKey, uint64_t> last_limited_;
   uint64_t events_ = 0;
   uint64_t event_losses_ = 0;
   uint64_t resyncs_ = 0;
   uint64_t guard_drops_ = 0;
   uint64_t misses_ = 0;
+  uint64_t limited_ = 0;
 };
 
 // The Prometheus text exposition of a report (for node_exporter's textfile
