@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -243,6 +245,180 @@ TEST_F(ChaosTest, AnEventStormOverflowsTheQueueAndTheCountsConverge) {
          std::to_string(made) + " connections in a burst",
          "0 (" + std::to_string(stats["events"]["losses"].get<int>()) + " losses, each resynced)",
          converged ? std::to_string(converged->count()) + " ms to match conntrack" : "never");
+}
+
+// Sets a host-wide sysctl for a test's duration and puts it back.
+class SysctlFor {
+ public:
+  SysctlFor(std::string path, const std::string& value) : path_(std::move(path)) {
+    std::ifstream in(path_);
+    std::getline(in, before_);
+    write(value);
+  }
+  ~SysctlFor() { write(before_); }
+  SysctlFor(const SysctlFor&) = delete;
+  SysctlFor& operator=(const SysctlFor&) = delete;
+
+ private:
+  void write(const std::string& value) {
+    std::ofstream out(path_);
+    out << value << "\n";
+  }
+  std::string path_, before_;
+};
+
+class FloodTest : public ChaosTest {
+ protected:
+  static constexpr int kMax = 16384;  // nf_conntrack_max for the test
+  void SetUp() override {
+    ChaosTest::SetUp();
+    lab_.gateway("c2", kVip20, kVm2.mac);
+    // vm1 drops its answers to the spoofed sources at once (no ARP storm):
+    // their entries on the host stay unanswered.
+    lab_.in("vm1", "ip route add blackhole 198.19.128.0/17");
+  }
+  std::string two_vips() {
+    return document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                     service_json(kVip20, 80, "tcp", {{"web-2", 8080}})});
+  }
+  uint64_t conntrack_count() {
+    return std::stoull(lab_.in("hv", "cat /proc/sys/net/netfilter/nf_conntrack_count").output);
+  }
+  // Opens `n` connections to VIP 20 one after another; how many got vm2's
+  // banner, and the rate of them.
+  std::pair<int, double> open_to_vip20(int n) {
+    int ok = 0;
+    const auto start = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      try {
+        TcpClient c(lab_, "c2", kVip20, 80, 2000ms);
+        if (c.read_line(2000ms).rfind("vm2", 0) == 0) ++ok;
+      } catch (const std::exception&) {
+      }
+    }
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    return {ok, ok / secs};
+  }
+  // Starts a flood of spoofed SYNs at VIP 10 from c1 for `seconds`.
+  std::thread flood(int seconds, std::string* out) {
+    return std::thread([this, seconds, out] {
+      *out = lab_.in("c1", std::string(HOSTLB_SYNFLOOD_PATH) + " " + kVip10 +
+                               " 80 198.19.128.0 17 " + std::to_string(seconds) + " 1")
+                 .output;
+    });
+  }
+  SysctlFor max_{"/proc/sys/net/netfilter/nf_conntrack_max", std::to_string(kMax)};
+};
+
+// A SYN flood at VIP 10 with the admission limits on (a rate per service,
+// short timeouts for unanswered entries): the table stays far from full,
+// VIP 20 keeps opening connections, an established connection to VIP 10
+// carries on, and the drops are counted for VIP 10 alone.
+TEST_F(FloodTest, ASynFloodAtOneVipFillsNeitherTheTableNorStarvesAnotherVip) {
+  BackendServer vm1(lab_, "vm1", 8080), vm2(lab_, "vm2", 8080);
+  auto daemon = start_hostlbd(two_vips(), {"--service-new-rate", "1000", "--service-new-burst",
+                                           "200", "--embryonic-timeout", "3"});
+  TcpClient established(lab_, "c1", kVip10, 80, 2000ms);
+  ASSERT_EQ(established.read_line().substr(0, 3), "vm1");
+  const auto [normal_ok, normal_rate] = open_to_vip20(200);
+  ASSERT_EQ(normal_ok, 200);
+
+  std::string flood_out;
+  std::thread flooder = flood(6, &flood_out);
+  std::this_thread::sleep_for(1500ms);
+  const auto [during_ok, during_rate] = open_to_vip20(200);
+  uint64_t peak = 0;
+  for (int i = 0; i < 10; ++i) {
+    peak = std::max(peak, conntrack_count());
+    std::this_thread::sleep_for(100ms);
+  }
+  established.send_all("still there\n");
+  flooder.join();
+  ASSERT_NE(flood_out.find("sent="), std::string::npos) << flood_out;
+  const uint64_t sent = std::stoull(flood_out.substr(flood_out.find("sent=") + 5));
+
+  EXPECT_GT(sent, 30000u) << "a flood, not a trickle: " << flood_out;
+  EXPECT_EQ(during_ok, 200) << "every connection to the other VIP succeeded during the flood";
+  EXPECT_GE(during_rate, 0.5 * normal_rate)
+      << "normal " << normal_rate << "/s, during the flood " << during_rate << "/s";
+  EXPECT_LT(peak, kMax / 2u) << "conntrack entries at the peak of the flood";
+  established.shutdown_write();
+  EXPECT_EQ(established.read_line(3000ms), "bytes=12") << "the established connection carried on";
+
+  const auto stats = nlohmann::json::parse(ctl("--json stats").output);
+  std::map<std::string, uint64_t> limited;
+  for (const auto& s : stats["services"])
+    limited[s["service"].get<std::string>()] = s["limited"].get<uint64_t>();
+  EXPECT_GT(limited["203.0.113.10:80/tcp"], sent / 2) << stats.dump();
+  EXPECT_EQ(limited["203.0.113.20:80/tcp"], 0u) << stats.dump();
+  EXPECT_EQ(stats["limited"].get<uint64_t>(), limited["203.0.113.10:80/tcp"]);
+  EXPECT_NE(ctl("stats --prometheus")
+                .output.find("hostlb_service_connections_limited_total{service=\"203.0.113.10:80/"
+                             "tcp\"}"),
+            std::string::npos);
+
+  // The flood's admitted entries time out within the embryonic timeout
+  // (counted by a listing: nf_conntrack_count also counts timed-out
+  // entries the kernel's garbage collector has not freed yet).
+  auto live = [&] {
+    return std::stoull(lab_.in("hv", "conntrack -L 2>/dev/null | grep -c .").output);
+  };
+  const auto drained = time_until([&] { return live() < 300; }, 10s);
+  EXPECT_TRUE(drained) << live() << " entries left";
+  result("SYN flood at one VIP (nf_conntrack_max " + std::to_string(kMax) +
+             ", rate 1000/s, embryonic 3 s)",
+         std::to_string(sent / 6) + " SYNs/s; other VIP at " +
+             std::to_string(static_cast<int>(100 * during_rate / normal_rate)) +
+             "% of its rate, 200/200 opened",
+         "0 (table peak " + std::to_string(peak) + " of " + std::to_string(kMax) + ")",
+         drained ? std::to_string(drained->count()) + " ms to drain" : "never");
+}
+
+// The same flood without the rate limit fills the table: the kernel drops
+// new connections, hostlbd reports the table full, the established
+// connection carries on, and within the embryonic timeout of the flood's
+// end the table has room again and new connections succeed.
+TEST_F(FloodTest, AFullTableIsReportedSparesEstablishedConnectionsAndRecovers) {
+  BackendServer vm1(lab_, "vm1", 8080), vm2(lab_, "vm2", 8080);
+  auto daemon = start_hostlbd(two_vips(), {"--service-new-rate", "0", "--embryonic-timeout", "3",
+                                           "--metrics-interval", "1"});
+  TcpClient established(lab_, "c1", kVip10, 80, 2000ms);
+  ASSERT_EQ(established.read_line().substr(0, 3), "vm1");
+
+  std::string flood_out;
+  std::thread flooder = flood(4, &flood_out);
+  const auto full = time_until([&] { return conntrack_count() >= kMax * 99 / 100; }, 3s);
+  nlohmann::json during;
+  if (full) during = nlohmann::json::parse(ctl("--json stats").output);
+  established.send_all("still there\n");
+  flooder.join();
+  const auto flood_end = Clock::now();
+
+  ASSERT_TRUE(full) << "the flood did not fill the table: " << conntrack_count();
+  EXPECT_TRUE(during["conntrack"]["full"].get<bool>()) << during.dump();
+  EXPECT_EQ(during["conntrack"]["max"].get<uint64_t>(), static_cast<uint64_t>(kMax));
+  EXPECT_EQ(during["limited"].get<uint64_t>(), 0u) << "no limit set";
+  established.shutdown_write();
+  EXPECT_EQ(established.read_line(3000ms), "bytes=12") << "the established connection carried on";
+
+  const auto recovered = time_until([&] { return open_to_vip20(1).first == 1; }, 10s);
+  EXPECT_TRUE(recovered) << "new connections after the flood";
+  const auto reported = time_until(
+      [&] {
+        return !nlohmann::json::parse(ctl("--json stats").output)["conntrack"]["full"].get<bool>();
+      },
+      10s);
+  EXPECT_TRUE(reported) << "the table is no longer reported full: " << conntrack_count()
+                        << " entries\n"
+                        << lab_.in("hv",
+                                   "conntrack -L 2>/dev/null | awk '{print $4, $3}' | sort | "
+                                   "uniq -c | sort -rn | head")
+                               .output;
+  const auto since_end =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - flood_end);
+  result("conntrack table full (flood without rate limit, nf_conntrack_max " +
+             std::to_string(kMax) + ")",
+         "established connection", "0", std::to_string(since_end.count()) + " ms to have room");
 }
 
 // hostlbd is killed (SIGKILL) while it applies a 10,000-service document
