@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Datapath benchmark: new TCP connections per second from a client namespace,
-# four variants measured side by side in each round (A B C D, interleaved):
+# six variants measured side by side in each round (interleaved):
+#   p  plain bridging to the backend IP, br_netfilter off, no hostlb (what a
+#      hypervisor operator has without hostlb)
 #   a  plain bridging to the backend IP, br_netfilter on, no hostlb
 #   b  hostlb with 1 service, to the VIP
 #   c  hostlb with 10,000 services loaded, to the VIP
+#   e  hostlb with 10,000 services loaded, to the backend's own IP (traffic
+#      hostlb does not balance: a bystander)
 #   d  an iptables-style nft chain of 10,000 single rules, match last
+#   f  as b, with hostlbd's admission limits off (what they cost: b/f)
+# hostlbd runs with its admission limits on but a rate no run reaches
+# (--service-new-rate 1000000), so that the meter's cost is in the figures.
 # and prints the medians of same-round ratios, the time hostlbd takes to
 # apply a 10,000-service document from scratch, and its peak RSS.
 #
@@ -37,10 +44,12 @@ awk -v n="$((SERVICES - 1))" -v mac="$VM1_MAC" -v vip="$VIP" 'BEGIN {
   print "}"
 }' >"$WORK/linear.nft"
 
-hostlbd_apply() {  # CONFIG: run hostlbd until it has applied, then stop it (datapath stays)
-  local log=$WORK/hostlbd.log
+hostlbd_apply() {  # CONFIG [LIMIT...]: run hostlbd until it has applied, then stop it (datapath stays)
+  local log=$WORK/hostlbd.log limits=(--service-new-rate 1000000)
+  [ $# -gt 1 ] && limits=("${@:2}")
   # Not through in_ns: $! must be hostlbd itself (ip netns exec execs it).
-  ip netns exec "$P-hv" "$HOSTLBD" --config "$1" --state-dir "$WORK/state" --socket "$WORK/s.sock" >"$log" 2>&1 &
+  ip netns exec "$P-hv" "$HOSTLBD" --config "$1" --state-dir "$WORK/state" --socket "$WORK/s.sock" \
+    "${limits[@]}" >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do
     grep -q "^.* applied $1" "$log" && break
@@ -56,11 +65,18 @@ no_hostlb() {
   in_ns hv "$HOSTLBD" --cleanup --state-dir "$WORK/state" >/dev/null 2>&1
   in_ns hv nft delete table ip benchlinear 2>/dev/null || true
 }
+br_netfilter() {  # 1|0, for both families, in the hypervisor's namespace
+  in_ns hv sysctl -qw net.bridge.bridge-nf-call-iptables="$1" net.bridge.bridge-nf-call-ip6tables="$1"
+}
 setup_variant() {
+  br_netfilter 1  # hostlbd sets it too; p turns it off
   case $1 in
+    p) no_hostlb; br_netfilter 0 ;;
     a) no_hostlb ;;
     b) in_ns hv nft delete table ip benchlinear 2>/dev/null || true; hostlbd_apply "$WORK/one.json" ;;
-    c) in_ns hv nft delete table ip benchlinear 2>/dev/null || true; hostlbd_apply "$WORK/many.json" ;;
+    f) in_ns hv nft delete table ip benchlinear 2>/dev/null || true
+       hostlbd_apply "$WORK/one.json" --service-new-rate 0 --embryonic-timeout 0 ;;
+    c|e) in_ns hv nft delete table ip benchlinear 2>/dev/null || true; hostlbd_apply "$WORK/many.json" ;;
     d) no_hostlb
        # The recipe from DESIGN.md, by hand: route, neighbour, forwarding.
        in_ns hv ip route replace 198.18.1.11/32 dev br0
@@ -71,7 +87,7 @@ setup_variant() {
 }
 measure() {  # MODE VARIANT -> prints rate
   local target=$VIP:80
-  [ "$2" = a ] && target=198.18.1.11:8080
+  case $2 in p|a|e) target=198.18.1.11:8080 ;; esac
   local out
   out=$(in_ns c1 "$CONNRATE" connect "$1" "${target%:*}" "${target#*:}" 198.18.2.1 64 "$SECS" 2)
   local failures=${out#*failures=}; failures=${failures%% *}
@@ -82,7 +98,7 @@ measure() {  # MODE VARIANT -> prints rate
 
 syn_retrans() { in_ns c1 nstat -az TcpExtTCPSynRetrans | awk '/TcpExtTCPSynRetrans/ {print $2}'; }
 
-echo "hostlb datapath benchmark: $ROUNDS rounds x 4 variants x ${SECS}s per mode, $SERVICES services in (c) and (d)"
+echo "hostlb datapath benchmark: $ROUNDS rounds x 7 variants x ${SECS}s per mode, $SERVICES services in (c), (e) and (d)"
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 syn_before=$(syn_retrans)
 for mode in request handshake; do
@@ -91,26 +107,34 @@ for mode in request handshake; do
     request) echo "mode request: each connection sends a 64-byte request and reads a 64-byte response" ;;
     handshake) echo "mode handshake: each connection is only a handshake (the harshest case for conntrack)" ;;
   esac
-  echo "round      a(plain)      b(1 svc)  c($SERVICES)  d(linear)   c/b    b/a    c/d"
+  echo "round  p(no brnf)  a(brnf)  b(1 svc)  c(${SERVICES})  e(bystander)  d(linear)  f(no limits)   c/b    b/a    c/d    a/p    b/p    e/p    b/f"
   ratios=()
+  ratio() { awk -v x="$1" -v y="$2" 'BEGIN{printf "%.3f", x/y}'; }
   for r in $(seq 1 "$ROUNDS"); do
     declare -A rate=()
-    for v in a b c d; do
+    for v in p a b c e d f; do
       setup_variant $v
       rate[$v]=$(measure $mode $v)
+      [ "$v" = e ] && bystander_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.11 --dport 8080 2>/dev/null | grep -c . || true)
     done
-    cb=$(awk -v x="${rate[c]}" -v y="${rate[b]}" 'BEGIN{printf "%.3f", x/y}')
-    ba=$(awk -v x="${rate[b]}" -v y="${rate[a]}" 'BEGIN{printf "%.3f", x/y}')
-    cd=$(awk -v x="${rate[c]}" -v y="${rate[d]}" 'BEGIN{printf "%.3f", x/y}')
-    printf "%5d %12.0f %12.0f %10.0f %10.0f %6s %6s %6s\n" "$r" "${rate[a]}" "${rate[b]}" "${rate[c]}" "${rate[d]}" "$cb" "$ba" "$cd"
-    ratios+=("$cb $ba $cd")
+    cb=$(ratio "${rate[c]}" "${rate[b]}"); ba=$(ratio "${rate[b]}" "${rate[a]}")
+    cd=$(ratio "${rate[c]}" "${rate[d]}"); ap=$(ratio "${rate[a]}" "${rate[p]}")
+    bp=$(ratio "${rate[b]}" "${rate[p]}"); ep=$(ratio "${rate[e]}" "${rate[p]}")
+    bf=$(ratio "${rate[b]}" "${rate[f]}")
+    printf "%5d %11.0f %8.0f %9.0f %9.0f %13.0f %10.0f %13.0f %6s %6s %6s %6s %6s %6s %6s\n" "$r" \
+      "${rate[p]}" "${rate[a]}" "${rate[b]}" "${rate[c]}" "${rate[e]}" "${rate[d]}" "${rate[f]}" \
+      "$cb" "$ba" "$cd" "$ap" "$bp" "$ep" "$bf"
+    ratios+=("$cb $ba $cd $ap $bp $ep $bf")
   done
-  med_cb=$(printf '%s\n' "${ratios[@]}" | awk '{print $1}' | median)
-  med_ba=$(printf '%s\n' "${ratios[@]}" | awk '{print $2}' | median)
-  med_cd=$(printf '%s\n' "${ratios[@]}" | awk '{print $3}' | median)
-  echo "  $mode: median c/b (10k services vs 1)        = $med_cb   (target >= 0.9)"
-  echo "  $mode: median b/a (hostlb vs plain bridging) = $med_ba   (target >= 0.8)"
-  echo "  $mode: median c/d (map vs linear rules)      = $med_cd   (target: clearly > 1)"
+  med() { printf '%s\n' "${ratios[@]}" | awk -v f="$1" '{print $f}' | median; }
+  echo "  $mode: median c/b (10k services vs 1)                   = $(med 1)   (target >= 0.9)"
+  echo "  $mode: median b/a (hostlb vs bridging with br_netfilter) = $(med 2)   (target >= 0.8)"
+  echo "  $mode: median c/d (map vs linear rules)                 = $(med 3)   (target: clearly > 1)"
+  echo "  $mode: median a/p (br_netfilter alone vs plain bridging) = $(med 4)"
+  echo "  $mode: median b/p (the VIP path vs plain bridging)       = $(med 5)   (target >= 0.85)"
+  echo "  $mode: median e/p (bystander traffic vs plain bridging)  = $(med 6)   (target >= 0.97)"
+  echo "  $mode: median b/f (admission limits on vs off)        = $(med 7)"
+  echo "  $mode: conntrack entries of bystander connections after the last (e) run: $bystander_entries   (target 0)"
 done
 syn_after=$(syn_retrans)
 echo
