@@ -225,31 +225,49 @@ size_t Agent::flush(const std::optional<ServiceKey>& service,
   return flushed;
 }
 
-size_t Agent::connections(const std::optional<ServiceKey>& service,
-                          const std::optional<std::string>& backend,
-                          const std::function<void(const Binding&, const ConntrackEntry&)>& each) {
-  const MarkLayout& marks = reconciler_.marks();
-  if (service || backend) {
+std::unique_ptr<Agent::ConnectionCursor> Agent::open_connections(
+    const std::optional<ServiceKey>& service, const std::optional<std::string>& backend) {
+  auto cursor = std::make_unique<ConnectionCursor>();
+  cursor->table_ = &conntrack_;
+  cursor->marks_ = reconciler_.marks();
+  cursor->filtered_ = service || backend;
+  if (cursor->filtered_) {
     // The kernel filters by each selected binding's mark.
-    size_t total = 0;
     for (const Binding* b : select_bindings(applied_, service, backend))
-      total += conntrack_.list(marks.mark_for(b->id), marks.mask(),
-                               [&](const ConntrackEntry& e) { each(*b, e); });
-    return total;
+      cursor->bindings_.push_back(*b);
+  } else {
+    // One dump of the whole table, each entry matched to its binding by the
+    // identity in its mark: one pass however many bindings there are.
+    cursor->bindings_ = applied_.bindings;
+    cursor->by_id_.reserve(cursor->bindings_.size());
+    for (size_t i = 0; i < cursor->bindings_.size(); ++i)
+      cursor->by_id_.emplace(cursor->bindings_[i].id, i);
   }
-  // One dump of the whole table, each entry matched to its binding by the
-  // identity in its mark: one pass however many bindings there are.
-  std::unordered_map<uint32_t, const Binding*> by_id;
-  by_id.reserve(applied_.bindings.size());
-  for (const auto& b : applied_.bindings) by_id.emplace(b.id, &b);
-  size_t total = 0;
-  conntrack_.list(0, 0, [&](const ConntrackEntry& e) {
-    auto it = by_id.find(marks.id_from_mark(e.mark));
-    if (it == by_id.end()) return;
-    ++total;
-    each(*it->second, e);
-  });
-  return total;
+  return cursor;
+}
+
+bool Agent::ConnectionCursor::next(const Each& each) {
+  if (!filtered_) {
+    if (!listing_) listing_ = table_->open_listing(0, 0);
+    return listing_->next([&](const ConntrackEntry& e) {
+      auto it = by_id_.find(marks_.id_from_mark(e.mark));
+      if (it == by_id_.end()) return;
+      ++count_;
+      each(bindings_[it->second], e);
+    });
+  }
+  while (at_ < bindings_.size()) {
+    const Binding& b = bindings_[at_];
+    if (!listing_) listing_ = table_->open_listing(marks_.mark_for(b.id), marks_.mask());
+    if (listing_->next([&](const ConntrackEntry& e) {
+          ++count_;
+          each(b, e);
+        }))
+      return true;
+    listing_.reset();
+    ++at_;
+  }
+  return false;
 }
 
 std::optional<BindingKey> Agent::binding_for(const DeliveryKey& key) const {

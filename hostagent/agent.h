@@ -82,12 +82,33 @@ class Agent {
   bool ruleset_changed_by_others() { return reconciler_.ruleset_changed_by_others(); }
   uint64_t repairs() const { return repairs_; }
 
-  // Calls `each` for every live connection of the bindings that match (all
-  // of hostlb's without filters), as the kernel's dump delivers them;
-  // returns how many there were.
-  size_t connections(const std::optional<ServiceKey>& service,
-                     const std::optional<std::string>& backend,
-                     const std::function<void(const Binding&, const ConntrackEntry&)>& each);
+  // The live connections of the bindings that match (all of hostlb's
+  // without filters), read part by part as the kernel's dump delivers them
+  // (see ConntrackListing): nothing is collected. The bindings are those of
+  // the moment it was opened, copied: a change meanwhile does not disturb it.
+  class ConnectionCursor {
+   public:
+    using Each = std::function<void(const Binding&, const ConntrackEntry&)>;
+    // The next part's connections; false once all were listed. Throws
+    // KernelError.
+    bool next(const Each& each);
+    size_t count() const { return count_; }
+
+   private:
+    friend class Agent;
+    ConntrackTable* table_ = nullptr;
+    MarkLayout marks_{MarkLayout::kDefaultMask};
+    // Filtered: one kernel-filtered listing per binding, in turn. Whole:
+    // one listing of everything, matched to bindings by identity.
+    bool filtered_ = false;
+    std::vector<Binding> bindings_;
+    std::unordered_map<uint32_t, size_t> by_id_;
+    size_t at_ = 0;
+    std::unique_ptr<ConntrackListing> listing_;
+    size_t count_ = 0;
+  };
+  std::unique_ptr<ConnectionCursor> open_connections(const std::optional<ServiceKey>& service,
+                                                     const std::optional<std::string>& backend);
 
   // `hostlbctl flush`: deletes the connections of the live bindings that
   // match (all of them when both filters are unset; draining bindings are

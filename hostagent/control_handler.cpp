@@ -97,13 +97,13 @@ json ControlHandlerBase::uptime_seconds() const {
       .count();
 }
 
-std::string ControlHandler::reply(const json& id, control::TypedRequest& typed) {
+ControlReply ControlHandler::reply(const json& id, control::TypedRequest& typed) {
   if (const auto* c = std::get_if<control::ConnectionsRequest>(&typed)) return connections(id, *c);
   return control::encode_result(id, serve(typed));
 }
 
-std::string ControlHandlerBase::handle(const PeerCredentials& peer, std::string_view line,
-                                       std::string_view document) {
+ControlReply ControlHandlerBase::handle(const PeerCredentials& peer, std::string_view line,
+                                        std::string_view document) {
   Error error;
   json id;
   auto request = control::decode_request(line, &error, &id);
@@ -199,45 +199,77 @@ json ControlHandler::backend_list() {
   return out;
 }
 
-std::string ControlHandler::connections(const json& id,
-                                        const control::ConnectionsRequest& request) {
+namespace {
+
+json connection_json(const Binding& b, const ConntrackEntry& e, uint64_t now_ns) {
+  return {
+      {"protocol", e.tcp ? "tcp" : "udp"},
+      {"client", endpoint_str(e.client, e.client_port)},
+      {"vip", endpoint_str(e.vip, e.vip_port)},
+      {"service", b.key.service.str()},
+      {"backend", b.key.backend},
+      {"backend_address", endpoint_str(e.backend, e.backend_port)},
+      {"state", e.tcp ? json(e.state) : json()},
+      {"age_seconds",
+       e.start_ns && e.start_ns <= now_ns ? json((now_ns - e.start_ns) / 1000000000ULL) : json()}};
+}
+
+// Batches of at least 1,000 entries (as the kernel's parts come), each read
+// from the kernel only when the client has taken the one before: hostlbd
+// holds one batch, whatever the size of the table.
+class ConnectionsStream final : public ReplyStream {
+ public:
+  ConnectionsStream(json id, std::unique_ptr<Agent::ConnectionCursor> cursor, bool count_only,
+                    std::function<void(const std::string&)> note_error)
+      : id_(std::move(id)),
+        cursor_(std::move(cursor)),
+        count_only_(count_only),
+        note_error_(std::move(note_error)),
+        now_ns_(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count())) {}
+
+  bool next(std::string& out) override {
+    if (done_) return false;
+    try {
+      json batch = json::array();
+      bool more = true;
+      while (more && batch.size() < kBatch)
+        more = cursor_->next([&](const Binding& b, const ConntrackEntry& e) {
+          if (!count_only_) batch.push_back(connection_json(b, e, now_ns_));
+        });
+      if (!batch.empty())
+        out += control::encode_notification("connections.batch",
+                                            {{"id", id_}, {"connections", std::move(batch)}});
+      if (more) return true;
+      out += control::encode_result(id_, {{"count", cursor_->count()}});
+    } catch (const KernelError& e) {
+      out += control::encode_error(id_, {control::kKernelError, e.what(), ""});
+      note_error_(std::string("connections: ") + e.what());
+    }
+    done_ = true;
+    return false;
+  }
+
+ private:
+  static constexpr size_t kBatch = 1000;
+  json id_;
+  std::unique_ptr<Agent::ConnectionCursor> cursor_;
+  bool count_only_;
+  std::function<void(const std::string&)> note_error_;
+  uint64_t now_ns_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+ControlReply ControlHandler::connections(const json& id,
+                                         const control::ConnectionsRequest& request) {
   const control::BindingFilter& filter = request.filter;
   control::check_filter(filter, agent_.current());
-  const bool count_only = request.count_only;
-
-  // Entries go out in batches as they come from the kernel's dump: the
-  // reply is text, never one tree of every connection.
-  constexpr size_t kBatch = 1000;
-  std::string out;
-  json batch = json::array();
-  auto flush_batch = [&] {
-    if (batch.empty()) return;
-    out += control::encode_notification("connections.batch",
-                                        {{"id", id}, {"connections", std::move(batch)}});
-    batch = json::array();
-  };
-  const auto now_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                std::chrono::system_clock::now().time_since_epoch())
-                                                .count());
-  const size_t total = agent_.connections(
-      filter.service, filter.backend, [&](const Binding& b, const ConntrackEntry& e) {
-        if (count_only) return;
-        json entry = {{"protocol", e.tcp ? "tcp" : "udp"},
-                      {"client", endpoint_str(e.client, e.client_port)},
-                      {"vip", endpoint_str(e.vip, e.vip_port)},
-                      {"service", b.key.service.str()},
-                      {"backend", b.key.backend},
-                      {"backend_address", endpoint_str(e.backend, e.backend_port)},
-                      {"state", e.tcp ? json(e.state) : json()},
-                      {"age_seconds", e.start_ns && e.start_ns <= now_ns
-                                          ? json((now_ns - e.start_ns) / 1000000000ULL)
-                                          : json()}};
-        batch.push_back(std::move(entry));
-        if (batch.size() >= kBatch) flush_batch();
-      });
-  flush_batch();
-  out += control::encode_result(id, {{"count", total}});
-  return out;
+  return {"", std::make_unique<ConnectionsStream>(
+                  id, agent_.open_connections(filter.service, filter.backend), request.count_only,
+                  [this](const std::string& m) { note_error(m); })};
 }
 
 json ControlHandler::edit(const Edit& e, uint32_t drain_seconds) {

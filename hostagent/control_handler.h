@@ -43,8 +43,8 @@ class ControlHandlerBase {
 
   // One request line (and the raw document that followed it, if any) in,
   // the reply (one line, or notifications and then the result) out.
-  std::string handle(const PeerCredentials& peer, std::string_view line,
-                     std::string_view document = {});
+  ControlReply handle(const PeerCredentials& peer, std::string_view line,
+                      std::string_view document = {});
 
   // Remembers a failure for `status` (a refused request, a failed reload).
   void note_error(const std::string& message);
@@ -56,7 +56,7 @@ class ControlHandlerBase {
  protected:
   // The encoded reply to a decoded request. Throws control::RequestError,
   // DocumentError, KernelError, StoreError, ...
-  virtual std::string reply(const nlohmann::json& id, control::TypedRequest& request) = 0;
+  virtual ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) = 0;
   nlohmann::json last_error() const;
   nlohmann::json uptime_seconds() const;
 
@@ -78,12 +78,13 @@ class ControlHandler final : public ControlHandlerBase {
   void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
 
  private:
-  std::string reply(const nlohmann::json& id, control::TypedRequest& request) override;
+  ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) override;
   // The result of every method but connections.
   // (Taken by reference: a document is moved on, not copied.)
   nlohmann::json serve(control::TypedRequest& request);
-  // The reply to "connections": batches as notifications, then the result.
-  std::string connections(const nlohmann::json& id, const control::ConnectionsRequest& request);
+  // The reply to "connections": a stream of batches as notifications, each
+  // made when the client has read the one before, then the result.
+  ControlReply connections(const nlohmann::json& id, const control::ConnectionsRequest& request);
   nlohmann::json status();
   nlohmann::json stats(const control::StatsRequest& request);
   nlohmann::json backend_list();

@@ -138,7 +138,7 @@ void ControlServer::on_ready(int fd, short revents) {
 
 void ControlServer::update(Client& client) {
   short events = client.closing ? 0 : POLLIN;
-  if (!client.out.empty()) events |= POLLOUT;
+  if (!client.out.empty() || client.stream) events |= POLLOUT;
   loop_.set_events(client.fd, events);
 }
 
@@ -203,64 +203,88 @@ void ControlServer::on_readable(Client& client) {
     if (client.in.empty()) client.request_started = loop_.clock().monotonic();
     client.in.append(buf, static_cast<size_t>(n));
     client.last_activity = loop_.clock().monotonic();
-    // Answer every complete request (its line, and the document after it
-    // if it announces one) before reading more.
-    size_t start = 0;
-    bool too_large = false;
-    for (;;) {
-      const size_t nl = client.in.find('\n', std::max(start, client.scanned));
-      if (nl == std::string::npos) {
-        client.scanned = client.in.size();  // a long line is not searched again
-        break;
-      }
-      std::string_view line(client.in.data() + start, nl - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      const size_t document = line.empty() ? 0 : control::attached_bytes(line);
-      if (document > options_.max_request_bytes) {
-        too_large = true;
-        break;
-      }
-      if (client.in.size() - (nl + 1) < document) {
-        client.scanned = nl;  // the rest of the document is still to come
-        break;
-      }
-      if (!line.empty())
-        client.out +=
-            handler_(client.peer, line, std::string_view(client.in.data() + nl + 1, document));
-      start = nl + 1 + document;
-      client.scanned = start;
-    }
-    client.in.erase(0, start);
-    client.scanned -= start;
-    if (!client.in.empty() && start > 0) client.request_started = loop_.clock().monotonic();
-    if (too_large || client.in.size() > options_.max_request_bytes) {
-      client.out += error_reply_(
-          control::kRequestTooLarge,
-          "request larger than " + std::to_string(options_.max_request_bytes) + " bytes");
-      client.in.clear();
-      client.scanned = 0;
-      client.closing = true;
-    }
-    if (client.out.size() > options_.max_reply_backlog) {
-      spdlog::warn("control: dropping pid {}: it does not read its replies", client.peer.pid);
-      drop(client.fd);
-      return;
-    }
+    if (!serve_requests(client)) return;
   }
-  if (!client.out.empty() || client.closing) on_writable(client);
+  if (!client.out.empty() || client.stream || client.closing) on_writable(client);
+}
+
+bool ControlServer::serve_requests(Client& client) {
+  // Answer every complete request (its line, and the document after it if
+  // it announces one) before reading more; behind a stream, wait for it.
+  size_t start = 0;
+  bool too_large = false;
+  while (!client.stream) {
+    const size_t nl = client.in.find('\n', std::max(start, client.scanned));
+    if (nl == std::string::npos) {
+      client.scanned = client.in.size();  // a long line is not searched again
+      break;
+    }
+    std::string_view line(client.in.data() + start, nl - start);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const size_t document = line.empty() ? 0 : control::attached_bytes(line);
+    if (document > options_.max_request_bytes) {
+      too_large = true;
+      break;
+    }
+    if (client.in.size() - (nl + 1) < document) {
+      client.scanned = nl;  // the rest of the document is still to come
+      break;
+    }
+    if (!line.empty()) {
+      ControlReply reply =
+          handler_(client.peer, line, std::string_view(client.in.data() + nl + 1, document));
+      client.out += reply.text;
+      client.stream = std::move(reply.rest);
+    }
+    start = nl + 1 + document;
+    client.scanned = start;
+  }
+  client.in.erase(0, start);
+  client.scanned -= std::min(client.scanned, start);
+  if (!client.in.empty() && start > 0) client.request_started = loop_.clock().monotonic();
+  if (too_large || client.in.size() > options_.max_request_bytes) {
+    client.out += error_reply_(
+        control::kRequestTooLarge,
+        "request larger than " + std::to_string(options_.max_request_bytes) + " bytes");
+    client.in.clear();
+    client.scanned = 0;
+    client.stream.reset();
+    client.closing = true;
+  }
+  if (client.out.size() > options_.max_reply_backlog) {
+    spdlog::warn("control: dropping pid {}: it does not read its replies", client.peer.pid);
+    drop(client.fd);
+    return false;
+  }
+  return true;
 }
 
 void ControlServer::on_writable(Client& client) {
-  while (!client.out.empty()) {
-    const ssize_t n = ::send(client.fd, client.out.data(), client.out.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      drop(client.fd);
-      return;
+  // A fast reader gets a stream's parts until its socket is full, but only
+  // so many per wake-up: the other clients and the daemon's timers get
+  // their turn between them.
+  int parts = 64;
+  for (;;) {
+    while (!client.out.empty()) {
+      const ssize_t n = ::send(client.fd, client.out.data(), client.out.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        drop(client.fd);
+        return;
+      }
+      client.out.erase(0, static_cast<size_t>(n));
+      client.last_activity = loop_.clock().monotonic();
     }
-    client.out.erase(0, static_cast<size_t>(n));
-    client.last_activity = loop_.clock().monotonic();
+    if (!client.stream) break;
+    if (parts-- == 0) return;  // still polled for writing: more next time
+    // Everything before has left: the next part of the stream, and once it
+    // is complete, the requests that waited behind it.
+    if (!client.stream->next(client.out)) {
+      client.stream.reset();
+      if (!client.in.empty()) client.request_started = loop_.clock().monotonic();
+      if (!serve_requests(client)) return;
+    }
   }
   if (client.closing) drop(client.fd);
 }
@@ -269,9 +293,9 @@ void ControlServer::expire() {
   const auto now = loop_.clock().monotonic();
   std::vector<int> stalled, idle;
   for (auto& [fd, client] : clients_) {
-    if (!client.in.empty() && now - client.request_started > options_.stall_timeout)
+    if (request_pending(client) && now - client.request_started > options_.stall_timeout)
       stalled.push_back(fd);
-    else if (client.in.empty() && now - client.last_activity > options_.idle_timeout)
+    else if (!request_pending(client) && now - client.last_activity > options_.idle_timeout)
       idle.push_back(fd);
   }
   for (int fd : stalled) {
@@ -280,6 +304,7 @@ void ControlServer::expire() {
                  client.peer.pid, options_.stall_timeout.count());
     client.in.clear();
     client.scanned = 0;
+    client.stream.reset();
     client.out += error_reply_(control::kTimeout, "request not completed in time");
     client.closing = true;
     on_writable(client);
@@ -297,8 +322,8 @@ void ControlServer::schedule_expiry() {
   }
   auto next = Clock::TimePoint::max();
   for (const auto& [fd, client] : clients_) {
-    next = std::min(next, client.in.empty() ? client.last_activity + options_.idle_timeout
-                                            : client.request_started + options_.stall_timeout);
+    next = std::min(next, request_pending(client) ? client.request_started + options_.stall_timeout
+                                                  : client.last_activity + options_.idle_timeout);
   }
   expiry_.arm_at(next + std::chrono::milliseconds(1));
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -47,13 +48,35 @@ class ControlError : public std::runtime_error {
 // supplementary). Pure, for tests.
 bool peer_is_authorized(const PeerCredentials& peer, std::optional<gid_t> group_gid);
 
+// The rest of a long reply, produced as the client reads it: the next part
+// is asked for only once everything before it has been sent, so a slow
+// reader makes hostlbd wait, never hold more than about one part.
+class ReplyStream {
+ public:
+  virtual ~ReplyStream() = default;
+  // Appends the next part to `out`; false once the reply is complete (the
+  // last part appended). Errors are the stream's to encode: it must not
+  // throw.
+  virtual bool next(std::string& out) = 0;
+};
+
+// What a request gets: its reply text, and, for a long one, the stream of
+// the rest (requests the client sent after it wait until it is complete).
+struct ControlReply {
+  ControlReply(std::string text = {}) : text(std::move(text)) {}  // NOLINT: most replies are text
+  ControlReply(std::string text, std::unique_ptr<ReplyStream> rest)
+      : text(std::move(text)), rest(std::move(rest)) {}
+  std::string text;
+  std::unique_ptr<ReplyStream> rest;
+};
+
 class ControlServer {
  public:
-  // Returns the reply line for one request line of an authorized peer, and
+  // Returns the reply for one request line of an authorized peer, and
   // the raw document that followed the line (empty if none; see
   // control::attached_bytes).
   using Handler =
-      std::function<std::string(const PeerCredentials&, std::string_view, std::string_view)>;
+      std::function<ControlReply(const PeerCredentials&, std::string_view, std::string_view)>;
   // Replies for problems found before a request reaches the handler.
   using ErrorReply = std::function<std::string(int code, const std::string& message)>;
 
@@ -78,13 +101,20 @@ class ControlServer {
     std::string in;
     size_t scanned = 0;  // `in` holds no newline before this offset
     std::string out;
-    bool closing = false;  // close once `out` is written
+    std::unique_ptr<ReplyStream> stream;  // the rest of the reply being sent
+    bool closing = false;                 // close once `out` (and `stream`) is written
     Clock::TimePoint last_activity;
     Clock::TimePoint request_started;
   };
 
   void accept_clients();
   void on_readable(Client& client);
+  // Answers the complete requests in `client.in`, in order, until one
+  // answers with a stream. False if the client was dropped.
+  bool serve_requests(Client& client);
+  // Whether a request has begun and not been answered yet (not counting
+  // requests queued behind a stream, which wait for it, not for the client).
+  static bool request_pending(const Client& client) { return !client.in.empty() && !client.stream; }
   void on_writable(Client& client);
   void on_ready(int fd, short revents);
   // Polls for writing only while a reply waits, then sets the deadline timer.

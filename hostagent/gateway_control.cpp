@@ -26,7 +26,7 @@ GatewayControlHandler::GatewayControlHandler(GatewayAgent& agent, const GatewayC
                                              DocumentOptions doc_options, DaemonInfo info)
     : ControlHandlerBase(std::move(doc_options), std::move(info)), agent_(agent), config_(config) {}
 
-std::string GatewayControlHandler::reply(const json& id, control::TypedRequest& request) {
+ControlReply GatewayControlHandler::reply(const json& id, control::TypedRequest& request) {
   return control::encode_result(id, serve(request));
 }
 

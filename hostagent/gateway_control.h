@@ -14,7 +14,7 @@ class GatewayControlHandler final : public ControlHandlerBase {
                         DocumentOptions doc_options, DaemonInfo info);
 
  private:
-  std::string reply(const nlohmann::json& id, control::TypedRequest& request) override;
+  ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) override;
   nlohmann::json serve(control::TypedRequest& request);
   // The answer to a change, with its description taken before it.
   nlohmann::json changed(const GatewayReport& report, std::vector<std::string> changes);

@@ -198,8 +198,47 @@ class MarkFlusher {
   std::optional<netlink::Ack> failure_;
 };
 
+std::string hex(uint32_t v) {
+  char buf[11];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+class CtnetlinkListing final : public ConntrackListing {
+ public:
+  CtnetlinkListing(uint32_t value, uint32_t mask)
+      : what_("listing conntrack entries with mark " + hex(value) + "/" + hex(mask)),
+        socket_(NETLINK_NETFILTER, "opening a ctnetlink socket for " + what_),
+        seq_(socket_.next_seq()) {
+    socket_.send(what_, encode_mark_dump(value, mask, seq_));
+  }
+
+  bool next(const std::function<void(const ConntrackEntry&)>& each) override {
+    if (ended_) return false;
+    Lister lister{&each};
+    ended_ = socket_
+                 .read_answer_part(what_, seq_,
+                                   [&](const nlmsghdr* nlh) {
+                                     list_entry(nlh, &lister);
+                                     return true;
+                                   })
+                 .has_value();
+    return true;
+  }
+
+ private:
+  std::string what_;
+  netlink::Socket socket_;
+  uint32_t seq_;
+  bool ended_ = false;
+};
+
 class CtnetlinkTable final : public ConntrackTable {
  public:
+  std::unique_ptr<ConntrackListing> open_listing(uint32_t value, uint32_t mask) override {
+    return std::make_unique<CtnetlinkListing>(value, mask);
+  }
+
   size_t list(uint32_t value, uint32_t mask,
               const std::function<void(const ConntrackEntry&)>& each) override {
     Lister lister{&each};
@@ -268,12 +307,6 @@ class CtnetlinkTable final : public ConntrackTable {
       deleter_.reset();  // answers of this attempt may still be queued there
       throw;
     }
-  }
-
-  static std::string hex(uint32_t v) {
-    char buf[11];
-    std::snprintf(buf, sizeof buf, "0x%08x", v);
-    return buf;
   }
 
   // The socket is kept between requests: closing a netfilter socket after

@@ -121,39 +121,44 @@ void Socket::send(const std::string& what, std::span<const char> bytes) {
   }
 }
 
+std::optional<int> Socket::read_answer_part(const std::string& what, uint32_t seq,
+                                            const OnMessage& on_message, int tolerated) {
+  ssize_t n = -1;
+  while (n < 0) {
+    n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
+    if (n < 0 && errno != EINTR) throw KernelError(what + " (receiving the answer)", errno);
+  }
+  bool done = false;
+  std::optional<Ack> failure;
+  for_each_message({buffer_.data(), static_cast<size_t>(n)}, [&](const nlmsghdr* nlh) {
+    if (done || nlh->nlmsg_seq != seq) return;
+    if (nlh->nlmsg_type == NLMSG_DONE) {
+      done = true;
+      // A dump that failed part-way says so in its end message.
+      if (nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) {
+        int status = 0;
+        std::memcpy(&status, mnl_nlmsg_get_payload(nlh), sizeof status);
+        if (status < 0) failure = Ack{seq, -status, {}, {}};
+      }
+    } else if (nlh->nlmsg_type == NLMSG_ERROR) {
+      done = true;
+      if (auto ack = parse_ack(nlh); ack && ack->error != 0) failure = ack;
+    } else if (nlh->nlmsg_type >= NLMSG_MIN_TYPE && !on_message(nlh)) {
+      done = true;
+    }
+  });
+  if (failure) {
+    if (tolerated != 0 && failure->error == tolerated) return tolerated;
+    throw_ack(what, *failure);
+  }
+  if (done) return 0;
+  return std::nullopt;
+}
+
 int Socket::read_answer(const std::string& what, uint32_t seq, const OnMessage& on_message,
                         int tolerated) {
-  for (;;) {
-    const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw KernelError(what + " (receiving the answer)", errno);
-    }
-    bool done = false;
-    std::optional<Ack> failure;
-    for_each_message({buffer_.data(), static_cast<size_t>(n)}, [&](const nlmsghdr* nlh) {
-      if (done || nlh->nlmsg_seq != seq) return;
-      if (nlh->nlmsg_type == NLMSG_DONE) {
-        done = true;
-        // A dump that failed part-way says so in its end message.
-        if (nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) {
-          int status = 0;
-          std::memcpy(&status, mnl_nlmsg_get_payload(nlh), sizeof status);
-          if (status < 0) failure = Ack{seq, -status, {}, {}};
-        }
-      } else if (nlh->nlmsg_type == NLMSG_ERROR) {
-        done = true;
-        if (auto ack = parse_ack(nlh); ack && ack->error != 0) failure = ack;
-      } else if (nlh->nlmsg_type >= NLMSG_MIN_TYPE && !on_message(nlh)) {
-        done = true;
-      }
-    });
-    if (failure) {
-      if (tolerated != 0 && failure->error == tolerated) return tolerated;
-      throw_ack(what, *failure);
-    }
-    if (done) return 0;
-  }
+  for (;;)
+    if (auto end = read_answer_part(what, seq, on_message, tolerated)) return *end;
 }
 
 int Socket::request(const std::string& what, std::span<const char> bytes, uint32_t seq,

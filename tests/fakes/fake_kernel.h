@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <map>
 #include <set>
@@ -294,6 +295,35 @@ class FakeSysctls : public Sysctls {
 // Conntrack entries as marks; flush removes those that match.
 class FakeConntrack : public ConntrackTable {
  public:
+  // Parts of `part_size` entries, like the kernel's datagrams; the entries
+  // are those of the moment the listing opened.
+  class Listing final : public ConntrackListing {
+   public:
+    Listing(std::vector<ConntrackEntry> entries, size_t part_size, std::atomic<size_t>& parts_read)
+        : entries_(std::move(entries)), part_size_(part_size), parts_read_(parts_read) {}
+    bool next(const std::function<void(const ConntrackEntry&)>& each) override {
+      if (at_ >= entries_.size() && parts_ > 0) return false;
+      ++parts_;
+      ++parts_read_;
+      for (size_t n = 0; n < part_size_ && at_ < entries_.size(); ++n) each(entries_[at_++]);
+      return true;
+    }
+
+   private:
+    std::vector<ConntrackEntry> entries_;
+    size_t part_size_;
+    std::atomic<size_t>& parts_read_;
+    size_t at_ = 0, parts_ = 0;
+  };
+  std::unique_ptr<ConntrackListing> open_listing(uint32_t value, uint32_t mask) override {
+    std::vector<ConntrackEntry> matching;
+    list(value, mask, [&](const ConntrackEntry& e) { matching.push_back(e); });
+    ++listings_opened;
+    return std::make_unique<Listing>(std::move(matching), listing_part_size, parts_read);
+  }
+  size_t listing_part_size = 2;
+  int listings_opened = 0;
+  std::atomic<size_t> parts_read{0};  // read by tests while the daemon's loop runs
   size_t reap_expired() override {
     ++reaps;
     return 0;

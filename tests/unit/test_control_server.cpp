@@ -416,6 +416,53 @@ TEST_F(ControlTest, ManyClientsAtOnceAreServedOneRequestAtATime) {
   EXPECT_EQ(nft_.ruleset(), fresh.ruleset());
 }
 
+// hostlbctl connections streams: the daemon reads the kernel's listing only
+// as the client reads the reply (a client that stops reading stops the
+// listing), and a request sent behind it is answered after it.
+TEST_F(ControlTest, ConnectionsAreProducedAsTheClientReadsThemAndRequestsBehindWait) {
+  Client c(path());
+  ASSERT_TRUE(c.call("backend.add",
+                     {{"name", "web-1"}, {"mac", "02:00:00:00:01:11"}, {"ipv4", "198.18.1.11"}})
+                  .ok);
+  ASSERT_TRUE(c.call("service.add", {{"service", "203.0.113.10:80/tcp"},
+                                     {"backends", {{{"name", "web-1"}, {"port", 8080}}}}})
+                  .ok);
+  constexpr size_t kEntries = 40000;
+  const uint32_t mark = MarkLayout(MarkLayout::kDefaultMask).mark_for(1);
+  // Set while no request runs: the daemon's loop reads them only for one.
+  conntrack_.entries.assign(kEntries, mark);
+  const size_t parts = kEntries / conntrack_.listing_part_size;
+
+  c.send_raw(control::encode_request(7, "connections", json::object()) +
+             control::encode_request(8, "status", json::object()));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_LT(conntrack_.parts_read.load(), parts / 4)
+      << "the listing went on while nobody read the reply";
+
+  size_t listed = 0, notifications = 0;
+  json result;
+  for (;;) {
+    const std::string line = c.read_line();
+    ASSERT_FALSE(line.empty()) << "after " << listed << " entries";
+    const json message = json::parse(line);
+    if (message.value("method", "") == "connections.batch") {
+      EXPECT_EQ(message["params"]["id"], 7);
+      listed += message["params"]["connections"].size();
+      ++notifications;
+      continue;
+    }
+    result = message;
+    break;
+  }
+  EXPECT_EQ(result["id"], 7) << result.dump();
+  EXPECT_EQ(result["result"]["count"], kEntries);
+  EXPECT_EQ(listed, kEntries);
+  EXPECT_GE(notifications, kEntries / 1000);
+  EXPECT_EQ(conntrack_.parts_read.load(), parts) << "each part read once";
+  const auto status = control::decode_response(c.read_line());
+  EXPECT_TRUE(status.ok) << "the request behind the stream is answered after it";
+}
+
 TEST(PeerAuthorization, RootOrTheGroup) {
   EXPECT_TRUE(peer_is_authorized({1, 0, 0, {}}, std::nullopt));
   EXPECT_FALSE(peer_is_authorized({1, 1000, 1000, {}}, std::nullopt));

@@ -31,6 +31,18 @@ struct ConntrackEntry {
   uint64_t start_ns = 0;  // wall clock, 0 if timestamps are off
 };
 
+// A listing read part by part: the kernel's dump advances only when a part
+// is asked for, so whoever streams it on (hostlbctl connections) holds one
+// part at a time, whatever the size of the table.
+class ConntrackListing {
+ public:
+  virtual ~ConntrackListing() = default;
+  // Calls `each` for the entries of the next part (one datagram, a few
+  // hundred entries at most); false once the listing has ended. Throws
+  // KernelError.
+  virtual bool next(const std::function<void(const ConntrackEntry&)>& each) = 0;
+};
+
 class ConntrackTable {
  public:
   virtual ~ConntrackTable() = default;
@@ -39,6 +51,9 @@ class ConntrackTable {
   // returns how many there were.
   virtual size_t list(uint32_t value, uint32_t mask,
                       const std::function<void(const ConntrackEntry&)>& each) = 0;
+  // The same entries, as a listing read part by part (its own socket: the
+  // table's other requests may run between two parts). Throws KernelError.
+  virtual std::unique_ptr<ConntrackListing> open_listing(uint32_t value, uint32_t mask) = 0;
   // Entries (IPv4 and IPv6) whose mark & mask == value. Throw KernelError.
   virtual size_t count(uint32_t value, uint32_t mask) = 0;
   // Deletes them; returns how many there were just before.

@@ -73,6 +73,11 @@ class Socket {
   // its errno is `tolerated`: then that errno is returned (0 otherwise).
   int read_answer(const std::string& what, uint32_t seq, const OnMessage& on_message,
                   int tolerated = 0);
+  // One datagram of that answer: nullopt while it goes on, else what
+  // read_answer returns. The kernel fills a dump's next datagram only when
+  // the previous one was read, so reading part by part paces the dump.
+  std::optional<int> read_answer_part(const std::string& what, uint32_t seq,
+                                      const OnMessage& on_message, int tolerated = 0);
   // send() then read_answer().
   int request(const std::string& what, std::span<const char> bytes, uint32_t seq,
               const OnMessage& on_message, int tolerated = 0);
