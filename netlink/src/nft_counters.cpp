@@ -54,28 +54,9 @@ bool dump_set(const std::string& what, const std::string& name, mnl_cb_t cb, voi
   return query(what + " " + name, nlh, cb, data);
 }
 
-struct KeyDump {
-  IpFamily family;
-  std::map<DeliveryKey, uint64_t>* out;
-};
-
-// The inverse of nft_names::element_key.
-std::optional<DeliveryKey> parse_key(IpFamily family, const uint8_t* key, uint32_t len) {
-  const size_t addr_len = family == IpFamily::kV4 ? 4 : 16;
-  if (len != 8 + addr_len + 4 + 4) return std::nullopt;
-  std::array<uint8_t, 6> mac_bytes;
-  std::memcpy(mac_bytes.data(), key, 6);
-  DeliveryKey out{MacAddress(mac_bytes), {}};
-  out.service.vip = IpAddress::from_bytes(family, key + 8);
-  const uint8_t proto = key[8 + addr_len];
-  if (proto != 6 && proto != 17) return std::nullopt;
-  out.service.protocol = proto == 6 ? Protocol::kTcp : Protocol::kUdp;
-  out.service.port = static_cast<uint16_t>(key[12 + addr_len] << 8 | key[13 + addr_len]);
-  return out;
-}
-
-// A service key as the admission sets store it: address, l4proto padded
-// to 4 bytes, port padded to 4 bytes.
+// A service key as the sets store it: address, l4proto padded to 4 bytes,
+// port padded to 4 bytes (the admission sets' keys, and the tail of a
+// delivery key).
 std::optional<ServiceKey> parse_service(IpFamily family, const uint8_t* key, uint32_t len) {
   const size_t addr_len = family == IpFamily::kV4 ? 4 : 16;
   if (len != addr_len + 4 + 4) return std::nullopt;
@@ -88,6 +69,17 @@ std::optional<ServiceKey> parse_service(IpFamily family, const uint8_t* key, uin
   return out;
 }
 
+// The inverse of nft_names::element_key: the MAC padded to 8 bytes, then
+// the service.
+std::optional<DeliveryKey> parse_delivery(IpFamily family, const uint8_t* key, uint32_t len) {
+  if (len < 8) return std::nullopt;
+  auto service = parse_service(family, key + 8, len - 8);
+  if (!service) return std::nullopt;
+  std::array<uint8_t, 6> mac_bytes;
+  std::memcpy(mac_bytes.data(), key, 6);
+  return DeliveryKey{MacAddress(mac_bytes), *service};
+}
+
 int counter_of(nftnl_expr* expr, void* data) {
   const char* name = nftnl_expr_get_str(expr, NFTNL_EXPR_NAME);
   if (name != nullptr && std::strcmp(name, "counter") == 0)
@@ -95,27 +87,19 @@ int counter_of(nftnl_expr* expr, void* data) {
   return 0;
 }
 
-int counted_element(const nlmsghdr* nlh, void* data) {
-  auto* dump = static_cast<KeyDump*>(data);
-  for_each_set_element(nlh, [&](const SetElement& e) {
-    auto parsed = parse_key(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
-    if (!parsed) return;
-    uint64_t packets = 0;
-    nftnl_set_elem_expr_foreach(e.raw, counter_of, &packets);
-    (*dump->out)[*parsed] += packets;
-  });
-  return MNL_CB_OK;
-}
-
-struct ServiceDump {
+template <typename Key>
+struct KeyDump {
   IpFamily family;
-  std::map<ServiceKey, uint64_t>* out;
+  std::map<Key, uint64_t>* out;
 };
 
-int counted_service(const nlmsghdr* nlh, void* data) {
-  auto* dump = static_cast<ServiceDump*>(data);
+// Each element's key, parsed by `parse`, with the packets of its counter
+// (0 for elements without one).
+template <typename Key, std::optional<Key> (*parse)(IpFamily, const uint8_t*, uint32_t)>
+int counted(const nlmsghdr* nlh, void* data) {
+  auto* dump = static_cast<KeyDump<Key>*>(data);
   for_each_set_element(nlh, [&](const SetElement& e) {
-    auto parsed = parse_service(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
+    auto parsed = parse(dump->family, e.key.data(), static_cast<uint32_t>(e.key.size()));
     if (!parsed) return;
     uint64_t packets = 0;
     nftnl_set_elem_expr_foreach(e.raw, counter_of, &packets);
@@ -123,6 +107,8 @@ int counted_service(const nlmsghdr* nlh, void* data) {
   });
   return MNL_CB_OK;
 }
+constexpr auto counted_element = counted<DeliveryKey, parse_delivery>;
+constexpr auto counted_service = counted<ServiceKey, parse_service>;
 
 int named_counter(const nlmsghdr* nlh, void* data) {
   ObjPtr obj(nftnl_obj_alloc());
@@ -244,7 +230,7 @@ NftRuleset::Counters read_nft_counters() {
   uint32_t seq = 1;
   auto read_set = [&](const std::string& name, IpFamily family,
                       std::map<DeliveryKey, uint64_t>& into) {
-    KeyDump dump{family, &into};
+    KeyDump<DeliveryKey> dump{family, &into};
     dump_set("reading the counters of set", name, counted_element, &dump);
   };
   auto read_counter = [&](const char* name, uint64_t& into) {
@@ -261,7 +247,7 @@ NftRuleset::Counters read_nft_counters() {
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     read_set(nft_names::refuse_set(family), family, out.refused);
     read_set(nft_names::miss_set(family), family, out.misses_by_key);
-    ServiceDump limited{family, &out.limited_by_service};
+    KeyDump<ServiceKey> limited{family, &out.limited_by_service};
     dump_set("reading the counters of set", nft_names::limited_set(family), counted_service,
              &limited);
   }
@@ -276,7 +262,7 @@ NftRuleset::Inventory read_nft_inventory() {
   bool all_found = true;
   auto read_keys = [&](const std::string& name, IpFamily family, std::set<DeliveryKey>& into) {
     std::map<DeliveryKey, uint64_t> keys;
-    KeyDump dump{family, &keys};
+    KeyDump<DeliveryKey> dump{family, &keys};
     if (!dump_set("listing the elements of map", name, counted_element, &dump)) all_found = false;
     for (const auto& [key, packets] : keys) into.insert(key);
   };
