@@ -380,6 +380,10 @@ json ControlHandler::status() {
           {"host", info_.host},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},
+          {"admission",
+           {{"embryonic_timeout", info_.admission.embryonic_seconds},
+            {"service_new_rate", info_.admission.new_per_second},
+            {"service_new_burst", info_.admission.burst}}},
           {"last_error", last_error()}};
 }
 

@@ -13,6 +13,7 @@
 
 #include "agent.h"
 #include "control_server.h"
+#include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/policies/connection_stats.h"
@@ -29,7 +30,8 @@ struct DaemonInfo {
   std::string version;
   std::string state_dir;
   std::string socket;
-  std::string host;  // this hypervisor's name in fleet documents
+  std::string host;             // this hypervisor's name in fleet documents
+  AdmissionLimits admission{};  // what the host's ruleset applies (status shows it)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

@@ -74,6 +74,35 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
       add(Level::kPass, "conntrack headroom", detail);
   }
 
+  // How much of the table a flood at one VIP could take: its unanswered
+  // entries live the embryonic timeout, at the service's rate at most.
+  if (facts.admission && facts.conntrack_max && *facts.conntrack_max > 0) {
+    const AdmissionLimits& a = *facts.admission;
+    const uint64_t max = *facts.conntrack_max;
+    const std::string fix =
+        "set service_new_rate and embryonic_timeout in /etc/hostlb/hostlbd.conf (lower), or "
+        "raise net.netfilter.nf_conntrack_max";
+    if (a.new_per_second == 0 || a.embryonic_seconds == 0) {
+      add(Level::kWarn, "flood headroom",
+          std::string(a.new_per_second == 0 ? "no rate limit per service"
+                                            : "no short timeout for unanswered VIP entries") +
+              ": a flood at one VIP can fill the conntrack table that every conntrack user of "
+              "this host shares",
+          fix);
+    } else {
+      const uint64_t bound = uint64_t{a.new_per_second} * a.embryonic_seconds + a.burst;
+      const std::string detail = "a flood at one VIP holds at most about " + std::to_string(bound) +
+                                 " unanswered entries (" + std::to_string(a.new_per_second) +
+                                 "/s for " + std::to_string(a.embryonic_seconds) + " s, burst " +
+                                 std::to_string(a.burst) + "), " +
+                                 std::to_string(bound * 100 / max) + "% of nf_conntrack_max";
+      if (bound * 2 > max)
+        add(Level::kWarn, "flood headroom", detail, fix);
+      else
+        add(Level::kPass, "flood headroom", detail);
+    }
+  }
+
   for (const auto& req : datapath_sysctls(desired.bridges)) {
     auto it = facts.sysctls.find(req.key);
     const std::optional<std::string> value = it == facts.sysctls.end() ? std::nullopt : it->second;

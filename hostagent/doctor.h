@@ -37,6 +37,8 @@ struct HostFacts {
   std::set<std::pair<std::string, IpAddress>> routes;         // (bridge, address), proto 213
   std::map<std::pair<std::string, IpAddress>, MacAddress> neighbours;  // permanent ones
   NftRuleset::Inventory table;
+  // The daemon's flood limits (from its status; unknown without a daemon).
+  std::optional<AdmissionLimits> admission;
   // Where the desired state came from, or why there is none.
   std::string desired_source;
   bool daemon_reachable = false;

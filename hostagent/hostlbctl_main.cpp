@@ -242,6 +242,7 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   hostlb::State state;
   std::string host = hostlb::system_host_name();
   bool daemon_reachable = false;
+  std::optional<hostlb::AdmissionLimits> admission;
   std::string daemon_detail, desired_source;
   try {
     Connection connection(socket, timeout_s * 1000);
@@ -251,6 +252,10 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
       throw Unreachable("hostlbd refused: " + (status.ok ? got : status).error.message);
     state = hostlb::state_from_json(got.result);
     host = status.result.value("host", host);
+    if (const auto a = status.result.value("admission", json()); a.is_object())
+      admission =
+          hostlb::AdmissionLimits{a.value("embryonic_timeout", 0u), a.value("service_new_rate", 0u),
+                                  a.value("service_new_burst", 0u)};
     daemon_reachable = true;
     daemon_detail =
         "hostlbd " + status.result.at("version").get<std::string>() + " answers on " + socket;
@@ -271,6 +276,7 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   auto nft = hostlb::make_kernel_ruleset();
   hostlb::HostFacts facts = hostlb::gather_facts(desired, *routes, *sysctls, *nft);
   facts.daemon_reachable = daemon_reachable;
+  facts.admission = admission;
   facts.daemon_detail = daemon_detail;
   facts.desired_source = desired_source;
   const auto findings = hostlb::diagnose(desired, facts);

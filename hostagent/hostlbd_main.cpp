@@ -274,8 +274,9 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
       return kExitOk;
     }
     EventLoop loop(clock);
-    GatewayControlHandler control(agent, gateway, doc_options,
-                                  {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name});
+    GatewayControlHandler control(
+        agent, gateway, doc_options,
+        {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name, flags.admission});
     if (!handle_signals(loop, [&] {
           reload([&](const State& s) { agent.change(s); }, control, flags, doc_options);
         }))
@@ -393,8 +394,9 @@ int run(const Flags& flags) {
     }
 
     EventLoop loop(clock);
-    ControlHandler control(agent, *routes, *sysctls, doc_options,
-                           {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name});
+    ControlHandler control(
+        agent, *routes, *sysctls, doc_options,
+        {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name, flags.admission});
     if (!handle_signals(loop, [&] {
           reload([&](const State& s) { agent.change(s); }, control, flags, doc_options);
         }))

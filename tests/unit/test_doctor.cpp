@@ -63,6 +63,32 @@ TEST(Doctor, ConntrackHeadroomWarnsAt80AndFailsAt95Percent) {
   EXPECT_NE(finding->fix.find("nf_conntrack_max"), std::string::npos);
 }
 
+TEST(Doctor, FloodHeadroomComparesWhatAFloodedServiceHoldsWithTheTable) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  f.conntrack_max = 262144;
+  EXPECT_EQ(find(diagnose(d, f), "flood headroom"), nullptr) << "no daemon, no limits known";
+  f.admission = AdmissionLimits{};  // the defaults: 10000/s for 5 s, burst 2000
+  const auto defaults = diagnose(d, f);
+  const Finding* pass = find(defaults, "flood headroom");
+  ASSERT_NE(pass, nullptr);
+  EXPECT_EQ(pass->level, Finding::Level::kPass) << pass->detail;
+  EXPECT_NE(pass->detail.find("52000 unanswered entries"), std::string::npos) << pass->detail;
+  EXPECT_NE(pass->detail.find("19% of nf_conntrack_max"), std::string::npos) << pass->detail;
+
+  f.conntrack_max = 65536;  // a small table: one flood could take most of it
+  const auto small = diagnose(d, f);
+  EXPECT_EQ(find(small, "flood headroom")->level, Finding::Level::kWarn);
+  EXPECT_NE(find(small, "flood headroom")->fix.find("service_new_rate"), std::string::npos);
+
+  f.conntrack_max = 262144;
+  f.admission->new_per_second = 0;
+  const auto unlimited = diagnose(d, f);
+  const Finding* off = find(unlimited, "flood headroom");
+  EXPECT_EQ(off->level, Finding::Level::kWarn);
+  EXPECT_NE(off->detail.find("no rate limit"), std::string::npos) << off->detail;
+}
+
 TEST(Doctor, EachBrokenPieceIsNamedWithItsFix) {
   const Datapath d = one_backend();
   HostFacts f = healthy(d);
