@@ -62,13 +62,17 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   persisted_->state = desired;
   persisted_->gateway_indexes = indexes_of(next);
   applied_ = std::move(next);
+  ++applied_generation_;
   store_.save(*persisted_);
   return report;
 }
 
 std::vector<std::string> GatewayAgent::repair() {
   const auto stamp = kernel_.stamp();
-  if (stamp && *stamp == gateway_stamp(applied_)) return {};
+  if (stamp && *stamp == gateway_stamp(applied_)) {
+    start_audit();
+    return {};
+  }
   const std::string what = !stamp ? "the gateway table is missing"
                                   : "the gateway table holds something else (its stamp changed)";
   spdlog::warn("{}; building it again", what);
@@ -76,6 +80,66 @@ std::vector<std::string> GatewayAgent::repair() {
   ++repairs_;
   spdlog::info("gateway table repaired (repair {} since start)", repairs_);
   return {what};
+}
+
+void GatewayAgent::start_audit() {
+  scan_.reset();  // a scan under way is stale: the table changed again
+  audit_ = std::make_unique<RowAudit>(applied_);
+  audit_generation_ = applied_generation_;
+  scan_ = kernel_.scan_rows();
+}
+
+bool GatewayAgent::audit_step(size_t parts) {
+  if (!scan_) return false;
+  if (audit_generation_ != applied_generation_) {
+    start_audit();  // we changed the table meanwhile: compare with what holds now
+    return true;
+  }
+  try {
+    auto saw = [&](uint32_t mark, const MacAddress& mac) { audit_->saw(mark, mac); };
+    for (size_t i = 0; i < parts; ++i)
+      if (!scan_->next(saw)) return finish_audit();
+    return true;
+  } catch (...) {
+    scan_.reset();
+    audit_.reset();
+    throw;
+  }
+}
+
+bool GatewayAgent::finish_audit() {
+  const bool interrupted = scan_->interrupted();
+  scan_.reset();
+  if (interrupted) {
+    start_audit();  // the map changed while it was read: not one picture
+    return true;
+  }
+  const auto rows = audit_->finish();
+  const size_t seen = audit_->rows_seen();
+  audit_.reset();
+  if (rows.empty()) {
+    spdlog::debug("gateway rows audited: {} rows, all as applied", seen);
+    return false;
+  }
+  size_t repointed = 0, missing = 0, foreign = 0;
+  for (const auto& r : rows) {
+    if (r.before && r.after)
+      ++repointed;
+    else if (r.after)
+      ++missing;
+    else
+      ++foreign;
+  }
+  spdlog::warn(
+      "{} of the gateway's rows differ from what was applied ({} re-pointed, {} missing, {} not "
+      "hostlbd's); writing them back",
+      rows.size(), repointed, missing, foreign);
+  GatewayDiff diff;
+  diff.rows = rows;
+  kernel_.apply(diff, config_, gateway_stamp(applied_));
+  ++repairs_;
+  spdlog::info("gateway rows repaired (repair {} since start)", repairs_);
+  return false;
 }
 
 void GatewayAgent::cleanup() { kernel_.remove(); }

@@ -4,6 +4,7 @@
 // table's stamp) leaves it alone: forwarding never stops.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,10 +50,19 @@ class GatewayAgent {
 
   // After another process's nftables commit: if the table is gone or no
   // longer holds what was applied (its stamp), builds it again. Returns what
-  // differed (empty: nothing). Throws KernelError. Edits of single rows by
-  // others are not seen: only the stamp is compared, not 4 million rows.
+  // differed (empty: nothing). Throws KernelError. With the stamp right,
+  // starts an audit of the rows instead (the commit may have edited some:
+  // the stamp does not say), which audit_step carries out.
   std::vector<std::string> repair();
   uint64_t repairs() const { return repairs_; }
+
+  // One step of a running audit: reads up to `parts` parts of the kernel's
+  // row map and, once it was read whole, writes back the rows that differ
+  // from what was applied (one transaction). An audit that a change of ours
+  // or a change meanwhile (the dump says so) makes stale starts over.
+  // Returns whether an audit still runs. Throws KernelError.
+  bool audit_step(size_t parts);
+  bool auditing() const { return scan_ != nullptr; }
 
   void cleanup();
 
@@ -63,8 +73,15 @@ class GatewayAgent {
   StateStore& store_;
   GatewayConfig config_;
   std::optional<PersistedState> persisted_;
+  void start_audit();
+  bool finish_audit();
+
   GatewayDatapath applied_;
+  uint64_t applied_generation_ = 0;  // counts changes to applied_
   uint64_t repairs_ = 0;
+  std::unique_ptr<GatewayRowScan> scan_;
+  std::unique_ptr<RowAudit> audit_;
+  uint64_t audit_generation_ = 0;  // applied_generation_ when the audit began
 };
 
 }  // namespace hostlb

@@ -203,6 +203,54 @@ std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& r
 
 namespace {
 
+class KernelRowScan final : public GatewayRowScan {
+ public:
+  KernelRowScan()
+      : socket_(NETLINK_NETFILTER, "opening a socket to read the gateway's rows"),
+        seq_(socket_.next_seq()) {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    SetPtr set(nftnl_set_alloc());
+    nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "rows");
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_NETDEV, NLM_F_DUMP, seq_);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    socket_.send(kWhat, {buf.data(), nlh->nlmsg_len});
+  }
+
+  bool next(const std::function<void(uint32_t, const MacAddress&)>& each) override {
+    if (ended_) return false;
+    // ENOENT: no table (or no map): nothing to read.
+    ended_ = socket_
+                 .read_answer_part(
+                     kWhat, seq_,
+                     [&](const nlmsghdr* nlh) {
+                       if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted_ = true;
+                       for_each_set_element(nlh, [&](const SetElement& e) {
+                         if (e.key.size() != 4 || e.data.size() < 6) return;
+                         uint32_t mark = 0;
+                         std::memcpy(&mark, e.key.data(), 4);  // host order, as meta mark is
+                         std::array<uint8_t, 6> mac{};
+                         std::memcpy(mac.data(), e.data.data(), 6);
+                         each(mark, MacAddress(mac));
+                       });
+                       return true;
+                     },
+                     ENOENT)
+                 .has_value();
+    return true;
+  }
+
+  bool interrupted() const override { return interrupted_; }
+
+ private:
+  static constexpr const char* kWhat = "reading the gateway's rows";
+  netlink::Socket socket_;
+  uint32_t seq_;
+  bool ended_ = false, interrupted_ = false;
+};
+
 class KernelGateway final : public GatewayRuleset {
  public:
   KernelGateway() : generation_([this]() -> netlink::Socket& { return socket(); }) {}
@@ -244,6 +292,8 @@ class KernelGateway final : public GatewayRuleset {
   }
 
   bool changed_by_others() override { return generation_.changed_by_others(); }
+
+  std::unique_ptr<GatewayRowScan> scan_rows() override { return std::make_unique<KernelRowScan>(); }
 
   std::optional<uint32_t> stamp() override {
     std::optional<uint32_t> out;

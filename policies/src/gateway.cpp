@@ -168,6 +168,42 @@ GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& a
   return diff;
 }
 
+RowAudit::RowAudit(const GatewayDatapath& applied) : applied_(applied) {
+  seen_.reserve(applied.services.size());
+  for (size_t i = 0; i < applied.services.size(); ++i) {
+    by_index_[applied.services[i].index] = i;
+    seen_.emplace_back(applied.services[i].owner.size(), false);
+  }
+}
+
+const GatewayService* RowAudit::service_of(uint32_t mark) const {
+  auto it = by_index_.find(mark >> 16);
+  return it == by_index_.end() ? nullptr : &applied_.services[it->second];
+}
+
+void RowAudit::saw(uint32_t mark, const MacAddress& mac) {
+  ++seen_count_;
+  const GatewayService* s = service_of(mark);
+  const uint32_t row = mark & 0xffff;
+  if (s == nullptr || row >= s->owner.size()) {
+    differ_.push_back({mark, mac, std::nullopt});  // not a row of any applied service
+    return;
+  }
+  seen_[by_index_.at(s->index)][row] = true;
+  const MacAddress& want = s->macs[s->owner[row]];
+  if (mac != want) differ_.push_back({mark, mac, want});
+}
+
+std::vector<GatewayDiff::Row> RowAudit::finish() const {
+  std::vector<GatewayDiff::Row> out = differ_;
+  for (size_t i = 0; i < applied_.services.size(); ++i) {
+    const GatewayService& s = applied_.services[i];
+    for (uint32_t row = 0; row < s.owner.size(); ++row)
+      if (!seen_[i][row]) out.push_back({s.mark(row), std::nullopt, s.macs[s.owner[row]]});
+  }
+  return out;
+}
+
 std::string gateway_digest(const GatewayDatapath& datapath) {
   Fnv f;
   for (const auto& s : datapath.services) {

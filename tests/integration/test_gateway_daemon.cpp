@@ -2,6 +2,7 @@
 // socket and hostlbctl as a host's, its table built from a fleet document.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
 #include <string>
 #include <thread>
@@ -152,6 +153,49 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
   EXPECT_EQ(c1b.call("status").result.at("repairs"), 1);
   TcpClient after_repair(lab, "cl1", lab::kGatewayVip, 8080);
   EXPECT_NE(after_repair.read_line(), "");
+
+  // Someone edits rows without touching the stamp: re-points one, deletes
+  // another, adds one of their own. The commit makes hostlbd audit the
+  // rows; each is put back as applied.
+  const auto w = c1b.call("which", {{"service", "203.0.113.10:8080/tcp"},
+                                    {"client", std::string(lab::kClient) + ":40000"}});
+  ASSERT_TRUE(w.ok);
+  const uint32_t row = w.result.at("row");
+  const std::string mac = w.result.at("mac");
+  // The only service has index 1: its rows are marked 1 << 16 | row.
+  auto mark = [](uint32_t r) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%08x", 1u << 16 | r);
+    return std::string(buf);
+  };
+  const uint32_t other = row == 0 ? 1 : row - 1;
+  const std::string rows = "netdev hostlb_gw rows";
+  ASSERT_EQ(lab.in("gw1", "nft 'delete element " + rows + " { " + mark(row) + " }; add element " +
+                              rows + " { " + mark(row) + " : 02:00:00:00:0e:0e }; delete element " +
+                              rows + " { " + mark(other) + " }; add element " + rows + " { " +
+                              mark(1030) + " : 02:00:00:00:0e:0e }'")
+                .exit_code,
+            0);
+  auto kernel_row = [&](uint32_t r) {
+    const auto got = lab.in("gw1", "nft get element " + rows + " { " + mark(r) + " } 2>&1");
+    const std::string key = mark(r) + " : ";
+    const size_t at = got.output.find(key);
+    return got.exit_code != 0 || at == std::string::npos ? std::string()
+                                                         : got.output.substr(at + key.size(), 17);
+  };
+  ASSERT_EQ(kernel_row(row), "02:00:00:00:0e:0e");
+  const auto audited = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < audited &&
+         (kernel_row(row) != mac || kernel_row(other).empty() || !kernel_row(1030).empty()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(kernel_row(row), mac) << again.log();
+  EXPECT_FALSE(kernel_row(other).empty()) << "the deleted row is back";
+  EXPECT_EQ(kernel_row(1030), "") << "the foreign row is gone";
+  EXPECT_EQ(c1b.call("status").result.at("repairs"), 2);
+  EXPECT_NE(again.log().find("3 of the gateway's rows differ from what was applied (1 re-pointed, "
+                             "1 missing, 1 not hostlbd's)"),
+            std::string::npos)
+      << again.log();
 
   // Traffic that is not for a VIP key is routed untouched.
   TcpClient direct(lab, "cl1", "198.18.1.12", 8080);

@@ -46,6 +46,34 @@ TEST(Gateway, EveryBackendOfTheFleetOwnsRowsWhateverItsHost) {
       kDefaultRows);
 }
 
+TEST(Gateway, ARowAuditFindsRepointedMissingAndForeignRowsOnly) {
+  const GatewayDatapath g = compile_gateway(fleet(4), {});
+  const GatewayService& s = g.services[0];
+  const MacAddress stranger = *MacAddress::parse("02:00:00:00:0e:0e");
+  RowAudit audit(g);
+  for (uint32_t row = 0; row < s.rows; ++row) {
+    if (row == 7) continue;                                              // missing
+    audit.saw(s.mark(row), row == 3 ? stranger : s.macs[s.owner[row]]);  // 3 re-pointed
+  }
+  audit.saw(s.mark(s.rows + 5), stranger);          // past the service's rows
+  audit.saw((s.index + 100) << 16 | 1, s.macs[0]);  // no such service
+  const auto rows = audit.finish();
+  ASSERT_EQ(rows.size(), 4u);
+  std::map<uint32_t, GatewayDiff::Row> by_mark;
+  for (const auto& r : rows) by_mark[r.mark] = r;
+  EXPECT_EQ(by_mark.at(s.mark(3)).before, stranger);
+  EXPECT_EQ(by_mark.at(s.mark(3)).after, s.macs[s.owner[3]]);
+  EXPECT_EQ(by_mark.at(s.mark(7)).before, std::nullopt);
+  EXPECT_EQ(by_mark.at(s.mark(7)).after, s.macs[s.owner[7]]);
+  EXPECT_EQ(by_mark.at(s.mark(s.rows + 5)).after, std::nullopt) << "not hostlbd's: deleted";
+  EXPECT_EQ(by_mark.at((s.index + 100) << 16 | 1).after, std::nullopt);
+  EXPECT_EQ(audit.rows_seen(), s.rows + 1);
+
+  RowAudit clean(g);
+  for (uint32_t row = 0; row < s.rows; ++row) clean.saw(s.mark(row), s.macs[s.owner[row]]);
+  EXPECT_TRUE(clean.finish().empty());
+}
+
 TEST(Gateway, IndexesStayWithTheirServices) {
   const GatewayDatapath one = compile_gateway(fleet(2, kSecond), {});
   const auto first = indexes_of(one);

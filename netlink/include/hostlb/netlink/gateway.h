@@ -6,6 +6,7 @@
 // else passes untouched. O(1) per packet in services and backends.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,20 @@ uint32_t gateway_stamp(const GatewayDatapath& datapath);
 // All rows of `services` as additions (or deletions).
 std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& services, bool add);
 
+// The kernel's row map, read in parts (one datagram of the dump each: the
+// dump goes on only when a part is asked for), to audit it against what
+// was applied without holding millions of rows at once.
+class GatewayRowScan {
+ public:
+  virtual ~GatewayRowScan() = default;
+  // Calls `each` for the rows of the next part; false once the map was
+  // read whole (or there is no table). Throws KernelError.
+  virtual bool next(const std::function<void(uint32_t mark, const MacAddress& mac)>& each) = 0;
+  // Whether the kernel said the dump was interrupted by a change meanwhile:
+  // what was read is then not one consistent picture.
+  virtual bool interrupted() const = 0;
+};
+
 class GatewayRuleset {
  public:
   virtual ~GatewayRuleset() = default;
@@ -72,6 +87,8 @@ class GatewayRuleset {
   virtual bool changed_by_others() = 0;
   // The MAC the kernel's row map holds for `mark`, if any.
   virtual std::optional<MacAddress> row(uint32_t mark) = 0;
+  // Starts reading the whole row map (its own socket). Throws KernelError.
+  virtual std::unique_ptr<GatewayRowScan> scan_rows() = 0;
 };
 
 std::unique_ptr<GatewayRuleset> make_kernel_gateway();

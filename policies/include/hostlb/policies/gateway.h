@@ -86,6 +86,29 @@ struct GatewayDiff {
 };
 GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after);
 
+// Compares the kernel's row map, read in parts, with what was applied:
+// the rows to put right, as a diff's rows (`before` what the kernel holds,
+// `after` what was applied): re-pointed rows, missing rows, and rows in
+// hostlb's map that no applied service has. Memory: a bit a row.
+class RowAudit {
+ public:
+  explicit RowAudit(const GatewayDatapath& applied);
+  // One element of the kernel's map.
+  void saw(uint32_t mark, const MacAddress& mac);
+  // Once the whole map was seen.
+  std::vector<GatewayDiff::Row> finish() const;
+  size_t rows_seen() const { return seen_count_; }
+
+ private:
+  const GatewayService* service_of(uint32_t mark) const;
+
+  const GatewayDatapath& applied_;
+  std::map<uint32_t, size_t> by_index_;   // service index -> position in applied_.services
+  std::vector<std::vector<bool>> seen_;   // per service, per row
+  std::vector<GatewayDiff::Row> differ_;  // re-pointed and foreign rows, as seen
+  size_t seen_count_ = 0;
+};
+
 // A digest of what the kernel of any gateway that applied `datapath` holds
 // (service keys, indexes, row counts and every row's MAC): equal digests,
 // equal choices. 16 hex digits.
