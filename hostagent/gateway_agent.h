@@ -63,6 +63,9 @@ class GatewayAgent {
   // Returns whether an audit still runs. Throws KernelError.
   bool audit_step(size_t parts);
   bool auditing() const { return scan_ != nullptr; }
+  // Larger tables are not audited: the kernel's dump of a set costs time
+  // quadratic in its size (262,144 rows: about a second; 4 million: minutes).
+  static constexpr size_t kMaxAuditedRows = 262144;
 
   void cleanup();
 
@@ -82,6 +85,7 @@ class GatewayAgent {
   std::unique_ptr<GatewayRowScan> scan_;
   std::unique_ptr<RowAudit> audit_;
   uint64_t audit_generation_ = 0;  // applied_generation_ when the audit began
+  bool said_too_large_ = false;
 };
 
 }  // namespace hostlb
