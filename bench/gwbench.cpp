@@ -165,9 +165,9 @@ int main(int argc, char** argv) {
       size_t parts = 0;
       while (scan->next([&](uint32_t mark, const MacAddress& mac) { audit.saw(mark, mac); }))
         ++parts;
-      const auto rows = audit.finish();
+      const auto differing = audit.finish();
       size_t repointed = 0, missing = 0, foreign = 0;
-      for (const auto& r : rows) {
+      for (const auto& r : differing) {
         if (r.before && r.after)
           ++repointed;
         else if (r.after)

@@ -63,9 +63,9 @@ class ReplyStream {
 // What a request gets: its reply text, and, for a long one, the stream of
 // the rest (requests the client sent after it wait until it is complete).
 struct ControlReply {
-  ControlReply(std::string text = {}) : text(std::move(text)) {}  // NOLINT: most replies are text
-  ControlReply(std::string text, std::unique_ptr<ReplyStream> rest)
-      : text(std::move(text)), rest(std::move(rest)) {}
+  ControlReply(std::string reply = {}) : text(std::move(reply)) {}  // NOLINT: most replies are text
+  ControlReply(std::string first, std::unique_ptr<ReplyStream> stream)
+      : text(std::move(first)), rest(std::move(stream)) {}
   std::string text;
   std::unique_ptr<ReplyStream> rest;
 };

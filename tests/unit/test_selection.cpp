@@ -61,7 +61,9 @@ TEST(Rendezvous, RemovingABackendMovesOnlyItsRows) {
     std::erase_if(backends, [&](const auto& b) { return b.name == gone; });
     const auto after = owners(backends, 1021);
     for (size_t r = 0; r < before.size(); ++r)
-      if (before[r] != gone) EXPECT_EQ(after[r], before[r]) << "row " << r;
+      if (before[r] != gone) {
+        EXPECT_EQ(after[r], before[r]) << "row " << r;
+      }
   }
 }
 
@@ -74,7 +76,9 @@ TEST(Rendezvous, AddingABackendMovesRowsOnlyToIt) {
     const auto after = owners(backends, 1021);
     size_t taken = 0;
     for (size_t r = 0; r < before.size(); ++r) {
-      if (after[r] != before[r]) EXPECT_EQ(after[r], backends.back().name);
+      if (after[r] != before[r]) {
+        EXPECT_EQ(after[r], backends.back().name);
+      }
       taken += after[r] == backends.back().name;
     }
     EXPECT_GT(taken, 0u);
@@ -103,7 +107,9 @@ TEST(Rendezvous, WeightsSetSharesAndMoveRowsOnlyToOrFromTheirBackend) {
   backends[1].weight = 1;  // b loses rows, to the others only
   const auto after = owners(backends, rows);
   for (size_t r = 0; r < rows; ++r)
-    if (after[r] != before[r]) EXPECT_EQ(before[r], "b");
+    if (after[r] != before[r]) {
+      EXPECT_EQ(before[r], "b");
+    }
 }
 
 // The bound selection.h states: pools of 8 at the default row count are

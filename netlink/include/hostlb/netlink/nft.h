@@ -62,7 +62,7 @@ struct AdmissionLimits {
 struct RulesetPolicies {
   RefusePolicy refuse = RefusePolicy::kReject;
   MissPolicy miss = MissPolicy::kReset;
-  AdmissionLimits admission;
+  AdmissionLimits admission{};
 };
 
 struct NftRunStats {
@@ -95,7 +95,7 @@ class NftRuleset {
     // New connection attempts dropped by AdmissionLimits::new_per_second,
     // in total and per service (a bounded set, like misses_by_key).
     uint64_t limited = 0;
-    std::map<ServiceKey, uint64_t> limited_by_service;
+    std::map<ServiceKey, uint64_t> limited_by_service{};
   };
   // What the table holds: whether it exists, and the keys of its DNAT and
   // identity maps (for checks such as hostlbctl doctor).

@@ -87,7 +87,7 @@ class ConnectionStats {
     std::map<DeliveryKey, uint64_t> refused;
     std::map<DeliveryKey, uint64_t> misses_by_key;
     uint64_t limited = 0;
-    std::map<ServiceKey, uint64_t> limited_by_service;
+    std::map<ServiceKey, uint64_t> limited_by_service{};
   };
   void observe(const KernelReading& reading,
                const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for);
