@@ -84,6 +84,7 @@ std::vector<std::string> GatewayAgent::repair() {
 
 void GatewayAgent::start_audit() {
   scan_.reset();  // a scan under way is stale: the table changed again
+  audit_.reset();
   const size_t rows = applied_.row_count();
   if (rows > kMaxAuditedRows) {
     if (!said_too_large_)
