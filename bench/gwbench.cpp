@@ -165,22 +165,13 @@ int main(int argc, char** argv) {
       size_t parts = 0;
       while (scan->next([&](uint32_t mark, const MacAddress& mac) { audit.saw(mark, mac); }))
         ++parts;
-      const auto differing = audit.finish();
-      size_t repointed = 0, missing = 0, foreign = 0;
-      for (const auto& r : differing) {
-        if (r.before && r.after)
-          ++repointed;
-        else if (r.after)
-          ++missing;
-        else
-          ++foreign;
-      }
+      const RowDifferences differ = count_differences(audit.finish());
       const double scan_ms = ms_since(start);
       std::printf(
           "row audit %d: %zu rows in %zu parts (%.0f a part), %.0f ms unpaced; differ: %zu "
           "re-pointed, %zu missing, %zu foreign\n",
           pass + 1, audit.rows_seen(), parts, static_cast<double>(audit.rows_seen()) / parts,
-          scan_ms, repointed, missing, foreign);
+          scan_ms, differ.repointed, differ.missing, differ.foreign);
       std::this_thread::sleep_for(std::chrono::seconds(2));
     }
     gw->remove();

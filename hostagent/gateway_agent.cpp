@@ -140,19 +140,11 @@ bool GatewayAgent::finish_audit() {
     spdlog::debug("gateway rows audited: {} rows, all as applied", seen);
     return false;
   }
-  size_t repointed = 0, missing = 0, foreign = 0;
-  for (const auto& r : rows) {
-    if (r.before && r.after)
-      ++repointed;
-    else if (r.after)
-      ++missing;
-    else
-      ++foreign;
-  }
+  const RowDifferences differ = count_differences(rows);
   spdlog::warn(
       "{} of the gateway's rows differ from what was applied ({} re-pointed, {} missing, {} not "
       "hostlbd's); writing them back",
-      rows.size(), repointed, missing, foreign);
+      rows.size(), differ.repointed, differ.missing, differ.foreign);
   GatewayDiff diff;
   diff.rows = rows;
   kernel_.apply(diff, config_, gateway_stamp(applied_));

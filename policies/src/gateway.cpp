@@ -204,6 +204,19 @@ std::vector<GatewayDiff::Row> RowAudit::finish() const {
   return out;
 }
 
+RowDifferences count_differences(const std::vector<GatewayDiff::Row>& rows) {
+  RowDifferences out;
+  for (const auto& r : rows) {
+    if (r.before && r.after)
+      ++out.repointed;
+    else if (r.after)
+      ++out.missing;
+    else
+      ++out.foreign;
+  }
+  return out;
+}
+
 std::string gateway_digest(const GatewayDatapath& datapath) {
   Fnv f;
   for (const auto& s : datapath.services) {

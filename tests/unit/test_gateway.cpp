@@ -68,6 +68,10 @@ TEST(Gateway, ARowAuditFindsRepointedMissingAndForeignRowsOnly) {
   EXPECT_EQ(by_mark.at(s.mark(s.rows + 5)).after, std::nullopt) << "not hostlbd's: deleted";
   EXPECT_EQ(by_mark.at((s.index + 100) << 16 | 1).after, std::nullopt);
   EXPECT_EQ(audit.rows_seen(), s.rows + 1);
+  const RowDifferences differ = count_differences(rows);
+  EXPECT_EQ(differ.repointed, 1u);
+  EXPECT_EQ(differ.missing, 1u);
+  EXPECT_EQ(differ.foreign, 2u);
 
   RowAudit clean(g);
   for (uint32_t row = 0; row < s.rows; ++row) clean.saw(s.mark(row), s.macs[s.owner[row]]);

@@ -109,6 +109,13 @@ class RowAudit {
   size_t seen_count_ = 0;
 };
 
+// What an audit's rows are: re-pointed (a MAC on both sides), missing (only
+// the applied one), foreign (only the kernel's).
+struct RowDifferences {
+  size_t repointed = 0, missing = 0, foreign = 0;
+};
+RowDifferences count_differences(const std::vector<GatewayDiff::Row>& rows);
+
 // A digest of what the kernel of any gateway that applied `datapath` holds
 // (service keys, indexes, row counts and every row's MAC): equal digests,
 // equal choices. 16 hex digits.
