@@ -298,22 +298,13 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
     // committed anything else: the rows are audited, two parts of the map
     // (about 2,000 rows) every 50 ms, and what differs is written back.
     auto note_error = [&control](const std::string& e) { control.note_error(e); };
-    Timer* audit_timer = nullptr;  // the timer re-arms itself while the audit runs
-    Timer audit(loop, [&] {
-      try {
-        if (agent.audit_step(2)) audit_timer->arm_in(std::chrono::milliseconds(50));
-      } catch (const KernelError& e) {
-        spdlog::warn("auditing the gateway's rows: {}", e.what());
-        note_error(e.what());
-      }
-    });
-    audit_timer = &audit;
+    SteppedJob audit(
+        loop, std::chrono::milliseconds(50), [&] { return agent.audit_step(2); }, note_error);
     RepairJob repair(loop, {[&] { return kernel->changed_by_others(); },
                             [&](bool table, bool) {
                               if (!table) return;
                               agent.repair();
-                              if (agent.auditing() && !audit.armed())
-                                audit.arm_in(std::chrono::milliseconds(0));
+                              if (agent.auditing()) audit.start();
                             },
                             [] {}, note_error});
     auto watchdog = watchdog_timer(loop);

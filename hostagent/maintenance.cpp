@@ -75,6 +75,26 @@ void MetricsJob::run() {
   if (streak_.succeeded()) spdlog::info("metrics file written again");
 }
 
+SteppedJob::SteppedJob(EventLoop& loop, EventLoop::Duration period, std::function<bool()> step,
+                       ErrorNote note_error)
+    : period_(period),
+      step_(std::move(step)),
+      note_error_(std::move(note_error)),
+      timer_(loop, [this] { run(); }) {}
+
+void SteppedJob::start() {
+  if (!timer_.armed()) timer_.arm_in(EventLoop::Duration{0});
+}
+
+void SteppedJob::run() {
+  try {
+    if (step_()) timer_.arm_in(period_);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}", e.what());
+    note_error_(e.what());
+  }
+}
+
 TrimJob::TrimJob(EventLoop& loop, std::function<bool()> take_request, std::function<void()> trim)
     : take_request_(std::move(take_request)),
       trim_(std::move(trim)),

@@ -83,6 +83,27 @@ class TrimJob {
   Timer timer_;
 };
 
+// Carries a long piece of work out a step at a time, `period` apart, so
+// that the loop serves everything else between steps (the gateway's row
+// audit). `step` returns whether work is left; a step that throws ends the
+// run (noted).
+class SteppedJob {
+ public:
+  SteppedJob(EventLoop& loop, EventLoop::Duration period, std::function<bool()> step,
+             ErrorNote note_error);
+  // The first step at once, unless a run is under way.
+  void start();
+  bool running() const { return timer_.armed(); }
+
+ private:
+  void run();
+
+  EventLoop::Duration period_;
+  std::function<bool()> step_;
+  ErrorNote note_error_;
+  Timer timer_;
+};
+
 // Keeps the kernel as hostlbd applied it: the table is checked when another
 // process has committed an nftables transaction (nftables' generation,
 // looked at five times a second), host routes and neighbours every second

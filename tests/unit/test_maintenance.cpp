@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fakes/fake_clock.h"
@@ -119,6 +120,42 @@ TEST(MetricsJob, WritesAtOnceThenEveryIntervalAndSaysAFailureOnce) {
   fail = true;
   run_for(clock, loop, 45s, 1s);
   EXPECT_EQ(writes, 5) << "failures do not stop the schedule";
+}
+
+TEST(SteppedJob, StepsAPeriodApartUntilDoneAndAFailureEndsTheRunOnce) {
+  FakeClock clock;
+  EventLoop loop(clock);
+  int steps = 0, left = 3;
+  bool fail = false;
+  std::vector<std::string> noted;
+  SteppedJob job(
+      loop, 50ms,
+      [&] {
+        ++steps;
+        if (fail) throw std::runtime_error("reading the gateway's rows: EIO");
+        return --left > 0;
+      },
+      [&](const std::string& e) { noted.push_back(e); });
+  run_for(clock, loop, 1s);
+  EXPECT_EQ(steps, 0) << "nothing until started";
+  job.start();
+  job.start();  // a run under way is not started twice
+  loop.run_due_timers();
+  EXPECT_EQ(steps, 1) << "the first step at once";
+  run_for(clock, loop, 40ms);
+  EXPECT_EQ(steps, 1);
+  run_for(clock, loop, 10ms);
+  EXPECT_EQ(steps, 2);
+  run_for(clock, loop, 1s);
+  EXPECT_EQ(steps, 3) << "the third step said it was the last";
+  EXPECT_FALSE(job.running());
+
+  fail = true;
+  job.start();
+  run_for(clock, loop, 1s);
+  EXPECT_EQ(steps, 4) << "a failing step ends the run";
+  EXPECT_EQ(noted, std::vector<std::string>{"reading the gateway's rows: EIO"});
+  EXPECT_FALSE(job.running());
 }
 
 TEST(TrimJob, TrimsHalfASecondAfterTheLastLargeRequest) {
