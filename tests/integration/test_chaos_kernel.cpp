@@ -354,7 +354,13 @@ TEST_F(FloodTest, ASynFloodAtOneVipFillsNeitherTheTableNorStarvesAnotherVip) {
     limited[s["service"].get<std::string>()] = s["limited"].get<uint64_t>();
   EXPECT_GT(limited["203.0.113.10:80/tcp"], sent / 2) << stats.dump();
   EXPECT_EQ(limited["203.0.113.20:80/tcp"], 0u) << stats.dump();
-  EXPECT_EQ(stats["limited"].get<uint64_t>(), limited["203.0.113.10:80/tcp"]);
+  // The total is a named counter, the per-service figure an element's
+  // counter in a dynamic set; under a flood on both cores they have once
+  // differed by one packet (1,761,737 against 1,761,736, in CI), so the
+  // total may be ahead by a packet or two, never behind.
+  const uint64_t total = stats["limited"].get<uint64_t>();
+  EXPECT_GE(total, limited["203.0.113.10:80/tcp"]) << stats.dump();
+  EXPECT_LE(total, limited["203.0.113.10:80/tcp"] + 2) << stats.dump();
   EXPECT_NE(ctl("stats --prometheus")
                 .output.find("hostlb_service_connections_limited_total{service=\"203.0.113.10:80/"
                              "tcp\"}"),
