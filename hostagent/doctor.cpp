@@ -169,12 +169,19 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
     } else {
       std::set<DeliveryKey> want;
       for (const auto& b : desired.bindings) want.insert({b.mac, b.key.service});
-      size_t missing = 0, extra = 0;
-      for (const auto& k : want)
-        missing += !facts.table.targets.count(k) || !facts.table.identities.count(k);
+      // A binding that does not serve (its health check says down, or has
+      // not said yet) is in the refuse set instead of the maps.
+      size_t missing = 0, extra = 0, not_serving = 0;
+      for (const auto& k : want) {
+        const bool in_maps = facts.table.targets.count(k) && facts.table.identities.count(k);
+        not_serving += !in_maps && facts.table.refused.count(k);
+        missing += !in_maps && !facts.table.refused.count(k);
+      }
       for (const auto& k : facts.table.targets) extra += !want.count(k);
-      const std::string detail = std::to_string(want.size()) + " bindings wanted, " +
-                                 std::to_string(facts.table.targets.size()) + " in the table";
+      const std::string detail =
+          std::to_string(want.size()) + " bindings wanted, " +
+          std::to_string(facts.table.targets.size()) + " in the table" +
+          (not_serving ? ", " + std::to_string(not_serving) + " refused while down" : "");
       if (missing == 0 && extra == 0)
         add(Level::kPass, "table inet hostlb", detail + " (" + facts.desired_source + ")");
       else

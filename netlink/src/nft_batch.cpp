@@ -132,12 +132,23 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
   // Deletions first: a binding whose target changed is deleted and added
   // again (an element cannot be overwritten in place); its identity, and so
   // its mark element, stays unless its key (the MAC) changed.
+  // A binding that does not serve is an element of the refuse set instead.
+  auto refuse = [&](const DeliveryKey& key, bool add) {
+    encoder.set_element(nft_names::refuse_set(key.service.vip.family()),
+                        nft_names::element_key(key.mac, key.service), {}, add,
+                        key.service.str() + " via " + key.mac.str());
+  };
   std::map<uint32_t, const Binding*> added_by_id;
   for (const auto& binding : diff.bindings_added) added_by_id[binding.id] = &binding;
   std::set<uint32_t> mark_kept;
   for (const auto& old : diff.bindings_removed) {
+    if (!old.serving) {
+      refuse(old.delivery(), false);
+      continue;
+    }
     auto it = added_by_id.find(old.id);
-    const bool same_key = it != added_by_id.end() && it->second->mac == old.mac;
+    const bool same_key =
+        it != added_by_id.end() && it->second->serving && it->second->mac == old.mac;
     encoder.element(old, /*identity=*/false, /*add=*/false);
     if (same_key) {
       mark_kept.insert(old.id);
@@ -146,6 +157,10 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
     }
   }
   for (const auto& binding : diff.bindings_added) {
+    if (!binding.serving) {
+      refuse(binding.delivery(), true);
+      continue;
+    }
     encoder.element(binding, /*identity=*/false, /*add=*/true);
     if (!mark_kept.count(binding.id)) encoder.element(binding, /*identity=*/true, /*add=*/true);
   }
@@ -161,10 +176,7 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
                           "VIP " + vip.str());
   };
   auto refused = [&](const std::vector<DeliveryKey>& list, bool add) {
-    for (const auto& key : list)
-      encoder.set_element(nft_names::refuse_set(key.service.vip.family()),
-                          nft_names::element_key(key.mac, key.service), {}, add,
-                          key.service.str() + " via " + key.mac.str());
+    for (const auto& key : list) refuse(key, add);
   };
   macs(diff.guard_macs_removed, false);
   vips(diff.guard_vips_removed, false);

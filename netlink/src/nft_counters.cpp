@@ -202,6 +202,10 @@ std::optional<std::string> find_nft_difference(const Datapath& desired, const Ma
     std::map<Bytes, Bytes> targets, identities, refused, vips;
     for (const auto& b : desired.bindings) {
       if (b.key.service.vip.family() != family) continue;
+      if (!b.serving) {
+        refused[nft_names::element_key(b.mac, b.key.service)] = {};
+        continue;
+      }
       targets[nft_names::element_key(b)] = nft_names::target_data(b);
       const uint32_t mark = marks.mark_for(b.id);  // host order, as ct mark is
       const auto* bytes = reinterpret_cast<const uint8_t*>(&mark);
@@ -269,6 +273,7 @@ NftRuleset::Inventory read_nft_inventory() {
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     read_keys(nft_names::targets_map(family), family, out.targets);
     read_keys(nft_names::marks_map(family), family, out.identities);
+    read_keys(nft_names::refuse_set(family), family, out.refused);
   }
   out.table = all_found;
   return out;

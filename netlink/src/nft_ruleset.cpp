@@ -208,7 +208,7 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     std::vector<std::string> targets, identities;
     for (const auto& binding : datapath.bindings) {
-      if (binding.target.family() != family) continue;
+      if (binding.target.family() != family || !binding.serving) continue;
       targets.push_back(element_key(binding) + " : " + binding.target.str() + " . " +
                         std::to_string(binding.target_port));
       identities.push_back(element_key(binding) + " : " + hex32(marks.mark_for(binding.id)));
@@ -227,11 +227,15 @@ std::string render_full_ruleset(const Datapath& datapath, const MarkLayout& mark
   }
   for (IpFamily family : {IpFamily::kV4, IpFamily::kV6}) {
     std::vector<std::string> keys;
-    for (const auto& key : datapath.refused)
+    auto refuse_key = [&](const DeliveryKey& key) {
       if (key.service.vip.family() == family)
         keys.push_back(key.mac.str() + " . " + key.service.vip.str() + " . " +
                        std::string(protocol_name(key.service.protocol)) + " . " +
                        std::to_string(key.service.port));
+    };
+    for (const auto& key : datapath.refused) refuse_key(key);
+    for (const auto& binding : datapath.bindings)
+      if (!binding.serving) refuse_key(binding.delivery());
     add_elements(out, nft_names::refuse_set(family), keys);
   }
   return out;

@@ -192,8 +192,8 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
   // field is, so set differences on full equality give removed/added.
   auto full_less = [&](const Binding& a, const Binding& b) {
     if (a.key != b.key) return by_key(a, b);
-    return std::tie(a.mac, a.target, a.target_port, a.id) <
-           std::tie(b.mac, b.target, b.target_port, b.id);
+    return std::tie(a.mac, a.target, a.target_port, a.id, a.serving) <
+           std::tie(b.mac, b.target, b.target_port, b.id, b.serving);
   };
   std::set_difference(before.bindings.begin(), before.bindings.end(), after.bindings.begin(),
                       after.bindings.end(), std::back_inserter(diff.bindings_removed), full_less);

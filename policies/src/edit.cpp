@@ -45,6 +45,14 @@ Edit Edit::set_rows(ServiceKey key, std::optional<uint32_t> rows) {
   return e;
 }
 
+Edit Edit::set_health(ServiceKey key, std::optional<HealthCheck> health) {
+  Edit e;
+  e.kind = Kind::kSetHealth;
+  e.service.key = key;
+  e.service.health = std::move(health);
+  return e;
+}
+
 Edit Edit::detach(ServiceKey key, std::string name) {
   Edit e;
   e.kind = Kind::kDetach;
@@ -101,6 +109,7 @@ void check_add_service(const State& state, const Service& service) {
                                          backend.name +
                                          "\"; a VIP must not be a backend's own address");
   }
+  if (service.health) check_health_check(*service.health, "health", service.key.protocol);
   for (size_t i = 0; i < service.backends.size(); ++i) {
     const std::string path = "backends[" + std::to_string(i) + "].name";
     const auto& ref = service.backends[i];
@@ -152,6 +161,13 @@ void check_edit(const State& state, const Edit& edit) {
                                         " is not a whole number from " + std::to_string(kMinRows) +
                                         " to " + std::to_string(kMaxRows));
       return;
+    case Edit::Kind::kSetHealth: {
+      const Service* service = find_service(state, key);
+      if (!service) throw DocumentError("service", "no service " + key.str());
+      if (edit.service.health)
+        check_health_check(*edit.service.health, "health", service->key.protocol);
+      return;
+    }
   }
 }
 
@@ -194,6 +210,9 @@ void apply_edit(State& state, const Edit& edit) {
       return;
     case Edit::Kind::kSetRows:
       service_it()->rows = edit.service.rows;
+      return;
+    case Edit::Kind::kSetHealth:
+      service_it()->health = edit.service.health;
       return;
   }
 }

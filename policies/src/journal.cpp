@@ -34,6 +34,7 @@ nlohmann::json edit_to_json(const Edit& edit) {
       }
       json out = {{"op", "service.add"}, {"service", key}, {"backends", refs}};
       if (edit.service.rows) out["rows"] = *edit.service.rows;
+      if (edit.service.health) out["health"] = health_check_to_json(*edit.service.health);
       return out;
     }
     case Edit::Kind::kRemoveService:
@@ -52,6 +53,11 @@ nlohmann::json edit_to_json(const Edit& edit) {
       return {{"op", "service.rows"},
               {"service", key},
               {"rows", edit.service.rows ? json(*edit.service.rows) : json()}};
+    case Edit::Kind::kSetHealth:
+      return {{"op", "service.health"},
+              {"service", key},
+              {"health",
+               edit.service.health ? json(health_check_to_json(*edit.service.health)) : json()}};
   }
   return {};
 }
@@ -71,7 +77,7 @@ Edit edit_from_json(const nlohmann::json& value) {
         parse_backend_object(value.value("backend", nlohmann::json()), "backend", {}));
   if (op == "backend.del") return Edit::remove_backend(name("name"));
   if (op != "service.add" && op != "service.del" && op != "service.attach" &&
-      op != "service.detach" && op != "service.rows")
+      op != "service.detach" && op != "service.rows" && op != "service.health")
     throw DocumentError("op", "unknown edit \"" + op + "\"");
   const ServiceKey key =
       parse_service_key_param(value.value("service", nlohmann::json()), "service");
@@ -86,6 +92,8 @@ Edit edit_from_json(const nlohmann::json& value) {
                                         " to " + std::to_string(kMaxRows));
       service.rows = rows.get<uint32_t>();
     }
+    if (const auto& health = value.value("health", nlohmann::json()); !health.is_null())
+      service.health = parse_health_check(health, "health", key.protocol);
     return Edit::add_service(std::move(service));
   }
   if (op == "service.del") return Edit::remove_service(key);
@@ -94,6 +102,11 @@ Edit edit_from_json(const nlohmann::json& value) {
                           {"port", value.value("port", nlohmann::json())}};
     if (value.contains("weight")) ref["weight"] = value["weight"];
     return Edit::attach(key, parse_backend_ref(ref, ""));
+  }
+  if (op == "service.health") {
+    const auto& health = value.value("health", nlohmann::json());
+    if (health.is_null()) return Edit::set_health(key, std::nullopt);
+    return Edit::set_health(key, parse_health_check(health, "health", key.protocol));
   }
   if (op == "service.rows") {
     const auto& rows = value.value("rows", nlohmann::json());

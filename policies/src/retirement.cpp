@@ -67,7 +67,9 @@ Retirements::Change Retirements::record(const std::vector<Binding>& gone, Datapa
   for (const auto& e : entries_)
     if (has_key(next, e.binding.key)) change.restored.push_back(e.binding.key);
   std::erase_if(entries_, [&](const RetiredBinding& e) { return has_key(next, e.binding.key); });
-  for (const auto& b : gone) {
+  for (Binding b : gone) {
+    // Whether it served when it went no longer matters: its key is refused.
+    b.serving = true;
     RetiredBinding entry{b, 0, policy.now + policy.refuse_seconds};
     if (policy.drain_seconds > 0) {
       entry.drain_until = policy.now + policy.drain_seconds;

@@ -14,6 +14,24 @@ std::optional<Protocol> parse_protocol(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view health_kind_name(HealthKind kind) {
+  switch (kind) {
+    case HealthKind::kTcp:
+      return "tcp";
+    case HealthKind::kHttp:
+      return "http";
+    case HealthKind::kUdp:
+      return "udp";
+  }
+  return "?";
+}
+
+std::optional<HealthKind> parse_health_kind(std::string_view text) {
+  for (HealthKind kind : {HealthKind::kTcp, HealthKind::kHttp, HealthKind::kUdp})
+    if (text == health_kind_name(kind)) return kind;
+  return std::nullopt;
+}
+
 std::string endpoint_str(const IpAddress& address, uint16_t port) {
   return (address.is_v6() ? "[" + address.str() + "]" : address.str()) + ":" + std::to_string(port);
 }

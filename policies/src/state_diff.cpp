@@ -144,6 +144,8 @@ std::vector<Edit> edits_between_slices(const State& before, const State& after) 
     }
     // 6. The gateways' row count of services that stay.
     if (it->second->rows != s->rows) edits.push_back(Edit::set_rows(key, s->rows));
+    // 7. Their health checks.
+    if (it->second->health != s->health) edits.push_back(Edit::set_health(key, s->health));
   }
   return edits;
 }
@@ -243,6 +245,13 @@ std::vector<std::string> describe_slices(const State& before, const State& after
     if (const Service* o = find_service(os, s->key); o && o->rows != s->rows)
       lines.push_back("~ service " + s->key.str() + " rows " + rows_text(*o) + " -> " +
                       rows_text(*s));
+  auto health_text = [](const Service& s) {
+    return s.health ? health_check_to_json(*s.health).dump() : std::string("none");
+  };
+  for (const Service* s : ns)
+    if (const Service* o = find_service(os, s->key); o && o->health != s->health)
+      lines.push_back("~ service " + s->key.str() + " health " + health_text(*o) + " -> " +
+                      health_text(*s));
 
   using BindingLine = std::tuple<ServiceKey, std::string, uint16_t, uint32_t>;
   auto bindings = [](const std::vector<const Service*>& services) {

@@ -105,6 +105,130 @@ IpAddress parse_host_address(const json& value, const std::string& path, IpFamil
 
 }  // namespace
 
+namespace {
+
+// Seconds as a JSON number (whole or not, 0.1 to 3600), in milliseconds.
+uint32_t require_seconds(const json& value, const std::string& path) {
+  if (!value.is_number())
+    throw DocumentError(path, "must be a number of seconds, not " + type_name(value));
+  const double ms = value.get<double>() * 1000.0;
+  if (!(ms >= 99.5 && ms <= 3600.0 * 1000 + 0.5))
+    throw DocumentError(path, shown(value) + " is not a number of seconds from 0.1 to 3600");
+  return static_cast<uint32_t>(ms + 0.5);
+}
+
+bool is_http_path(std::string_view path) {
+  if (path.empty() || path.front() != '/' || path.size() > 1024) return false;
+  for (char c : path)
+    if (c <= ' ' || c > '~') return false;
+  return true;
+}
+
+}  // namespace
+
+HealthCheck parse_health_check(const json& value, const std::string& path, Protocol protocol) {
+  require_object(
+      value, path,
+      {"kind", "interval", "timeout", "rise", "fall", "path", "status", "start", "established"});
+  HealthCheck check;
+  check.kind = protocol == Protocol::kTcp ? HealthKind::kTcp : HealthKind::kUdp;
+  if (const json* kind = optional_member(value, "kind")) {
+    const auto kind_path = member(path, "kind");
+    auto parsed = parse_health_kind(require_string(*kind, kind_path));
+    if (!parsed) throw DocumentError(kind_path, shown(*kind) + " is not tcp, http or udp");
+    const bool fits =
+        protocol == Protocol::kUdp ? *parsed == HealthKind::kUdp : *parsed != HealthKind::kUdp;
+    if (!fits)
+      throw DocumentError(kind_path, "a " + std::string(protocol_name(protocol)) +
+                                         " service cannot have a " +
+                                         std::string(health_kind_name(*parsed)) + " check");
+    check.kind = *parsed;
+  }
+  if (const json* interval = optional_member(value, "interval"))
+    check.interval_ms = require_seconds(*interval, member(path, "interval"));
+  if (const json* timeout = optional_member(value, "timeout"))
+    check.timeout_ms = require_seconds(*timeout, member(path, "timeout"));
+  else
+    check.timeout_ms = std::min(check.timeout_ms, check.interval_ms);
+  if (check.timeout_ms > check.interval_ms)
+    throw DocumentError(member(path, "timeout"),
+                        "must not be longer than the interval (one probe at a time)");
+  if (const json* rise = optional_member(value, "rise"))
+    check.rise = require_whole_number(*rise, member(path, "rise"), 1, 100);
+  if (const json* fall = optional_member(value, "fall"))
+    check.fall = require_whole_number(*fall, member(path, "fall"), 1, 100);
+  const json* http_path = optional_member(value, "path");
+  const json* status = optional_member(value, "status");
+  if (check.kind != HealthKind::kHttp) {
+    if (http_path) throw DocumentError(member(path, "path"), "is only for http checks");
+    if (status) throw DocumentError(member(path, "status"), "is only for http checks");
+  }
+  if (http_path) {
+    const auto path_path = member(path, "path");
+    check.path = require_string(*http_path, path_path);
+    if (!is_http_path(check.path))
+      throw DocumentError(path_path, shown(*http_path) +
+                                         " is not an HTTP path (starting with '/', printable, "
+                                         "no spaces, at most 1024 characters)");
+  }
+  if (status) {
+    const auto status_path = member(path, "status");
+    if (status->is_number_integer()) {
+      check.status_min = check.status_max =
+          static_cast<uint16_t>(require_whole_number(*status, status_path, 100, 599));
+    } else {
+      const std::string& text = require_string(*status, status_path);
+      unsigned lo = 0, hi = 0;
+      char tail = 0;
+      const int n = std::sscanf(text.c_str(), "%3u-%3u%c", &lo, &hi, &tail);
+      if (n == 1 && text.size() == 3) hi = lo;
+      if (!((n == 2 && text.size() == 7) || (n == 1 && text.size() == 3)) || lo < 100 || hi > 599 ||
+          lo > hi)
+        throw DocumentError(status_path, shown(*status) +
+                                             " is not a status or range of statuses (\"200\", "
+                                             "\"200-399\") from 100 to 599");
+      check.status_min = static_cast<uint16_t>(lo);
+      check.status_max = static_cast<uint16_t>(hi);
+    }
+  }
+  if (const json* start = optional_member(value, "start")) {
+    const auto start_path = member(path, "start");
+    const std::string& text = require_string(*start, start_path);
+    if (text != "up" && text != "down")
+      throw DocumentError(start_path, shown(*start) + " is not up or down");
+    check.start_up = text == "up";
+  }
+  if (const json* established = optional_member(value, "established")) {
+    const auto established_path = member(path, "established");
+    const std::string& text = require_string(*established, established_path);
+    if (text != "keep" && text != "flush")
+      throw DocumentError(established_path, shown(*established) + " is not keep or flush");
+    check.flush_on_down = text == "flush";
+  }
+  return check;
+}
+
+void check_health_check(const HealthCheck& check, const std::string& path, Protocol protocol) {
+  const bool fits =
+      protocol == Protocol::kUdp ? check.kind == HealthKind::kUdp : check.kind != HealthKind::kUdp;
+  if (!fits)
+    throw DocumentError(member(path, "kind"),
+                        "a " + std::string(protocol_name(protocol)) + " service cannot have a " +
+                            std::string(health_kind_name(check.kind)) + " check");
+  if (check.interval_ms < 100 || check.interval_ms > 3600 * 1000)
+    throw DocumentError(member(path, "interval"), "is not a number of seconds from 0.1 to 3600");
+  if (check.timeout_ms < 100 || check.timeout_ms > check.interval_ms)
+    throw DocumentError(member(path, "timeout"),
+                        "must be from 0.1 seconds to the interval (one probe at a time)");
+  if (check.rise < 1 || check.rise > 100)
+    throw DocumentError(member(path, "rise"), "is not a whole number from 1 to 100");
+  if (check.fall < 1 || check.fall > 100)
+    throw DocumentError(member(path, "fall"), "is not a whole number from 1 to 100");
+  if (!is_http_path(check.path)) throw DocumentError(member(path, "path"), "is not an HTTP path");
+  if (check.status_min < 100 || check.status_max > 599 || check.status_min > check.status_max)
+    throw DocumentError(member(path, "status"), "is not a range of statuses from 100 to 599");
+}
+
 Backend parse_backend_object(const json& value, const std::string& path,
                              const DocumentOptions& options) {
   require_object(value, path, {"name", "mac", "ipv4", "ipv6", "bridge", "host"});
@@ -173,7 +297,7 @@ ServiceKey parse_service_key_param(const json& value, const std::string& path) {
 namespace {
 
 Service parse_service(const json& value, const std::string& path, const State& state) {
-  require_object(value, path, {"vip", "port", "protocol", "backends", "rows"});
+  require_object(value, path, {"vip", "port", "protocol", "backends", "rows", "health"});
   Service service;
 
   const auto vip_path = member(path, "vip");
@@ -194,6 +318,9 @@ Service parse_service(const json& value, const std::string& path, const State& s
 
   if (const json* rows = optional_member(value, "rows"))
     service.rows = require_whole_number(*rows, member(path, "rows"), kMinRows, kMaxRows);
+
+  if (const json* health = optional_member(value, "health"))
+    service.health = parse_health_check(*health, member(path, "health"), service.key.protocol);
 
   for (const auto& backend : state.backends) {
     if (backend.address_for(vip->family()) == *vip)
@@ -401,6 +528,27 @@ nlohmann::ordered_json backend_to_json(const Backend& backend) {
   return object;
 }
 
+nlohmann::ordered_json health_check_to_json(const HealthCheck& check) {
+  auto seconds = [](uint32_t ms) -> nlohmann::ordered_json {
+    if (ms % 1000 == 0) return ms / 1000;
+    return ms / 1000.0;
+  };
+  nlohmann::ordered_json out = {{"kind", health_kind_name(check.kind)},
+                                {"interval", seconds(check.interval_ms)},
+                                {"timeout", seconds(check.timeout_ms)},
+                                {"rise", check.rise},
+                                {"fall", check.fall}};
+  if (check.kind == HealthKind::kHttp) {
+    out["path"] = check.path;
+    out["status"] = check.status_min == check.status_max
+                        ? std::to_string(check.status_min)
+                        : std::to_string(check.status_min) + "-" + std::to_string(check.status_max);
+  }
+  out["start"] = check.start_up ? "up" : "down";
+  out["established"] = check.flush_on_down ? "flush" : "keep";
+  return out;
+}
+
 nlohmann::ordered_json service_to_json(const Service& service) {
   nlohmann::ordered_json refs = nlohmann::ordered_json::array();
   for (const auto& ref : service.backends) {
@@ -412,6 +560,7 @@ nlohmann::ordered_json service_to_json(const Service& service) {
                                 {"port", service.key.port},
                                 {"protocol", protocol_name(service.key.protocol)}};
   if (service.rows) out["rows"] = *service.rows;
+  if (service.health) out["health"] = health_check_to_json(*service.health);
   out["backends"] = std::move(refs);
   return out;
 }

@@ -38,6 +38,8 @@ class FakeNft : public NftRuleset {
     vips_ = {datapath.guard_vips.begin(), datapath.guard_vips.end()};
     refused_.clear();
     for (const auto& key : datapath.refused) refused_[key] = 0;
+    for (const auto& binding : datapath.bindings)
+      if (!binding.serving) refused_[binding.delivery()] = 0;
     ++replacements;
     return {};
   }
@@ -46,19 +48,24 @@ class FakeNft : public NftRuleset {
     begin("applying a change");
     if (!table_) throw KernelError("applying a change", ENOENT);
     auto next = bindings_;
+    auto refused = refused_;
+    // A binding that does not serve is an element of the refuse set.
     for (const auto& binding : diff.bindings_removed) {
       auto it = next.find(binding.id);
       if (it == next.end() || !(it->second == binding))
         throw KernelError("deleting " + binding.key.str(), ENOENT);
       next.erase(it);
+      if (!binding.serving && !refused.erase(binding.delivery()))
+        throw KernelError("deleting refused " + binding.key.str(), ENOENT);
     }
     for (const auto& binding : diff.bindings_added) {
       if (!next.emplace(binding.id, binding).second)
         throw KernelError("adding " + binding.key.str(), EEXIST);
+      if (!binding.serving && !refused.emplace(binding.delivery(), 0).second)
+        throw KernelError("adding refused " + binding.key.str(), EEXIST);
     }
     auto macs = macs_;
     auto vips = vips_;
-    auto refused = refused_;
     for (const auto& key : diff.refused_removed)
       if (!refused.erase(key)) throw KernelError("deleting refused " + key.service.str(), ENOENT);
     for (const auto& key : diff.refused_added)
@@ -91,9 +98,11 @@ class FakeNft : public NftRuleset {
     Inventory out;
     out.table = table_;
     for (const auto& [id, b] : bindings_) {
+      if (!b.serving) continue;
       out.targets.insert({b.mac, b.key.service});
       out.identities.insert({b.mac, b.key.service});
     }
+    for (const auto& [key, packets] : refused_) out.refused.insert(key);
     return out;
   }
 
@@ -112,17 +121,22 @@ class FakeNft : public NftRuleset {
     }
     std::map<DeliveryKey, std::pair<IpAddress, uint16_t>> targets, want_targets;
     std::map<DeliveryKey, uint32_t> identities, want_identities;
+    std::set<DeliveryKey> refused, want_refused(desired.refused.begin(), desired.refused.end());
     for (const auto& [id, b] : bindings_) {
+      if (!b.serving) continue;
       targets[{b.mac, b.key.service}] = {b.target, b.target_port};
       identities[{b.mac, b.key.service}] = marks_.mark_for(b.id);
     }
     for (const auto& b : desired.bindings) {
+      if (!b.serving) {
+        want_refused.insert(b.delivery());
+        continue;
+      }
       want_targets[{b.mac, b.key.service}] = {b.target, b.target_port};
       want_identities[{b.mac, b.key.service}] = marks.mark_for(b.id);
     }
     if (targets != want_targets) return "the DNAT maps differ";
     if (identities != want_identities) return "the identity maps differ";
-    std::set<DeliveryKey> refused, want_refused(desired.refused.begin(), desired.refused.end());
     for (const auto& [key, packets] : refused_) refused.insert(key);
     if (refused != want_refused) return "the refuse sets differ";
     if (macs_ != std::set<MacAddress>(desired.guard_macs.begin(), desired.guard_macs.end()))
@@ -162,7 +176,11 @@ class FakeNft : public NftRuleset {
               [](const Binding& a, const Binding& b) { return a.key < b.key; });
     datapath.guard_macs.assign(macs_.begin(), macs_.end());
     datapath.guard_vips.assign(vips_.begin(), vips_.end());
-    for (const auto& [key, packets] : refused_) datapath.refused.push_back(key);
+    std::set<DeliveryKey> down;
+    for (const auto& [id, binding] : bindings_)
+      if (!binding.serving) down.insert(binding.delivery());
+    for (const auto& [key, packets] : refused_)
+      if (!down.count(key)) datapath.refused.push_back(key);
     return render_full_ruleset(datapath, marks_, policies_);
   }
 

@@ -97,12 +97,14 @@ class NftRuleset {
     uint64_t limited = 0;
     std::map<ServiceKey, uint64_t> limited_by_service{};
   };
-  // What the table holds: whether it exists, and the keys of its DNAT and
-  // identity maps (for checks such as hostlbctl doctor).
+  // What the table holds: whether it exists, the keys of its DNAT and
+  // identity maps and of its refuse sets (for checks such as hostlbctl
+  // doctor).
   struct Inventory {
     bool table = false;
     std::set<DeliveryKey> targets;
     std::set<DeliveryKey> identities;
+    std::set<DeliveryKey> refused{};
   };
   virtual Inventory inventory() = 0;
 

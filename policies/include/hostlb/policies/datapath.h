@@ -44,16 +44,6 @@ struct BindingKey {
   auto operator<=>(const BindingKey&) const = default;
 };
 
-struct Binding {
-  BindingKey key;
-  MacAddress mac;    // the frame's destination MAC the gateway chose
-  IpAddress target;  // the backend's address of the VIP's family
-  uint16_t target_port = 0;
-  uint32_t id = 0;  // 1..MarkLayout::max_id(), stable for the binding's life
-
-  bool operator==(const Binding&) const = default;
-};
-
 // What a frame delivered by a gateway carries: the backend's MAC and the
 // service (VIP, protocol, port). It is the key of every lookup the
 // datapath makes (the DNAT and identity maps, the refuse sets, the miss
@@ -63,6 +53,22 @@ struct DeliveryKey {
   ServiceKey service;
 
   auto operator<=>(const DeliveryKey&) const = default;
+};
+
+struct Binding {
+  BindingKey key;
+  MacAddress mac;    // the frame's destination MAC the gateway chose
+  IpAddress target;  // the backend's address of the VIP's family
+  uint16_t target_port = 0;
+  uint32_t id = 0;  // 1..MarkLayout::max_id(), stable for the binding's life
+  // Whether it takes new connections: false while its health check says
+  // it is down (or has not said yet). A binding that does not serve keeps
+  // its identity and its established connections; its key is refused like
+  // a draining binding's, and counted apart.
+  bool serving = true;
+
+  DeliveryKey delivery() const { return {mac, key.service}; }
+  bool operator==(const Binding&) const = default;
 };
 
 struct HostEntry {

@@ -22,12 +22,15 @@ struct Edit {
     kRemoveService,
     kAttach,
     kDetach,
-    kSetRows
+    kSetRows,
+    kSetHealth
   };
   Kind kind = Kind::kAddBackend;
   Backend backend;  // kAddBackend
-  Service service;  // kAddService; its key for the other service edits; its rows for kSetRows
-  BackendRef ref;   // kAttach; ref.name alone for kRemoveBackend and kDetach
+  // kAddService; its key for the other service edits; its rows for
+  // kSetRows, its health check for kSetHealth.
+  Service service;
+  BackendRef ref;  // kAttach; ref.name alone for kRemoveBackend and kDetach
 
   static Edit add_backend(Backend backend);
   static Edit remove_backend(std::string name);
@@ -40,6 +43,9 @@ struct Edit {
   // The service's row count at the gateways (unset: the default). Nothing
   // changes on a host.
   static Edit set_rows(ServiceKey key, std::optional<uint32_t> rows);
+  // The service's health check (unset: none). Bindings keep their kernel
+  // elements; the health monitor follows.
+  static Edit set_health(ServiceKey key, std::optional<HealthCheck> health);
 
   bool operator==(const Edit&) const = default;
 };

@@ -73,12 +73,40 @@ struct BackendRef {
   bool operator==(const BackendRef&) const = default;
 };
 
+// How the host of each backend checks that it serves (see health.h): a
+// probe every `interval_ms`, answered within `timeout_ms`; `rise`
+// successes in a row bring a binding up, `fall` failures take it down.
+enum class HealthKind : uint8_t { kTcp, kHttp, kUdp };
+std::string_view health_kind_name(HealthKind kind);
+std::optional<HealthKind> parse_health_kind(std::string_view text);
+
+struct HealthCheck {
+  HealthKind kind = HealthKind::kTcp;
+  uint32_t interval_ms = 5000;
+  uint32_t timeout_ms = 2000;
+  uint32_t rise = 2;
+  uint32_t fall = 3;
+  // HTTP: the path of the GET and the statuses that count as up.
+  std::string path = "/";
+  uint16_t status_min = 200;
+  uint16_t status_max = 399;
+  // Whether a binding not yet checked takes connections (fail open); by
+  // default it waits for its first success (fail closed).
+  bool start_up = false;
+  // Whether a binding that goes down loses its established connections
+  // too; by default they carry on.
+  bool flush_on_down = false;
+  bool operator==(const HealthCheck&) const = default;
+};
+
 struct Service {
   ServiceKey key;
   std::vector<BackendRef> backends;
   // Rows of its selection table at the gateways (see selection.h); unset:
   // the default.
   std::optional<uint32_t> rows{};
+  // Unset: its bindings are taken to be up.
+  std::optional<HealthCheck> health{};
   bool operator==(const Service&) const = default;
 };
 

@@ -60,6 +60,13 @@ Backend parse_backend_object(const nlohmann::json& value, const std::string& pat
 BackendRef parse_backend_ref(const nlohmann::json& value, const std::string& path);
 ServiceKey parse_service_key_param(const nlohmann::json& value, const std::string& path);
 nlohmann::ordered_json service_to_json(const Service& service);
+// A service's "health" object; `protocol` is the service's. Throws
+// DocumentError.
+HealthCheck parse_health_check(const nlohmann::json& value, const std::string& path,
+                               Protocol protocol);
+// The same rules for a check built otherwise (an edit).
+void check_health_check(const HealthCheck& check, const std::string& path, Protocol protocol);
+nlohmann::ordered_json health_check_to_json(const HealthCheck& check);
 
 // Names of backends, and of bridges, as the kernel and the CLI accept them.
 bool is_valid_backend_name(std::string_view name);
