@@ -123,6 +123,16 @@ ApplyReport Agent::apply(State desired, ApplyMode mode, uint32_t drain_seconds,
                                          reconciler_.marks(), options_.host)
               : compile_datapath(desired, persisted_->ids, reconciler_.marks(), options_.host);
   DatapathDiff diff = diff_datapath(applied_, next);
+  {
+    std::unordered_map<ServiceKey, const HealthCheck*, ServiceKeyHash> checks;
+    for (const auto& s : desired.services)
+      if (s.health) checks.emplace(s.key, &*s.health);
+    const bool starting = mode == ApplyMode::kReplace;
+    settle_serving(next, diff, starting, [&](const Binding& b, const Binding* before) {
+      const auto it = checks.find(b.key.service);
+      return decide_serving(b, before, it == checks.end() ? nullptr : it->second, starting);
+    });
+  }
   const bool same_state = persisted_->state == desired;
   if (same_state && mode == ApplyMode::kIncremental && diff.bindings_added.empty() &&
       diff.bindings_removed.empty() && diff.hosts_added.empty() && diff.hosts_removed.empty())
@@ -142,6 +152,18 @@ ApplyReport Agent::edit(const Edit& e, uint32_t drain_seconds) {
   check_edit(persisted_->state, e);
   DatapathChange change = change_datapath(persisted_->state, e, applied_, reconciler_.marks(),
                                           persisted_->retired.reserved_ids(), options_.host);
+  // The check a binding's service has after the edit.
+  auto check_after = [&](const ServiceKey& key) -> const HealthCheck* {
+    if ((e.kind == Edit::Kind::kAddService || e.kind == Edit::Kind::kSetHealth) &&
+        e.service.key == key)
+      return e.service.health ? &*e.service.health : nullptr;
+    return health_check(key);
+  };
+  // A new check (or none) concerns the service's every binding.
+  settle_serving(change.next, change.diff, e.kind == Edit::Kind::kSetHealth,
+                 [&](const Binding& b, const Binding* before) {
+                   return decide_serving(b, before, check_after(b.key.service), false);
+                 });
   return commit(std::move(change.next), std::move(change.diff), ApplyMode::kIncremental,
                 drain_seconds, [&](State& state) { apply_edit(state, e); }, {e});
 }
@@ -156,6 +178,7 @@ ApplyReport Agent::commit(Datapath next, DatapathDiff diff, ApplyMode mode, uint
       bindings_gone(diff), next, diff, applied_, {now(), drain_seconds, options_.refuse_seconds});
   ApplyReport report = reconciler_.apply(next, applied_, diff, mode);
   applied_ = std::move(next);
+  ++generation_;
   persisted_->retired = std::move(retired);
   update_state(persisted_->state);
   for (const auto& b : diff.bindings_removed) owners_.erase(b.id);
@@ -169,6 +192,40 @@ ApplyReport Agent::commit(Datapath next, DatapathDiff diff, ApplyMode mode, uint
     spdlog::info("{} bindings drain for {} s", report.bindings_draining, drain_seconds);
   persist(edits, diff, retirement, /*snapshot=*/mode == ApplyMode::kReplace);
   return report;
+}
+
+bool Agent::decide_serving(const Binding& binding, const Binding* before, const HealthCheck* check,
+                           bool starting) const {
+  if (!check || !health_) return true;
+  if (const auto known = health_->serving(binding.key)) return *known;
+  if (before && !starting) return before->serving;
+  return check->start_up;
+}
+
+const HealthCheck* Agent::health_check(const ServiceKey& service) const {
+  for (const auto& s : current().services)
+    if (s.key == service) return s.health ? &*s.health : nullptr;
+  return nullptr;
+}
+
+size_t Agent::follow_health(const std::vector<BindingKey>& keys) {
+  Datapath next = applied_;
+  DatapathDiff diff;
+  for (const auto& key : keys) {
+    auto it = std::lower_bound(next.bindings.begin(), next.bindings.end(), key,
+                               [](const Binding& b, const BindingKey& k) { return b.key < k; });
+    if (it == next.bindings.end() || it->key != key) continue;
+    const bool serving = decide_serving(*it, &*it, health_check(key.service), false);
+    if (serving == it->serving) continue;
+    diff.bindings_removed.push_back(*it);
+    it->serving = serving;
+    diff.bindings_added.push_back(*it);
+  }
+  if (diff.bindings_added.empty()) return 0;
+  reconciler_.apply(next, applied_, diff, ApplyMode::kIncremental);
+  applied_ = std::move(next);
+  ++generation_;
+  return diff.bindings_added.size();
 }
 
 size_t Agent::expire() {

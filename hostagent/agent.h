@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "hostlb/netlink/conntrack.h"
 #include "hostlb/policies/datapath_change.h"
+#include "hostlb/policies/health.h"
 #include "hostlb/policies/journal.h"
 #include "hostlb/policies/persisted_state.h"
 #include "hostlb/policies/state_diff.h"
@@ -70,6 +71,23 @@ class Agent {
   const Retirements& retired() const;
 
   void set_flush_observer(FlushObserver observer) { flush_observer_ = std::move(observer); }
+
+  // Health checks: which bindings of checked services take new
+  // connections. A binding the book knows serves when it is up; one it
+  // does not know keeps what it does, and a new one (or every one at
+  // start-up) starts as its check says (closed by default). Null: every
+  // binding serves.
+  void set_health(const HealthBook* book) { health_ = book; }
+  // Makes the kernel follow the book for these bindings (after probes
+  // changed their health): each that should serve and does not, or the
+  // other way round, is rewritten. Returns how many were. Throws
+  // KernelError (then nothing changed).
+  size_t follow_health(const std::vector<BindingKey>& keys);
+  // The service's health check in the current state, if it has one.
+  const HealthCheck* health_check(const ServiceKey& service) const;
+  // Counts every change applied: components that follow the bindings
+  // (the health monitor) look again when it moves.
+  uint64_t generation() const { return generation_; }
 
   void cleanup();
 
@@ -162,6 +180,9 @@ class Agent {
   // undone. Returns the total flushed.
   size_t flush_bindings(const std::vector<Binding>& bindings);
 
+  bool decide_serving(const Binding& binding, const Binding* before, const HealthCheck* check,
+                      bool starting) const;
+
   Reconciler& reconciler_;
   StateStore& store_;
   ConntrackTable& conntrack_;
@@ -171,6 +192,8 @@ class Agent {
   Datapath applied_;
   std::unordered_map<uint32_t, BindingKey> owners_;
   uint64_t repairs_ = 0;
+  const HealthBook* health_ = nullptr;
+  uint64_t generation_ = 0;
   std::string last_difference_;
 };
 

@@ -172,6 +172,10 @@ json ControlHandler::serve(control::TypedRequest& request) {
             if (!service) refuse(kInvalidParams, "no service " + r.service.str(), "params.service");
             return gateway_table_json(*service);
           },
+          [&](const HealthRequest&) -> json {
+            if (!health_) return {{"bindings", json::array()}};
+            return health_->report();
+          },
           [&](const GatewayDigestRequest&) -> json {
             refuse(kRefused,
                    "this hostlbd is a host: the digest is a gateway's (hostlbd --role gateway)");
@@ -321,7 +325,8 @@ json ControlHandler::stats(const control::StatsRequest& request) {
   if (request.prometheus) return {{"text", render_prometheus(report)}};
   auto figures = [](const StatFigures& f) {
     return json{{"active", f.active},   {"opened", f.opened},   {"closed", f.closed},
-                {"flushed", f.flushed}, {"refused", f.refused}, {"misses", f.misses}};
+                {"flushed", f.flushed}, {"refused", f.refused}, {"unhealthy", f.unhealthy},
+                {"misses", f.misses}};
   };
   json services = json::array(), backends = json::array();
   for (const auto& [key, f] : report.services) {
@@ -367,6 +372,16 @@ json ControlHandler::status() {
                       {"ok", value && *value == req.value},
                       {"detail", value ? *value : "missing"}});
   }
+  size_t not_serving = 0;
+  for (const auto& b : agent_.datapath().bindings) not_serving += b.serving ? 0 : 1;
+  json health = {{"checked", 0}, {"up", 0}, {"down", 0}, {"unknown", 0}};
+  if (health_) {
+    const json report = health_->report();
+    health["checked"] = report["bindings"].size();
+    for (const auto& b : report["bindings"])
+      health[b["state"].get<std::string>()] = health[b["state"].get<std::string>()].get<int>() + 1;
+  }
+  health["not_serving"] = not_serving;
   return {{"version", info_.version},
           {"role", "host"},
           {"uptime_seconds", uptime_seconds()},
@@ -375,6 +390,7 @@ json ControlHandler::status() {
           {"bindings", agent_.datapath().bindings.size()},
           {"draining", draining(std::nullopt)},
           {"refused_keys", agent_.datapath().refused.size()},
+          {"health", std::move(health)},
           {"repairs", agent_.repairs()},
           {"state_dir", info_.state_dir},
           {"host", info_.host},

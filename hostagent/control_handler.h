@@ -13,6 +13,7 @@
 
 #include "agent.h"
 #include "control_server.h"
+#include "health_monitor.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
@@ -78,6 +79,9 @@ class ControlHandler final : public ControlHandlerBase {
 
   // Where `stats` gets its figures (unset: `stats` is refused).
   void set_stats_source(std::function<StatsReport()> source) { stats_ = std::move(source); }
+  // Where `health` and the health parts of `status` and `stats` come from
+  // (unset: no checks run).
+  void set_health_monitor(const HealthMonitor* monitor) { health_ = monitor; }
 
  private:
   ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) override;
@@ -99,6 +103,7 @@ class ControlHandler final : public ControlHandlerBase {
   RouteTable& routes_;
   Sysctls& sysctls_;
   std::function<StatsReport()> stats_;
+  const HealthMonitor* health_ = nullptr;
 };
 
 // Views shared by both roles.

@@ -132,6 +132,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
             return out;
           },
           [&](const FlushRequest&) -> json { not_here("flush"); },
+          [&](const HealthRequest&) -> json { not_here("health"); },
           [&](const ConnectionsRequest&) -> json { not_here("connections"); },
           [&](const StatsRequest&) -> json { not_here("stats"); },
       },

@@ -226,6 +226,10 @@ void print_status(const json& s) {
     std::printf("draining: %s\n", draining_text(s.at("draining"), true).c_str());
   std::printf("refused keys (removed or draining bindings): %zu\n",
               s.at("refused_keys").get<size_t>());
+  if (const auto h = s.value("health", json()); h.is_object())
+    std::printf("health checks: %s bindings, %s up, %s down, %s not yet checked; %s not serving\n",
+                cell(h.at("checked")).c_str(), cell(h.at("up")).c_str(), cell(h.at("down")).c_str(),
+                cell(h.at("unknown")).c_str(), cell(h.at("not_serving")).c_str());
   const auto& err = s.at("last_error");
   if (err.is_null())
     std::printf("last error: none\n");
@@ -361,8 +365,8 @@ void print_service_list(const json& r) {
 }
 
 void print_stats(const json& r) {
-  const std::vector<std::string> figures{"active",  "opened",  "closed",
-                                         "flushed", "refused", "misses"};
+  const std::vector<std::string> figures{"active",  "opened",    "closed", "flushed",
+                                         "refused", "unhealthy", "misses"};
   for (const std::string scope : {"service", "backend"}) {
     // Rate limits are per service: backends have no LIMITED column.
     std::vector<std::string> columns = figures;
@@ -391,6 +395,29 @@ void print_stats(const json& r) {
   std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
               cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",
               cell(r.at("repairs")).c_str());
+}
+
+void print_health(const json& r) {
+  std::vector<std::vector<std::string>> rows;
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  for (const auto& b : r.at("bindings")) {
+    const int64_t since = b.value("since_ms", int64_t{0});
+    const std::string age =
+        since > 0 ? std::to_string(std::max<int64_t>(0, (now_ms - since) / 1000)) + "s" : "-";
+    const json& last = b.at("last");
+    rows.push_back(
+        {cell(b["service"]), cell(b["backend"]), cell(b["check"]), cell(b["state"]), age,
+         b.value("serving", false) ? "yes" : "no", last.is_null() ? "-" : cell(last["detail"]),
+         last.is_null() ? "-" : cell(last["latency_ms"]) + "ms", cell(b["transitions"])});
+  }
+  print_table({"SERVICE", "BACKEND", "CHECK", "STATE", "SINCE", "SERVING", "LAST", "LATENCY",
+               "TRANSITIONS"},
+              rows);
+  std::printf("probes %s, failed %s; went up %s, went down %s\n", cell(r.at("probes")).c_str(),
+              cell(r.at("failed_probes")).c_str(), cell(r.at("went_up")).c_str(),
+              cell(r.at("went_down")).c_str());
 }
 
 // Prints one streamed batch of connections (a table, with its header once).
@@ -426,6 +453,13 @@ void add_state_commands(CLI::App& app, Invocation& run) {
       ->callback([&run] {
         run.method = "status";
         run.print = print_status;
+      });
+  app.add_subcommand("health",
+                     "Health of each checked binding: state, since when, whether it serves, the "
+                     "last probe")
+      ->callback([&run] {
+        run.method = "health";
+        run.print = print_health;
       });
   app.add_subcommand("get", "Print the current state document")->callback([&run] {
     run.method = "get";

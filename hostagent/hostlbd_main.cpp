@@ -24,6 +24,7 @@
 #include "event_loop.h"
 #include "gateway_agent.h"
 #include "gateway_control.h"
+#include "health_monitor.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
@@ -66,6 +67,8 @@ struct Flags {
   std::string metrics_file;
   uint32_t event_queue_kb = 8192;
   uint32_t metrics_interval = 15;
+  std::string health_source_ipv4;
+  std::string health_source_ipv6;
   bool no_manage_sysctls = false;
   bool cleanup = false;
   bool check = false;
@@ -174,6 +177,8 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--metrics-file", flags.metrics_file, settings.metrics_file);
   take("--metrics-interval", flags.metrics_interval, settings.metrics_interval);
   take("--event-queue-kb", flags.event_queue_kb, settings.event_queue_kb);
+  take("--health-source-ipv4", flags.health_source_ipv4, settings.health_source_ipv4);
+  take("--health-source-ipv6", flags.health_source_ipv6, settings.health_source_ipv6);
   if (settings.manage_sysctls && app.count("--no-manage-sysctls") == 0)
     flags.no_manage_sysctls = !*settings.manage_sysctls;
   return true;
@@ -358,6 +363,18 @@ int run(const Flags& flags) {
     spdlog::error("--miss-policy: \"{}\" is not reset, drop or accept", flags.miss_policy);
     return kExitUsage;
   }
+  HealthMonitorOptions health_options;
+  for (const bool v4 : {true, false}) {
+    const std::string& text = v4 ? flags.health_source_ipv4 : flags.health_source_ipv6;
+    if (text.empty()) continue;
+    const auto address = v4 ? IpAddress::parse_v4(text) : IpAddress::parse_v6(text);
+    if (!address || !address->is_usable_unicast()) {
+      spdlog::error("--health-source-ipv{}: \"{}\" is not a unicast IPv{} address", v4 ? 4 : 6,
+                    text, v4 ? 4 : 6);
+      return kExitUsage;
+    }
+    (v4 ? health_options.source_v4 : health_options.source_v6) = *address;
+  }
 
   // The document is validated before anything else happens, so that a
   // refused document changes nothing at all.
@@ -394,6 +411,9 @@ int run(const Flags& flags) {
     Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
     Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, &clock, host_name});
     agent.load_persisted();
+    // Before the start-up apply: a binding known to be down stays refused.
+    HealthBook health = HealthMonitor::load(store);
+    agent.set_health(&health);
 
     if (flags.cleanup) {
       agent.cleanup();
@@ -438,6 +458,9 @@ int run(const Flags& flags) {
         loop.stop(kExitFailure);
       }
     });
+    auto prober = make_socket_prober();
+    HealthMonitor monitor(loop, agent, *prober, store, health, health_options);
+    control.set_health_monitor(&monitor);
     auto note_error = [&control](const std::string& text) { control.note_error(text); };
     ExpiryJob expiry(loop,
                      {[&] { return agent.next_deadline(); }, [&] { agent.expire(); }, note_error});
@@ -564,6 +587,11 @@ int main(int argc, char** argv) {
                  "are lost and the counts resynced from a dump)")
       ->check(CLI::Range(4u, 1u << 20))
       ->capture_default_str();
+  app.add_option("--health-source-ipv4", flags.health_source_ipv4,
+                 "The address IPv4 health probes leave from (one of this host's, which the "
+                 "backends can answer, e.g. on the bridge); default: the kernel's choice");
+  app.add_option("--health-source-ipv6", flags.health_source_ipv6,
+                 "The same for IPv6 health probes");
   app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
                "Refuse to start if a needed sysctl is wrong instead of setting it");
   app.add_flag("--check", flags.check, "Validate --config and exit; changes nothing");

@@ -127,11 +127,13 @@ std::optional<StateStore::Loaded> StateStore::load() {
   return loaded;
 }
 
-void StateStore::save(PersistedState& state) {
-  const std::string path = state_path();
+namespace {
+
+// Temporary file, fsync, rename, fsync of the directory: a crash leaves
+// the old file or the new one, never a part.
+void write_atomically(const std::string& directory, const std::string& path,
+                      const std::string& text) {
   const std::string tmp = path + ".tmp";
-  state.generation = generation_ + 1;
-  const std::string text = persisted_state_to_text(state);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) throw StoreError("creating " + tmp + ": " + errno_text());
   try {
@@ -148,11 +150,27 @@ void StateStore::save(PersistedState& state) {
     ::unlink(tmp.c_str());
     throw StoreError("renaming " + tmp + " to " + path + ": " + why);
   }
-  const int dir = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {
     ::fsync(dir);  // makes the rename durable; a failure here loses nothing already applied
     ::close(dir);
   }
+}
+
+}  // namespace
+
+void StateStore::save_health(const std::string& text) {
+  write_atomically(directory_, health_path(), text);
+}
+
+std::optional<std::string> StateStore::load_health() const {
+  if (!std::filesystem::exists(health_path())) return std::nullopt;
+  return read_file(health_path());
+}
+
+void StateStore::save(PersistedState& state) {
+  state.generation = generation_ + 1;
+  write_atomically(directory_, state_path(), persisted_state_to_text(state));
   // The new snapshot contains everything the old journal said.
   if (journal_fd_ >= 0) ::close(journal_fd_);
   journal_fd_ = -1;

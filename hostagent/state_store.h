@@ -50,6 +50,13 @@ class StateStore {
   const std::string& directory() const { return directory_; }
   std::string state_path() const { return directory_ + "/state.json"; }
 
+  // The health monitor's record of each binding's last known health
+  // (health.h): written whole at each transition, read at start-up;
+  // nullopt if there is none. Throws StoreError.
+  void save_health(const std::string& text);
+  std::optional<std::string> load_health() const;
+  std::string health_path() const { return directory_ + "/health.json"; }
+
  private:
   std::string journal_path(uint64_t generation) const;
 

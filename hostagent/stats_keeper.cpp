@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "hostlb/netlink/error.h"
 #include "state_store.h"
@@ -67,8 +68,11 @@ void StatsKeeper::on_readable() {
 
 StatsReport StatsKeeper::report() {
   const NftRuleset::Counters counters = nft_.counters();
+  std::set<DeliveryKey> unhealthy;
+  for (const auto& b : agent_.datapath().bindings)
+    if (!b.serving) unhealthy.insert(b.delivery());
   stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key,
-                  counters.limited, counters.limited_by_service},
+                  counters.limited, counters.limited_by_service, std::move(unhealthy)},
                  [this](const DeliveryKey& key) { return agent_.binding_for(key); });
   const State& state = agent_.current();
   stats_.forget_unless(

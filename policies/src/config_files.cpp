@@ -128,6 +128,13 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.event_queue_kb = parse_number(value, 4, 1u << 20, path);
     } else if (key == "manage_sysctls") {
       out.manage_sysctls = parse_bool(value, path);
+    } else if (key == "health_source_ipv4" || key == "health_source_ipv6") {
+      const bool v4 = key == "health_source_ipv4";
+      const auto address = v4 ? IpAddress::parse_v4(value) : IpAddress::parse_v6(value);
+      if (!address || !address->is_usable_unicast())
+        throw DocumentError(path, "\"" + printable(value) + "\" is not a unicast " +
+                                      (v4 ? "IPv4" : "IPv6") + " address");
+      (v4 ? out.health_source_ipv4 : out.health_source_ipv6) = address->str();
     } else {
       throw DocumentError(path, "is not a known setting");
     }

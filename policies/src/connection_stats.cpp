@@ -64,8 +64,11 @@ void ConnectionStats::observe(
       const uint64_t before = it == last.end() || it->second > packets ? 0 : it->second;
       if (packets == before) continue;
       if (auto binding = binding_for(key)) {
-        service(*binding).*field += packets - before;
-        backend(*binding).*field += packets - before;
+        uint64_t StatFigures::*into = field == &StatFigures::refused && reading.unhealthy.count(key)
+                                          ? &StatFigures::unhealthy
+                                          : field;
+        service(*binding).*into += packets - before;
+        backend(*binding).*into += packets - before;
       }
     }
     last = now;
@@ -153,6 +156,9 @@ std::string render_prometheus(const StatsReport& report) {
       {"connections_refused_total",
        "Packets of new connections to draining or removed bindings, refused.", "counter",
        &StatFigures::refused},
+      {"connections_refused_unhealthy_total",
+       "Packets of new connections to bindings down by their health check, refused.", "counter",
+       &StatFigures::unhealthy},
       {"consistency_misses_total",
        "TCP packets for a served key that were not SYNs and had no conntrack entry.", "counter",
        &StatFigures::misses},

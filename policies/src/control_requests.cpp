@@ -118,6 +118,7 @@ const std::vector<Method>& table() {
            refuse(kInvalidParams, "must be \"json\" or \"prometheus\"", "params.format");
          return StatsRequest{*it == "prometheus"};
        }},
+      {{"health", {}}, [](const Request&, const DocumentOptions&) { return HealthRequest{}; }},
       {{"backend.list", {}},
        [](const Request&, const DocumentOptions&) { return BackendListRequest{}; }},
       {{"backend.add", {"name", "mac", "ipv4", "ipv6", "bridge", "host"}},

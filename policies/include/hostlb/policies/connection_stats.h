@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -23,6 +24,9 @@ struct StatFigures {
   uint64_t closed = 0;   // ended on their own
   uint64_t flushed = 0;  // deleted by hostlbd (removal, drain end, flush)
   uint64_t refused = 0;  // new connection attempts refused (packets)
+  // New connection attempts refused because the binding is down by its
+  // health check (packets; not in `refused`).
+  uint64_t unhealthy = 0;
   uint64_t misses = 0;   // consistency misses (packets)
   uint64_t limited = 0;  // new connection attempts over the service's rate, dropped (services only)
   bool operator==(const StatFigures&) const = default;
@@ -88,6 +92,9 @@ class ConnectionStats {
     std::map<DeliveryKey, uint64_t> misses_by_key;
     uint64_t limited = 0;
     std::map<ServiceKey, uint64_t> limited_by_service{};
+    // The refused keys that are bindings down by their health check: their
+    // refusals count as `unhealthy`.
+    std::set<DeliveryKey> unhealthy{};
   };
   void observe(const KernelReading& reading,
                const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for);

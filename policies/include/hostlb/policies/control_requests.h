@@ -59,6 +59,8 @@ struct ConnectionsRequest {
 struct StatsRequest {
   bool prometheus = false;
 };
+// Each checked binding's health (hostlbctl health).
+struct HealthRequest {};
 struct GatewayDigestRequest {};
 struct GatewayTableRequest {
   ServiceKey service;
@@ -78,7 +80,7 @@ struct ApplyRequest {
 using TypedRequest =
     std::variant<StatusRequest, GetRequest, BackendListRequest, ServiceListRequest, EditRequest,
                  FlushRequest, ConnectionsRequest, StatsRequest, ApplyRequest, GatewayDigestRequest,
-                 GatewayTableRequest, WhichRequest>;
+                 GatewayTableRequest, WhichRequest, HealthRequest>;
 
 struct MethodInfo {
   std::string_view name;

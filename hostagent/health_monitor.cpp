@@ -1,0 +1,208 @@
+#include "health_monitor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "hostlb/netlink/error.h"
+
+namespace hostlb {
+
+struct HealthMonitor::Slot {
+  Slot(HealthMonitor& monitor, Binding b, HealthCheck c)
+      : loop(monitor.loop_),
+        binding(std::move(b)),
+        check(std::move(c)),
+        next(loop, [this, &monitor] { monitor.start_probe(*this); }),
+        deadline(loop, [this, &monitor] { monitor.finish(*this, probe->on_timeout()); }) {}
+  ~Slot() { stop(); }
+  void stop() {
+    if (watching) loop.unwatch(probe->fd());
+    watching = false;
+    probe.reset();
+    deadline.disarm();
+  }
+
+  EventLoop& loop;
+  Binding binding;
+  HealthCheck check;
+  Timer next;
+  Timer deadline;
+  std::unique_ptr<Probe> probe;
+  bool watching = false;
+  Clock::TimePoint started{};
+  // The kernel did not take the last change: tried again after the next
+  // probe.
+  bool follow_pending = false;
+};
+
+HealthMonitor::HealthMonitor(EventLoop& loop, Agent& agent, Prober& prober, StateStore& store,
+                             HealthBook& book, HealthMonitorOptions options)
+    : loop_(loop),
+      agent_(agent),
+      prober_(prober),
+      store_(store),
+      book_(book),
+      options_(std::move(options)) {
+  loop_.on_prepare([this] { sync(); });
+}
+
+HealthMonitor::~HealthMonitor() = default;
+
+HealthBook HealthMonitor::load(const StateStore& store) {
+  try {
+    const auto text = store.load_health();
+    if (!text) return {};
+    HealthBook book = HealthBook::from_json(nlohmann::json::parse(*text));
+    spdlog::info("health of {} bindings as the previous run left it ({})", book.entries().size(),
+                 store.health_path());
+    return book;
+  } catch (const std::exception& e) {
+    spdlog::warn("{} cannot be read ({}); health starts unknown", store.health_path(), e.what());
+    return {};
+  }
+}
+
+void HealthMonitor::sync() {
+  if (seen_generation_ == agent_.generation()) return;
+  seen_generation_ = agent_.generation();
+  std::unordered_map<ServiceKey, const HealthCheck*, ServiceKeyHash> checks;
+  for (const auto& s : agent_.current().services)
+    if (s.health) checks.emplace(s.key, &*s.health);
+  std::vector<BindingKey> keys;
+  std::map<BindingKey, std::unique_ptr<Slot>> slots;
+  for (const auto& b : agent_.datapath().bindings) {
+    const auto check = checks.find(b.key.service);
+    if (check == checks.end()) continue;
+    keys.push_back(b.key);
+    auto it = slots_.find(b.key);
+    // The serving flag is the monitor's own doing; anything else that
+    // changed (target, port, the check) starts the binding's probes anew.
+    Binding probed = b;
+    probed.serving = true;
+    if (it != slots_.end() && it->second->binding == probed &&
+        it->second->check == *check->second) {
+      slots.emplace(b.key, std::move(it->second));
+      continue;
+    }
+    auto slot = std::make_unique<Slot>(*this, probed, *check->second);
+    // The first probe soon (a new binding of a service that fails closed
+    // waits for it), spread over at most a second.
+    const uint32_t spread = std::min<uint32_t>(check->second->interval_ms, 1000);
+    slot->next.arm_in(std::chrono::milliseconds(probe_offset_ms(b.key, spread)));
+    slots.emplace(b.key, std::move(slot));
+  }
+  slots_ = std::move(slots);  // the slots left behind stop probing
+  book_.track(keys, loop_.clock().unix_ms());
+}
+
+void HealthMonitor::start_probe(Slot& slot) {
+  if (slot.probe) finish(slot, slot.probe->on_timeout());
+  slot.started = loop_.clock().monotonic();
+  slot.next.arm_at(slot.started + std::chrono::milliseconds(slot.check.interval_ms));
+  ProbeSpec spec;
+  spec.kind = slot.check.kind;
+  spec.target = slot.binding.target;
+  spec.port = slot.binding.target_port;
+  spec.source = slot.binding.target.is_v6() ? options_.source_v6 : options_.source_v4;
+  spec.path = slot.check.path;
+  spec.status_min = slot.check.status_min;
+  spec.status_max = slot.check.status_max;
+  slot.probe = prober_.start(spec);
+  if (const auto outcome = slot.probe->finished()) {
+    finish(slot, *outcome);
+    return;
+  }
+  Slot* raw = &slot;
+  loop_.watch(slot.probe->fd(), slot.probe->events(), [this, raw](short revents) {
+    const auto outcome = raw->probe->on_ready(revents);
+    if (outcome)
+      finish(*raw, *outcome);
+    else
+      loop_.set_events(raw->probe->fd(), raw->probe->events());
+  });
+  slot.watching = true;
+  slot.deadline.arm_in(std::chrono::milliseconds(slot.check.timeout_ms));
+}
+
+void HealthMonitor::finish(Slot& slot, const ProbeOutcome& outcome) {
+  const auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(
+      loop_.clock().monotonic() - slot.started);
+  slot.stop();
+  ++totals_.probes;
+  totals_.failed_probes += outcome.ok ? 0 : 1;
+  const ProbeResult result{outcome.ok, outcome.detail, static_cast<uint32_t>(latency.count())};
+  spdlog::debug("probe of {}: {} ({} ms)", slot.binding.key.str(), outcome.detail, latency.count());
+  const auto transition =
+      book_.record(slot.binding.key, result, slot.check, loop_.clock().unix_ms());
+  if (!transition) {
+    if (slot.follow_pending) follow(slot);
+    return;
+  }
+  (transition->to == Health::kUp ? totals_.went_up : totals_.went_down) += 1;
+  spdlog::info("health of {}: {} -> {} ({})", transition->key.str(), health_name(transition->from),
+               health_name(transition->to), transition->reason);
+  try {
+    store_.save_health(book_.to_json().dump());
+  } catch (const StoreError& e) {
+    spdlog::error("health of {} not recorded: {}", transition->key.str(), e.what());
+  }
+  follow(slot);
+  if (transition->to == Health::kDown && slot.check.flush_on_down) {
+    try {
+      agent_.flush(slot.binding.key.service, slot.binding.key.backend);
+    } catch (const KernelError& e) {
+      spdlog::error("{} is down but its connections could not be flushed: {}",
+                    slot.binding.key.str(), e.what());
+    }
+  }
+}
+
+void HealthMonitor::follow(Slot& slot) {
+  try {
+    agent_.follow_health({slot.binding.key});
+    slot.follow_pending = false;
+  } catch (const KernelError& e) {
+    spdlog::error("health of {} not applied (tried again after the next probe): {}",
+                  slot.binding.key.str(), e.what());
+    slot.follow_pending = true;
+  }
+}
+
+nlohmann::json HealthMonitor::report() const {
+  nlohmann::json bindings = nlohmann::json::array();
+  const Datapath& datapath = agent_.datapath();
+  for (const auto& [key, slot] : slots_) {
+    const BindingHealth* h = book_.find(key);
+    auto it = std::lower_bound(datapath.bindings.begin(), datapath.bindings.end(), key,
+                               [](const Binding& b, const BindingKey& k) { return b.key < k; });
+    const bool serving = it != datapath.bindings.end() && it->key == key && it->serving;
+    nlohmann::json entry = {
+        {"service", key.service.str()},
+        {"backend", key.backend},
+        {"check", health_kind_name(slot->check.kind)},
+        {"target", endpoint_str(slot->binding.target, slot->binding.target_port)},
+        {"state", health_name(h ? h->state : Health::kUnknown)},
+        {"serving", serving},
+        {"since_ms", h ? h->since_ms : 0},
+        {"probes", h ? h->probes : 0},
+        {"failed_probes", h ? h->failed_probes : 0},
+        {"transitions", h ? h->transitions : 0}};
+    if (h && h->last)
+      entry["last"] = {{"ok", h->last->ok},
+                       {"detail", h->last->detail},
+                       {"latency_ms", h->last->latency_ms},
+                       {"at_ms", h->last_ms}};
+    else
+      entry["last"] = nullptr;
+    bindings.push_back(std::move(entry));
+  }
+  return {{"bindings", std::move(bindings)},
+          {"probes", totals_.probes},
+          {"failed_probes", totals_.failed_probes},
+          {"went_up", totals_.went_up},
+          {"went_down", totals_.went_down}};
+}
+
+}  // namespace hostlb
