@@ -156,14 +156,6 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
       encoder.element(old, /*identity=*/true, /*add=*/false);
     }
   }
-  for (const auto& binding : diff.bindings_added) {
-    if (!binding.serving) {
-      refuse(binding.delivery(), true);
-      continue;
-    }
-    encoder.element(binding, /*identity=*/false, /*add=*/true);
-    if (!mark_kept.count(binding.id)) encoder.element(binding, /*identity=*/true, /*add=*/true);
-  }
   auto macs = [&](const std::vector<MacAddress>& list, bool add) {
     for (const auto& mac : list)
       encoder.set_element(nft_names::kGuardMacs, {mac.bytes().begin(), mac.bytes().end()}, {}, add,
@@ -181,6 +173,17 @@ NftBatch encode_diff_batch(const DatapathDiff& diff, const MarkLayout& marks, ui
   macs(diff.guard_macs_removed, false);
   vips(diff.guard_vips_removed, false);
   refused(diff.refused_removed, false);
+  // Additions after every deletion: a key that stops being refused for one
+  // reason (a removal ended) may be refused for another (its binding is
+  // back, and down).
+  for (const auto& binding : diff.bindings_added) {
+    if (!binding.serving) {
+      refuse(binding.delivery(), true);
+      continue;
+    }
+    encoder.element(binding, /*identity=*/false, /*add=*/true);
+    if (!mark_kept.count(binding.id)) encoder.element(binding, /*identity=*/true, /*add=*/true);
+  }
   macs(diff.guard_macs_added, true);
   vips(diff.guard_vips_added, true);
   refused(diff.refused_added, true);

@@ -58,6 +58,8 @@ class FakeNft : public NftRuleset {
       if (!binding.serving && !refused.erase(binding.delivery()))
         throw KernelError("deleting refused " + binding.key.str(), ENOENT);
     }
+    for (const auto& key : diff.refused_removed)
+      if (!refused.erase(key)) throw KernelError("deleting refused " + key.service.str(), ENOENT);
     for (const auto& binding : diff.bindings_added) {
       if (!next.emplace(binding.id, binding).second)
         throw KernelError("adding " + binding.key.str(), EEXIST);
@@ -66,8 +68,6 @@ class FakeNft : public NftRuleset {
     }
     auto macs = macs_;
     auto vips = vips_;
-    for (const auto& key : diff.refused_removed)
-      if (!refused.erase(key)) throw KernelError("deleting refused " + key.service.str(), ENOENT);
     for (const auto& key : diff.refused_added)
       if (!refused.emplace(key, 0).second)
         throw KernelError("adding refused " + key.service.str(), EEXIST);
