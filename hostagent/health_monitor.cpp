@@ -44,11 +44,17 @@ HealthMonitor::HealthMonitor(EventLoop& loop, Agent& agent, Prober& prober, Stat
       prober_(prober),
       store_(store),
       book_(book),
-      options_(std::move(options)) {
-  loop_.on_prepare([this] { sync(); });
+      options_(std::move(options)),
+      save_timer_(loop, [this] { save(); }) {
+  loop_.on_prepare([this] {
+    apply_transitions();
+    sync();
+  });
 }
 
-HealthMonitor::~HealthMonitor() = default;
+HealthMonitor::~HealthMonitor() {
+  if (save_timer_.armed()) save();  // transitions not yet written
+}
 
 HealthBook HealthMonitor::load(const StateStore& store) {
   try {
@@ -137,36 +143,50 @@ void HealthMonitor::finish(Slot& slot, const ProbeOutcome& outcome) {
   const auto transition =
       book_.record(slot.binding.key, result, slot.check, loop_.clock().unix_ms());
   if (!transition) {
-    if (slot.follow_pending) follow(slot);
+    if (slot.follow_pending) to_follow_.push_back(slot.binding.key);
     return;
   }
   (transition->to == Health::kUp ? totals_.went_up : totals_.went_down) += 1;
   spdlog::info("health of {}: {} -> {} ({})", transition->key.str(), health_name(transition->from),
                health_name(transition->to), transition->reason);
+  to_follow_.push_back(slot.binding.key);
+  if (transition->to == Health::kDown && slot.check.flush_on_down)
+    to_flush_.push_back(slot.binding.key);
+  // Written at most once a second: a whole fleet of bindings going down at
+  // once is one write, not one per binding.
+  if (!save_timer_.armed()) save_timer_.arm_in(std::chrono::seconds(1));
+}
+
+void HealthMonitor::apply_transitions() {
+  if (!to_follow_.empty()) {
+    // One kernel change for every transition of this round of the loop.
+    try {
+      agent_.follow_health(to_follow_);
+      for (const auto& key : to_follow_)
+        if (auto it = slots_.find(key); it != slots_.end()) it->second->follow_pending = false;
+    } catch (const KernelError& e) {
+      spdlog::error("health of {} bindings not applied (tried again after their next probe): {}",
+                    to_follow_.size(), e.what());
+      for (const auto& key : to_follow_)
+        if (auto it = slots_.find(key); it != slots_.end()) it->second->follow_pending = true;
+    }
+    to_follow_.clear();
+  }
+  for (const auto& key : to_flush_) {
+    try {
+      agent_.flush(key.service, key.backend);
+    } catch (const KernelError& e) {
+      spdlog::error("{} is down but its connections could not be flushed: {}", key.str(), e.what());
+    }
+  }
+  to_flush_.clear();
+}
+
+void HealthMonitor::save() {
   try {
     store_.save_health(book_.to_json().dump());
   } catch (const StoreError& e) {
-    spdlog::error("health of {} not recorded: {}", transition->key.str(), e.what());
-  }
-  follow(slot);
-  if (transition->to == Health::kDown && slot.check.flush_on_down) {
-    try {
-      agent_.flush(slot.binding.key.service, slot.binding.key.backend);
-    } catch (const KernelError& e) {
-      spdlog::error("{} is down but its connections could not be flushed: {}",
-                    slot.binding.key.str(), e.what());
-    }
-  }
-}
-
-void HealthMonitor::follow(Slot& slot) {
-  try {
-    agent_.follow_health({slot.binding.key});
-    slot.follow_pending = false;
-  } catch (const KernelError& e) {
-    spdlog::error("health of {} not applied (tried again after the next probe): {}",
-                  slot.binding.key.str(), e.what());
-    slot.follow_pending = true;
+    spdlog::error("health not recorded: {}", e.what());
   }
 }
 

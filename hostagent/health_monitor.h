@@ -60,7 +60,9 @@ class HealthMonitor {
   struct Slot;
   void start_probe(Slot& slot);
   void finish(Slot& slot, const ProbeOutcome& outcome);
-  void follow(Slot& slot);
+  // Before the loop waits: the kernel follows this round's transitions.
+  void apply_transitions();
+  void save();
 
   EventLoop& loop_;
   Agent& agent_;
@@ -71,6 +73,9 @@ class HealthMonitor {
   std::map<BindingKey, std::unique_ptr<Slot>> slots_;
   std::optional<uint64_t> seen_generation_;
   Totals totals_;
+  std::vector<BindingKey> to_follow_;
+  std::vector<BindingKey> to_flush_;
+  Timer save_timer_;
 };
 
 }  // namespace hostlb
