@@ -563,6 +563,48 @@ void add_service_commands(CLI::App& app, Invocation& run) {
     run.params = {{"service", o->key}, {"backend", ref["name"]}, {"port", ref["port"]}};
     if (o->weight != 0) run.params["weight"] = o->weight;
   });
+  struct Health {
+    std::string key, kind, path, status, start, established;
+    double interval = 0, timeout = 0;  // 0: not given
+    uint32_t rise = 0, fall = 0;
+    bool none = false;
+  };
+  auto h = storage<Health>();
+  auto* health = service->add_subcommand(
+      "health", "Set a service's health check (hostlbd checks each local binding), or --none");
+  health->add_option("service", h->key, "VIP:PORT/PROTO")->required();
+  health->add_option("--kind", h->kind, "tcp or http (TCP services), udp (UDP services)");
+  health->add_option("--interval", h->interval, "Seconds between probes (0.1-3600, default 5)");
+  health->add_option("--timeout", h->timeout,
+                     "Seconds a probe may take (0.1 to the interval, default 2)");
+  health->add_option("--rise", h->rise, "Successes in a row that bring a down binding up (1-100)");
+  health->add_option("--fall", h->fall, "Failures in a row that take a binding down (1-100)");
+  health->add_option("--path", h->path, "HTTP: the path of the GET (default /)");
+  health->add_option("--status", h->status,
+                     "HTTP: the statuses that count as up (default 200-399)");
+  health->add_option("--start", h->start,
+                     "down (default): a new binding serves after its first success; up: at once");
+  health->add_option("--established", h->established,
+                     "keep (default) or flush the connections of a binding that goes down");
+  health->add_flag("--none", h->none, "Remove the check: every binding serves");
+  health->callback([&run, h] {
+    run.method = "service.health";
+    json check = json::object();
+    auto text = [&](const char* name, const std::string& value) {
+      if (!value.empty()) check[name] = value;
+    };
+    text("kind", h->kind);
+    text("path", h->path);
+    text("status", h->status);
+    text("start", h->start);
+    text("established", h->established);
+    if (h->interval != 0) check["interval"] = h->interval;
+    if (h->timeout != 0) check["timeout"] = h->timeout;
+    if (h->rise != 0) check["rise"] = h->rise;
+    if (h->fall != 0) check["fall"] = h->fall;
+    if (h->none && !check.empty()) throw UsageError("--none takes no other option");
+    run.params = {{"service", h->key}, {"health", h->none ? json() : check}};
+  });
   auto* detach = service->add_subcommand("detach", "Stop a backend serving a service");
   detach->add_option("service", o->key, "VIP:PORT/PROTO")->required();
   detach->add_option("backend", o->backend, "Backend name")->required();

@@ -161,6 +161,16 @@ const std::vector<Method>& table() {
            refuse(kInvalidParams, "must be a string", "params.backend");
          return EditRequest{Edit::attach(key, std::move(ref))};
        }},
+      {{"service.health", {"service", "health"}},
+       [](const Request& r, const DocumentOptions&) -> TypedRequest {
+         const ServiceKey key = param_service(r.params);
+         const json& health = param(r.params, "health");
+         if (health.is_null()) return EditRequest{Edit::set_health(key, std::nullopt)};
+         return EditRequest{Edit::set_health(key, with_params_paths([&] {
+                                               return parse_health_check(health, "health",
+                                                                         key.protocol);
+                                             }))};
+       }},
       {{"service.detach", {"service", "backend", "drain"}},
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          const ServiceKey key = param_service(r.params);

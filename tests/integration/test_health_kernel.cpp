@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -268,6 +270,65 @@ TEST_F(HealthTest, ARestartKeepsTheLastKnownHealth) {
   EXPECT_TRUE(daemon->wait_for_log("health of 1 bindings as the previous run left it"))
       << daemon->log();
   EXPECT_EQ(health_of(key, "web-1")["state"], "down");
+}
+
+// A backend that flaps changes the kernel once per transition, not once per
+// probe: each transition is one element added to or deleted from the
+// refuse set, as nft monitor sees them.
+TEST_F(HealthTest, FlappingChangesTheKernelOncePerTransition) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  const std::string key = "203.0.113.10:80/tcp";
+  auto daemon =
+      start(document({checked_service(kVip10, 80, "tcp", {{"web-1", 8080}},
+                                      R"({"interval":0.2,"timeout":0.2,"rise":1,"fall":1})")}));
+  wait_state(key, "web-1", "up");
+  const std::string events = lab_.dir() + "/nft-events";
+  const std::string monitor = sh("ip netns exec " + lab_.ns("hv") + " timeout 6 nft monitor > " +
+                                 events + " 2>&1 & echo $!")
+                                  .output;
+  std::this_thread::sleep_for(500ms);
+  const uint64_t before = health_of(key, "web-1")["transitions"];
+  for (int i = 0; i < 4; ++i) {
+    refuse_in("vm1", 8080, "reset");
+    wait_state(key, "web-1", "down");
+    std::this_thread::sleep_for(400ms);  // probes go on failing: no change
+    allow_in("vm1");
+    wait_state(key, "web-1", "up");
+    std::this_thread::sleep_for(400ms);
+  }
+  const uint64_t transitions = health_of(key, "web-1")["transitions"].get<uint64_t>() - before;
+  EXPECT_EQ(transitions, 8u);
+  const std::string pid = monitor.substr(0, monitor.find_first_not_of("0123456789"));
+  ASSERT_FALSE(pid.empty()) << monitor;
+  sh("while kill -0 " + pid + " 2>/dev/null; do sleep 0.1; done");
+  std::ifstream in(events);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t changes = 0;
+  for (size_t at = text.find("refuse4"); at != std::string::npos; at = text.find("refuse4", at + 1))
+    changes += text.compare(text.find('{', at) + 2, 17, kVm1.mac) == 0;
+  EXPECT_EQ(changes, transitions) << text;
+}
+
+// hostlbctl gives a service a check and takes it away.
+TEST_F(HealthTest, HostlbctlSetsAndRemovesACheck) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  const std::string key = "203.0.113.10:80/tcp";
+  auto daemon = start(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  auto r = ctl("service health " + key + " --kind http --interval 0.5 --timeout 0.4");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(health_of(key, "web-1")["check"], "http");
+  // The backend speaks no HTTP: it goes down.
+  wait_state(key, "web-1", "down");
+  r = ctl("service health " + key + " --kind udp");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("params.health.kind"), std::string::npos) << r.output;
+  r = ctl("service health " + key + " --none");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(lab_.in("hv", "nft list set inet hostlb refuse4").output.find(kVm1.mac),
+            std::string::npos)
+      << "no check: it serves again";
+  const auto doc = nlohmann::json::parse(ctl("--json get").output);
+  EXPECT_FALSE(doc["services"][0].contains("health")) << doc.dump();
 }
 
 }  // namespace

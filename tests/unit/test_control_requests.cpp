@@ -30,7 +30,7 @@ TEST(ControlRequests, EveryMethodIsInTheTableOnce) {
             (std::set<std::string_view>{
                 "status", "get", "apply", "stats", "backend.list", "backend.add", "backend.del",
                 "service.list", "service.add", "service.del", "service.attach", "service.detach",
-                "connections", "flush", "which", "gateway.digest", "gateway.table", "health"}));
+                "connections", "flush", "which", "gateway.digest", "gateway.table", "health", "service.health"}));
 }
 
 TEST(ControlRequests, EditsCarryTheirEditAndDrain) {
