@@ -44,7 +44,7 @@ HealthMonitor::HealthMonitor(EventLoop& loop, Agent& agent, Prober& prober, Stat
       prober_(prober),
       store_(store),
       book_(book),
-      options_(std::move(options)),
+      options_(options),
       save_timer_(loop, [this] { save(); }) {
   loop_.on_prepare([this] {
     apply_transitions();

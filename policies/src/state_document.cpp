@@ -1,6 +1,7 @@
 #include "hostlb/policies/state_document.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -114,7 +115,7 @@ uint32_t require_seconds(const json& value, const std::string& path) {
   const double ms = value.get<double>() * 1000.0;
   if (!(ms >= 99.5 && ms <= 3600.0 * 1000 + 0.5))
     throw DocumentError(path, shown(value) + " is not a number of seconds from 0.1 to 3600");
-  return static_cast<uint32_t>(ms + 0.5);
+  return static_cast<uint32_t>(std::lround(ms));
 }
 
 bool is_http_path(std::string_view path) {
