@@ -349,6 +349,8 @@ json ControlHandler::stats(const control::StatsRequest& request) {
       {"misses", report.misses},
       {"limited", report.limited},
       {"repairs", report.repairs},
+      {"health",
+       {{"probes", report.health_probes}, {"failed_probes", report.health_probes_failed}}},
       {"conntrack",
        {{"count", report.conntrack_count},
         {"max", report.conntrack_max},

@@ -190,6 +190,18 @@ void HealthMonitor::save() {
   }
 }
 
+void HealthMonitor::fill(StatsReport& report) const {
+  report.health_probes = totals_.probes;
+  report.health_probes_failed = totals_.failed_probes;
+  report.health.clear();
+  for (const auto& [key, slot] : slots_) {
+    const BindingHealth* h = book_.find(key);
+    report.health.push_back({key.service.str(), key.backend,
+                             std::string(health_name(h ? h->state : Health::kUnknown)),
+                             h ? h->transitions : 0});
+  }
+}
+
 nlohmann::json HealthMonitor::report() const {
   nlohmann::json bindings = nlohmann::json::array();
   const Datapath& datapath = agent_.datapath();

@@ -13,6 +13,7 @@
 #include "agent.h"
 #include "event_loop.h"
 #include "hostlb/netlink/probe.h"
+#include "hostlb/policies/connection_stats.h"
 #include "hostlb/policies/health.h"
 #include "state_store.h"
 
@@ -55,6 +56,8 @@ class HealthMonitor {
   // Per checked binding: state, since when, whether it serves, the last
   // probe (result, detail, latency), counts. For `hostlbctl health`.
   nlohmann::json report() const;
+  // The same for the statistics and metrics.
+  void fill(StatsReport& report) const;
 
  private:
   struct Slot;

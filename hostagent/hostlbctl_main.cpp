@@ -391,6 +391,9 @@ void print_stats(const json& r) {
               cell(e.at("received")).c_str(), cell(e.at("losses")).c_str(),
               cell(e.at("resyncs")).c_str(), cell(r.at("guard_drops")).c_str(),
               cell(r.at("misses")).c_str(), cell(r.value("limited", json())).c_str());
+  if (const auto h = r.value("health", json()); h.is_object())
+    std::printf("health probes %s, failed %s\n", cell(h.at("probes")).c_str(),
+                cell(h.at("failed_probes")).c_str());
   const auto& ct = r.at("conntrack");
   std::printf("conntrack table %s of %s entries%s; repairs %s\n", cell(ct.at("count")).c_str(),
               cell(ct.at("max")).c_str(), ct.at("full").get<bool>() ? " (FULL)" : "",

@@ -461,6 +461,7 @@ int run(const Flags& flags) {
     auto prober = make_socket_prober();
     HealthMonitor monitor(loop, agent, *prober, store, health, health_options);
     control.set_health_monitor(&monitor);
+    stats.set_health_source([&monitor](StatsReport& report) { monitor.fill(report); });
     auto note_error = [&control](const std::string& text) { control.note_error(text); };
     ExpiryJob expiry(loop,
                      {[&] { return agent.next_deadline(); }, [&] { agent.expire(); }, note_error});

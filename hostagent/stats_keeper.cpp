@@ -95,6 +95,7 @@ StatsReport StatsKeeper::report() {
   report.conntrack_count = ct_count_;
   report.conntrack_max = ct_max_;
   report.conntrack_full = ct_full_;
+  if (health_source_) health_source_(report);
   return report;
 }
 

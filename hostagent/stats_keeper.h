@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,10 @@ class StatsKeeper {
 
   // Current figures (reads the kernel's packet counters first).
   StatsReport report();
+  // Adds the health checks' figures to every report (the health monitor's).
+  void set_health_source(std::function<void(StatsReport&)> source) {
+    health_source_ = std::move(source);
+  }
   // Writes the Prometheus text to `path` atomically (temporary file,
   // rename), for node_exporter's textfile collector. Throws StoreError.
   void write_metrics(const std::string& path);
@@ -53,6 +58,7 @@ class StatsKeeper {
   std::unique_ptr<ConntrackEvents> events_;
   ConnectionStats stats_;
   size_t losses_unreported_ = 0;
+  std::function<void(StatsReport&)> health_source_;
   std::chrono::steady_clock::time_point last_loss_report_{};
 };
 

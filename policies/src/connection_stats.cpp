@@ -211,6 +211,27 @@ std::string render_prometheus(const StatsReport& report) {
       "# HELP hostlb_conntrack_full 1 while the conntrack table is (nearly) full.\n"
       "# TYPE hostlb_conntrack_full gauge\nhostlb_conntrack_full " +
       std::string(report.conntrack_full ? "1" : "0") + "\n";
+  single("hostlb_health_probes_total", "Health probes made since hostlbd started.",
+         report.health_probes);
+  single("hostlb_health_probes_failed_total", "Health probes that failed.",
+         report.health_probes_failed);
+  if (!report.health.empty()) {
+    out +=
+        "# HELP hostlb_binding_health 1 for the state a checked binding is in (up, down, "
+        "unknown: not yet checked), 0 for the others.\n# TYPE hostlb_binding_health gauge\n";
+    for (const auto& h : report.health)
+      for (const char* state : {"up", "down", "unknown"})
+        out += "hostlb_binding_health{service=\"" + label_value(h.service) + "\",backend=\"" +
+               label_value(h.backend) + "\",state=\"" + state + "\"} " +
+               (h.state == state ? "1" : "0") + "\n";
+    out +=
+        "# HELP hostlb_binding_health_transitions_total Changes of a checked binding's health.\n"
+        "# TYPE hostlb_binding_health_transitions_total counter\n";
+    for (const auto& h : report.health)
+      out += "hostlb_binding_health_transitions_total{service=\"" + label_value(h.service) +
+             "\",backend=\"" + label_value(h.backend) + "\"} " + std::to_string(h.transitions) +
+             "\n";
+  }
   single("hostlb_repairs_total",
          "Times hostlbd rebuilt its table, routes or neighbours after someone changed them.",
          report.repairs);

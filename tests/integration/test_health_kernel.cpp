@@ -183,10 +183,39 @@ TEST_F(HealthTest, ADeadBackendIsRefusedKeepsItsConnectionsAndComesBack) {
   const auto status = nlohmann::json::parse(ctl("--json status").output);
   EXPECT_EQ(status["health"]["checked"], 2) << status.dump();
   EXPECT_EQ(status["health"]["not_serving"], 0) << status.dump();
-  EXPECT_NE(ctl("stats --prometheus")
-                .output.find("hostlb_service_connections_refused_unhealthy_total{service=\"" + key +
-                             "\"}"),
-            std::string::npos);
+  const std::string metrics = ctl("stats --prometheus").output;
+  EXPECT_NE(
+      metrics.find("hostlb_service_connections_refused_unhealthy_total{service=\"" + key + "\"}"),
+      std::string::npos);
+  EXPECT_NE(metrics.find("hostlb_binding_health{service=\"" + key +
+                         "\",backend=\"web-1\",state=\"up\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("hostlb_binding_health_transitions_total{service=\"" + key +
+                         "\",backend=\"web-1\"} 3"),
+            std::string::npos)
+      << metrics;
+}
+
+// A check that flushes: a binding that goes down loses its established
+// connections too.
+TEST_F(HealthTest, ACheckThatFlushesEndsTheEstablishedConnections) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  lab_.gateway("c1", kVip10, kVm1.mac);
+  const std::string key = "203.0.113.10:80/tcp";
+  auto daemon = start(document({checked_service(
+      kVip10, 80, "tcp", {{"web-1", 8080}},
+      R"({"interval":0.5,"timeout":0.4,"rise":1,"fall":1,"established":"flush"})")}));
+  wait_state(key, "web-1", "up");
+  TcpClient established(lab_, "c1", kVip10, 80);
+  ASSERT_EQ(established.read_line().substr(0, 3), "vm1");
+  EXPECT_NE(conntrack("-p tcp --dport 80").find(kVip10), std::string::npos);
+  refuse_in("vm1", 8080, "reset");
+  wait_state(key, "web-1", "down");
+  EXPECT_TRUE(daemon->wait_for_log("flush " + key + " backend web-1: 1 connections", 1, 3s))
+      << daemon->log();
+  EXPECT_EQ(conntrack("-p tcp --dport 80").find(kVip10), std::string::npos)
+      << conntrack("-p tcp --dport 80");
 }
 
 // A backend that drops SYNs goes down by timeout.

@@ -131,6 +131,36 @@ TEST_F(StatsTest, LimitedAttemptsAreCountedPerServiceOnlyAndShownAsMetrics) {
   EXPECT_NE(text.find("hostlb_connections_limited_all_total 11\n"), std::string::npos) << text;
 }
 
+TEST_F(StatsTest, RefusalsOfDownBindingsCountAsUnhealthyAndHealthIsAMetric) {
+  const DeliveryKey down{*MacAddress::parse("02:00:00:00:01:11"),
+                         *parse_service_key("203.0.113.10:80/tcp")};
+  const DeliveryKey removed{*MacAddress::parse("02:00:00:00:01:12"), down.service};
+  ConnectionStats::KernelReading reading;
+  reading.refused = {{down, 4}, {removed, 3}};
+  reading.unhealthy = {down};
+  stats_.observe(reading, [](const DeliveryKey& k) -> std::optional<BindingKey> {
+    return BindingKey{k.service, k.mac.str().back() == '1' ? "web-1" : "web-2"};
+  });
+  StatsReport report = stats_.report();
+  EXPECT_EQ(report.services.at("203.0.113.10:80/tcp").unhealthy, 4u);
+  EXPECT_EQ(report.services.at("203.0.113.10:80/tcp").refused, 3u);
+  EXPECT_EQ(report.backends.at("web-1").unhealthy, 4u);
+  EXPECT_EQ(report.backends.at("web-1").refused, 0u);
+  report.health = {{"203.0.113.10:80/tcp", "web-1", "down", 3}};
+  report.health_probes = 12;
+  const std::string text = render_prometheus(report);
+  for (const char* line :
+       {"hostlb_service_connections_refused_unhealthy_total{service=\"203.0.113.10:80/tcp\"} 4\n",
+        "hostlb_binding_health{service=\"203.0.113.10:80/tcp\",backend=\"web-1\",state=\"down\"} "
+        "1\n",
+        "hostlb_binding_health{service=\"203.0.113.10:80/tcp\",backend=\"web-1\",state=\"up\"} 0\n",
+        "hostlb_binding_health_transitions_total{service=\"203.0.113.10:80/"
+        "tcp\",backend=\"web-1\"} "
+        "3\n",
+        "hostlb_health_probes_total 12\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
+}
+
 TEST_F(StatsTest, TotalsOfForgottenServicesAndBackendsGo) {
   stats_.on_new(kMarks.mark_for(1));
   stats_.on_new(kMarks.mark_for(3));

@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "hostlb/policies/datapath.h"
 
@@ -32,6 +33,15 @@ struct StatFigures {
   bool operator==(const StatFigures&) const = default;
 };
 
+// A binding whose service has a health check, as the metrics show it.
+struct BindingHealthFigures {
+  std::string service;
+  std::string backend;
+  std::string state;  // up, down, unknown (health_name)
+  uint64_t transitions = 0;
+  bool operator==(const BindingHealthFigures&) const = default;
+};
+
 struct StatsReport {
   std::map<std::string, StatFigures> services;  // by service key text
   std::map<std::string, StatFigures> backends;  // by backend name
@@ -45,6 +55,9 @@ struct StatsReport {
   uint64_t conntrack_count = 0;                 // the conntrack table now (all users)
   uint64_t conntrack_max = 0;
   bool conntrack_full = false;
+  std::vector<BindingHealthFigures> health{};  // the checked bindings
+  uint64_t health_probes = 0;                  // probes made since hostlbd started
+  uint64_t health_probes_failed = 0;
 };
 
 // Whether the conntrack table is to be reported full: from 99% of
