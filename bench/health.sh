@@ -45,11 +45,14 @@ start_daemon() {  # NAME DOC
   in_ns hv "$HOSTLBD" --config "$2" --state-dir "$WORK/$1/state" --socket "$WORK/$1/s.sock" \
     --log-level warn --health-source-ipv4 198.18.255.254 --service-new-rate 1000000 \
     >"$WORK/$1/log" 2>&1 &
-  PID=$!
   for _ in $(seq 600); do [ -S "$WORK/$1/s.sock" ] && break; sleep 0.05; done
+  PID=$(pgrep -f -- "--state-dir $WORK/$1/state" | head -1)
   CTL="$CTL_BIN --socket $WORK/$1/s.sock --timeout 120"
 }
-stop_daemon() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+stop_daemon() {
+  kill "$PID"
+  while kill -0 "$PID" 2>/dev/null; do sleep 0.05; done
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 # hostlbd's CPU use over MEASURE seconds, in percent of one core.
 cpu_percent() {
