@@ -252,6 +252,24 @@ std::unique_ptr<RepeatingTimer> watchdog_timer(EventLoop& loop) {
 
 // --role gateway: the gateway's table from the same documents, control
 // socket and state directory; no conntrack, no host routes.
+// One hostlbd of a role per network namespace: two (with different state
+// directories and sockets) would each rebuild the one table the other just
+// replaced, for ever.
+std::unique_ptr<NamespaceLock> take_namespace_lock(const std::string& role) {
+  try {
+    return std::make_unique<NamespaceLock>("hostlbd-" + role);
+  } catch (const KernelError& e) {
+    if (e.error() == EADDRINUSE)
+      spdlog::error(
+          "another hostlbd --role {} runs in this network namespace (it holds the "
+          "abstract socket @hostlbd-{}); two would rebuild one table against each other",
+          role, role);
+    else
+      spdlog::error("{}", e.what());
+    return nullptr;
+  }
+}
+
 int run_gateway(const Flags& flags, const std::optional<State>& config,
                 const DocumentOptions& doc_options, const std::string& host_name) {
   if (!is_valid_interface_name(flags.client_interface) ||
@@ -269,6 +287,8 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
   }
   const GatewayConfig gateway{flags.client_interface, flags.fabric_interface, *mac};
   try {
+    const auto lock = take_namespace_lock("gateway");
+    if (!lock) return kExitFailure;
     SystemClock clock;
     StateStore store(flags.state_dir);
     auto kernel = make_kernel_gateway();
@@ -402,6 +422,8 @@ int run(const Flags& flags) {
   if (flags.role == "gateway") return run_gateway(flags, config, doc_options, host_name);
 
   try {
+    const auto lock = take_namespace_lock("host");
+    if (!lock) return kExitFailure;
     SystemClock clock;
     StateStore store(flags.state_dir);
     auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy, flags.admission});

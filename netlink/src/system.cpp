@@ -1,9 +1,14 @@
 #include "hostlb/netlink/system.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 
+#include "hostlb/netlink/error.h"
 #include "hostlb/policies/state_document.h"
 
 namespace hostlb {
@@ -22,5 +27,23 @@ std::optional<MacAddress> interface_mac(const std::string& name) {
   if (!(in >> text)) return std::nullopt;
   return MacAddress::parse(text);
 }
+
+NamespaceLock::NamespaceLock(const std::string& name) {
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) throw KernelError("making the socket for lock @" + name, errno);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  // An abstract name: a leading NUL, no file.
+  const size_t length = std::min(name.size(), sizeof addr.sun_path - 1);
+  std::memcpy(addr.sun_path + 1, name.data(), length);
+  const auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + length);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), size) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    throw KernelError("taking lock @" + name + " of this network namespace", err);
+  }
+}
+
+NamespaceLock::~NamespaceLock() { ::close(fd_); }
 
 }  // namespace hostlb

@@ -389,6 +389,25 @@ TEST_F(DatapathTest, CleanupRemovesTheTableRoutesAndNeighbours) {
   EXPECT_EQ(lab_.in("hv", "ip neigh show nud permanent").output, "");
 }
 
+// Two daemons in one network namespace would rebuild one table against
+// each other: the second is refused, whatever its state directory and
+// socket, and the first carries on (daemons in other namespaces, as in the
+// fleet tests, are not concerned).
+TEST_F(DatapathTest, ASecondHostlbdInOneNamespaceIsRefused) {
+  auto daemon = start_hostlbd(document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  const std::string config = write_lab_file(lab_, "second.json", document({}));
+  Hostlbd second(lab_, {"--config", config, "--state-dir", lab_.dir() + "/state2", "--socket",
+                        lab_.dir() + "/second.sock"});
+  const auto result = second.run_to_exit();
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(second.log().find("another hostlbd --role host runs in this network namespace"),
+            std::string::npos)
+      << second.log();
+  EXPECT_NE(ruleset().find("203.0.113.10 . tcp . 80"), std::string::npos)
+      << "the first one's table is untouched";
+  EXPECT_EQ(ctl("status").exit_code, 0);
+}
+
 TEST_F(DatapathTest, OtherTablesAreLeftAlone) {
   ASSERT_EQ(lab_.in("hv", "nft add table ip other").exit_code, 0);
   ASSERT_EQ(lab_.in("hv", "nft add chain ip other c '{ type filter hook forward priority 0; }'")

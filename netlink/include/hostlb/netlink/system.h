@@ -16,4 +16,20 @@ std::string system_host_name();
 // An interface's MAC address (sysfs); nullopt if there is no such interface.
 std::optional<MacAddress> interface_mac(const std::string& name);
 
+// Held by one process per network namespace and name while it lives: an
+// abstract Unix socket, which belongs to the namespace it was made in and
+// goes away with the process however it ends.
+class NamespaceLock {
+ public:
+  // Throws KernelError naming `name`: EADDRINUSE when another process of
+  // this network namespace holds it.
+  explicit NamespaceLock(const std::string& name);
+  ~NamespaceLock();
+  NamespaceLock(const NamespaceLock&) = delete;
+  NamespaceLock& operator=(const NamespaceLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace hostlb
