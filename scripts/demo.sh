@@ -3,7 +3,8 @@
 # namespaces (clients c1 c2, a hypervisor with br0, backends vm1 vm2), runs
 # hostlbd in the hypervisor, and shows real TCP and UDP connections to two
 # VIPs (and an IPv6 VIP) served by one backend, with replies coming back from
-# the VIP each client used; then runs the fleet demo (scripts/demo-fleet.sh:
+# the VIP each client used, and a health check taking a dead backend out and
+# back in; then runs the fleet demo (scripts/demo-fleet.sh:
 # a router, two gateways and two hypervisors on one fleet document). Then it
 # tears the labs down.
 #
@@ -70,9 +71,15 @@ say "state document $RUN/demo.json"
 cat "$RUN/demo.json"
 
 say "starting hostlbd in $P-hv"
+# Health probes leave from an address of the hypervisor's on br0, in the
+# backends' subnet (so that they can answer it).
+in_ns hv ip addr add 198.18.255.254/32 dev br0
+# A route towards the clients, for the TCP resets of refused connections
+# (a real hypervisor has a default route).
+in_ns hv ip route add 198.18.0.0/15 dev br0
 # Not through in_ns: $! must be hostlbd itself (ip netns exec execs it).
 ip netns exec "$P-hv" "$HOSTLBD" --config "$RUN/demo.json" --state-dir "$RUN/state" \
-  --socket "$RUN/hostlbd.sock" >"$RUN/hostlbd.log" 2>&1 &
+  --socket "$RUN/hostlbd.sock" --health-source-ipv4 198.18.255.254 >"$RUN/hostlbd.log" 2>&1 &
 echo $! >"$RUN/hostlbd.pid"
 for _ in $(seq 50); do
   grep -q "applied $RUN/demo.json" "$RUN/hostlbd.log" && break
@@ -85,8 +92,10 @@ say "nftables table inet hostlb in $P-hv"
 in_ns hv nft list table inet hostlb
 
 # Backend vm1 answers on 8080 (TCP, IPv4 and IPv6) and 5353 (UDP) with what it sees.
+# (Health probes close with a reset: socat's complaints about them are not
+# shown.)
 ip netns exec "$P-vm1" socat TCP4-LISTEN:8080,fork,reuseaddr \
-  SYSTEM:'echo "vm1 at $SOCAT_SOCKADDR:$SOCAT_SOCKPORT sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"; sleep 1' &
+  SYSTEM:'echo "vm1 at $SOCAT_SOCKADDR:$SOCAT_SOCKPORT sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"; sleep 1' 2>/dev/null &
 ip netns exec "$P-vm1" socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=1 \
   SYSTEM:'echo "vm1 at $SOCAT_SOCKADDR:$SOCAT_SOCKPORT sees client $SOCAT_PEERADDR:$SOCAT_PEERPORT"; sleep 1' &
 ip netns exec "$P-vm1" socat UDP4-RECVFROM:5353,fork \
@@ -131,6 +140,27 @@ say "a live change with hostlbctl: web-1 also serves 203.0.113.30:80/tcp"
 $CTL service add 203.0.113.30:80/tcp --backend web-1:8080 | sed 's/^/  /'
 "$ROOT/scripts/lab.sh" gateway "$P" c2 203.0.113.30 02:00:00:00:01:11
 tcp_demo c2 203.0.113.30:80 203.0.113.30
+say "a health check: hostlbd probes web-1's port 8080 for 203.0.113.10:80/tcp twice a second"
+$CTL service health 203.0.113.10:80/tcp --interval 0.5 --timeout 0.4 --fall 2 | sed 's/^/  /'
+sleep 1.5
+$CTL health | sed 's/^/  /'
+say "web-1's service on 8080 dies (vm1 resets new connections): the host refuses it at once"
+in_ns vm1 nft add table inet demo
+in_ns vm1 nft 'add chain inet demo in { type filter hook input priority 0; }'
+in_ns vm1 nft add rule inet demo in tcp dport 8080 tcp flags \& '(syn | ack)' == syn reject with tcp reset
+sleep 1.5
+$CTL health | sed 's/^/  /'
+if in_ns c1 socat -T2 - TCP:203.0.113.10:80 </dev/null 2>/dev/null; then
+  echo "  UNEXPECTED: a connection to the down backend"
+  exit 1
+fi
+echo "  c1 -> 203.0.113.10:80: refused (hostlbd's refusal: a TCP reset)"
+$CTL stats | sed -n '1,/^$/p' | sed 's/^/  /'
+say "it comes back: serving again"
+in_ns vm1 nft delete table inet demo
+sleep 1.5
+$CTL health | sed 's/^/  /'
+tcp_demo c1 203.0.113.10:80 203.0.113.10
 say "hostlbctl status and service list"
 $CTL status | sed 's/^/  /'
 $CTL service list | sed 's/^/  /'
