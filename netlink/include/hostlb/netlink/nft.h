@@ -17,7 +17,8 @@ inline constexpr const char* kNftFamily = "inet";
 inline constexpr const char* kNftTable = "hostlb";
 
 // What happens to a new connection to a refused key (a draining or
-// recently removed binding). Refused packets are counted either way.
+// recently removed binding, or one that does not serve because its health
+// check says down). Refused packets are counted either way.
 enum class RefusePolicy {
   // TCP reset, ICMP port unreachable for UDP. The reset goes out of the
   // bridge port the SYN came in by, but the kernel needs some route to the
@@ -147,8 +148,9 @@ std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies = {});
 // bindings are not affected, so live connections continue).
 //
 // A filter chain between conntrack and DNAT refuses new connections to the
-// keys in the refuse sets (draining or recently removed bindings: they are
-// in no map, so nothing would DNAT them), by `refuse`.
+// keys in the refuse sets (draining or recently removed bindings, and
+// bindings that do not serve: they are in no map, so nothing would DNAT
+// them), by `refuse`.
 //
 // The same chain counts consistency misses per binding key (in a dynamic
 // set of bounded size) and in total, and treats them by `miss`; then it
