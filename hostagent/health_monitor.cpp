@@ -107,14 +107,8 @@ void HealthMonitor::start_probe(Slot& slot) {
   if (slot.probe) finish(slot, slot.probe->on_timeout());
   slot.started = loop_.clock().monotonic();
   slot.next.arm_at(slot.started + std::chrono::milliseconds(slot.check.interval_ms));
-  ProbeSpec spec;
-  spec.kind = slot.check.kind;
-  spec.target = slot.binding.target;
-  spec.port = slot.binding.target_port;
-  spec.source = slot.binding.target.is_v6() ? options_.source_v6 : options_.source_v4;
-  spec.path = slot.check.path;
-  spec.status_min = slot.check.status_min;
-  spec.status_max = slot.check.status_max;
+  const ProbeSpec spec{slot.check, slot.binding.target, slot.binding.target_port,
+                       slot.binding.target.is_v6() ? options_.source_v6 : options_.source_v4};
   slot.probe = prober_.start(spec);
   if (const auto outcome = slot.probe->finished()) {
     finish(slot, *outcome);

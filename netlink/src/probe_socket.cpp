@@ -49,7 +49,7 @@ class SocketProbe final : public Probe {
  public:
   explicit SocketProbe(const ProbeSpec& spec) : spec_(spec) {
     const int family = spec.target.is_v6() ? AF_INET6 : AF_INET;
-    const int type = spec.kind == HealthKind::kUdp ? SOCK_DGRAM : SOCK_STREAM;
+    const int type = spec.check.kind == HealthKind::kUdp ? SOCK_DGRAM : SOCK_STREAM;
     fd_ = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
       fail("making a socket: " + std::string(std::strerror(errno)));
@@ -70,13 +70,13 @@ class SocketProbe final : public Probe {
     }
     const socklen_t len = to_sockaddr(spec.target, spec.port, addr);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 && errno != EINPROGRESS) {
-      fail(describe_error(errno, spec.kind));
+      fail(describe_error(errno, spec.check.kind));
       return;
     }
-    if (spec.kind == HealthKind::kUdp) {
+    if (spec.check.kind == HealthKind::kUdp) {
       static constexpr char kPayload[] = "hostlb health probe\n";
       if (::send(fd_, kPayload, sizeof kPayload - 1, 0) < 0) {
-        fail(describe_error(errno, spec.kind));
+        fail(describe_error(errno, spec.check.kind));
         return;
       }
       phase_ = Phase::kAwaitingAnswer;
@@ -98,10 +98,10 @@ class SocketProbe final : public Probe {
         int err = 0;
         socklen_t len = sizeof err;
         if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-        if (err != 0) return ProbeOutcome{false, describe_error(err, spec_.kind)};
+        if (err != 0) return ProbeOutcome{false, describe_error(err, spec_.check.kind)};
         if ((revents & POLLOUT) == 0) return std::nullopt;
-        if (spec_.kind == HealthKind::kTcp) return ProbeOutcome{true, "connected"};
-        request_ = "GET " + spec_.path +
+        if (spec_.check.kind == HealthKind::kTcp) return ProbeOutcome{true, "connected"};
+        request_ = "GET " + spec_.check.path +
                    " HTTP/1.0\r\nHost: " + endpoint_str(spec_.target, spec_.port) +
                    "\r\nUser-Agent: hostlb-health\r\nConnection: close\r\n\r\n";
         phase_ = Phase::kSending;
@@ -113,7 +113,7 @@ class SocketProbe final : public Probe {
               ::send(fd_, request_.data() + sent_, request_.size() - sent_, MSG_NOSIGNAL);
           if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
-            return ProbeOutcome{false, describe_error(errno, spec_.kind)};
+            return ProbeOutcome{false, describe_error(errno, spec_.check.kind)};
           }
           sent_ += static_cast<size_t>(n);
         }
@@ -126,7 +126,7 @@ class SocketProbe final : public Probe {
         char buf[512];
         if (::recv(fd_, buf, sizeof buf, 0) >= 0) return ProbeOutcome{true, "answered"};
         if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
-        return ProbeOutcome{false, describe_error(errno, spec_.kind)};
+        return ProbeOutcome{false, describe_error(errno, spec_.check.kind)};
       }
     }
     return std::nullopt;
@@ -154,7 +154,7 @@ class SocketProbe final : public Probe {
     const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
-      return ProbeOutcome{false, describe_error(errno, spec_.kind)};
+      return ProbeOutcome{false, describe_error(errno, spec_.check.kind)};
     }
     response_.append(buf, static_cast<size_t>(n));
     const size_t eol = response_.find("\r\n");
@@ -167,7 +167,7 @@ class SocketProbe final : public Probe {
     unsigned status = 0;
     if (line.rfind("HTTP/", 0) != 0 || std::sscanf(line.c_str(), "HTTP/%*s %3u", &status) != 1)
       return ProbeOutcome{false, "not an HTTP status line"};
-    const bool ok = status >= spec_.status_min && status <= spec_.status_max;
+    const bool ok = status >= spec_.check.status_min && status <= spec_.check.status_max;
     return ProbeOutcome{ok, "status " + std::to_string(status)};
   }
 

@@ -15,16 +15,14 @@
 namespace hostlb {
 
 struct ProbeSpec {
-  HealthKind kind = HealthKind::kTcp;
+  // What to probe for (its kind, and for HTTP the path and the statuses
+  // that count as up); its timing is the caller's.
+  HealthCheck check;
   IpAddress target;
   uint16_t port = 0;
   // The address probes leave from (bound before connecting); unset: the
   // kernel's choice for the route to the target.
   std::optional<IpAddress> source{};
-  // HTTP: the GET's path and the statuses that count as up.
-  std::string path = "/";
-  uint16_t status_min = 200;
-  uint16_t status_max = 399;
 };
 
 // What a probe found, without its latency (the caller times it).
