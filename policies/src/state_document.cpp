@@ -118,6 +118,16 @@ uint32_t require_seconds(const json& value, const std::string& path) {
   return static_cast<uint32_t>(std::lround(ms));
 }
 
+// A UDP service takes a udp check; a TCP service a tcp or http one.
+void require_check_fits(HealthKind kind, Protocol protocol, const std::string& path) {
+  const bool fits =
+      protocol == Protocol::kUdp ? kind == HealthKind::kUdp : kind != HealthKind::kUdp;
+  if (!fits)
+    throw DocumentError(path, "a " + std::string(protocol_name(protocol)) +
+                                  " service cannot have a " + std::string(health_kind_name(kind)) +
+                                  " check");
+}
+
 bool is_http_path(std::string_view path) {
   if (path.empty() || path.front() != '/' || path.size() > 1024) return false;
   for (char c : path)
@@ -137,12 +147,7 @@ HealthCheck parse_health_check(const json& value, const std::string& path, Proto
     const auto kind_path = member(path, "kind");
     auto parsed = parse_health_kind(require_string(*kind, kind_path));
     if (!parsed) throw DocumentError(kind_path, shown(*kind) + " is not tcp, http or udp");
-    const bool fits =
-        protocol == Protocol::kUdp ? *parsed == HealthKind::kUdp : *parsed != HealthKind::kUdp;
-    if (!fits)
-      throw DocumentError(kind_path, "a " + std::string(protocol_name(protocol)) +
-                                         " service cannot have a " +
-                                         std::string(health_kind_name(*parsed)) + " check");
+    require_check_fits(*parsed, protocol, kind_path);
     check.kind = *parsed;
   }
   if (const json* interval = optional_member(value, "interval"))
@@ -210,12 +215,7 @@ HealthCheck parse_health_check(const json& value, const std::string& path, Proto
 }
 
 void check_health_check(const HealthCheck& check, const std::string& path, Protocol protocol) {
-  const bool fits =
-      protocol == Protocol::kUdp ? check.kind == HealthKind::kUdp : check.kind != HealthKind::kUdp;
-  if (!fits)
-    throw DocumentError(member(path, "kind"),
-                        "a " + std::string(protocol_name(protocol)) + " service cannot have a " +
-                            std::string(health_kind_name(check.kind)) + " check");
+  require_check_fits(check.kind, protocol, member(path, "kind"));
   if (check.interval_ms < 100 || check.interval_ms > 3600 * 1000)
     throw DocumentError(member(path, "interval"), "is not a number of seconds from 0.1 to 3600");
   if (check.timeout_ms < 100 || check.timeout_ms > check.interval_ms)
