@@ -149,12 +149,13 @@ const std::vector<Method>& table() {
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          return EditRequest{Edit::remove_service(param_service(r.params)), param_drain(r.params)};
        }},
-      {{"service.attach", {"service", "backend", "port", "weight"}},
+      {{"service.attach", {"service", "backend", "port", "weight", "state"}},
        [](const Request& r, const DocumentOptions&) -> TypedRequest {
          const ServiceKey key = param_service(r.params);
          BackendRef ref = with_params_paths([&] {
            json fields = {{"name", param(r.params, "backend")}, {"port", param(r.params, "port")}};
            if (r.params.contains("weight")) fields["weight"] = r.params["weight"];
+           if (r.params.contains("state")) fields["state"] = r.params["state"];
            return parse_backend_ref(fields, "");
          });
          if (!r.params["backend"].is_string())
@@ -176,6 +177,16 @@ const std::vector<Method>& table() {
          const ServiceKey key = param_service(r.params);
          return EditRequest{Edit::detach(key, param_string(r.params, "backend")),
                             param_drain(r.params)};
+       }},
+      {{"service.state", {"service", "backend", "state"}},
+       [](const Request& r, const DocumentOptions&) -> TypedRequest {
+         const ServiceKey key = param_service(r.params);
+         const std::string state = param_string(r.params, "state");
+         const auto parsed = parse_binding_state(state);
+         if (!parsed)
+           refuse(kInvalidParams, "\"" + state + "\" is not active, horizon or draining",
+                  "params.state");
+         return EditRequest{Edit::set_state(key, param_string(r.params, "backend"), *parsed)};
        }},
       {{"connections", {"service", "backend", "count"}},
        [](const Request& r, const DocumentOptions&) -> TypedRequest {

@@ -53,6 +53,15 @@ Edit Edit::set_health(ServiceKey key, std::optional<HealthCheck> health) {
   return e;
 }
 
+Edit Edit::set_state(ServiceKey key, std::string name, BindingState state) {
+  Edit e;
+  e.kind = Kind::kSetState;
+  e.service.key = key;
+  e.ref.name = std::move(name);
+  e.ref.state = state;
+  return e;
+}
+
 Edit Edit::detach(ServiceKey key, std::string name) {
   Edit e;
   e.kind = Kind::kDetach;
@@ -146,7 +155,8 @@ void check_edit(const State& state, const Edit& edit) {
       check_serves(*backend, key.vip, "backend");
       return;
     }
-    case Edit::Kind::kDetach: {
+    case Edit::Kind::kDetach:
+    case Edit::Kind::kSetState: {
       const Service* service = find_service(state, key);
       if (!service) throw DocumentError("service", "no service " + key.str());
       for (const auto& ref : service->backends)
@@ -213,6 +223,10 @@ void apply_edit(State& state, const Edit& edit) {
       return;
     case Edit::Kind::kSetHealth:
       service_it()->health = edit.service.health;
+      return;
+    case Edit::Kind::kSetState:
+      for (auto& ref : service_it()->backends)
+        if (ref.name == edit.ref.name) ref.state = edit.ref.state;
       return;
   }
 }

@@ -30,6 +30,7 @@ nlohmann::json edit_to_json(const Edit& edit) {
       for (const auto& r : edit.service.backends) {
         json ref = {{"name", r.name}, {"port", r.port}};
         if (r.weight != 1) ref["weight"] = r.weight;
+        if (r.state != BindingState::kActive) ref["state"] = binding_state_name(r.state);
         refs.push_back(std::move(ref));
       }
       json out = {{"op", "service.add"}, {"service", key}, {"backends", refs}};
@@ -45,8 +46,15 @@ nlohmann::json edit_to_json(const Edit& edit) {
                   {"backend", edit.ref.name},
                   {"port", edit.ref.port}};
       if (edit.ref.weight != 1) out["weight"] = edit.ref.weight;
+      if (edit.ref.state != BindingState::kActive)
+        out["state"] = binding_state_name(edit.ref.state);
       return out;
     }
+    case Edit::Kind::kSetState:
+      return {{"op", "service.state"},
+              {"service", key},
+              {"backend", edit.ref.name},
+              {"state", binding_state_name(edit.ref.state)}};
     case Edit::Kind::kDetach:
       return {{"op", "service.detach"}, {"service", key}, {"backend", edit.ref.name}};
     case Edit::Kind::kSetRows:
@@ -77,7 +85,8 @@ Edit edit_from_json(const nlohmann::json& value) {
         parse_backend_object(value.value("backend", nlohmann::json()), "backend", {}));
   if (op == "backend.del") return Edit::remove_backend(name("name"));
   if (op != "service.add" && op != "service.del" && op != "service.attach" &&
-      op != "service.detach" && op != "service.rows" && op != "service.health")
+      op != "service.detach" && op != "service.rows" && op != "service.health" &&
+      op != "service.state")
     throw DocumentError("op", "unknown edit \"" + op + "\"");
   const ServiceKey key =
       parse_service_key_param(value.value("service", nlohmann::json()), "service");
@@ -101,7 +110,13 @@ Edit edit_from_json(const nlohmann::json& value) {
     nlohmann::json ref = {{"name", value.value("backend", nlohmann::json())},
                           {"port", value.value("port", nlohmann::json())}};
     if (value.contains("weight")) ref["weight"] = value["weight"];
+    if (value.contains("state")) ref["state"] = value["state"];
     return Edit::attach(key, parse_backend_ref(ref, ""));
+  }
+  if (op == "service.state") {
+    const auto parsed = parse_binding_state(name("state"));
+    if (!parsed) throw DocumentError("state", "must be active, horizon or draining");
+    return Edit::set_state(key, name("backend"), *parsed);
   }
   if (op == "service.health") {
     const auto& health = value.value("health", nlohmann::json());

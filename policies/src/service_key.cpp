@@ -32,6 +32,25 @@ std::optional<HealthKind> parse_health_kind(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view binding_state_name(BindingState state) {
+  switch (state) {
+    case BindingState::kActive:
+      return "active";
+    case BindingState::kHorizon:
+      return "horizon";
+    case BindingState::kDraining:
+      return "draining";
+  }
+  return "?";
+}
+
+std::optional<BindingState> parse_binding_state(std::string_view text) {
+  for (BindingState state :
+       {BindingState::kActive, BindingState::kHorizon, BindingState::kDraining})
+    if (text == binding_state_name(state)) return state;
+  return std::nullopt;
+}
+
 std::string endpoint_str(const IpAddress& address, uint16_t port) {
   return (address.is_v6() ? "[" + address.str() + "]" : address.str()) + ":" + std::to_string(port);
 }

@@ -253,11 +253,12 @@ std::vector<std::string> describe_slices(const State& before, const State& after
       lines.push_back("~ service " + s->key.str() + " health " + health_text(*o) + " -> " +
                       health_text(*s));
 
-  using BindingLine = std::tuple<ServiceKey, std::string, uint16_t, uint32_t>;
+  using BindingLine = std::tuple<ServiceKey, std::string, uint16_t, uint32_t, BindingState>;
   auto bindings = [](const std::vector<const Service*>& services) {
     std::vector<BindingLine> out;
     for (const Service* s : services)
-      for (const auto& ref : s->backends) out.emplace_back(s->key, ref.name, ref.port, ref.weight);
+      for (const auto& ref : s->backends)
+        out.emplace_back(s->key, ref.name, ref.port, ref.weight, ref.state);
     std::sort(out.begin(), out.end());
     return out;
   };
@@ -270,7 +271,10 @@ std::vector<std::string> describe_slices(const State& before, const State& after
   auto line = [](char sign, const BindingLine& b) {
     return std::string(1, sign) + " binding " + std::get<0>(b).str() + " -> " + std::get<1>(b) +
            ":" + std::to_string(std::get<2>(b)) +
-           (std::get<3>(b) == 1 ? "" : " weight " + std::to_string(std::get<3>(b)));
+           (std::get<3>(b) == 1 ? "" : " weight " + std::to_string(std::get<3>(b))) +
+           (std::get<4>(b) == BindingState::kActive
+                ? ""
+                : " " + std::string(binding_state_name(std::get<4>(b))));
   };
   for (const auto& b : gone) lines.push_back(line('-', b));
   for (const auto& b : come) lines.push_back(line('+', b));

@@ -279,12 +279,20 @@ Backend parse_backend_object(const json& value, const std::string& path,
 }
 
 BackendRef parse_backend_ref(const json& value, const std::string& path) {
-  require_object(value, path, {"name", "port", "weight"});
+  require_object(value, path, {"name", "port", "weight", "state"});
   BackendRef ref;
   ref.name = require_string(required_member(value, path, "name"), member(path, "name"));
   ref.port = require_port(required_member(value, path, "port"), member(path, "port"));
   if (const json* weight = optional_member(value, "weight"))
     ref.weight = require_whole_number(*weight, member(path, "weight"), 1, kMaxWeight);
+  if (const json* state = optional_member(value, "state")) {
+    const std::string state_path = member(path, "state");
+    auto parsed = parse_binding_state(require_string(*state, state_path));
+    if (!parsed)
+      throw DocumentError(state_path,
+                          shown(*state) + " is not a binding state (active, horizon or draining)");
+    ref.state = *parsed;
+  }
   return ref;
 }
 
@@ -555,6 +563,7 @@ nlohmann::ordered_json service_to_json(const Service& service) {
   for (const auto& ref : service.backends) {
     nlohmann::ordered_json entry = {{"name", ref.name}, {"port", ref.port}};
     if (ref.weight != 1) entry["weight"] = ref.weight;
+    if (ref.state != BindingState::kActive) entry["state"] = binding_state_name(ref.state);
     refs.push_back(std::move(entry));
   }
   nlohmann::ordered_json out = {{"vip", service.key.vip.str()},

@@ -205,11 +205,17 @@ class FastParser {
               return array([&] {
                 BackendRef ref;
                 bool name = false, ref_port = false;
-                if (!small_object({"name", "port", "weight"}, [&](unsigned f) {
+                if (!small_object({"name", "port", "weight", "state"}, [&](unsigned f) {
                       if (f == 1) return ref_port = port(ref.port);
                       if (f == 2)
                         return integer(ref.weight) && ref.weight >= 1 && ref.weight <= kMaxWeight;
                       std::string_view n;
+                      if (f == 3) {
+                        if (!string(n)) return false;
+                        auto parsed = parse_binding_state(n);
+                        if (parsed) ref.state = *parsed;
+                        return parsed.has_value();
+                      }
                       if (!string(n)) return false;
                       ref.name = n;
                       return name = true;

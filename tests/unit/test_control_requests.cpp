@@ -27,10 +27,11 @@ TEST(ControlRequests, EveryMethodIsInTheTableOnce) {
   std::set<std::string_view> names;
   for (const auto& m : methods()) EXPECT_TRUE(names.insert(m.name).second) << m.name;
   EXPECT_EQ(names, (std::set<std::string_view>{
-                       "status", "get", "apply", "stats", "backend.list", "backend.add",
-                       "backend.del", "service.list", "service.add", "service.del",
-                       "service.attach", "service.detach", "connections", "flush", "which",
-                       "gateway.digest", "gateway.table", "health", "service.health"}));
+                       "status",        "get",         "apply",          "stats",
+                       "backend.list",  "backend.add", "backend.del",    "service.list",
+                       "service.add",   "service.del", "service.attach", "service.detach",
+                       "connections",   "flush",       "which",          "gateway.digest",
+                       "gateway.table", "health",      "service.health", "service.state"}));
 }
 
 TEST(ControlRequests, EditsCarryTheirEditAndDrain) {

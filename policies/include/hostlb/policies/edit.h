@@ -23,14 +23,17 @@ struct Edit {
     kAttach,
     kDetach,
     kSetRows,
-    kSetHealth
+    kSetHealth,
+    kSetState
   };
   Kind kind = Kind::kAddBackend;
   Backend backend;  // kAddBackend
   // kAddService; its key for the other service edits; its rows for
   // kSetRows, its health check for kSetHealth.
   Service service;
-  BackendRef ref;  // kAttach; ref.name alone for kRemoveBackend and kDetach
+  // kAttach; ref.name alone for kRemoveBackend and kDetach, with ref.state
+  // for kSetState.
+  BackendRef ref;
 
   static Edit add_backend(Backend backend);
   static Edit remove_backend(std::string name);
@@ -46,6 +49,9 @@ struct Edit {
   // The service's health check (unset: none). Bindings keep their kernel
   // elements; the health monitor follows.
   static Edit set_health(ServiceKey key, std::optional<HealthCheck> health);
+  // A binding's place in its life at the gateways (promote, drain, back to
+  // the horizon); its port and weight stay. Nothing changes on a host.
+  static Edit set_state(ServiceKey key, std::string name, BindingState state);
 
   bool operator==(const Edit&) const = default;
 };

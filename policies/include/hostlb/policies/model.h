@@ -66,10 +66,21 @@ struct Backend {
   bool operator==(const Backend&) const = default;
 };
 
+// Where a binding is in its life at the gateways (a host serves all three
+// alike: a gateway may send to any of them while its peers catch up).
+// Horizon: announced, not chosen for new connections; the gateways track
+// the flows it would win, so that promoting it moves none of them.
+// Draining: its rows are tracked for a warm-up, then move to the others;
+// its tracked flows stay with it.
+enum class BindingState : uint8_t { kActive, kHorizon, kDraining };
+std::string_view binding_state_name(BindingState state);
+std::optional<BindingState> parse_binding_state(std::string_view text);
+
 struct BackendRef {
   std::string name;
   uint16_t port = 0;
   uint32_t weight = 1;  // its share of the gateways' choice, relative to the others
+  BindingState state = BindingState::kActive;
   bool operator==(const BackendRef&) const = default;
 };
 
