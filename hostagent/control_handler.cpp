@@ -51,15 +51,23 @@ json service_json(const Service& service) {
 }
 
 json gateway_table_json(const GatewayService& service) {
-  std::vector<size_t> rows(service.backends.size());
+  std::vector<size_t> rows(service.backends.size()), tracked(service.backends.size());
   for (auto o : service.owner) ++rows[o];
+  for (auto row : service.tracked) ++tracked[service.owner[row]];
   json backends = json::array();
   for (size_t i = 0; i < service.backends.size(); ++i)
-    backends.push_back({{"name", service.backends[i]},
-                        {"mac", service.macs[i].str()},
-                        {"weight", service.weights[i]},
-                        {"rows", rows[i]}});
-  return {{"service", service.key.str()}, {"rows", service.rows}, {"backends", backends}};
+    backends.push_back(
+        {{"name", service.backends[i]},
+         {"mac", service.macs[i].str()},
+         {"weight", service.weights[i]},
+         {"state", service.drained[i] ? std::string("drained")
+                                      : std::string(binding_state_name(service.states[i]))},
+         {"rows", rows[i]},
+         {"tracked_rows", tracked[i]}});
+  return {{"service", service.key.str()},
+          {"rows", service.rows},
+          {"tracked_rows", service.tracked.size()},
+          {"backends", backends}};
 }
 
 json which_json(const control::WhichRequest& request, const GatewayService& service,
@@ -69,7 +77,8 @@ json which_json(const control::WhichRequest& request, const GatewayService& serv
           {"row", choice.row},
           {"rows", service.rows},
           {"backend", choice.backend ? json(*choice.backend) : json()},
-          {"mac", choice.mac ? json(choice.mac->str()) : json()}};
+          {"mac", choice.mac ? json(choice.mac->str()) : json()},
+          {"tracked", choice.tracked}};
 }
 
 ControlHandlerBase::ControlHandlerBase(DocumentOptions doc_options, DaemonInfo info)

@@ -7,8 +7,9 @@ namespace {
 const State kEmpty;
 }
 
-GatewayAgent::GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayConfig config)
-    : kernel_(kernel), store_(store), config_(std::move(config)) {}
+GatewayAgent::GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayConfig config,
+                           const Clock& clock, std::chrono::milliseconds warmup)
+    : kernel_(kernel), store_(store), config_(std::move(config)), clock_(clock), warmup_(warmup) {}
 
 const State& GatewayAgent::current() const { return persisted_ ? persisted_->state : kEmpty; }
 
@@ -33,7 +34,22 @@ GatewayReport GatewayAgent::edit(const Edit& e) { return apply(edited(current(),
 
 GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   GatewayReport report;
-  GatewayDatapath next = recompile_gateway(desired, applied_);
+  // Drains this change starts begin their warm-up; bindings no longer
+  // draining forget theirs.
+  std::map<BindingName, Clock::TimePoint> warming;
+  DrainedBindings drained;
+  for (auto& binding : draining_bindings(desired)) {
+    if (drained_.count(binding)) {
+      drained.insert(std::move(binding));
+    } else if (auto it = warming_.find(binding); it != warming_.end()) {
+      warming.emplace(std::move(binding), it->second);
+    } else if (warmup_.count() == 0) {
+      drained.insert(std::move(binding));
+    } else {
+      warming.emplace(std::move(binding), clock_.monotonic() + warmup_);
+    }
+  }
+  GatewayDatapath next = recompile_gateway(desired, applied_, drained);
   bool rebuild = false;
   if (at_start) {
     // The kernel holds what was persisted only if its stamp says so;
@@ -58,6 +74,9 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
     report.services_added = diff.services_added.size();
     report.services_removed = diff.services_removed.size();
   }
+  last_rows_changed_ = report.rows_written;
+  warming_ = std::move(warming);
+  drained_ = std::move(drained);
   if (!persisted_) persisted_ = PersistedState{};
   persisted_->state = desired;
   persisted_->gateway_indexes = indexes_of(next);
@@ -65,6 +84,29 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   ++applied_generation_;
   store_.save(*persisted_);
   return report;
+}
+
+size_t GatewayAgent::settle_drains() {
+  const auto now = clock_.monotonic();
+  size_t due = 0;
+  for (const auto& [binding, end] : warming_)
+    if (end <= now) ++due;
+  if (due == 0) return 0;
+  // apply() keeps the warm-ups of what stays draining: those due become
+  // drained first.
+  for (auto it = warming_.begin(); it != warming_.end();) {
+    if (it->second <= now) {
+      spdlog::info("the warm-up of draining {} on {} ended: its rows move to the others",
+                   it->first.second, it->first.first.str());
+      drained_.insert(it->first);
+      it = warming_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const State state = current();
+  apply(state, false);
+  return due;
 }
 
 std::vector<std::string> GatewayAgent::repair() {

@@ -4,11 +4,14 @@
 // table's stamp) leaves it alone: forwarding never stops.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "clock.h"
 #include "hostlb/netlink/gateway.h"
 #include "hostlb/policies/edit.h"
 #include "hostlb/policies/gateway.h"
@@ -25,7 +28,10 @@ struct GatewayReport {
 
 class GatewayAgent {
  public:
-  GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayConfig config);
+  // `warmup`: how long a draining binding's rows are tracked before they
+  // move to the other backends.
+  GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayConfig config, const Clock& clock,
+               std::chrono::milliseconds warmup);
 
   void load_persisted();
   bool has_persisted() const { return persisted_.has_value(); }
@@ -41,6 +47,18 @@ class GatewayAgent {
 
   const State& current() const;
   const GatewayDatapath& tables() const { return applied_; }
+
+  // Ends the warm-ups that are due: those bindings' rows move (one change).
+  // Returns how many ended. A drain's warm-up starts when this gateway
+  // first applies it (again after a restart: tracking longer is safe).
+  size_t settle_drains();
+  // Draining bindings still warming up, and those whose rows moved.
+  size_t warming() const { return warming_.size(); }
+  const DrainedBindings& drained() const { return drained_; }
+  // The tracking maps as the kernel holds them.
+  TrackStats track_stats() { return kernel_.track_stats(); }
+  // Rows that changed owner in the last change (for metrics).
+  size_t last_rows_changed() const { return last_rows_changed_; }
   std::string digest() const { return gateway_digest(applied_); }
 
   // What the kernel's row map holds for a row of a service's table.
@@ -75,6 +93,11 @@ class GatewayAgent {
   GatewayRuleset& kernel_;
   StateStore& store_;
   GatewayConfig config_;
+  const Clock& clock_;
+  std::chrono::milliseconds warmup_;
+  std::map<BindingName, Clock::TimePoint> warming_;  // draining -> when its warm-up ends
+  DrainedBindings drained_;
+  size_t last_rows_changed_ = 0;
   std::optional<PersistedState> persisted_;
   void start_audit();
   bool finish_audit();

@@ -1,5 +1,7 @@
 #include "gateway_control.h"
 
+#include <algorithm>
+
 #include "hostlb/policies/state_diff.h"
 #include "overloaded.h"
 
@@ -17,7 +19,9 @@ using nlohmann::json;
 [[noreturn]] void no_drain() {
   throw control::RequestError(
       {control::kInvalidParams,
-       "a gateway does not drain: its rows move at once (drain on the hosts)", "params.drain"});
+       "a gateway does not drain a removal: its rows move at once (drain the binding first with "
+       "`hostlbctl service drain`, or drain on the hosts)",
+       "params.drain"});
 }
 
 }  // namespace
@@ -54,25 +58,42 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
       Overloaded{
           [&](const StatusRequest&) -> json {
             const size_t rows = agent_.tables().row_count();
-            return {{"version", info_.version},
-                    {"role", "gateway"},
-                    {"uptime_seconds", uptime_seconds()},
-                    {"backends", current.backends.size()},
-                    {"services", current.services.size()},
-                    {"bindings", rows},
-                    {"rows", rows},
-                    {"digest", agent_.digest()},
-                    {"client_interface", config_.client_interface},
-                    {"fabric_interface", config_.fabric_interface},
-                    {"gateway_mac", config_.gateway_mac.str()},
-                    {"draining", json::array()},
-                    {"refused_keys", 0},
-                    {"repairs", agent_.repairs()},
-                    {"state_dir", info_.state_dir},
-                    {"host", info_.host},
-                    {"socket", info_.socket},
-                    {"prerequisites", json::array()},
-                    {"last_error", last_error()}};
+            const TrackStats track = agent_.track_stats();
+            size_t tracked_rows = 0;
+            for (const auto& t : agent_.tables().services) tracked_rows += t.tracked.size();
+            return {
+                {"version", info_.version},
+                {"role", "gateway"},
+                {"uptime_seconds", uptime_seconds()},
+                {"backends", current.backends.size()},
+                {"services", current.services.size()},
+                {"bindings", rows},
+                {"rows", rows},
+                {"digest", agent_.digest()},
+                {"client_interface", config_.client_interface},
+                {"fabric_interface", config_.fabric_interface},
+                {"gateway_mac", config_.gateway_mac.str()},
+                {"draining", json::array()},
+                {"refused_keys", 0},
+                {"repairs", agent_.repairs()},
+                {"tracking",
+                 {{"flows", track.entries},
+                  {"attempts", track.attempts},
+                  {"added", track.added},
+                  {"failed", track.attempts - std::min(track.attempts, track.added)},
+                  {"tracked_rows", tracked_rows},
+                  {"tracked_row_fraction",
+                   rows == 0 ? 0.0 : static_cast<double>(tracked_rows) / static_cast<double>(rows)},
+                  {"drains_warming", agent_.warming()},
+                  {"drains_moved", agent_.drained().size()},
+                  {"rows_changed_last", agent_.last_rows_changed()},
+                  {"timeout", config_.track_timeout_s},
+                  {"size", config_.track_size}}},
+                {"state_dir", info_.state_dir},
+                {"host", info_.host},
+                {"socket", info_.socket},
+                {"prerequisites", json::array()},
+                {"last_error", last_error()}};
           },
           [&](const GetRequest&) -> json { return state_to_json(current); },
           [&](ApplyRequest& r) -> json {

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "doctor.h"
@@ -226,6 +227,13 @@ void print_status(const json& s) {
     std::printf("draining: %s\n", draining_text(s.at("draining"), true).c_str());
   std::printf("refused keys (removed or draining bindings): %zu\n",
               s.at("refused_keys").get<size_t>());
+  if (const auto t = s.value("tracking", json()); t.is_object())
+    std::printf(
+        "tracking: %s flows (%.1f%% of rows tracked), %s added, %s failed (map full); drains "
+        "warming %s, moved %s\n",
+        cell(t.at("flows")).c_str(), 100.0 * t.at("tracked_row_fraction").get<double>(),
+        cell(t.at("added")).c_str(), cell(t.at("failed")).c_str(),
+        cell(t.at("drains_warming")).c_str(), cell(t.at("drains_moved")).c_str());
   if (const auto h = s.value("health", json()); h.is_object())
     std::printf("health checks: %s bindings, %s up, %s down, %s not yet checked; %s not serving\n",
                 cell(h.at("checked")).c_str(), cell(h.at("up")).c_str(), cell(h.at("down")).c_str(),
@@ -358,7 +366,8 @@ void print_service_list(const json& r) {
   for (const auto& s : r) {
     std::string backends;
     for (const auto& b : s.at("backends"))
-      backends += (backends.empty() ? "" : ",") + cell(b["name"]) + ":" + cell(b["port"]);
+      backends += (backends.empty() ? "" : ",") + cell(b["name"]) + ":" + cell(b["port"]) +
+                  (b.contains("state") ? " (" + cell(b["state"]) + ")" : "");
     rows.push_back({cell(s["service"]), backends.empty() ? "-" : backends});
   }
   print_table({"SERVICE", "BACKENDS"}, rows);
@@ -530,6 +539,7 @@ void add_service_commands(CLI::App& app, Invocation& run) {
     std::vector<std::string> backends;
     uint32_t drain = 0;
     uint32_t weight = 0;  // 0: not given
+    bool horizon = false;
   };
   auto o = storage<Service>();
   auto* add = service->add_subcommand("add", "Add a service");
@@ -560,12 +570,32 @@ void add_service_commands(CLI::App& app, Invocation& run) {
                    "Its share of the gateways' choice relative to the service's other backends "
                    "(1-100, default 1)")
       ->check(CLI::Range(1u, hostlb::kMaxWeight));
+  attach->add_flag("--horizon", o->horizon,
+                   "Announce it without taking new connections yet (gateways track the flows "
+                   "it would win; promote it later)");
   attach->callback([&run, o] {
     run.method = "service.attach";
     const json ref = backend_ref(o->ref, "backend");
     run.params = {{"service", o->key}, {"backend", ref["name"]}, {"port", ref["port"]}};
     if (o->weight != 0) run.params["weight"] = o->weight;
+    if (o->horizon) run.params["state"] = "horizon";
   });
+  // A binding's life at the gateways: one method, three verbs.
+  for (const auto& [verb, state, help] :
+       {std::tuple{"promote", "active", "Let a horizon or draining binding take new connections"},
+        std::tuple{"drain", "draining",
+                   "Stop sending it new connections from the gateways, keeping the ones they "
+                   "track (its rows are tracked for a warm-up, then move)"},
+        std::tuple{"horizon", "horizon",
+                   "Put a binding back in the horizon: not chosen, its flows tracked"}}) {
+    auto* sub = service->add_subcommand(verb, help);
+    sub->add_option("service", o->key, "VIP:PORT/PROTO")->required();
+    sub->add_option("backend", o->ref, "NAME")->required();
+    sub->callback([&run, o, state = std::string(state)] {
+      run.method = "service.state";
+      run.params = {{"service", o->key}, {"backend", o->ref}, {"state", state}};
+    });
+  }
   struct Health {
     std::string key, kind, path, status, start, established;
     double interval = 0, timeout = 0;  // 0: not given
@@ -700,10 +730,11 @@ void add_selection_commands(CLI::App& app, Invocation& run) {
     run.method = "which";
     run.params = {{"service", w->service}, {"client", w->client}};
     run.print = [](const json& r) {
-      std::printf("%s from %s: row %s of %s -> %s (%s)\n", cell(r.at("service")).c_str(),
+      std::printf("%s from %s: row %s of %s -> %s (%s)%s\n", cell(r.at("service")).c_str(),
                   cell(r.at("client")).c_str(), cell(r.at("row")).c_str(),
                   cell(r.at("rows")).c_str(), cell(r.at("backend")).c_str(),
-                  cell(r.at("mac")).c_str());
+                  cell(r.at("mac")).c_str(),
+                  r.value("tracked", false) ? ", tracked by the gateways" : "");
       if (r.contains("kernel_mac"))
         std::printf("gateway kernel: %s (%s)\n", cell(r.at("kernel_mac")).c_str(),
                     r.at("agrees").get<bool>() ? "agrees" : "DIFFERS");
@@ -727,12 +758,14 @@ void add_selection_commands(CLI::App& app, Invocation& run) {
     run.method = "gateway.table";
     run.params = {{"service", *service}};
     run.print = [](const json& r) {
-      std::printf("%s: %s rows\n", cell(r.at("service")).c_str(), cell(r.at("rows")).c_str());
+      std::printf("%s: %s rows, %s tracked\n", cell(r.at("service")).c_str(),
+                  cell(r.at("rows")).c_str(), cell(r.value("tracked_rows", json())).c_str());
       std::vector<std::vector<std::string>> rows;
       for (const auto& b : r.at("backends"))
-        rows.push_back(
-            {cell(b.at("name")), cell(b.at("mac")), cell(b.at("weight")), cell(b.at("rows"))});
-      print_table({"BACKEND", "MAC", "WEIGHT", "ROWS"}, rows);
+        rows.push_back({cell(b.at("name")), cell(b.at("mac")), cell(b.at("weight")),
+                        cell(b.value("state", json())), cell(b.at("rows")),
+                        cell(b.value("tracked_rows", json()))});
+      print_table({"BACKEND", "MAC", "WEIGHT", "STATE", "ROWS", "TRACKED"}, rows);
     };
   });
 }

@@ -59,6 +59,9 @@ struct Flags {
   std::string client_interface;
   std::string fabric_interface;
   std::string gateway_mac;  // empty: the fabric interface's
+  uint32_t track_timeout = 300;
+  uint32_t track_size = 262144;
+  uint32_t drain_warmup = 60;
   std::string ct_mark_mask = "0xfffff000";
   std::string refuse_policy = "reject";
   std::string miss_policy = "reset";
@@ -167,6 +170,9 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--client-interface", flags.client_interface, settings.client_interface);
   take("--fabric-interface", flags.fabric_interface, settings.fabric_interface);
   take("--gateway-mac", flags.gateway_mac, settings.gateway_mac);
+  take("--track-timeout", flags.track_timeout, settings.track_timeout);
+  take("--track-size", flags.track_size, settings.track_size);
+  take("--drain-warmup", flags.drain_warmup, settings.drain_warmup);
   take("--ct-mark-mask", flags.ct_mark_mask, settings.ct_mark_mask);
   take("--refuse-policy", flags.refuse_policy, settings.refuse_policy);
   take("--refuse-seconds", flags.refuse_seconds, settings.refuse_seconds);
@@ -285,14 +291,23 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
                                            : "\"" + flags.gateway_mac + "\" is not a MAC");
     return kExitUsage;
   }
-  const GatewayConfig gateway{flags.client_interface, flags.fabric_interface, *mac};
+  if (flags.drain_warmup >= flags.track_timeout) {
+    // A flow tracked at the start of a warm-up must still be tracked at its
+    // end, or the drain moves it.
+    spdlog::error("--drain-warmup ({} s) must be shorter than --track-timeout ({} s)",
+                  flags.drain_warmup, flags.track_timeout);
+    return kExitUsage;
+  }
+  GatewayConfig gateway{flags.client_interface, flags.fabric_interface, *mac};
+  gateway.track_timeout_s = flags.track_timeout;
+  gateway.track_size = flags.track_size;
   try {
     const auto lock = take_namespace_lock("gateway");
     if (!lock) return kExitFailure;
     SystemClock clock;
     StateStore store(flags.state_dir);
     auto kernel = make_kernel_gateway();
-    GatewayAgent agent(*kernel, store, gateway);
+    GatewayAgent agent(*kernel, store, gateway, clock, std::chrono::seconds(flags.drain_warmup));
     agent.load_persisted();
     if (flags.cleanup) {
       agent.cleanup();
@@ -332,6 +347,16 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
                               if (agent.auditing()) audit.start();
                             },
                             [] {}, note_error});
+    // Drains whose warm-up is over move their rows (checked every second:
+    // nothing to do costs a look at a small map).
+    RepeatingTimer drains(loop, std::chrono::seconds(1), [&] {
+      try {
+        agent.settle_drains();
+      } catch (const std::exception& e) {
+        spdlog::error("ending a drain's warm-up: {}", e.what());
+        note_error(std::string("drain warm-up: ") + e.what());
+      }
+    });
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     return loop.run();
@@ -564,6 +589,16 @@ int main(int argc, char** argv) {
   app.add_option("--gateway-mac", flags.gateway_mac,
                  "Gateway role: the source MAC of forwarded frames (default: the fabric "
                  "interface's)");
+  app.add_option("--track-timeout", flags.track_timeout,
+                 "Gateway role: seconds a tracked flow is remembered without a packet")
+      ->check(CLI::Range(10u, 86400u));
+  app.add_option("--track-size", flags.track_size,
+                 "Gateway role: flows each tracking map (IPv4, IPv6) holds at most")
+      ->check(CLI::Range(1024u, 1u << 24));
+  app.add_option("--drain-warmup", flags.drain_warmup,
+                 "Gateway role: seconds a draining backend's rows are tracked before they move "
+                 "(longer than the longest pause within a connection)")
+      ->check(CLI::Range(0u, 86400u));
   app.add_option("--host-name", flags.host_name,
                  "This hypervisor's name in fleet documents (default: the system's host name); "
                  "backends whose \"host\" names another are not served here");

@@ -1,6 +1,8 @@
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
+#include <libnftnl/chain.h>
 #include <libnftnl/common.h>
+#include <libnftnl/object.h>
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <string_view>
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
@@ -20,6 +23,8 @@ namespace hostlb {
 namespace {
 
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
+using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
+using ChainPtr = std::unique_ptr<nftnl_chain, Deleter<nftnl_chain_free>>;
 
 std::string table_ref() { return std::string("netdev ") + kGatewayTable; }
 
@@ -34,39 +39,107 @@ std::string services_map(IpFamily family) {
   return family == IpFamily::kV4 ? "services4" : "services6";
 }
 
+// Above every row's mark (index << 16 | row, rows < 65536 - 14).
+constexpr const char* kTrackedMark = "0xffffffff";
+constexpr const char* kTrackSeed = "0x686c6232";  // "hlb2": not the rows' seed
+
+std::string track_map(IpFamily family) { return family == IpFamily::kV4 ? "track4" : "track6"; }
+
 void add_chain(std::string& out, const GatewayService& s, const GatewayConfig& config) {
   const std::string chain = "add rule " + table_ref() + " " + chain_of(s) + " ";
-  const char* ip = s.key.vip.is_v4() ? "ip" : "ip6";
+  const bool v4 = s.key.vip.is_v4();
+  const char* ip = v4 ? "ip" : "ip6";
+  const std::string flow = std::string(ip) + " saddr . th sport . " + ip + " daddr . th dport";
+  const std::string map = "@" + track_map(s.key.vip.family());
+  // nft 1.0.6 cannot write a map element whose key is longer than 16
+  // bytes (an IPv6 4-tuple is 40): an IPv6 flow is tracked by a 32-bit hash
+  // of its addresses (in skb->priority, cleared before it leaves) and its
+  // ports; two flows share a key only with the same ports and hash.
+  const std::string key = v4 ? flow : std::string("meta priority . th sport . th dport");
+  const std::string forward = std::string(v4 ? "" : " meta priority set 0") +
+                              " meta mark set 0 ether saddr set " + config.gateway_mac.str() +
+                              " fwd to \"" + config.fabric_interface + "\"\n";
   char seed[11];
   std::snprintf(seed, sizeof seed, "0x%08x", kSelectionSeed);
   out += "add chain " + table_ref() + " " + chain_of(s) + "\n";
+  if (!v4)
+    out += chain + "meta priority set jhash ip6 saddr . ip6 daddr mod 4294967295 seed " +
+           kTrackSeed + "\n";
+  // A tracked flow keeps its backend, whatever its row says now; its last
+  // packets (FIN, RST) shorten its life instead of deleting it, so that
+  // the packets after them still find it. The lookup and the update are
+  // rules of their own, joined by a mark no row has.
+  out += chain + "ether daddr set " + key + " map " + map + " meta mark set " + kTrackedMark + "\n";
+  if (s.key.protocol == Protocol::kTcp)
+    out += chain + "meta mark " + kTrackedMark + " tcp flags & (fin | rst) != 0 update " + map +
+           " { " + key + " timeout " + std::to_string(config.track_end_timeout_s) +
+           "s : ether daddr }" + forward;
+  out += chain + "meta mark " + kTrackedMark + " update " + map + " { " + key + " : ether daddr }" +
+         forward;
   // The row, offset by the service's index: a key of the shared row map.
-  out += chain + "meta mark set jhash " + ip + " saddr . th sport . " + ip +
-         " daddr . th dport mod " + std::to_string(s.rows) + " seed " + seed + " offset " +
-         std::to_string(s.index << 16) + "\n";
-  out += chain + "ether daddr set meta mark map @rows meta mark set 0 ether saddr set " +
-         config.gateway_mac.str() + " fwd to \"" + config.fabric_interface + "\"\n";
+  out += chain + "meta mark set jhash " + flow + " mod " + std::to_string(s.rows) + " seed " +
+         seed + " offset " + std::to_string(s.index << 16) + "\n";
+  // A flow of a tracked row is tracked from the first packet seen; a full
+  // map ends the rule before the second counter, and the next rule sends
+  // the flow on untracked.
+  out += chain + "meta mark @track counter name \"" + kTrackAttempts +
+         "\" ether daddr set meta mark map @rows add " + map + " { " + key +
+         " : ether daddr } counter name \"" + kTrackAdded + "\"" + forward;
+  out += chain + "ether daddr set meta mark map @rows" + forward;
   // No row (no backend): nothing to send it to.
   out += chain + "drop\n";
 }
 
 }  // namespace
 
-std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config) {
+std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config,
+                                    const std::vector<std::string>& chains) {
   std::string out;
-  // Created, then deleted and created again: replaces whatever was there.
-  out += "add table " + table_ref() + "\n";
-  out += "delete table " + table_ref() + "\n";
-  out += "add table " + table_ref() + "\n";
-  out += "add map " + table_ref() + " rows { type mark : ether_addr; }\n";
-  out += "add set " + table_ref() + " stamp { type mark; }\n";
-  out += "add map " + table_ref() +
-         " services4 { type ipv4_addr . inet_proto . inet_service : verdict; }\n";
-  out += "add map " + table_ref() +
-         " services6 { type ipv6_addr . inet_proto . inet_service : verdict; }\n";
-  out += "add chain " + table_ref() + " ingress { type filter hook ingress device \"" +
+  const std::string t = table_ref();
+  const std::string track_options = "size " + std::to_string(config.track_size) +
+                                    "; flags dynamic,timeout; timeout " +
+                                    std::to_string(config.track_timeout_s) + "s; }\n";
+  // Created if missing, so that what follows finds everything it deletes;
+  // the tracking maps and the counters stay (an existing map takes the new
+  // size and timeout).
+  out += "add table " + t + "\n";
+  out += "add map " + t +
+         " track4 { type ipv4_addr . inet_service . ipv4_addr . inet_service : ether_addr; " +
+         track_options;
+  out += "add map " + t + " track6 { type classid . inet_service . inet_service : ether_addr; " +
+         track_options;
+  out += "add counter " + t + " " + kTrackAttempts + "\n";
+  out += "add counter " + t + " " + kTrackAdded + "\n";
+  struct Set {
+    const char* kind;
+    const char* name;
+    const char* type;
+  };
+  const Set sets[] = {{"map", "rows", "mark : ether_addr"},
+                      {"set", "stamp", "mark"},
+                      {"set", "track", "mark"},
+                      {"map", "services4", "ipv4_addr . inet_proto . inet_service : verdict"},
+                      {"map", "services6", "ipv6_addr . inet_proto . inet_service : verdict"}};
+  auto add_sets = [&] {
+    for (const auto& set : sets)
+      out += std::string("add ") + set.kind + " " + t + " " + set.name + " { type " + set.type +
+             "; }\n";
+  };
+  add_sets();
+  // Then everything else goes: the rules, the verdict maps (they name the
+  // chains), the chains, the other sets; and is made again.
+  out += "flush table " + t + "\n";
+  for (const auto& set : sets)
+    if (std::string_view(set.name).starts_with("services"))
+      out += std::string("delete map ") + t + " " + set.name + "\n";
+  for (const auto& chain : chains) out += "delete chain " + t + " " + chain + "\n";
+  for (const auto& set : sets)
+    if (!std::string_view(set.name).starts_with("services"))
+      out += std::string("delete ") + set.kind + " " + t + " " + set.name + "\n";
+  add_sets();
+  out += "add chain " + t + " ingress { type filter hook ingress device \"" +
          config.client_interface + "\" priority 0; policy accept; }\n";
-  const std::string ingress = "add rule " + table_ref() + " ingress ";
+  const std::string ingress = "add rule " + t + " ingress ";
   out += ingress + "meta protocol ip ip daddr . meta l4proto . th dport vmap @services4\n";
   out += ingress + "meta protocol ip6 ip6 daddr . meta l4proto . th dport vmap @services6\n";
   for (const auto& s : datapath.services) add_chain(out, s, config);
@@ -113,13 +186,17 @@ uint32_t gateway_stamp(const GatewayDatapath& datapath) {
 }
 
 std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
-                                          uint32_t first_seq, size_t per_batch, StampChange stamp) {
+                                          uint32_t first_seq, size_t per_batch, StampChange stamp,
+                                          const TrackChange& track) {
   std::vector<NftBatch> out;
   constexpr size_t kPerMessage = 512;  // elements: messages stay far below 64 KiB
   uint32_t seq = first_seq;
   const bool stamping = stamp.before != stamp.after;
-  for (size_t begin = 0; begin < rows.size() || (begin == 0 && stamping); begin += per_batch) {
+  const bool tracking = !track.added.empty() || !track.removed.empty();
+  for (size_t begin = 0; begin < rows.size() || (begin == 0 && (stamping || tracking));
+       begin += per_batch) {
     const size_t end = std::min(rows.size(), begin + per_batch);
+    const bool first = begin == 0, last = begin + per_batch >= rows.size();
     NftBatch batch;
     batch.first_seq = seq;
     size_t used = 0;
@@ -131,66 +208,76 @@ std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& r
     auto put = [&](const nlmsghdr* nlh) { used += MNL_ALIGN(nlh->nlmsg_len); };
     put(nftnl_batch_begin(room(256), seq++));
     size_t last_command = 0;
-    // Deletions, then additions: a row that changes owner is both.
-    for (const bool add : {false, true}) {
-      for (size_t at = begin; at < end;) {
-        SetPtr set(nftnl_set_alloc());
-        nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
-        nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
-        nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "rows");
-        size_t count = 0;
-        uint32_t first_mark = 0;
-        for (; at < end && count < kPerMessage; ++at) {
-          const auto& r = rows[at];
-          const auto& mac = add ? r.after : r.before;
-          if (!mac) continue;
-          nftnl_set_elem* elem = nftnl_set_elem_alloc();
-          const uint32_t key = r.mark;  // host order, as meta mark is
-          nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &key, sizeof key);
-          if (add) nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, mac->bytes().data(), 6);
-          nftnl_set_elem_add(set.get(), elem);
-          if (count++ == 0) first_mark = r.mark;
-        }
-        if (count == 0) continue;
-        char* at_bytes = room(count * 64 + 512);
-        nlmsghdr* nlh =
-            nftnl_nlmsg_build_hdr(at_bytes, add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
-                                  NFPROTO_NETDEV, add ? NLM_F_CREATE | NLM_F_EXCL : 0, seq);
-        nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
-        char what[96];
-        std::snprintf(what, sizeof what, "%s %zu gateway rows from mark 0x%08x",
-                      add ? "adding" : "deleting", count, first_mark);
-        batch.operations[seq] = what;
-        batch.last_seq = seq++;
-        ++batch.messages;
-        last_command = used;
-        put(nlh);
-      }
-    }
-    const bool last = begin + per_batch >= rows.size();
-    for (const bool add : {false, true}) {
-      const auto& value = add ? stamp.after : stamp.before;
-      if (!last || !stamping || !value) continue;
+    // One message adding (or deleting) up to kPerMessage elements of a set,
+    // taken from `next` until it returns false.
+    using Element = std::pair<uint32_t, const MacAddress*>;  // key (host order), data
+    auto message = [&](const char* set_name, bool add, const std::string& what,
+                       const std::function<std::optional<Element>()>& next) {
       SetPtr set(nftnl_set_alloc());
       nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
       nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, kGatewayTable);
-      nftnl_set_set_str(set.get(), NFTNL_SET_NAME, "stamp");
-      nftnl_set_elem* elem = nftnl_set_elem_alloc();
-      const uint32_t key = *value;
-      nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &key, sizeof key);
-      nftnl_set_elem_add(set.get(), elem);
-      nlmsghdr* nlh =
-          nftnl_nlmsg_build_hdr(room(512), add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
-                                NFPROTO_NETDEV, add ? NLM_F_CREATE | NLM_F_EXCL : 0, seq);
+      nftnl_set_set_str(set.get(), NFTNL_SET_NAME, set_name);
+      size_t count = 0;
+      uint32_t first_key = 0;
+      while (count < kPerMessage) {
+        const auto e = next();
+        if (!e) break;
+        nftnl_set_elem* elem = nftnl_set_elem_alloc();
+        nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, &e->first, sizeof e->first);
+        if (add && e->second)
+          nftnl_set_elem_set(elem, NFTNL_SET_ELEM_DATA, e->second->bytes().data(), 6);
+        nftnl_set_elem_add(set.get(), elem);
+        if (count++ == 0) first_key = e->first;
+      }
+      if (count == 0) return false;
+      nlmsghdr* nlh = nftnl_nlmsg_build_hdr(
+          room(count * 64 + 512), add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, NFPROTO_NETDEV,
+          add ? NLM_F_CREATE | NLM_F_EXCL : 0, seq);
       nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
-      char what[64];
-      std::snprintf(what, sizeof what, "%s the gateway table's stamp %08x",
-                    add ? "setting" : "clearing", key);
-      batch.operations[seq] = what;
+      char text[128];
+      std::snprintf(text, sizeof text, "%s %zu %s from 0x%08x", add ? "adding" : "deleting", count,
+                    what.c_str(), first_key);
+      batch.operations[seq] = text;
       batch.last_seq = seq++;
       ++batch.messages;
       last_command = used;
       put(nlh);
+      return true;
+    };
+    auto marks = [&](const char* set_name, bool add, const std::vector<uint32_t>& keys) {
+      size_t at = 0;
+      while (message(set_name, add, "tracked gateway rows", [&]() -> std::optional<Element> {
+        if (at == keys.size()) return std::nullopt;
+        return Element{keys[at++], nullptr};
+      })) {
+      }
+    };
+    // Rows flagged for tracking before any row changes owner: a flow of a
+    // row that a horizon backend takes is tracked on its old owner first.
+    if (first) marks("track", true, track.added);
+    // Deletions, then additions: a row that changes owner is both.
+    for (const bool add : {false, true}) {
+      size_t at = begin;
+      while (message("rows", add, "gateway rows", [&]() -> std::optional<Element> {
+        for (; at < end; ++at) {
+          const auto& r = rows[at];
+          const auto& mac = add ? r.after : r.before;
+          if (mac) return Element{rows[at++].mark, &*mac};
+        }
+        return std::nullopt;
+      })) {
+      }
+    }
+    if (last) marks("track", false, track.removed);
+    for (const bool add : {false, true}) {
+      const auto& value = add ? stamp.after : stamp.before;
+      if (!last || !stamping || !value) continue;
+      bool once = true;
+      message("stamp", add, "gateway table stamp", [&]() -> std::optional<Element> {
+        if (!once) return std::nullopt;
+        once = false;
+        return Element{*value, nullptr};
+      });
     }
     if (batch.messages > 0)
       reinterpret_cast<nlmsghdr*>(batch.bytes.data() + last_command)->nlmsg_flags |= NLM_F_ACK;
@@ -257,9 +344,10 @@ class KernelGateway final : public GatewayRuleset {
 
   void replace(const GatewayDatapath& datapath, const GatewayConfig& config) override {
     run_nft_script_in_helper("building nftables table " + table_ref(),
-                             render_gateway_skeleton(datapath, config));
+                             render_gateway_skeleton(datapath, config, chains()));
     stamp_.reset();
-    send_rows(rows_of(datapath.services, true));
+    send_rows(rows_of(datapath.services, true), std::nullopt,
+              {tracked_marks(datapath.services), {}});
     if (!datapath.services.empty())
       run_nft_script_in_helper("adding the gateway's services to their verdict maps",
                                render_gateway_entries(datapath.services, true));
@@ -274,18 +362,20 @@ class KernelGateway final : public GatewayRuleset {
           "removing " + std::to_string(diff.services_removed.size()) + " services from the gateway",
           render_gateway_entries(diff.services_removed, false) +
               render_gateway_chains(diff.services_removed, config, false));
-      send_rows(rows_of(diff.services_removed, false));
+      send_rows(rows_of(diff.services_removed, false), std::nullopt,
+                {{}, tracked_marks(diff.services_removed)});
     }
     if (!diff.services_added.empty()) {
       run_nft_script_in_helper(
           "adding " + std::to_string(diff.services_added.size()) + " services to the gateway",
           render_gateway_chains(diff.services_added, config, true));
-      send_rows(rows_of(diff.services_added, true));
+      send_rows(rows_of(diff.services_added, true), std::nullopt,
+                {tracked_marks(diff.services_added), {}});
       run_nft_script_in_helper("adding the gateway's new services to their verdict maps",
                                render_gateway_entries(diff.services_added, true));
     }
     if (!stamp_) stamp_ = stamp();
-    send_rows(diff.rows, new_stamp);
+    send_rows(diff.rows, new_stamp, {diff.track_added, diff.track_removed});
     // Scripts may commit more than once: after them, a new baseline; a
     // change of rows alone counted its own batches.
     if (!diff.services_added.empty() || !diff.services_removed.empty()) generation_.rebase();
@@ -312,6 +402,16 @@ class KernelGateway final : public GatewayRuleset {
                              "add table " + table_ref() + "\ndelete table " + table_ref() + "\n");
     stamp_.reset();
     generation_.rebase();
+  }
+
+  TrackStats track_stats() override {
+    TrackStats out;
+    for (const char* map : {"track4", "track6"})
+      get_elements("reading the gateway's tracked flows", map, std::nullopt,
+                   [&](Bytes, Bytes) { ++out.entries; });
+    out.attempts = counter(kTrackAttempts);
+    out.added = counter(kTrackAdded);
+    return out;
   }
 
   std::optional<MacAddress> row(uint32_t mark) override {
@@ -359,19 +459,72 @@ class KernelGateway final : public GatewayRuleset {
     return error != ENOENT;
   }
 
+  // A named counter's packets (0 if there is none).
+  uint64_t counter(const char* name) {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    netlink::Socket& s = socket();
+    const uint32_t seq = s.next_seq();
+    ObjPtr obj(nftnl_obj_alloc());
+    nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_FAMILY, NFPROTO_NETDEV);
+    nftnl_obj_set_str(obj.get(), NFTNL_OBJ_TABLE, kGatewayTable);
+    nftnl_obj_set_str(obj.get(), NFTNL_OBJ_NAME, name);
+    nftnl_obj_set_u32(obj.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETOBJ, NFPROTO_NETDEV, NLM_F_ACK, seq);
+    nftnl_obj_nlmsg_build_payload(nlh, obj.get());
+    uint64_t packets = 0;
+    s.request(
+        std::string("reading the gateway's counter ") + name, {buf.data(), nlh->nlmsg_len}, seq,
+        [&](const nlmsghdr* reply) {
+          ObjPtr got(nftnl_obj_alloc());
+          if (nftnl_obj_nlmsg_parse(reply, got.get()) >= 0)
+            packets = nftnl_obj_get_u64(got.get(), NFTNL_OBJ_CTR_PKTS);
+          return true;
+        },
+        ENOENT);
+    return packets;
+  }
+
+  // The names of the table's chains (none without a table).
+  std::vector<std::string> chains() {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    netlink::Socket& s = socket();
+    const uint32_t seq = s.next_seq();
+    ChainPtr chain(nftnl_chain_alloc());
+    nftnl_chain_set_u32(chain.get(), NFTNL_CHAIN_FAMILY, NFPROTO_NETDEV);
+    nftnl_chain_set_str(chain.get(), NFTNL_CHAIN_TABLE, kGatewayTable);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, seq);
+    nftnl_chain_nlmsg_build_payload(nlh, chain.get());
+    std::vector<std::string> out;
+    s.request(
+        "listing the chains of nftables table " + table_ref(), {buf.data(), nlh->nlmsg_len}, seq,
+        [&](const nlmsghdr* reply) {
+          ChainPtr got(nftnl_chain_alloc());
+          if (nftnl_chain_nlmsg_parse(reply, got.get()) >= 0 &&
+              std::strcmp(nftnl_chain_get_str(got.get(), NFTNL_CHAIN_TABLE), kGatewayTable) == 0)
+            out.emplace_back(nftnl_chain_get_str(got.get(), NFTNL_CHAIN_NAME));
+          return true;
+        },
+        ENOENT);
+    return out;
+  }
+
   netlink::Socket& socket() {
     if (!socket_)
       socket_ = std::make_unique<netlink::Socket>(NETLINK_NETFILTER, "opening the gateway socket");
     return *socket_;
   }
 
-  // Rows, and with the last batch the new stamp (if given).
+  // Rows and tracked rows, and with the last batch the new stamp (if given).
   void send_rows(const std::vector<GatewayDiff::Row>& rows,
-                 std::optional<uint32_t> new_stamp = std::nullopt) {
+                 std::optional<uint32_t> new_stamp = std::nullopt, const TrackChange& track = {}) {
     const StampChange change{stamp_, new_stamp ? new_stamp : stamp_};
-    if (rows.empty() && change.before == change.after) return;
+    if (rows.empty() && change.before == change.after && track.added.empty() &&
+        track.removed.empty())
+      return;
     netlink::Socket& s = socket();
-    for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq(), 65536, change)) {
+    for (const NftBatch& batch : encode_gateway_rows(rows, s.next_seq(), 65536, change, track)) {
       s.used_seqs_through(batch.last_seq + 1);
       send_nft_batch(s, batch);
       generation_.own_commit();

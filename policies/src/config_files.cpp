@@ -110,6 +110,12 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.ct_mark_mask = std::string(value);  // checked as a mark layout by the daemon
     } else if (key == "refuse_policy") {
       out.refuse_policy = one_of(value, {"reject", "drop"}, path);
+    } else if (key == "track_timeout") {
+      out.track_timeout = parse_number(value, 10, 86400, path);
+    } else if (key == "track_size") {
+      out.track_size = parse_number(value, 1024, 1u << 24, path);
+    } else if (key == "drain_warmup") {
+      out.drain_warmup = parse_number(value, 0, 86400, path);
     } else if (key == "refuse_seconds") {
       out.refuse_seconds = parse_number(value, 0, 86400, path);
     } else if (key == "embryonic_timeout") {

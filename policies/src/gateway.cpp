@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <set>
 
 #include "hostlb/policies/selection.h"
@@ -32,6 +33,8 @@ uint64_t hash_rows(const GatewayService& s) {
   Fnv f;
   for (auto o : s.owner) f.bytes(s.macs[o].bytes().data(), 6);
   f.u32(static_cast<uint32_t>(s.owner.size()));
+  for (auto row : s.tracked) f.u32(row);
+  f.u32(static_cast<uint32_t>(s.tracked.size()));
   return f.h;
 }
 
@@ -58,8 +61,40 @@ ServiceIndexes indexes_of(const GatewayDatapath& datapath) {
 
 namespace {
 
+// Rows and tracked rows of a service whose backends are filled in.
+void fill_rows(GatewayService& g) {
+  // Those that own rows: active, and draining during their warm-up.
+  std::vector<WeightedBackend> serving, universe;
+  std::vector<uint16_t> serving_index, universe_index;
+  for (size_t i = 0; i < g.backends.size(); ++i) {
+    const bool owns = g.states[i] == BindingState::kActive ||
+                      (g.states[i] == BindingState::kDraining && !g.drained[i]);
+    const bool counts = owns || g.states[i] == BindingState::kHorizon;
+    const WeightedBackend w{g.backends[i], g.weights[i]};
+    if (owns) serving.push_back(w), serving_index.push_back(static_cast<uint16_t>(i));
+    if (counts) universe.push_back(w), universe_index.push_back(static_cast<uint16_t>(i));
+  }
+  g.owner.clear();
+  g.tracked.clear();
+  for (uint32_t i : rendezvous_table(serving, g.rows)) g.owner.push_back(serving_index[i]);
+  // Rendezvous is monotone: where the wider set's winner owns rows, it is
+  // the owner; elsewhere (a horizon or warming backend wins) the flow is
+  // one that a promotion or a drain's end would move.
+  if (!g.owner.empty() && universe.size() > 0) {
+    const bool all_active =
+        std::all_of(universe_index.begin(), universe_index.end(),
+                    [&](uint16_t i) { return g.states[i] == BindingState::kActive; });
+    if (!all_active) {
+      const std::vector<uint32_t> wide = rendezvous_table(universe, g.rows);
+      for (uint32_t row = 0; row < g.rows; ++row)
+        if (g.states[universe_index[wide[row]]] != BindingState::kActive) g.tracked.push_back(row);
+    }
+  }
+  g.rows_hash = hash_rows(g);
+}
+
 GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
-                        const GatewayDatapath* applied) {
+                        const GatewayDatapath* applied, const DrainedBindings& drained) {
   GatewayDatapath out;
   std::set<uint32_t> taken;
   for (const auto& s : state.services)
@@ -79,7 +114,6 @@ GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
       g.index = next_free;
       taken.insert(next_free);
     }
-    std::vector<WeightedBackend> weighted;
     std::vector<BackendRef> refs = service.backends;
     std::sort(refs.begin(), refs.end(),
               [](const BackendRef& a, const BackendRef& b) { return a.name < b.name; });
@@ -88,18 +122,20 @@ GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
       if (backend == nullptr) continue;  // validation guarantees it exists
       g.backends.push_back(ref.name);
       g.macs.push_back(backend->mac);
-      weighted.push_back({ref.name, ref.weight});
       g.weights.push_back(ref.weight);
+      g.states.push_back(ref.state);
+      g.drained.push_back(ref.state == BindingState::kDraining &&
+                          drained.count({service.key, ref.name}) != 0);
     }
     const GatewayService* before = applied ? applied->find(service.key) : nullptr;
     if (before && before->rows == g.rows && before->backends == g.backends &&
-        before->macs == g.macs && before->weights == g.weights) {
+        before->macs == g.macs && before->weights == g.weights && before->states == g.states &&
+        before->drained == g.drained) {
       g.owner = before->owner;  // the same inputs fill the same table
+      g.tracked = before->tracked;
       g.rows_hash = before->rows_hash;
     } else {
-      for (uint32_t i : rendezvous_table(weighted, g.rows))
-        g.owner.push_back(static_cast<uint16_t>(i));
-      g.rows_hash = hash_rows(g);
+      fill_rows(g);
     }
     out.services.push_back(std::move(g));
   }
@@ -110,12 +146,29 @@ GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
 
 }  // namespace
 
-GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous) {
-  return compile(state, previous, nullptr);
+GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous,
+                                const DrainedBindings& drained) {
+  return compile(state, previous, nullptr, drained);
 }
 
-GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied) {
-  return compile(state, indexes_of(applied), &applied);
+GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied,
+                                  const DrainedBindings& drained) {
+  return compile(state, indexes_of(applied), &applied, drained);
+}
+
+std::vector<uint32_t> tracked_marks(const std::vector<GatewayService>& services) {
+  std::vector<uint32_t> out;
+  for (const auto& s : services)
+    for (uint32_t row : s.tracked) out.push_back(s.mark(row));
+  return out;
+}
+
+std::vector<BindingName> draining_bindings(const State& state) {
+  std::vector<BindingName> out;
+  for (const auto& s : state.services)
+    for (const auto& ref : s.backends)
+      if (ref.state == BindingState::kDraining) out.emplace_back(s.key, ref.name);
+  return out;
 }
 
 std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key) {
@@ -133,6 +186,7 @@ FlowChoice choose(const GatewayService& service, const IpAddress& client, uint16
   if (!service.owner.empty()) {
     out.backend = service.backends[service.owner[out.row]];
     out.mac = service.macs[service.owner[out.row]];
+    out.tracked = std::binary_search(service.tracked.begin(), service.tracked.end(), out.row);
   }
   return out;
 }
@@ -157,10 +211,21 @@ GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& a
     if (a->rows != b->rows || a->index != b->index) {
       diff.services_removed.push_back(*b);
       diff.services_added.push_back(*a);
-    } else if (a->macs != b->macs || a->owner != b->owner) {
-      for (uint32_t row = 0; row < a->rows; ++row) {
-        auto was = mac_of(*b, row), now = mac_of(*a, row);
-        if (was != now) diff.rows.push_back({a->mark(row), was, now});
+    } else {
+      if (a->macs != b->macs || a->owner != b->owner) {
+        for (uint32_t row = 0; row < a->rows; ++row) {
+          auto was = mac_of(*b, row), now = mac_of(*a, row);
+          if (was != now) diff.rows.push_back({a->mark(row), was, now});
+        }
+      }
+      if (a->tracked != b->tracked) {
+        std::vector<uint32_t> added, removed;
+        std::set_difference(a->tracked.begin(), a->tracked.end(), b->tracked.begin(),
+                            b->tracked.end(), std::back_inserter(added));
+        std::set_difference(b->tracked.begin(), b->tracked.end(), a->tracked.begin(),
+                            a->tracked.end(), std::back_inserter(removed));
+        for (auto row : added) diff.track_added.push_back(a->mark(row));
+        for (auto row : removed) diff.track_removed.push_back(a->mark(row));
       }
     }
     ++a, ++b;

@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gateway_lab.h"
 #include "hostlb/policies/control_protocol.h"
@@ -200,6 +202,72 @@ TEST(GatewayDaemon, ServesTheDocumentAnswersWhichAndKeepsItsTableAcrossARestart)
   // Traffic that is not for a VIP key is routed untouched.
   TcpClient direct(lab, "cl1", "198.18.1.12", 8080);
   EXPECT_EQ(backend_of(direct.read_line()), "vm2");
+}
+
+// A binding's life at a gateway through hostlbctl: a drain tracks the
+// draining backend's rows for --drain-warmup, then moves them; its open
+// connections carry on, new ones go elsewhere; promote brings it back, and
+// the horizon tracks the flows it would win.
+TEST(GatewayDaemon, DrainPromoteAndHorizonThroughHostlbctl) {
+  Lab lab;
+  lab::build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", 8080), vm2(lab, "vm2", 8080);
+  const std::string doc = lab::write_lab_file(lab, "fleet.json", kFleet);
+  auto args = gateway_args(lab, "gw1", doc);
+  args.insert(args.end(), {"--drain-warmup", "2"});
+  Hostlbd gw1(lab, args, "gw1");
+  ASSERT_TRUE(gw1.start()) << gw1.log();
+  ControlClient c1(lab.dir() + "/gw1.sock");
+  const std::string ctl = std::string(HOSTLBCTL_PATH) + " --socket " + lab.dir() + "/gw1.sock ";
+  const std::string service = "203.0.113.10:8080/tcp";
+
+  std::vector<std::unique_ptr<TcpClient>> open;
+  int on_vm2 = 0;
+  for (int port = 32000; port < 32060; ++port) {
+    open.push_back(std::make_unique<TcpClient>(lab, "cl1", lab::kGatewayVip, 8080,
+                                               std::chrono::seconds(3), lab::kClient, port));
+    on_vm2 += backend_of(open.back()->read_line()) == "vm2" ? 1 : 0;
+  }
+  ASSERT_GT(on_vm2, 10);
+
+  const auto drain = lab::sh(ctl + "service drain " + service + " vm2");
+  ASSERT_EQ(drain.exit_code, 0) << drain.output;
+  auto tracking = [&] { return c1.call("status").result.at("tracking"); };
+  EXPECT_EQ(tracking().at("drains_warming"), 1);
+  for (auto& c : open) c->send_all("x");  // seen during the warm-up: tracked
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (tracking().at("drains_moved") != 1 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(tracking().at("drains_moved"), 1) << gw1.log();
+  EXPECT_EQ(tracking().at("flows"), on_vm2) << "vm2's open flows are tracked";
+  const auto table = lab::sh(ctl + "gateway table " + service);
+  EXPECT_NE(table.output.find("drained"), std::string::npos) << table.output;
+  int kept = 0;
+  for (auto& c : open) {
+    c->send_all("y");
+    c->shutdown_write();
+    kept += c->read_line() == "bytes=2" ? 1 : 0;
+  }
+  EXPECT_EQ(kept, 60) << "every connection, vm2's too, carried on";
+  for (int port = 33000; port < 33030; ++port) {
+    TcpClient c(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient, port);
+    EXPECT_EQ(backend_of(c.read_line()), "vm1") << "port " << port;
+  }
+
+  ASSERT_EQ(lab::sh(ctl + "service promote " + service + " vm2").exit_code, 0);
+  EXPECT_EQ(tracking().at("drains_moved"), 0);
+  EXPECT_EQ(tracking().at("tracked_rows"), 0);
+  ASSERT_EQ(lab::sh(ctl + "service horizon " + service + " vm2").exit_code, 0);
+  EXPECT_GT(tracking().at("tracked_row_fraction").get<double>(), 0.3);
+  const auto list = lab::sh(ctl + "service list");
+  EXPECT_NE(list.output.find("vm2:8080 (horizon)"), std::string::npos) << list.output;
+  const auto status = lab::sh(ctl + "status");
+  EXPECT_NE(status.output.find("tracking: "), std::string::npos) << status.output;
+  // A bad state is refused with the parameter at fault.
+  const auto bad =
+      c1.call("service.state", {{"service", service}, {"backend", "vm2"}, {"state", "resting"}});
+  EXPECT_FALSE(bad.ok);
+  EXPECT_EQ(bad.error.path, "params.state");
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 // gateway's plain routing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "gateway_lab.h"
@@ -196,6 +198,163 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
   // Not a VIP key: routed by the gateway as before, untouched.
   TcpClient direct(lab, "cl1", "2001:db8:1::12", kPort, std::chrono::seconds(3), kClient6);
   EXPECT_EQ(direct.read_line().substr(0, 3), "vm2");
+}
+
+State fleet_with_states(const std::string& vm1_state, const std::string& vm2_state) {
+  return parse_state_document(
+      R"({"version":1,"backends":[
+        {"name":"vm1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","bridge":"br0","host":"hv1"},
+        {"name":"vm2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0","host":"hv2"}],
+      "services":[{"vip":"203.0.113.10","port":8080,"protocol":"tcp","rows":1021,"backends":[
+        {"name":"vm1","port":8080,"state":")" +
+      vm1_state + R"("},{"name":"vm2","port":8080,"state":")" + vm2_state + R"("}]}]})");
+}
+
+FlowChoice model_flow(const GatewayService& s, int client_port) {
+  return choose(s, *IpAddress::parse(kClient), static_cast<uint16_t>(client_port));
+}
+
+// Connections held open; each says which backend took it, and later proves
+// it still reaches that backend (the server counts the bytes it got: a
+// packet sent to another VM would meet a reset there).
+struct OpenConnections {
+  std::map<int, std::unique_ptr<TcpClient>> clients;
+  std::map<int, std::string> backend;
+
+  OpenConnections(const Lab& lab, int first_port, int count) {
+    for (int port = first_port; port < first_port + count; ++port) {
+      auto c = std::make_unique<TcpClient>(lab, "cl1", kVip, kPort, std::chrono::seconds(3),
+                                           kClient, port);
+      const std::string banner = c->read_line();
+      backend[port] = banner.substr(0, banner.find(' '));
+      clients[port] = std::move(c);
+    }
+  }
+  // A packet of every connection (tracked ones refresh their entry).
+  void touch() {
+    for (auto& [port, c] : clients) c->send_all("x");
+  }
+  // How many end cleanly: the server got all bytes (`sent` each).
+  int finish(int sent) {
+    int ok = 0;
+    for (auto& [port, c] : clients) {
+      try {
+        c->send_all("y");
+        c->shutdown_write();
+        if (c->read_line() == "bytes=" + std::to_string(sent + 1)) ++ok;
+      } catch (const std::exception&) {
+      }
+    }
+    return ok;
+  }
+};
+
+// JET: a horizon backend takes no new flows, the flows it would win are
+// tracked from their first packet, and promoting it moves none of them;
+// rebuilding the table keeps them too.
+TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromoted) {
+  Lab lab;
+  build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
+  const GatewayDatapath horizon = compile_gateway(fleet_with_states("active", "horizon"), {});
+  const GatewayService& h = horizon.services[0];
+  ASSERT_FALSE(h.tracked.empty());
+  std::unique_ptr<GatewayRuleset> gw;
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw = make_kernel_gateway();
+    gw->replace(horizon, kConfig);
+  }
+  OpenConnections open(lab, 22000, 150);
+  int tracked = 0;
+  for (const auto& [port, backend] : open.backend) {
+    EXPECT_EQ(backend, "vm1") << "a horizon backend takes no new flow (port " << port << ")";
+    tracked += model_flow(h, port).tracked ? 1 : 0;
+  }
+  ASSERT_GT(tracked, 20) << "vm2 wins about half of the rows over vm1 and vm2";
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    const TrackStats stats = gw->track_stats();
+    EXPECT_EQ(stats.entries, static_cast<uint64_t>(tracked)) << "exactly the model's flows";
+    EXPECT_EQ(stats.added, static_cast<uint64_t>(tracked)) << "each flow added once";
+    EXPECT_EQ(stats.attempts, stats.added) << "the map was never full";
+    // A rebuild (what drift repair does) keeps the tracked flows.
+    gw->replace(horizon, kConfig);
+    EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(tracked));
+  }
+  open.touch();
+
+  // Promote vm2: its rows change owner; the tracked flows stay on vm1.
+  const GatewayDatapath promoted =
+      compile_gateway(fleet_with_states("active", "active"), indexes_of(horizon));
+  const GatewayDiff diff = diff_gateway(horizon, promoted);
+  EXPECT_FALSE(diff.rows.empty());
+  EXPECT_EQ(diff.track_removed.size(), h.tracked.size()) << "nothing is tracked any more";
+  for (const auto& r : diff.rows)
+    EXPECT_TRUE(std::binary_search(h.tracked.begin(), h.tracked.end(), r.mark & 0xffff))
+        << "only tracked rows change owner";
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw->apply(diff, kConfig, gateway_stamp(promoted));
+  }
+  EXPECT_EQ(open.finish(1), 150) << "every connection kept its backend";
+  // New flows follow the new table: vm2 takes its share.
+  const auto after = connect_all(lab, 23000, 80);
+  int to_vm2 = 0;
+  for (const auto& [port, backend] : after) {
+    EXPECT_EQ(backend, *model_flow(promoted.services[0], port).backend) << "port " << port;
+    to_vm2 += backend == "vm2" ? 1 : 0;
+  }
+  EXPECT_GT(to_vm2, 15);
+}
+
+// A drain: first its rows are tracked (warm-up: flows already open are
+// caught by their next packet), then they move; tracked flows stay on the
+// draining backend, new flows go to the others. Without the warm-up, the
+// same move breaks the draining backend's connections (what a stateless
+// gateway does).
+TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
+  Lab lab;
+  build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
+  const GatewayDatapath both = compile_gateway(fleet_with_states("active", "active"), {});
+  std::unique_ptr<GatewayRuleset> gw;
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw = make_kernel_gateway();
+    gw->replace(both, kConfig);
+  }
+  OpenConnections warmed(lab, 24000, 100), cold(lab, 25000, 100);
+  int warmed_on_vm2 = 0, cold_on_vm2 = 0;
+  for (const auto& [port, backend] : warmed.backend) warmed_on_vm2 += backend == "vm2" ? 1 : 0;
+  for (const auto& [port, backend] : cold.backend) cold_on_vm2 += backend == "vm2" ? 1 : 0;
+  ASSERT_GT(warmed_on_vm2, 15);
+  ASSERT_GT(cold_on_vm2, 15);
+
+  const State draining = fleet_with_states("active", "draining");
+  const GatewayDatapath warming = compile_gateway(draining, indexes_of(both));
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    const GatewayDiff diff = diff_gateway(both, warming);
+    EXPECT_TRUE(diff.rows.empty()) << "during the warm-up no row moves";
+    gw->apply(diff, kConfig, gateway_stamp(warming));
+  }
+  warmed.touch();  // the warm-up sees a packet of each of these flows
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(warmed_on_vm2));
+  }
+  const GatewayDatapath drained =
+      compile_gateway(draining, indexes_of(both), {{warming.services[0].key, "vm2"}});
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw->apply(diff_gateway(warming, drained), kConfig, gateway_stamp(drained));
+  }
+  EXPECT_EQ(warmed.finish(1), 100) << "flows seen during the warm-up keep vm2";
+  EXPECT_EQ(cold.finish(0), 100 - cold_on_vm2)
+      << "vm2's flows that sent nothing during the warm-up moved (and were reset)";
+  for (const auto& [port, backend] : connect_all(lab, 26000, 40))
+    EXPECT_EQ(backend, "vm1") << "no new flow for a drained backend (port " << port << ")";
 }
 
 }  // namespace

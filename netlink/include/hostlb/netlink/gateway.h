@@ -24,13 +24,29 @@ struct GatewayConfig {
   std::string client_interface;  // client frames arrive here (ingress hook)
   std::string fabric_interface;  // and leave here toward the hosts
   MacAddress gateway_mac;        // their new Ethernet source
+  // JET's tracking maps (flow -> backend MAC, one per address family): a
+  // tracked flow is forgotten after this long without a packet, or this
+  // long after its FIN or RST; a full map takes no more flows (counted).
+  uint32_t track_timeout_s = 300;
+  uint32_t track_end_timeout_s = 10;
+  uint32_t track_size = 262144;
 };
+
+// Named counters of the gateway table: flows of tracked rows that the
+// tracking map was asked to take, and those it took (the difference: a
+// full map).
+inline constexpr const char* kTrackAttempts = "track_attempts";
+inline constexpr const char* kTrackAdded = "track_added";
 
 // Pure rendering, as nft scripts (rules end at a newline: nft 1.0.6 does
 // not take "offset N;").
 // The table without rows and without the services' entries in the verdict
-// maps (so no traffic is taken before its rows exist).
-std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config);
+// maps (so no traffic is taken before its rows exist). Everything but the
+// tracking maps and the counters is replaced (`chains`: the chains the
+// table has now, to delete); the tracking maps keep their flows, so a
+// rebuild moves no tracked connection.
+std::string render_gateway_skeleton(const GatewayDatapath& datapath, const GatewayConfig& config,
+                                    const std::vector<std::string>& chains = {});
 // Chains of added services (entries not yet in the verdict maps), or the
 // removal of removed services (entries first, then their chains).
 std::string render_gateway_chains(const std::vector<GatewayService>& services,
@@ -45,12 +61,17 @@ std::string render_gateway_entries(const std::vector<GatewayService>& services, 
 // the first 32 bits of gateway_digest() of what the table holds) when
 // `stamp` says so, so that a restart can tell whether the kernel still holds
 // what it persisted.
+// Tracked rows (the `track` set) added go in the first batch, before any
+// row changes owner; those removed in the last, after.
 struct StampChange {
   std::optional<uint32_t> before, after;
 };
+struct TrackChange {
+  std::vector<uint32_t> added, removed;  // marks
+};
 std::vector<NftBatch> encode_gateway_rows(const std::vector<GatewayDiff::Row>& rows,
                                           uint32_t first_seq, size_t per_batch = 65536,
-                                          StampChange stamp = {});
+                                          StampChange stamp = {}, const TrackChange& track = {});
 uint32_t gateway_stamp(const GatewayDatapath& datapath);
 // All rows of `services` as additions (or deletions).
 std::vector<GatewayDiff::Row> rows_of(const std::vector<GatewayService>& services, bool add);
@@ -67,6 +88,13 @@ class GatewayRowScan {
   // Whether the kernel said the dump was interrupted by a change meanwhile:
   // what was read is then not one consistent picture.
   virtual bool interrupted() const = 0;
+};
+
+// What the tracking maps hold and did, read from the kernel.
+struct TrackStats {
+  uint64_t entries = 0;   // flows tracked now (both families)
+  uint64_t attempts = 0;  // flows of tracked rows the maps were asked to take
+  uint64_t added = 0;     // and took
 };
 
 class GatewayRuleset {
@@ -89,6 +117,8 @@ class GatewayRuleset {
   virtual std::optional<MacAddress> row(uint32_t mark) = 0;
   // Starts reading the whole row map (its own socket). Throws KernelError.
   virtual std::unique_ptr<GatewayRowScan> scan_rows() = 0;
+  // The tracking maps' size and counters (zero without a table).
+  virtual TrackStats track_stats() = 0;
 };
 
 std::unique_ptr<GatewayRuleset> make_kernel_gateway();

@@ -30,6 +30,10 @@ struct DaemonSettings {
   std::optional<std::string> client_interface;
   std::optional<std::string> fabric_interface;
   std::optional<std::string> gateway_mac;
+  // Gateway role: JET's tracking maps and the warm-up of a drain.
+  std::optional<uint32_t> track_timeout;
+  std::optional<uint32_t> track_size;
+  std::optional<uint32_t> drain_warmup;
   std::optional<std::string> ct_mark_mask;
   std::optional<std::string> refuse_policy;
   std::optional<uint32_t> refuse_seconds;

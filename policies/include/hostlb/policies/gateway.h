@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,8 +24,17 @@ struct GatewayService {
   std::vector<std::string> backends;  // sorted by name
   std::vector<MacAddress> macs;       // of `backends`
   std::vector<uint32_t> weights;      // of `backends`
-  std::vector<uint16_t> owner;        // per row: an index into `backends`; empty: no backend
-  uint64_t rows_hash = 0;             // of every row's MAC (computed with `owner`)
+  std::vector<BindingState> states;   // of `backends`
+  std::vector<bool> drained;          // of `backends`: draining, its warm-up over
+  // Per row: an index into `backends`, the winner among the active and the
+  // warming draining ones; empty: no such backend.
+  std::vector<uint16_t> owner;
+  // Rows (ascending) whose winner among the active, horizon and warming
+  // draining backends is not active: the flows of these rows are the only
+  // ones a promotion or the end of a warm-up can move, so the gateways track
+  // them (JET). Empty when `owner` is.
+  std::vector<uint32_t> tracked;
+  uint64_t rows_hash = 0;  // of every row's MAC and the tracked rows
 
   uint32_t mark(uint32_t row) const { return index << 16 | row; }
   bool operator==(const GatewayService&) const = default;
@@ -42,6 +52,12 @@ struct GatewayDatapath {
 using ServiceIndexes = std::map<ServiceKey, uint32_t>;
 ServiceIndexes indexes_of(const GatewayDatapath& datapath);
 
+// A binding: a service and one of its backends.
+using BindingName = std::pair<ServiceKey, std::string>;
+// Draining bindings whose warm-up is over (the gateway times it): their
+// rows move to the other backends, their tracked flows stay.
+using DrainedBindings = std::set<BindingName>;
+
 class GatewayIndexExhausted : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -51,11 +67,13 @@ class GatewayIndexExhausted : public std::runtime_error {
 // backends, whatever host they run on. A service keeps the index it has in
 // `previous`; a new one takes the lowest free index. Throws
 // GatewayIndexExhausted past kMaxGatewayServices services.
-GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous);
+GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previous,
+                                const DrainedBindings& drained = {});
 // The same, taking from `applied` the rows of every service whose row
-// count, backends, weights and MACs are unchanged: a change costs the
-// services it touches, not the whole fleet.
-GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied);
+// count, backends, weights, states and MACs are unchanged: a change costs
+// the services it touches, not the whole fleet.
+GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied,
+                                  const DrainedBindings& drained = {});
 
 // The table of one service of `state` (for `which` on a host, which keeps
 // the whole fleet state but no gateway table). nullopt: no such service.
@@ -67,6 +85,7 @@ struct FlowChoice {
   uint32_t row = 0;
   std::optional<std::string> backend;
   std::optional<MacAddress> mac;
+  bool tracked = false;  // a gateway tracks the flow from its first packet on
 };
 FlowChoice choose(const GatewayService& service, const IpAddress& client, uint16_t client_port);
 
@@ -82,7 +101,12 @@ struct GatewayDiff {
   };
   // Rows of services in both whose owner's MAC changes: only those.
   std::vector<Row> rows;
-  bool empty() const { return services_added.empty() && services_removed.empty() && rows.empty(); }
+  // Marks of rows of services in both that become tracked, or no longer.
+  std::vector<uint32_t> track_added, track_removed;
+  bool empty() const {
+    return services_added.empty() && services_removed.empty() && rows.empty() &&
+           track_added.empty() && track_removed.empty();
+  }
 };
 GatewayDiff diff_gateway(const GatewayDatapath& before, const GatewayDatapath& after);
 
@@ -116,8 +140,15 @@ struct RowDifferences {
 };
 RowDifferences count_differences(const std::vector<GatewayDiff::Row>& rows);
 
+// The marks of the tracked rows of `services`.
+std::vector<uint32_t> tracked_marks(const std::vector<GatewayService>& services);
+
+// The draining bindings of `state` (to time their warm-ups).
+std::vector<BindingName> draining_bindings(const State& state);
+
 // A digest of what the kernel of any gateway that applied `datapath` holds
-// (service keys, indexes, row counts and every row's MAC): equal digests,
+// (service keys, indexes, row counts, every row's MAC and which rows are
+// tracked): equal digests,
 // equal choices. 16 hex digits.
 std::string gateway_digest(const GatewayDatapath& datapath);
 
