@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -68,8 +69,8 @@ int main(int argc, char** argv) {
   state.services.push_back(service);
   std::deque<int> in_horizon;  // oldest first: promoted first
   for (int i = active; i < active + horizon; ++i) in_horizon.push_back(i);
-  std::vector<int> working;
-  for (int i = 0; i < active; ++i) working.push_back(i);
+  std::vector<int> working(static_cast<size_t>(active));
+  std::iota(working.begin(), working.end(), 0);
 
   GatewayDatapath table = compile_gateway(state, {});
   // The backends' order in the table (sorted by name) is fixed: the set of
@@ -151,7 +152,7 @@ int main(int argc, char** argv) {
     c.tracked = choice.tracked;
     live.push_back(c);
     ++connections;
-    if (live.size() > 4 * 65536 && (connections & 0xffff) == 0)
+    if (live.size() > size_t{4} * 65536 && (connections & 0xffff) == 0)
       std::erase_if(live, [&](const Connection& x) { return x.end <= now; });
   }
   const double expected = static_cast<double>(horizon) / (active + horizon);

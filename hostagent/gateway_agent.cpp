@@ -39,15 +39,13 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   std::map<BindingName, Clock::TimePoint> warming;
   DrainedBindings drained;
   for (auto& binding : draining_bindings(desired)) {
-    if (drained_.count(binding)) {
+    const auto it = warming_.find(binding);
+    if (drained_.count(binding) || (it == warming_.end() && warmup_.count() == 0))
       drained.insert(std::move(binding));
-    } else if (auto it = warming_.find(binding); it != warming_.end()) {
+    else if (it != warming_.end())
       warming.emplace(std::move(binding), it->second);
-    } else if (warmup_.count() == 0) {
-      drained.insert(std::move(binding));
-    } else {
+    else
       warming.emplace(std::move(binding), clock_.monotonic() + warmup_);
-    }
   }
   GatewayDatapath next = recompile_gateway(desired, applied_, drained);
   bool rebuild = false;

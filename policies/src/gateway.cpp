@@ -80,7 +80,7 @@ void fill_rows(GatewayService& g) {
   // Rendezvous is monotone: where the wider set's winner owns rows, it is
   // the owner; elsewhere (a horizon or warming backend wins) the flow is
   // one that a promotion or a drain's end would move.
-  if (!g.owner.empty() && universe.size() > 0) {
+  if (!g.owner.empty() && !universe.empty()) {
     const bool all_active =
         std::all_of(universe_index.begin(), universe_index.end(),
                     [&](uint16_t i) { return g.states[i] == BindingState::kActive; });
