@@ -341,6 +341,7 @@ json ControlHandler::stats(const control::StatsRequest& request) {
   for (const auto& [key, f] : report.services) {
     json entry = figures(f);
     entry["limited"] = f.limited;
+    entry["chained"] = f.chained;
     entry["service"] = key;
     services.push_back(std::move(entry));
   }
@@ -402,6 +403,7 @@ json ControlHandler::status() {
           {"draining", draining(std::nullopt)},
           {"refused_keys", agent_.datapath().refused.size()},
           {"health", std::move(health)},
+          {"chaining", chainer_ ? chainer_->status() : json()},
           {"repairs", agent_.repairs()},
           {"state_dir", info_.state_dir},
           {"host", info_.host},

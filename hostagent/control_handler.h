@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "agent.h"
+#include "chainer.h"
 #include "control_server.h"
 #include "health_monitor.h"
 #include "hostlb/netlink/nft.h"
@@ -82,6 +83,7 @@ class ControlHandler final : public ControlHandlerBase {
   // Where `health` and the health parts of `status` and `stats` come from
   // (unset: no checks run).
   void set_health_monitor(const HealthMonitor* monitor) { health_ = monitor; }
+  void set_chainer(Chainer* chainer) { chainer_ = chainer; }
 
  private:
   ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) override;
@@ -104,6 +106,7 @@ class ControlHandler final : public ControlHandlerBase {
   Sysctls& sysctls_;
   std::function<StatsReport()> stats_;
   const HealthMonitor* health_ = nullptr;
+  Chainer* chainer_ = nullptr;
 };
 
 // Views shared by both roles.

@@ -227,6 +227,12 @@ void print_status(const json& s) {
     std::printf("draining: %s\n", draining_text(s.at("draining"), true).c_str());
   std::printf("refused keys (removed or draining bindings): %zu\n",
               s.at("refused_keys").get<size_t>());
+  if (const auto c = s.value("chaining", json()); c.is_object())
+    std::printf(
+        "chaining on %s: %s services, %s rows chain to their previous owner now "
+        "(window %ss), %s packets chained\n",
+        cell(c.at("uplink")).c_str(), cell(c.at("services")).c_str(), cell(c.at("rows")).c_str(),
+        cell(c.at("window")).c_str(), cell(c.at("chained")).c_str());
   if (const auto t = s.value("tracking", json()); t.is_object())
     std::printf(
         "tracking: %s flows (%.1f%% of rows tracked), %s added, %s failed (map full); drains "
@@ -379,7 +385,7 @@ void print_stats(const json& r) {
   for (const std::string scope : {"service", "backend"}) {
     // Rate limits are per service: backends have no LIMITED column.
     std::vector<std::string> columns = figures;
-    if (scope == "service") columns.push_back("limited");
+    if (scope == "service") columns.insert(columns.end(), {"limited", "chained"});
     std::vector<std::vector<std::string>> rows;
     for (const auto& entry : r.at(scope + "s")) {
       std::vector<std::string> row{cell(entry.at(scope))};

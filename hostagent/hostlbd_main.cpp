@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "chainer.h"
 #include "clock.h"
 #include "control_handler.h"
 #include "control_server.h"
@@ -25,6 +26,7 @@
 #include "gateway_agent.h"
 #include "gateway_control.h"
 #include "health_monitor.h"
+#include "hostlb/netlink/chaining.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
@@ -72,6 +74,9 @@ struct Flags {
   uint32_t metrics_interval = 15;
   std::string health_source_ipv4;
   std::string health_source_ipv6;
+  std::string chain_uplink;
+  std::string chain_gateways;  // MACs, comma-separated
+  uint32_t chain_window = 600;
   bool no_manage_sysctls = false;
   bool cleanup = false;
   bool check = false;
@@ -185,6 +190,9 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--event-queue-kb", flags.event_queue_kb, settings.event_queue_kb);
   take("--health-source-ipv4", flags.health_source_ipv4, settings.health_source_ipv4);
   take("--health-source-ipv6", flags.health_source_ipv6, settings.health_source_ipv6);
+  take("--chain-uplink", flags.chain_uplink, settings.chain_uplink);
+  take("--chain-gateways", flags.chain_gateways, settings.chain_gateways);
+  take("--chain-window", flags.chain_window, settings.chain_window);
   if (settings.manage_sysctls && app.count("--no-manage-sysctls") == 0)
     flags.no_manage_sysctls = !*settings.manage_sysctls;
   return true;
@@ -420,6 +428,28 @@ int run(const Flags& flags) {
     }
     (v4 ? health_options.source_v4 : health_options.source_v6) = *address;
   }
+  ChainOptions chain_options;
+  if (!flags.chain_uplink.empty() || !flags.chain_gateways.empty()) {
+    if (!is_valid_interface_name(flags.chain_uplink) || flags.chain_gateways.empty()) {
+      spdlog::error("chaining needs both --chain-uplink and --chain-gateways");
+      return kExitUsage;
+    }
+    chain_options.uplink = flags.chain_uplink;
+    chain_options.window = std::chrono::seconds(flags.chain_window);
+    std::string_view rest = flags.chain_gateways;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      std::string text(rest.substr(0, comma));
+      std::erase(text, ' ');
+      const auto mac = MacAddress::parse(text);
+      if (!mac) {
+        spdlog::error("--chain-gateways: \"{}\" is not a MAC", text);
+        return kExitUsage;
+      }
+      chain_options.gateways.insert(*mac);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+  }
 
   // The document is validated before anything else happens, so that a
   // refused document changes nothing at all.
@@ -464,6 +494,7 @@ int run(const Flags& flags) {
 
     if (flags.cleanup) {
       agent.cleanup();
+      if (!chain_options.uplink.empty()) remove_chaining(chain_options.uplink);
       return kExitOk;
     }
 
@@ -508,7 +539,24 @@ int run(const Flags& flags) {
     auto prober = make_socket_prober();
     HealthMonitor monitor(loop, agent, *prober, store, health, health_options);
     control.set_health_monitor(&monitor);
-    stats.set_health_source([&monitor](StatsReport& report) { monitor.fill(report); });
+    std::unique_ptr<ChainDatapath> chain_kernel;
+    std::optional<Chainer> chainer;
+    if (!chain_options.uplink.empty()) {
+      const auto self = interface_mac(chain_options.uplink);
+      if (!self) {
+        spdlog::error("--chain-uplink: cannot read the MAC of {}", chain_options.uplink);
+        return kExitFailure;
+      }
+      chain_kernel = make_bpf_chaining();
+      chainer.emplace(loop, agent, *chain_kernel, clock, host_name, *self, chain_options);
+      control.set_chainer(&*chainer);
+    }
+    stats.set_health_source([&monitor, &chainer](StatsReport& report) {
+      monitor.fill(report);
+      if (chainer)
+        for (const auto& [key, packets] : chainer->chained())
+          report.services[key.str()].chained = packets;
+    });
     auto note_error = [&control](const std::string& text) { control.note_error(text); };
     ExpiryJob expiry(loop,
                      {[&] { return agent.next_deadline(); }, [&] { agent.expire(); }, note_error});
@@ -589,6 +637,14 @@ int main(int argc, char** argv) {
   app.add_option("--gateway-mac", flags.gateway_mac,
                  "Gateway role: the source MAC of forwarded frames (default: the fabric "
                  "interface's)");
+  app.add_option("--chain-uplink", flags.chain_uplink,
+                 "Host role: the bridge port toward the gateways, where chaining sends mid-flow "
+                 "packets without a connection here to their row's previous owner");
+  app.add_option("--chain-gateways", flags.chain_gateways,
+                 "Host role: the gateways' MACs (comma-separated): only their frames are chained");
+  app.add_option("--chain-window", flags.chain_window,
+                 "Host role: seconds after a change during which its moved rows are chained")
+      ->check(CLI::Range(1u, 86400u));
   app.add_option("--track-timeout", flags.track_timeout,
                  "Gateway role: seconds a tracked flow is remembered without a packet")
       ->check(CLI::Range(10u, 86400u));

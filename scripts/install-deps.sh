@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(
   build-essential cmake pkg-config git clang-format clang clang-tidy
   libnftables-dev libnftnl-dev libnetfilter-conntrack-dev libmnl-dev
-  libnl-3-dev libnl-route-3-dev
+  libnl-3-dev libnl-route-3-dev libbpf-dev bpftool llvm
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev
 )

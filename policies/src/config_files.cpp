@@ -114,6 +114,21 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.track_timeout = parse_number(value, 10, 86400, path);
     } else if (key == "track_size") {
       out.track_size = parse_number(value, 1024, 1u << 24, path);
+    } else if (key == "chain_uplink") {
+      if (!is_valid_interface_name(value))
+        throw DocumentError(path, "\"" + printable(value) + "\" is not an interface name");
+      out.chain_uplink = std::string(value);
+    } else if (key == "chain_gateways") {
+      std::string_view rest = value;
+      while (!rest.empty()) {
+        const size_t comma = rest.find(',');
+        if (!MacAddress::parse(trim(rest.substr(0, comma))))
+          throw DocumentError(path, "\"" + printable(rest.substr(0, comma)) + "\" is not a MAC");
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+      out.chain_gateways = std::string(value);
+    } else if (key == "chain_window") {
+      out.chain_window = parse_number(value, 1, 86400, path);
     } else if (key == "drain_warmup") {
       out.drain_warmup = parse_number(value, 0, 86400, path);
     } else if (key == "refuse_seconds") {

@@ -165,6 +165,10 @@ std::string render_prometheus(const StatsReport& report) {
       {"connections_limited_total",
        "New connection attempts over the service's rate on this host, dropped.", "counter",
        &StatFigures::limited, true},
+      {"chained_total",
+       "Mid-flow packets from a gateway without a connection here, sent to their row's previous "
+       "owner.",
+       "counter", &StatFigures::chained, true},
   };
   for (const auto& [scope, by] :
        {std::pair{"service", &report.services}, std::pair{"backend", &report.backends}}) {

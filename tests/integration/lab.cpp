@@ -121,23 +121,25 @@ std::string endpoint_of(const void* addr) {
   return std::string(buf) + ":" + std::to_string(ntohs(sin->sin_port));
 }
 
-Lab::Lab() {
+Lab::Lab(Topology topology)
+    : script_(topology == Topology::kHost ? HOSTLB_LAB_SCRIPT
+                                          : HOSTLB_SOURCE_DIR "/scripts/fleet-lab.sh") {
   if (::geteuid() != 0)
     throw std::runtime_error("integration tests need root (network namespaces)");
   prefix_ = "hlt" + std::to_string(::getpid());
   dir_ = "/tmp/" + prefix_;
   sh("rm -rf " + dir_);
   if (::mkdir(dir_.c_str(), 0700) != 0) throw std::runtime_error(errno_text("mkdir " + dir_));
-  sh(std::string(HOSTLB_LAB_SCRIPT) + " down " + prefix_);  // leftovers of a reused pid
-  auto up = sh(std::string(HOSTLB_LAB_SCRIPT) + " up " + prefix_);
+  sh(script_ + " down " + prefix_);  // leftovers of a reused pid
+  auto up = sh(script_ + " up " + prefix_);
   if (up.exit_code != 0) {
-    sh(std::string(HOSTLB_LAB_SCRIPT) + " down " + prefix_);
+    sh(script_ + " down " + prefix_);
     throw std::runtime_error("lab up failed: " + up.output);
   }
 }
 
 Lab::~Lab() {
-  sh(std::string(HOSTLB_LAB_SCRIPT) + " down " + prefix_);
+  sh(script_ + " down " + prefix_);
   sh("rm -rf " + dir_);
 }
 

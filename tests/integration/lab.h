@@ -41,7 +41,11 @@ inline constexpr const char* kClient1V6 = "2001:db8::1";
 
 class Lab {
  public:
-  Lab();
+  // kHost: scripts/lab.sh's topology; kFleet: scripts/fleet-lab.sh's
+  // (client cl, router rt, gateways gw1 gw2, fabric fab, hypervisors hv1
+  // with vm1 vm2 and hv2 with vm3 vm4).
+  enum class Topology { kHost, kFleet };
+  explicit Lab(Topology topology = Topology::kHost);
   ~Lab();
   Lab(const Lab&) = delete;
   Lab& operator=(const Lab&) = delete;
@@ -74,6 +78,7 @@ class Lab {
  private:
   std::string prefix_;
   std::string dir_;
+  std::string script_;
 };
 
 // A TCP and UDP server in a backend namespace. TCP: sends a banner line

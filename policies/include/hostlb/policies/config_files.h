@@ -34,6 +34,10 @@ struct DaemonSettings {
   std::optional<uint32_t> track_timeout;
   std::optional<uint32_t> track_size;
   std::optional<uint32_t> drain_warmup;
+  // Host role: chaining.
+  std::optional<std::string> chain_uplink;
+  std::optional<std::string> chain_gateways;
+  std::optional<uint32_t> chain_window;
   std::optional<std::string> ct_mark_mask;
   std::optional<std::string> refuse_policy;
   std::optional<uint32_t> refuse_seconds;

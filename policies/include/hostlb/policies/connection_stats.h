@@ -30,6 +30,9 @@ struct StatFigures {
   uint64_t unhealthy = 0;
   uint64_t misses = 0;   // consistency misses (packets)
   uint64_t limited = 0;  // new connection attempts over the service's rate, dropped (services only)
+  // Mid-flow packets without a connection here sent on to their row's
+  // previous owner (chaining; services only).
+  uint64_t chained = 0;
   bool operator==(const StatFigures&) const = default;
 };
 

@@ -1,0 +1,169 @@
+// Chaining on a host (second chance), at tc ingress of the host's uplink:
+// a mid-flow TCP packet of a VIP flow that a gateway sent here, whose row
+// changed owner in the service's last change, and that has no conntrack
+// entry on this host, goes once to the row's previous owner: Ethernet
+// destination rewritten, source set to this host's (frames from a host are
+// never chained again), L3/L4 untouched, sent back out of the uplink.
+// Everything else passes to the bridge unchanged. IPv4 only.
+//
+// The row is computed as the gateways' nft rule computes it: jhash over
+// ip saddr . th sport . ip daddr . th dport (each field in its own 4-byte
+// register, ports zero-padded), seed 0x686c6231, scaled as (h * rows) >> 32
+// (policies/selection.h holds the model this must match).
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define TC_ACT_OK 0
+#define ETH_P_IP 0x0800
+#define SELECTION_SEED 0x686c6231u
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, u32,
+                                         struct bpf_ct_opts *, u32) __ksym;
+extern void bpf_ct_release(struct nf_conn *) __ksym;
+
+struct service_key {
+  u32 vip;    // network order
+  u16 port;   // network order
+  u8 proto;   // IPPROTO_TCP
+  u8 pad;
+};
+struct service_value {
+  u32 index;  // the host's own: rows are keyed index << 16 | row
+  u32 rows;
+};
+struct mac {
+  u8 bytes[6];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, struct service_key);
+  __type(value, struct service_value);
+} services SEC(".maps");
+
+// Rows whose owner changed in the last change of their service, whose new
+// owner runs here and the previous one elsewhere: row key -> previous
+// owner's MAC. hostlbd removes them when the chaining window ends.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1 << 20);
+  __type(key, u32);
+  __type(value, struct mac);
+} previous SEC(".maps");
+
+// The gateways' MACs: only their frames are chained (one hop).
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 256);
+  __type(key, struct mac);
+  __type(value, u8);
+} gateways SEC(".maps");
+
+// [0]: this host's uplink MAC (the source of chained frames).
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, u32);
+  __type(value, struct mac);
+} self SEC(".maps");
+
+// Chained packets per service index.
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(max_entries, 65536);
+  __type(key, u32);
+  __type(value, u64);
+} chained SEC(".maps");
+
+static __always_inline u32 rol32(u32 word, unsigned int shift) {
+  return (word << shift) | (word >> ((-shift) & 31));
+}
+
+// lookup3's jhash over four 32-bit words as the kernel reads a 16-byte key
+// (little-endian words of the bytes in network order).
+static __always_inline u32 jhash_16(u32 w0, u32 w1, u32 w2, u32 w3, u32 seed) {
+  u32 a, b, c;
+  a = b = c = 0xdeadbeef + 16 + seed;
+  a += w0;
+  b += w1;
+  c += w2;
+  // __jhash_mix
+  a -= c; a ^= rol32(c, 4); c += b;
+  b -= a; b ^= rol32(a, 6); a += c;
+  c -= b; c ^= rol32(b, 8); b += a;
+  a -= c; a ^= rol32(c, 16); c += b;
+  b -= a; b ^= rol32(a, 19); a += c;
+  c -= b; c ^= rol32(b, 4); b += a;
+  a += w3;
+  // __jhash_final
+  c ^= b; c -= rol32(b, 14);
+  a ^= c; a -= rol32(c, 11);
+  b ^= a; b -= rol32(a, 25);
+  c ^= b; c -= rol32(b, 16);
+  a ^= c; a -= rol32(c, 4);
+  b ^= a; b -= rol32(a, 14);
+  c ^= b; c -= rol32(b, 24);
+  return c;
+}
+
+SEC("tc")
+int hostlb_chain(struct __sk_buff *skb) {
+  void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
+  struct iphdr *ip = (void *)(eth + 1);
+  if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_OK;
+  if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_OK;  // fragments: not ours to guess
+  struct tcphdr *tcp = (void *)(ip + 1);
+  if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+  if (tcp->syn || tcp->rst) return TC_ACT_OK;
+
+  struct mac source;
+  __builtin_memcpy(source.bytes, eth->h_source, 6);
+  if (!bpf_map_lookup_elem(&gateways, &source)) return TC_ACT_OK;
+  struct service_key key = {.vip = ip->daddr, .port = tcp->dest, .proto = IPPROTO_TCP};
+  struct service_value *service = bpf_map_lookup_elem(&services, &key);
+  if (!service || service->rows == 0) return TC_ACT_OK;
+
+  // The words the kernel's jhash reads: each field's bytes in network order
+  // in its own 4-byte slot, read as a little-endian word.
+  const u32 w0 = ip->saddr;
+  const u32 w1 = (u32)tcp->source;
+  const u32 w2 = ip->daddr;
+  const u32 w3 = (u32)tcp->dest;
+  const u32 hash = jhash_16(w0, w1, w2, w3, SELECTION_SEED);
+  const u32 row = (u32)(((u64)hash * service->rows) >> 32);
+  u32 row_key = service->index << 16 | row;
+  struct mac *previous_owner = bpf_map_lookup_elem(&previous, &row_key);
+  if (!previous_owner) return TC_ACT_OK;
+
+  struct bpf_sock_tuple tuple = {};
+  tuple.ipv4.saddr = ip->saddr;
+  tuple.ipv4.daddr = ip->daddr;
+  tuple.ipv4.sport = tcp->source;
+  tuple.ipv4.dport = tcp->dest;
+  struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = IPPROTO_TCP};
+  struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+  if (ct) {
+    bpf_ct_release(ct);
+    return TC_ACT_OK;  // this host has the connection
+  }
+  u32 zero = 0;
+  struct mac *self_mac = bpf_map_lookup_elem(&self, &zero);
+  if (!self_mac) return TC_ACT_OK;
+  __builtin_memcpy(eth->h_dest, previous_owner->bytes, 6);
+  __builtin_memcpy(eth->h_source, self_mac->bytes, 6);
+  u32 index = service->index;
+  u64 *count = bpf_map_lookup_elem(&chained, &index);
+  if (count) {
+    *count += 1;
+  } else {
+    u64 one = 1;
+    bpf_map_update_elem(&chained, &index, &one, BPF_NOEXIST);
+  }
+  return bpf_redirect(skb->ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,188 @@
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_ether.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "hostlb/netlink/chaining.h"
+#include "hostlb/netlink/error.h"
+
+namespace hostlb {
+
+extern const uint8_t kChainBpfObject[];
+extern const size_t kChainBpfObject_size;
+
+namespace {
+
+// The program's map layouts (netlink/bpf/chain.bpf.c).
+struct ServiceKeyBpf {
+  uint32_t vip;   // network order
+  uint16_t port;  // network order
+  uint8_t proto;
+  uint8_t pad;
+};
+struct ServiceValueBpf {
+  uint32_t index;
+  uint32_t rows;
+};
+
+ServiceKeyBpf bpf_key(const ServiceKey& key) {
+  ServiceKeyBpf out{};
+  std::memcpy(&out.vip, key.vip.bytes().data(), 4);
+  out.port = htons(key.port);
+  out.proto = IPPROTO_TCP;
+  return out;
+}
+
+[[noreturn]] void fail(const std::string& what, int error) { throw KernelError(what, error); }
+
+constexpr uint32_t kHandle = 0x686c62;  // "hlb"
+constexpr uint32_t kPriority = 1;
+
+class BpfChaining final : public ChainDatapath {
+ public:
+  ~BpfChaining() override {
+    if (object_) bpf_object__close(object_);
+  }
+
+  void attach(const std::string& uplink, const MacAddress& self) override {
+    const unsigned ifindex = if_nametoindex(uplink.c_str());
+    if (ifindex == 0) fail("attaching the chaining program to " + uplink, errno);
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = "hostlb_chain");
+    object_ = bpf_object__open_mem(kChainBpfObject, kChainBpfObject_size, &open_opts);
+    if (!object_) fail("opening the chaining program", errno);
+    if (int e = bpf_object__load(object_); e != 0)
+      fail("loading the chaining program into the kernel (BPF verifier or kfuncs)", -e);
+    bpf_program* program = bpf_object__find_program_by_name(object_, "hostlb_chain");
+    if (!program) fail("finding the chaining program in its object", ENOENT);
+    for (auto [name, fd] : {std::pair{"services", &services_}, std::pair{"previous", &previous_},
+                            std::pair{"gateways", &gateways_}, std::pair{"self", &self_},
+                            std::pair{"chained", &chained_}}) {
+      *fd = bpf_object__find_map_fd_by_name(object_, name);
+      if (*fd < 0) fail(std::string("finding the chaining program's map ") + name, ENOENT);
+    }
+    const uint32_t zero = 0;
+    if (bpf_map_update_elem(self_, &zero, self.bytes().data(), BPF_ANY) != 0)
+      fail("setting the chaining program's source MAC", errno);
+    hook_ = bpf_tc_hook{};
+    hook_.sz = sizeof hook_;
+    hook_.ifindex = static_cast<int>(ifindex);
+    hook_.attach_point = BPF_TC_INGRESS;
+    // EEXIST: the clsact qdisc is there already (ours from before, or
+    // someone's): attach beside what it holds.
+    if (int e = bpf_tc_hook_create(&hook_); e != 0 && e != -EEXIST)
+      fail("creating the clsact hook on " + uplink, -e);
+    bpf_tc_opts opts{};
+    opts.sz = sizeof opts;
+    opts.handle = kHandle;
+    opts.priority = kPriority;
+    opts.prog_fd = bpf_program__fd(program);
+    opts.flags = BPF_TC_F_REPLACE;
+    if (int e = bpf_tc_attach(&hook_, &opts); e != 0)
+      fail("attaching the chaining program at tc ingress of " + uplink, -e);
+    attached_ = true;
+    uplink_ = uplink;
+    written_ = {};
+  }
+
+  void set_gateways(const std::set<MacAddress>& gateways) override {
+    const uint8_t one = 1;
+    for (const auto& mac : gateways_written_)
+      if (!gateways.count(mac)) bpf_map_delete_elem(gateways_, mac.bytes().data());
+    for (const auto& mac : gateways)
+      if (bpf_map_update_elem(gateways_, mac.bytes().data(), &one, BPF_ANY) != 0)
+        fail("adding gateway " + mac.str() + " to the chaining program", errno);
+    gateways_written_ = gateways;
+  }
+
+  void update(const ChainTables& tables) override {
+    for (const auto& [key, service] : written_.services) {
+      if (tables.services.count(key)) continue;
+      const ServiceKeyBpf k = bpf_key(key);
+      bpf_map_delete_elem(services_, &k);
+    }
+    for (const auto& [key, service] : tables.services) {
+      auto it = written_.services.find(key);
+      if (it != written_.services.end() && it->second == service) continue;
+      if (!key.vip.is_v4() || key.protocol != Protocol::kTcp) continue;  // IPv4 TCP only
+      const ServiceKeyBpf k = bpf_key(key);
+      const ServiceValueBpf v{service.index, service.rows};
+      if (bpf_map_update_elem(services_, &k, &v, BPF_ANY) != 0)
+        fail("adding service " + key.str() + " to the chaining program", errno);
+    }
+    for (const auto& [row, mac] : written_.previous)
+      if (!tables.previous.count(row)) bpf_map_delete_elem(previous_, &row);
+    for (const auto& [row, mac] : tables.previous) {
+      auto it = written_.previous.find(row);
+      if (it != written_.previous.end() && it->second == mac) continue;
+      if (bpf_map_update_elem(previous_, &row, mac.bytes().data(), BPF_ANY) != 0)
+        fail("adding a chained row to the chaining program", errno);
+    }
+    written_ = tables;
+  }
+
+  std::map<uint32_t, uint64_t> chained() override {
+    std::map<uint32_t, uint64_t> out;
+    const int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) return out;
+    std::vector<uint64_t> values(static_cast<size_t>(cpus));
+    uint32_t key = 0, next = 0;
+    const uint32_t* at = nullptr;
+    while (bpf_map_get_next_key(chained_, at, &next) == 0) {
+      if (bpf_map_lookup_elem(chained_, &next, values.data()) == 0) {
+        uint64_t total = 0;
+        for (auto v : values) total += v;
+        out[next] = total;
+      }
+      key = next;
+      at = &key;
+    }
+    return out;
+  }
+
+  void detach() override {
+    if (!attached_) return;
+    bpf_tc_opts opts{};
+    opts.sz = sizeof opts;
+    opts.handle = kHandle;
+    opts.priority = kPriority;
+    bpf_tc_detach(&hook_, &opts);  // gone with the interface: nothing to do
+    attached_ = false;
+  }
+
+ private:
+  bpf_object* object_ = nullptr;
+  int services_ = -1, previous_ = -1, gateways_ = -1, self_ = -1, chained_ = -1;
+  bpf_tc_hook hook_{};
+  bool attached_ = false;
+  std::string uplink_;
+  ChainTables written_;
+  std::set<MacAddress> gateways_written_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChainDatapath> make_bpf_chaining() { return std::make_unique<BpfChaining>(); }
+
+void remove_chaining(const std::string& uplink) {
+  const unsigned ifindex = if_nametoindex(uplink.c_str());
+  if (ifindex == 0) return;  // no interface, no program
+  bpf_tc_hook hook{};
+  hook.sz = sizeof hook;
+  hook.ifindex = static_cast<int>(ifindex);
+  hook.attach_point = BPF_TC_INGRESS;
+  bpf_tc_opts opts{};
+  opts.sz = sizeof opts;
+  opts.handle = kHandle;
+  opts.priority = kPriority;
+  if (int e = bpf_tc_detach(&hook, &opts); e != 0 && e != -ENOENT && e != -EINVAL)
+    fail("taking the chaining program off " + uplink, -e);
+}
+
+}  // namespace hostlb

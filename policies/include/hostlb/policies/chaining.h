@@ -1,0 +1,74 @@
+// Chaining on a host (second chance, after Beamer and GLB): every host
+// knows each service it serves (a service with a backend here) as the
+// gateways fill its table, and the version before the last change. A
+// mid-flow packet that reaches a local backend's row without a connection
+// here belonged to the row's previous owner: it is sent there once. This
+// is what JET alone cannot cover (a flow that ECMP moves to another
+// gateway, gateways applying an update at different moments or restarting).
+// Pure: which rows chain where, and for how long.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "hostlb/policies/gateway.h"
+#include "hostlb/policies/model.h"
+
+namespace hostlb {
+
+struct ChainService {
+  uint32_t index = 0;  // this host's own: rows are keyed index << 16 | row
+  uint32_t rows = 0;
+  bool operator==(const ChainService&) const = default;
+};
+
+// What the host's chaining program holds.
+struct ChainTables {
+  std::map<ServiceKey, ChainService> services;
+  // Row key -> the previous owner's MAC: rows whose owner changed in their
+  // service's last change, owned now by a backend of this host and before
+  // by one elsewhere.
+  std::map<uint32_t, MacAddress> previous;
+  bool operator==(const ChainTables&) const = default;
+};
+
+class ChainPlanner {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  // `window`: how long after a change its rows chain.
+  ChainPlanner(std::string host, std::chrono::seconds window)
+      : host_(std::move(host)), window_(window) {}
+
+  // Follows a new desired state: services whose table changed keep the
+  // rows that changed owner (new owner here, old one elsewhere) until
+  // `now` + window. The table is the one the gateways hold once every
+  // drain's warm-up is over (a draining backend's rows have moved).
+  void follow(const State& state, TimePoint now);
+  // Drops the rows of changes older than the window. Returns whether any
+  // went.
+  bool expire(TimePoint now);
+
+  const ChainTables& tables() const { return tables_; }
+  // The service a row key belongs to (for per-service counts).
+  const ServiceKey* service_of(uint32_t index) const;
+
+ private:
+  struct Followed {
+    Service service;                     // as last followed
+    std::vector<MacAddress> macs;        // of its backends, as last followed
+    GatewayService table;                // its rows
+    std::vector<uint32_t> chained_rows;  // keys in tables_.previous
+    TimePoint until{};
+  };
+  void forget_rows(Followed& f);
+
+  std::string host_;
+  std::chrono::seconds window_;
+  std::map<ServiceKey, Followed> followed_;
+  std::map<uint32_t, ServiceKey> by_index_;
+  ChainTables tables_;
+};
+
+}  // namespace hostlb

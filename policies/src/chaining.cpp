@@ -1,0 +1,125 @@
+#include "hostlb/policies/chaining.h"
+
+#include <algorithm>
+#include <set>
+
+namespace hostlb {
+namespace {
+
+// Whether `service` has a backend on `host`.
+bool served_here(const State& state, const Service& service, const std::string& host) {
+  return std::any_of(service.backends.begin(), service.backends.end(), [&](const BackendRef& r) {
+    const Backend* b = state.find_backend(r.name);
+    return b && b->is_on(host);
+  });
+}
+
+std::vector<MacAddress> macs_of(const State& state, const Service& service) {
+  std::vector<MacAddress> out;
+  for (const auto& r : service.backends)
+    if (const Backend* b = state.find_backend(r.name)) out.push_back(b->mac);
+  return out;
+}
+
+// The table the gateways hold once every drain's warm-up is over.
+GatewayService settled_table(const State& state, const Service& service) {
+  State one;
+  one.backends = state.backends;
+  one.services.push_back(service);
+  DrainedBindings drained;
+  for (auto& b : draining_bindings(one)) drained.insert(std::move(b));
+  return compile_gateway(one, {}, drained).services.front();
+}
+
+}  // namespace
+
+void ChainPlanner::forget_rows(Followed& f) {
+  for (uint32_t key : f.chained_rows) tables_.previous.erase(key);
+  f.chained_rows.clear();
+}
+
+void ChainPlanner::follow(const State& state, TimePoint now) {
+  std::set<ServiceKey> seen;
+  for (const auto& service : state.services) {
+    if (!served_here(state, service, host_)) continue;
+    seen.insert(service.key);
+    auto macs = macs_of(state, service);
+    auto it = followed_.find(service.key);
+    if (it != followed_.end() && it->second.service == service && it->second.macs == macs)
+      continue;  // the same inputs fill the same table
+    GatewayService table = settled_table(state, service);
+    if (it == followed_.end()) {
+      // A service new here has no previous version to chain to.
+      uint32_t index = 1;
+      while (by_index_.count(index)) ++index;
+      if (index > kMaxGatewayServices) continue;  // more than a host could serve
+      by_index_[index] = service.key;
+      tables_.services[service.key] = {index, table.rows};
+      followed_[service.key] = {service, std::move(macs), std::move(table), {}, {}};
+      continue;
+    }
+    Followed& f = it->second;
+    if (f.table.rows == table.rows && f.table.owner.size() == table.owner.size() &&
+        std::equal(f.table.owner.begin(), f.table.owner.end(), table.owner.begin(),
+                   [&](uint16_t a, uint16_t b) { return f.table.macs[a] == table.macs[b]; })) {
+      // Another kind of change (a health check, a weight that moves nothing):
+      // the rows and the window of the last change stay.
+      f.service = service;
+      f.macs = std::move(macs);
+      f.table = std::move(table);
+      continue;
+    }
+    const uint32_t index = tables_.services[service.key].index;
+    forget_rows(f);
+    if (f.table.rows == table.rows && !f.table.owner.empty() && !table.owner.empty()) {
+      auto local = [&](const GatewayService& t, uint16_t owner) {
+        const Backend* b = state.find_backend(t.backends[owner]);
+        return b && b->is_on(host_);
+      };
+      // The previous table's backends may be gone from the state: their
+      // MACs come with the table.
+      for (uint32_t row = 0; row < table.rows; ++row) {
+        const uint16_t was = f.table.owner[row], now_owner = table.owner[row];
+        if (f.table.macs[was] == table.macs[now_owner]) continue;
+        if (!local(table, now_owner)) continue;
+        const Backend* before = state.find_backend(f.table.backends[was]);
+        if (before && before->is_on(host_)) continue;  // its connections are here
+        const uint32_t key = index << 16 | row;
+        tables_.previous[key] = f.table.macs[was];
+        f.chained_rows.push_back(key);
+      }
+    }
+    tables_.services[service.key].rows = table.rows;
+    f.service = service;
+    f.macs = std::move(macs);
+    f.table = std::move(table);
+    f.until = now + window_;
+  }
+  for (auto it = followed_.begin(); it != followed_.end();) {
+    if (seen.count(it->first)) {
+      ++it;
+      continue;
+    }
+    forget_rows(it->second);
+    by_index_.erase(tables_.services[it->first].index);
+    tables_.services.erase(it->first);
+    it = followed_.erase(it);
+  }
+}
+
+bool ChainPlanner::expire(TimePoint now) {
+  bool any = false;
+  for (auto& [key, f] : followed_) {
+    if (f.chained_rows.empty() || f.until > now) continue;
+    forget_rows(f);
+    any = true;
+  }
+  return any;
+}
+
+const ServiceKey* ChainPlanner::service_of(uint32_t index) const {
+  auto it = by_index_.find(index);
+  return it == by_index_.end() ? nullptr : &it->second;
+}
+
+}  // namespace hostlb

@@ -1,0 +1,135 @@
+// Chaining between hosts in the fleet lab (scripts/fleet-lab.sh): two
+// gateways behind an ECMP router, two hypervisors each running hostlbd
+// with the chaining program on its uplink. A backend added from outside
+// the horizon takes rows from a backend on the other hypervisor: the open
+// connections of those rows reach the new owner's host without a conntrack
+// entry there, are sent once to their previous owner, and carry on.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hostlb/policies/gateway.h"
+#include "hostlb/policies/state_document.h"
+#include "lab.h"
+
+namespace hostlb {
+namespace {
+
+using lab::ControlClient;
+using lab::Hostlbd;
+using lab::Lab;
+using lab::TcpClient;
+
+constexpr const char* kVip = "203.0.113.10";
+const char* const kBackends = R"("backends":[
+  {"name":"vm1","mac":"02:00:00:00:0a:11","ipv4":"198.18.10.11","bridge":"br0","host":"hv1"},
+  {"name":"vm2","mac":"02:00:00:00:0a:12","ipv4":"198.18.10.12","bridge":"br0","host":"hv1"},
+  {"name":"vm3","mac":"02:00:00:00:0a:13","ipv4":"198.18.10.13","bridge":"br0","host":"hv2"}])";
+
+std::string fleet(const std::string& refs) {
+  return std::string(R"({"version":1,)") + kBackends +
+         R"(,"services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","rows":1021,
+            "backends":[)" +
+         refs + "]}]}";
+}
+const std::string kBefore = R"({"name":"vm1","port":8080},{"name":"vm3","port":8080})";
+const std::string kAfter = kBefore + R"(,{"name":"vm2","port":8080})";
+
+std::vector<std::string> daemon_args(const Lab& lab, const std::string& role,
+                                     const std::string& doc) {
+  std::vector<std::string> args = {"--daemon-config", "",
+                                   "--services-dir",  "",
+                                   "--config",        doc,
+                                   "--socket",        lab.dir() + "/" + role + ".sock",
+                                   "--state-dir",     lab.dir() + "/" + role};
+  if (role.starts_with("gw")) {
+    args.insert(args.end(),
+                {"--role", "gateway", "--client-interface", "cli0", "--fabric-interface", "fab0"});
+  } else {
+    args.insert(args.end(), {"--host-name", role, "--chain-uplink", "up0", "--chain-gateways",
+                             "02:00:00:00:0f:01,02:00:00:00:0f:02", "--chain-window", "120"});
+  }
+  return args;
+}
+
+std::string backend_of(const std::string& banner) { return banner.substr(0, banner.find(' ')); }
+
+TEST(ChainingKernel, ConnectionsWhoseRowsMoveToAnotherHypervisorCarryOn) {
+  Lab lab(Lab::Topology::kFleet);
+  lab::BackendServer vm1(lab, "vm1", 8080), vm2(lab, "vm2", 8080), vm3(lab, "vm3", 8080);
+  const std::string doc = lab::write_lab_file(lab, "fleet.json", fleet(kBefore));
+  std::map<std::string, std::unique_ptr<Hostlbd>> daemons;
+  for (const std::string role : {"hv1", "hv2", "gw1", "gw2"}) {
+    daemons[role] = std::make_unique<Hostlbd>(lab, daemon_args(lab, role, doc), role);
+    ASSERT_TRUE(daemons[role]->start()) << role << ": " << daemons[role]->log();
+  }
+  // Connections from the client's eight addresses, spread over both
+  // gateways by the router's ECMP.
+  const State before = parse_state_document(fleet(kBefore));
+  const State after = parse_state_document(fleet(kAfter));
+  const GatewayService was = compile_gateway(before, {}).services[0];
+  const GatewayService now = compile_gateway(after, {}).services[0];
+  struct Open {
+    std::unique_ptr<TcpClient> client;
+    std::string backend, next;  // reached, and the row's owner after the change
+  };
+  std::vector<Open> open;
+  int moved_across = 0;
+  for (int i = 0; i < 160; ++i) {
+    const std::string source = "198.18.20." + std::to_string(1 + i % 8);
+    const int port = 42000 + i;
+    Open o;
+    o.client =
+        std::make_unique<TcpClient>(lab, "cl", kVip, 80, std::chrono::seconds(3), source, port);
+    o.backend = backend_of(o.client->read_line());
+    const auto choice_before = choose(was, *IpAddress::parse(source), static_cast<uint16_t>(port));
+    ASSERT_EQ(o.backend, *choice_before.backend) << source << ":" << port;
+    o.next = *choose(now, *IpAddress::parse(source), static_cast<uint16_t>(port)).backend;
+    moved_across += o.backend == "vm3" && o.next == "vm2" ? 1 : 0;
+    open.push_back(std::move(o));
+  }
+  ASSERT_GT(moved_across, 10) << "vm2 (hv1) takes rows from vm3 (hv2)";
+
+  // vm2 is added as active, not from the horizon: the gateways move its
+  // rows at once, tracking nothing. Hosts first, then the gateways.
+  for (const std::string role : {"hv1", "hv2", "gw1", "gw2"}) {
+    ControlClient c(lab.dir() + "/" + role + ".sock");
+    const auto r = c.call("service.attach",
+                          {{"service", "203.0.113.10:80/tcp"}, {"backend", "vm2"}, {"port", 8080}});
+    ASSERT_TRUE(r.ok) << role << ": " << r.error.message;
+  }
+  int kept = 0;
+  for (auto& o : open) {
+    try {
+      o.client->send_all("chained?");
+      o.client->shutdown_write();
+      if (o.client->read_line() == "bytes=8") ++kept;
+    } catch (const std::exception&) {
+    }
+  }
+  EXPECT_EQ(kept, 160) << "every connection carried on, " << moved_across
+                       << " of them by way of their previous owner's host";
+  ControlClient hv1(lab.dir() + "/hv1.sock");
+  const auto status = hv1.call("status");
+  ASSERT_TRUE(status.ok);
+  const auto& chaining = status.result.at("chaining");
+  EXPECT_GE(chaining.at("chained").get<int>(), moved_across) << chaining.dump();
+  EXPECT_GT(chaining.at("rows").get<int>(), 0);
+  const auto stats = hv1.call("stats");
+  ASSERT_TRUE(stats.ok);
+  EXPECT_GE(stats.result.at("services").at(0).at("chained").get<int>(), moved_across);
+  // New connections go to the new owner.
+  for (int i = 0; i < 40; ++i) {
+    const std::string source = "198.18.20." + std::to_string(1 + i % 8);
+    const int port = 43000 + i;
+    TcpClient c(lab, "cl", kVip, 80, std::chrono::seconds(3), source, port);
+    EXPECT_EQ(backend_of(c.read_line()),
+              *choose(now, *IpAddress::parse(source), static_cast<uint16_t>(port)).backend);
+  }
+}
+
+}  // namespace
+}  // namespace hostlb

@@ -1,0 +1,116 @@
+// Chaining's plan on a host: which rows chain to which previous owner, and
+// for how long.
+#include <gtest/gtest.h>
+
+#include "hostlb/policies/chaining.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+namespace {
+
+using std::chrono::seconds;
+using TimePoint = ChainPlanner::TimePoint;
+
+// vm1, vm2 (and vm5 when added) on hv1; vm3, vm4 on hv2.
+State fleet(const std::string& extra_backend, const std::string& refs) {
+  return parse_state_document(
+      R"({"version":1,"backends":[
+        {"name":"vm1","mac":"02:00:00:00:01:01","ipv4":"198.18.1.1","bridge":"br0","host":"hv1"},
+        {"name":"vm2","mac":"02:00:00:00:01:02","ipv4":"198.18.1.2","bridge":"br0","host":"hv1"},
+        {"name":"vm3","mac":"02:00:00:00:01:03","ipv4":"198.18.1.3","bridge":"br0","host":"hv2"},
+        {"name":"vm4","mac":"02:00:00:00:01:04","ipv4":"198.18.1.4","bridge":"br0","host":"hv2"})" +
+      extra_backend + R"(],
+      "services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp","rows":1021,"backends":[)" +
+      refs + "]}]}");
+}
+const std::string kVm5 =
+    R"(,{"name":"vm5","mac":"02:00:00:00:01:05","ipv4":"198.18.1.5","bridge":"br0","host":"hv1"})";
+const std::string kFour =
+    R"({"name":"vm1","port":80},{"name":"vm2","port":80},{"name":"vm3","port":80},{"name":"vm4","port":80})";
+
+GatewayService table_of(const State& s, const DrainedBindings& drained = {}) {
+  return compile_gateway(s, {}, drained).services[0];
+}
+
+TEST(Chaining, RowsMovedToALocalBackendChainToTheirRemotePreviousOwner) {
+  ChainPlanner planner("hv1", seconds(600));
+  const TimePoint t0{};
+  const State before = fleet(kVm5, kFour);
+  planner.follow(before, t0);
+  ASSERT_EQ(planner.tables().services.size(), 1u);
+  const ChainService service = planner.tables().services.begin()->second;
+  EXPECT_EQ(service.rows, 1021u);
+  EXPECT_TRUE(planner.tables().previous.empty()) << "a service new here has no previous version";
+
+  const State after = fleet(kVm5, kFour + R"(,{"name":"vm5","port":80})");
+  planner.follow(after, t0 + seconds(10));
+  const GatewayService was = table_of(before), now = table_of(after);
+  size_t expected = 0, from_local = 0;
+  for (uint32_t row = 0; row < 1021; ++row) {
+    const std::string old_owner = was.backends[was.owner[row]];
+    const std::string new_owner = now.backends[now.owner[row]];
+    const auto it = planner.tables().previous.find(service.index << 16 | row);
+    if (new_owner == "vm5" && (old_owner == "vm3" || old_owner == "vm4")) {
+      ++expected;
+      ASSERT_NE(it, planner.tables().previous.end()) << "row " << row;
+      EXPECT_EQ(it->second, was.macs[was.owner[row]]);
+    } else {
+      EXPECT_EQ(it, planner.tables().previous.end()) << "row " << row;
+      if (new_owner == "vm5") ++from_local;
+    }
+  }
+  EXPECT_GT(expected, 50u);
+  EXPECT_GT(from_local, 50u) << "rows vm5 took from vm1 and vm2 need no chaining";
+  EXPECT_EQ(planner.tables().previous.size(), expected);
+
+  // A change that moves no row (a health check) keeps the rows and window.
+  State checked = after;
+  checked.services[0].health = HealthCheck{};
+  planner.follow(checked, t0 + seconds(300));
+  EXPECT_EQ(planner.tables().previous.size(), expected);
+  EXPECT_FALSE(planner.expire(t0 + seconds(609)));
+  EXPECT_TRUE(planner.expire(t0 + seconds(610))) << "the window counts from the change";
+  EXPECT_TRUE(planner.tables().previous.empty());
+  EXPECT_EQ(planner.tables().services.size(), 1u);
+}
+
+TEST(Chaining, ARemoteDrainChainsItsRowsThatMoveHere) {
+  ChainPlanner planner("hv1", seconds(60));
+  const State all = fleet("", kFour);
+  planner.follow(all, {});
+  State draining = all;
+  draining.services[0].backends[2].state = BindingState::kDraining;  // vm3, on hv2
+  planner.follow(draining, {});
+  const GatewayService was = table_of(all);
+  const GatewayService now = table_of(draining, {{all.services[0].key, "vm3"}});
+  const uint32_t index = planner.tables().services.begin()->second.index;
+  size_t expected = 0;
+  for (uint32_t row = 0; row < 1021; ++row) {
+    const bool moved_here =
+        was.backends[was.owner[row]] == "vm3" &&
+        (now.backends[now.owner[row]] == "vm1" || now.backends[now.owner[row]] == "vm2");
+    EXPECT_EQ(planner.tables().previous.count(index << 16 | row), moved_here ? 1u : 0u)
+        << "row " << row;
+    expected += moved_here;
+  }
+  EXPECT_GT(expected, 50u);
+  // On hv2 (vm3's own host) nothing chains: the rows left it.
+  ChainPlanner hv2("hv2", seconds(60));
+  hv2.follow(all, {});
+  hv2.follow(draining, {});
+  for (const auto& [row, mac] : hv2.tables().previous)
+    EXPECT_NE(mac, *MacAddress::parse("02:00:00:00:01:03"));
+}
+
+TEST(Chaining, AServiceNoLongerServedHereIsForgotten) {
+  ChainPlanner planner("hv1", seconds(60));
+  planner.follow(fleet("", kFour), {});
+  ASSERT_EQ(planner.tables().services.size(), 1u);
+  planner.follow(fleet("", R"({"name":"vm3","port":80},{"name":"vm4","port":80})"), {});
+  EXPECT_TRUE(planner.tables().services.empty());
+  EXPECT_TRUE(planner.tables().previous.empty());
+  EXPECT_EQ(planner.service_of(1), nullptr);
+}
+
+}  // namespace
+}  // namespace hostlb
