@@ -198,6 +198,45 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
   // Not a VIP key: routed by the gateway as before, untouched.
   TcpClient direct(lab, "cl1", "2001:db8:1::12", kPort, std::chrono::seconds(3), kClient6);
   EXPECT_EQ(direct.read_line().substr(0, 3), "vm2");
+
+  // JET for IPv6 (flows keyed by their ports and a hash of their
+  // addresses): vm2 in the horizon, its would-be flows tracked on vm1 and
+  // kept there when it is promoted.
+  State horizon_doc = doc;
+  horizon_doc.services[0].backends[1].state = BindingState::kHorizon;
+  const GatewayDatapath horizon = compile_gateway(horizon_doc, indexes_of(datapath));
+  std::unique_ptr<GatewayRuleset> gw;
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw = make_kernel_gateway();
+    gw->replace(horizon, kConfig);
+  }
+  std::vector<std::unique_ptr<TcpClient>> open;
+  int tracked = 0;
+  for (int port = 21100; port < 21160; ++port) {
+    open.push_back(std::make_unique<TcpClient>(lab, "cl1", kVip6, kPort, std::chrono::seconds(3),
+                                               kClient6, port));
+    EXPECT_EQ(open.back()->read_line().substr(0, 3), "vm1");
+    tracked += choose(horizon.services[0], *IpAddress::parse(kClient6), static_cast<uint16_t>(port))
+                       .tracked
+                   ? 1
+                   : 0;
+  }
+  ASSERT_GT(tracked, 10);
+  State promoted_doc = doc;
+  const GatewayDatapath promoted = compile_gateway(promoted_doc, indexes_of(horizon));
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(tracked));
+    gw->apply(diff_gateway(horizon, promoted), kConfig, gateway_stamp(promoted));
+  }
+  int kept = 0;
+  for (auto& c : open) {
+    c->send_all("v6");
+    c->shutdown_write();
+    kept += c->read_line() == "bytes=2" ? 1 : 0;
+  }
+  EXPECT_EQ(kept, 60) << "no tracked IPv6 flow moved";
 }
 
 State fleet_with_states(const std::string& vm1_state, const std::string& vm2_state) {
