@@ -58,9 +58,10 @@ start() {  # NS ARGS...: hostlbd in namespace NS, its socket $RUN/NS.sock
   done
   cat "$RUN/$ns.log"; exit 1
 }
-say "hostlbd on hv1 and hv2 (each serves its own VMs), and as a gateway on gw1 and gw2"
-start hv1 --host-name hv1
-start hv2 --host-name hv2
+say "hostlbd on hv1 and hv2 (each serves its own VMs; chaining on the uplink), and as a gateway on gw1 and gw2"
+CHAIN=(--chain-uplink up0 --chain-gateways 02:00:00:00:0f:01,02:00:00:00:0f:02)
+start hv1 --host-name hv1 "${CHAIN[@]}"
+start hv2 --host-name hv2 "${CHAIN[@]}"
 start gw1 --role gateway --client-interface cli0 --fabric-interface fab0
 start gw2 --role gateway --client-interface cli0 --fabric-interface fab0
 for gw in gw1 gw2; do
@@ -88,5 +89,16 @@ for gw in gw1 gw2; do
   n=$(ip netns exec "$P-rt" ip -s link show "$gw" | awk '/TX:/ {getline; print $2}')
   echo "  $gw: $n packets from the router"
 done
+say "a backend's life at the gateways: vm3 back to the horizon, then promoted (JET)"
+for ns in hv1 hv2 gw1 gw2; do
+  "$CTL" --socket "$RUN/$ns.sock" service horizon 203.0.113.10:80/tcp vm3 >/dev/null
+done
+"$CTL" --socket "$RUN/gw1.sock" gateway table 203.0.113.10:80/tcp | sed 's/^/  /'
+"$CTL" --socket "$RUN/gw1.sock" status | grep '^tracking' | sed 's/^/  /'
+for ns in hv1 hv2 gw1 gw2; do
+  "$CTL" --socket "$RUN/$ns.sock" service promote 203.0.113.10:80/tcp vm3 >/dev/null
+done
+"$CTL" --socket "$RUN/gw1.sock" status | grep '^tracking' | sed 's/^/  /'
+"$CTL" --socket "$RUN/hv2.sock" status | grep "^chaining" | sed "s/^/  hv2: /"
 say "fleet demo done; tearing it down"
 [ "$ok" -eq 16 ]
