@@ -15,6 +15,7 @@
 #include "event_loop.h"
 #include "hostlb/netlink/chaining.h"
 #include "hostlb/policies/chaining.h"
+#include "state_store.h"
 
 namespace hostlb {
 
@@ -26,9 +27,12 @@ struct ChainOptions {
 
 class Chainer {
  public:
-  // Attaches the program (throws KernelError) and follows the agent.
-  Chainer(EventLoop& loop, Agent& agent, ChainDatapath& kernel, const Clock& clock,
-          const std::string& host, const MacAddress& uplink_mac, ChainOptions options);
+  // Attaches the program (throws KernelError) and follows the agent; the
+  // rows an earlier run chained (the store's record) chain on until their
+  // window ends.
+  Chainer(EventLoop& loop, Agent& agent, ChainDatapath& kernel, StateStore& store,
+          const Clock& clock, const std::string& host, const MacAddress& uplink_mac,
+          ChainOptions options);
   Chainer(const Chainer&) = delete;
   Chainer& operator=(const Chainer&) = delete;
 
@@ -39,14 +43,16 @@ class Chainer {
 
  private:
   void sync();
+  // The kernel and the store follow the planner.
+  void write();
 
   Agent& agent_;
   ChainDatapath& kernel_;
+  StateStore& store_;
   const Clock& clock_;
   ChainOptions options_;
   ChainPlanner planner_;
   uint64_t seen_generation_ = 0;
-  bool synced_ = false;
   RepeatingTimer expiry_;
 };
 

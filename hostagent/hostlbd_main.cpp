@@ -548,7 +548,7 @@ int run(const Flags& flags) {
         return kExitFailure;
       }
       chain_kernel = make_bpf_chaining();
-      chainer.emplace(loop, agent, *chain_kernel, clock, host_name, *self, chain_options);
+      chainer.emplace(loop, agent, *chain_kernel, store, clock, host_name, *self, chain_options);
       control.set_chainer(&*chainer);
     }
     stats.set_health_source([&monitor, &chainer](StatsReport& report) {

@@ -168,6 +168,15 @@ std::optional<std::string> StateStore::load_health() const {
   return read_file(health_path());
 }
 
+void StateStore::save_chaining(const std::string& text) {
+  write_atomically(directory_, chaining_path(), text);
+}
+
+std::optional<std::string> StateStore::load_chaining() const {
+  if (!std::filesystem::exists(chaining_path())) return std::nullopt;
+  return read_file(chaining_path());
+}
+
 void StateStore::save(PersistedState& state) {
   state.generation = generation_ + 1;
   write_atomically(directory_, state_path(), persisted_state_to_text(state));

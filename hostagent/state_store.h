@@ -56,6 +56,11 @@ class StateStore {
   void save_health(const std::string& text);
   std::optional<std::string> load_health() const;
   std::string health_path() const { return directory_ + "/health.json"; }
+  // Chaining's rows and windows (chaining.h), written at each change of
+  // them, read at start-up. Throws StoreError.
+  void save_chaining(const std::string& text);
+  std::optional<std::string> load_chaining() const;
+  std::string chaining_path() const { return directory_ + "/chaining.json"; }
 
  private:
   std::string journal_path(uint64_t generation) const;

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <set>
 
+#include "hostlb/policies/selection.h"
+#include "hostlb/policies/state_document.h"
+
 namespace hostlb {
 namespace {
 
@@ -115,6 +118,69 @@ bool ChainPlanner::expire(TimePoint now) {
     any = true;
   }
   return any;
+}
+
+nlohmann::json ChainPlanner::to_json(TimePoint now, int64_t now_unix_ms) const {
+  nlohmann::json services = nlohmann::json::array();
+  for (const auto& [key, f] : followed_) {
+    if (f.chained_rows.empty() || f.until <= now) continue;
+    nlohmann::json rows = nlohmann::json::array();
+    for (uint32_t row_key : f.chained_rows)
+      rows.push_back({row_key & 0xffff, tables_.previous.at(row_key).str()});
+    services.push_back(
+        {{"service", key.str()},
+         {"until_ms",
+          now_unix_ms +
+              std::chrono::duration_cast<std::chrono::milliseconds>(f.until - now).count()},
+         {"rows", std::move(rows)}});
+  }
+  return {{"version", 1}, {"services", std::move(services)}};
+}
+
+void ChainPlanner::restore(const nlohmann::json& saved, TimePoint now, int64_t now_unix_ms) {
+  struct Restored {
+    ServiceKey key;
+    TimePoint until;
+    std::vector<std::pair<uint32_t, MacAddress>> rows;
+  };
+  std::vector<Restored> all;
+  // Read whole first: a bad record restores nothing.
+  if (!saved.is_object() || saved.value("version", 0) != 1 || !saved.contains("services") ||
+      !saved["services"].is_array())
+    throw DocumentError("", "not a chaining record of version 1");
+  const auto& services = saved["services"];
+  for (size_t i = 0; i < services.size(); ++i) {
+    const std::string path = "services[" + std::to_string(i) + "]";
+    const auto& s = services[i];
+    if (!s.is_object() || !s.contains("until_ms") || !s["until_ms"].is_number_integer() ||
+        !s.contains("rows") || !s["rows"].is_array())
+      throw DocumentError(path, "needs service, until_ms and rows");
+    Restored r{parse_service_key_param(s.value("service", nlohmann::json()), path + ".service"),
+               now + std::chrono::milliseconds(s["until_ms"].get<int64_t>() - now_unix_ms),
+               {}};
+    for (const auto& row : s["rows"]) {
+      std::optional<MacAddress> mac;
+      if (row.is_array() && row.size() == 2 && row[0].is_number_unsigned() && row[1].is_string())
+        mac = MacAddress::parse(row[1].get<std::string>());
+      if (!mac || row[0].get<uint64_t>() >= kMaxRows)
+        throw DocumentError(path + ".rows", "each row is [row, \"MAC\"]");
+      r.rows.emplace_back(row[0].get<uint32_t>(), *mac);
+    }
+    all.push_back(std::move(r));
+  }
+  for (auto& r : all) {
+    auto it = followed_.find(r.key);
+    if (it == followed_.end() || r.until <= now) continue;
+    Followed& f = it->second;
+    if (!f.chained_rows.empty()) continue;  // a change of this run already says
+    const uint32_t index = tables_.services.at(r.key).index;
+    for (const auto& [row, mac] : r.rows) {
+      if (row >= f.table.rows) continue;
+      tables_.previous[index << 16 | row] = mac;
+      f.chained_rows.push_back(index << 16 | row);
+    }
+    f.until = r.until;
+  }
 }
 
 const ServiceKey* ChainPlanner::service_of(uint32_t index) const {

@@ -10,6 +10,7 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -113,6 +114,16 @@ TEST(ChainingKernel, ConnectionsWhoseRowsMoveToAnotherHypervisorCarryOn) {
                           {{"service", "203.0.113.10:80/tcp"}, {"backend", "vm2"}, {"port", 8080}});
     ASSERT_TRUE(r.ok) << role << ": " << r.error.message;
   }
+  // hv1's hostlbd restarts within the window: the program stayed attached
+  // meanwhile, and the new run chains the same rows (kept in its state
+  // directory).
+  ASSERT_EQ(daemons["hv1"]->stop(SIGTERM), 0);
+  lab::write_lab_file(lab, "fleet.json", fleet(kAfter));  // its --config says so too now
+  daemons["hv1"] = std::make_unique<Hostlbd>(lab, daemon_args(lab, "hv1", doc), "hv1");
+  ASSERT_TRUE(daemons["hv1"]->start()) << daemons["hv1"]->log();
+  EXPECT_NE(daemons["hv1"]->log().find("rows of changes before the restart chain"),
+            std::string::npos)
+      << daemons["hv1"]->log();
   int kept = 0;
   for (auto& o : open) {
     try {

@@ -102,6 +102,38 @@ TEST(Chaining, ARemoteDrainChainsItsRowsThatMoveHere) {
     EXPECT_NE(mac, *MacAddress::parse("02:00:00:00:01:03"));
 }
 
+TEST(Chaining, WhatChainsOutlivesARestartUntilItsWindowEnds) {
+  ChainPlanner planner("hv1", seconds(600));
+  const TimePoint t0{};
+  planner.follow(fleet(kVm5, kFour), t0);
+  const State after = fleet(kVm5, kFour + R"(,{"name":"vm5","port":80})");
+  planner.follow(after, t0);
+  ASSERT_FALSE(planner.tables().previous.empty());
+  // Saved 100 s into the window, at Unix time 1,000,000 s.
+  const auto saved = planner.to_json(t0 + seconds(100), 1'000'000'000);
+  EXPECT_EQ(saved["services"][0]["until_ms"], 1'000'500'000);
+
+  // A new run, 50 s later on both clocks (its monotonic clock starts anew).
+  ChainPlanner again("hv1", seconds(600));
+  const TimePoint t1 = TimePoint{} + seconds(5);
+  again.follow(after, t1);
+  EXPECT_TRUE(again.tables().previous.empty()) << "a run knows no previous version of its own";
+  again.restore(saved, t1, 1'000'050'000);
+  EXPECT_EQ(again.tables(), planner.tables());
+  EXPECT_FALSE(again.expire(t1 + seconds(449)));
+  EXPECT_TRUE(again.expire(t1 + seconds(450))) << "the window ends when it would have";
+
+  // A record past its window, or not a record: nothing restored.
+  ChainPlanner late("hv1", seconds(600));
+  late.follow(after, t1);
+  late.restore(saved, t1, 1'000'600'000);
+  EXPECT_TRUE(late.tables().previous.empty());
+  auto bad = saved;
+  bad["services"][0]["rows"][0] = "row";
+  EXPECT_THROW(late.restore(bad, t1, 1'000'050'000), DocumentError);
+  EXPECT_TRUE(late.tables().previous.empty());
+}
+
 TEST(Chaining, AServiceNoLongerServedHereIsForgotten) {
   ChainPlanner planner("hv1", seconds(60));
   planner.follow(fleet("", kFour), {});

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "hostlb/policies/gateway.h"
@@ -51,6 +52,15 @@ class ChainPlanner {
   bool expire(TimePoint now);
 
   const ChainTables& tables() const { return tables_; }
+
+  // What chains now, to keep across a restart: per service, its rows (by
+  // row number: indexes are this run's) and when their window ends, in
+  // Unix time (`now_unix_ms` is `now` on that clock).
+  nlohmann::json to_json(TimePoint now, int64_t now_unix_ms) const;
+  // After the first follow() of a run: the rows an earlier run kept, of
+  // services still served whose window is not over. Throws DocumentError
+  // for a record that is not one (nothing restored then).
+  void restore(const nlohmann::json& saved, TimePoint now, int64_t now_unix_ms);
   // The service a row key belongs to (for per-service counts).
   const ServiceKey* service_of(uint32_t index) const;
 
