@@ -231,10 +231,10 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
     gw->apply(diff_gateway(horizon, promoted), kConfig, gateway_stamp(promoted));
   }
   int kept = 0;
-  for (auto& c : open) {
-    c->send_all("v6");
-    c->shutdown_write();
-    kept += c->read_line() == "bytes=2" ? 1 : 0;
+  for (auto& client : open) {
+    client->send_all("v6");
+    client->shutdown_write();
+    kept += client->read_line() == "bytes=2" ? 1 : 0;
   }
   EXPECT_EQ(kept, 60) << "no tracked IPv6 flow moved";
 }
