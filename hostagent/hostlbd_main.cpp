@@ -436,18 +436,11 @@ int run(const Flags& flags) {
     }
     chain_options.uplink = flags.chain_uplink;
     chain_options.window = std::chrono::seconds(flags.chain_window);
-    std::string_view rest = flags.chain_gateways;
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      std::string text(rest.substr(0, comma));
-      std::erase(text, ' ');
-      const auto mac = MacAddress::parse(text);
-      if (!mac) {
-        spdlog::error("--chain-gateways: \"{}\" is not a MAC", text);
-        return kExitUsage;
-      }
-      chain_options.gateways.insert(*mac);
-      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    try {
+      chain_options.gateways = parse_mac_list(flags.chain_gateways, "--chain-gateways");
+    } catch (const DocumentError& e) {
+      spdlog::error("{}", e.what());
+      return kExitUsage;
     }
   }
 

@@ -26,12 +26,10 @@ std::vector<MacAddress> macs_of(const State& state, const Service& service) {
 
 // The table the gateways hold once every drain's warm-up is over.
 GatewayService settled_table(const State& state, const Service& service) {
-  State one;
-  one.backends = state.backends;
-  one.services.push_back(service);
   DrainedBindings drained;
-  for (auto& b : draining_bindings(one)) drained.insert(std::move(b));
-  return compile_gateway(one, {}, drained).services.front();
+  for (const auto& ref : service.backends)
+    if (ref.state == BindingState::kDraining) drained.emplace(service.key, ref.name);
+  return *compile_gateway_service(state, service.key, drained);
 }
 
 }  // namespace

@@ -51,6 +51,20 @@ std::string absolute_path(std::string_view value, const std::string& path) {
 
 }  // namespace
 
+std::set<MacAddress> parse_mac_list(std::string_view text, const std::string& path) {
+  std::set<MacAddress> out;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string_view item = trim(rest.substr(0, comma));
+    const auto mac = MacAddress::parse(item);
+    if (!mac) throw DocumentError(path, "\"" + printable(item) + "\" is not a MAC");
+    out.insert(*mac);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return out;
+}
+
 DaemonSettings parse_daemon_settings(std::string_view text) {
   DaemonSettings out;
   std::set<std::string> seen;
@@ -119,13 +133,7 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
         throw DocumentError(path, "\"" + printable(value) + "\" is not an interface name");
       out.chain_uplink = std::string(value);
     } else if (key == "chain_gateways") {
-      std::string_view rest = value;
-      while (!rest.empty()) {
-        const size_t comma = rest.find(',');
-        if (!MacAddress::parse(trim(rest.substr(0, comma))))
-          throw DocumentError(path, "\"" + printable(rest.substr(0, comma)) + "\" is not a MAC");
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-      }
+      parse_mac_list(value, path);
       out.chain_gateways = std::string(value);
     } else if (key == "chain_window") {
       out.chain_window = parse_number(value, 1, 86400, path);

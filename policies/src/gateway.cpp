@@ -171,13 +171,14 @@ std::vector<BindingName> draining_bindings(const State& state) {
   return out;
 }
 
-std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key) {
+std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key,
+                                                      const DrainedBindings& drained) {
   State one;
   one.backends = state.backends;
   for (const auto& s : state.services)
     if (s.key == key) one.services.push_back(s);
   if (one.services.empty()) return std::nullopt;
-  return compile_gateway(one, {}).services.front();
+  return compile_gateway(one, {}, drained).services.front();
 }
 
 FlowChoice choose(const GatewayService& service, const IpAddress& client, uint16_t client_port) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,11 @@ struct DaemonSettings {
 // comment, blank lines ignored. Unknown or repeated keys and bad values are
 // errors whose path is "line N: key". Throws DocumentError.
 DaemonSettings parse_daemon_settings(std::string_view text);
+
+// "MAC,MAC,..." (spaces around the commas allowed), for chain_gateways and
+// --chain-gateways. Throws DocumentError(path, ...) naming the item that is
+// not a MAC.
+std::set<MacAddress> parse_mac_list(std::string_view text, const std::string& path);
 
 struct SourceFile {
   std::string name;  // shown in errors

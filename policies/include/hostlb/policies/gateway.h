@@ -77,7 +77,8 @@ GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& app
 
 // The table of one service of `state` (for `which` on a host, which keeps
 // the whole fleet state but no gateway table). nullopt: no such service.
-std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key);
+std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key,
+                                                      const DrainedBindings& drained = {});
 
 // The backend a flow gets from a service's table: the row, and the owner
 // (none when the service has no backend).
