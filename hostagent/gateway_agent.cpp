@@ -19,7 +19,9 @@ void GatewayAgent::load_persisted() {
   persisted_ = std::move(loaded->snapshot);
   // Edits made while running are journaled by the host role only; a gateway
   // writes a snapshot per change.
-  applied_ = compile_gateway(persisted_->state, persisted_->gateway_indexes);
+  applied_ =
+      compile_gateway(config_.tracking ? persisted_->state : without_tracking(persisted_->state),
+                      persisted_->gateway_indexes);
   spdlog::info("loaded persisted gateway state from {}: {} services", store_.state_path(),
                applied_.services.size());
 }
@@ -32,8 +34,13 @@ GatewayReport GatewayAgent::change(const State& desired) { return apply(desired,
 
 GatewayReport GatewayAgent::edit(const Edit& e) { return apply(edited(current(), e), false); }
 
-GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
+GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   GatewayReport report;
+  // Without tracking the tables are compiled from a view that has no
+  // horizon or draining bindings; the request itself is what is persisted.
+  std::optional<State> view;
+  if (!config_.tracking) view = without_tracking(requested);
+  const State& desired = view ? *view : requested;
   // Drains this change starts begin their warm-up; bindings no longer
   // draining forget theirs.
   std::map<BindingName, Clock::TimePoint> warming;
@@ -76,7 +83,7 @@ GatewayReport GatewayAgent::apply(const State& desired, bool at_start) {
   warming_ = std::move(warming);
   drained_ = std::move(drained);
   if (!persisted_) persisted_ = PersistedState{};
-  persisted_->state = desired;
+  persisted_->state = requested;
   persisted_->gateway_indexes = indexes_of(next);
   applied_ = std::move(next);
   ++applied_generation_;

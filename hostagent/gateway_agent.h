@@ -88,7 +88,7 @@ class GatewayAgent {
   void cleanup();
 
  private:
-  GatewayReport apply(const State& desired, bool at_start);
+  GatewayReport apply(const State& requested, bool at_start);
 
   GatewayRuleset& kernel_;
   StateStore& store_;

@@ -233,7 +233,9 @@ void print_status(const json& s) {
         "(window %ss), %s packets chained\n",
         cell(c.at("uplink")).c_str(), cell(c.at("services")).c_str(), cell(c.at("rows")).c_str(),
         cell(c.at("window")).c_str(), cell(c.at("chained")).c_str());
-  if (const auto t = s.value("tracking", json()); t.is_object())
+  if (const auto t = s.value("tracking", json()); t.is_object() && !t.value("enabled", true))
+    std::printf("tracking: off (stateless selection only)\n");
+  else if (t.is_object())
     std::printf(
         "tracking: %s flows (%.1f%% of rows tracked), %s added, %s failed (map full); drains "
         "warming %s, moved %s\n",

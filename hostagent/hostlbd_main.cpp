@@ -78,6 +78,7 @@ struct Flags {
   std::string chain_gateways;  // MACs, comma-separated
   uint32_t chain_window = 600;
   bool no_manage_sysctls = false;
+  bool no_tracking = false;
   bool cleanup = false;
   bool check = false;
 };
@@ -195,6 +196,7 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--chain-window", flags.chain_window, settings.chain_window);
   if (settings.manage_sysctls && app.count("--no-manage-sysctls") == 0)
     flags.no_manage_sysctls = !*settings.manage_sysctls;
+  if (settings.tracking && app.count("--no-tracking") == 0) flags.no_tracking = !*settings.tracking;
   return true;
 }
 
@@ -309,6 +311,7 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
   GatewayConfig gateway{flags.client_interface, flags.fabric_interface, *mac};
   gateway.track_timeout_s = flags.track_timeout;
   gateway.track_size = flags.track_size;
+  gateway.tracking = !flags.no_tracking;
   try {
     const auto lock = take_namespace_lock("gateway");
     if (!lock) return kExitFailure;
@@ -648,6 +651,9 @@ int main(int argc, char** argv) {
                  "Gateway role: seconds a draining backend's rows are tracked before they move "
                  "(longer than the longest pause within a connection)")
       ->check(CLI::Range(0u, 86400u));
+  app.add_flag("--no-tracking", flags.no_tracking,
+               "Gateway role: track no flow (plain stateless selection: horizon backends take no "
+               "part, a drain moves its rows at once)");
   app.add_option("--host-name", flags.host_name,
                  "This hypervisor's name in fleet documents (default: the system's host name); "
                  "backends whose \"host\" names another are not served here");

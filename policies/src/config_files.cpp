@@ -157,6 +157,8 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.event_queue_kb = parse_number(value, 4, 1u << 20, path);
     } else if (key == "manage_sysctls") {
       out.manage_sysctls = parse_bool(value, path);
+    } else if (key == "tracking") {
+      out.tracking = parse_bool(value, path);
     } else if (key == "health_source_ipv4" || key == "health_source_ipv6") {
       const bool v4 = key == "health_source_ipv4";
       const auto address = v4 ? IpAddress::parse_v4(value) : IpAddress::parse_v6(value);

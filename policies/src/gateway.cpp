@@ -171,6 +171,14 @@ std::vector<BindingName> draining_bindings(const State& state) {
   return out;
 }
 
+State without_tracking(const State& state) {
+  State out = state;
+  for (auto& s : out.services)
+    std::erase_if(s.backends,
+                  [](const BackendRef& ref) { return ref.state != BindingState::kActive; });
+  return out;
+}
+
 std::optional<GatewayService> compile_gateway_service(const State& state, const ServiceKey& key,
                                                       const DrainedBindings& drained) {
   State one;

@@ -19,10 +19,12 @@ std::string error_of(const std::function<void()>& f) {
 TEST(DaemonSettings, ParsesKeysCommentsAndBlankLines) {
   const auto s = parse_daemon_settings(
       "# hostlbd settings\n\nsocket = /run/x.sock   # trailing comment\nrefuse_seconds=30\n"
-      "manage_sysctls = no\nmiss_policy = drop\nmetrics_file = /var/lib/node/hostlb.prom\n");
+      "manage_sysctls = no\ntracking = false\nmiss_policy = drop\nmetrics_file = "
+      "/var/lib/node/hostlb.prom\n");
   EXPECT_EQ(s.socket, "/run/x.sock");
   EXPECT_EQ(s.refuse_seconds, 30u);
   EXPECT_EQ(s.manage_sysctls, false);
+  EXPECT_EQ(s.tracking, false);
   EXPECT_EQ(s.miss_policy, "drop");
   EXPECT_EQ(s.metrics_file, "/var/lib/node/hostlb.prom");
   EXPECT_FALSE(s.state_dir);

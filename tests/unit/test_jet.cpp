@@ -123,6 +123,27 @@ TEST(Jet, ADrainTracksItsRowsDuringTheWarmUpThenMovesOnlyThem) {
   EXPECT_EQ(flow.tracked, std::binary_search(vm3_rows.begin(), vm3_rows.end(), flow.row));
 }
 
+// A gateway without tracking (--no-tracking) compiles the plain
+// stateless table: the one of the active bindings alone.
+TEST(Jet, WithoutTrackingOnlyActiveBindingsShapeTheTable) {
+  State s = pool(8, 2);
+  ref_of(s, "vm3").state = BindingState::kDraining;
+  const State view = without_tracking(s);
+  ASSERT_EQ(view.services[0].backends.size(), 7u);
+  for (const auto& ref : view.services[0].backends)
+    EXPECT_EQ(ref.state, BindingState::kActive) << ref.name;
+  EXPECT_EQ(view.backends, s.backends) << "backends stay known";
+  const GatewayService g = compile_gateway(view, {}).services[0];
+  EXPECT_TRUE(g.tracked.empty());
+  State active_only = pool(8, 0);
+  std::erase_if(active_only.services[0].backends,
+                [](const BackendRef& r) { return r.name == "vm3"; });
+  EXPECT_EQ(g.owner.size(), g.rows);
+  const GatewayService plain = compile_gateway(active_only, {}).services[0];
+  for (uint32_t row = 0; row < g.rows; ++row)
+    ASSERT_EQ(owner_name(g, row), owner_name(plain, row)) << "row " << row;
+}
+
 TEST(Jet, TheTableDoesNotDependOnOrderAndTheDigestSeesTracking) {
   State s = pool(5, 2);
   State shuffled = s;

@@ -30,6 +30,9 @@ struct GatewayConfig {
   uint32_t track_timeout_s = 300;
   uint32_t track_end_timeout_s = 10;
   uint32_t track_size = 262144;
+  // false: no flow is ever tracked (see without_tracking); the maps stay
+  // empty.
+  bool tracking = true;
 };
 
 // Named counters of the gateway table: flows of tracked rows that the

@@ -50,6 +50,7 @@ struct DaemonSettings {
   std::optional<uint32_t> metrics_interval;
   std::optional<uint32_t> event_queue_kb;
   std::optional<bool> manage_sysctls;
+  std::optional<bool> tracking;
   // The addresses health probes leave from.
   std::optional<std::string> health_source_ipv4;
   std::optional<std::string> health_source_ipv6;

@@ -147,6 +147,11 @@ std::vector<uint32_t> tracked_marks(const std::vector<GatewayService>& services)
 // The draining bindings of `state` (to time their warm-ups).
 std::vector<BindingName> draining_bindings(const State& state);
 
+// The fleet state as a gateway without tracking compiles it (plain
+// stateless selection, what OVN's stateless load balancer does): horizon
+// bindings take no part, draining ones own no rows.
+State without_tracking(const State& state);
+
 // A digest of what the kernel of any gateway that applied `datapath` holds
 // (service keys, indexes, row counts, every row's MAC and which rows are
 // tracked): equal digests,
