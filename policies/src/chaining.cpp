@@ -39,6 +39,15 @@ void ChainPlanner::forget_rows(Followed& f) {
   f.chained_rows.clear();
 }
 
+void ChainPlanner::publish(Followed& f, uint32_t index) {
+  forget_rows(f);
+  for (const auto& [row, m] : f.moved) {
+    if (!m.chains) continue;
+    tables_.previous[index << 16 | row] = m.mac;
+    f.chained_rows.push_back(index << 16 | row);
+  }
+}
+
 void ChainPlanner::follow(const State& state, TimePoint now) {
   std::set<ServiceKey> seen;
   for (const auto& service : state.services) {
@@ -71,30 +80,36 @@ void ChainPlanner::follow(const State& state, TimePoint now) {
       continue;
     }
     const uint32_t index = tables_.services[service.key].index;
-    forget_rows(f);
     if (f.table.rows == table.rows && !f.table.owner.empty() && !table.owner.empty()) {
-      auto local = [&](const GatewayService& t, uint16_t owner) {
-        const Backend* b = state.find_backend(t.backends[owner]);
-        return b && b->is_on(host_);
-      };
       // The previous table's backends may be gone from the state: their
       // MACs come with the table.
       for (uint32_t row = 0; row < table.rows; ++row) {
-        const uint16_t was = f.table.owner[row], now_owner = table.owner[row];
-        if (f.table.macs[was] == table.macs[now_owner]) continue;
-        if (!local(table, now_owner)) continue;
-        const Backend* before = state.find_backend(f.table.backends[was]);
-        if (before && before->is_on(host_)) continue;  // its connections are here
-        const uint32_t key = index << 16 | row;
-        tables_.previous[key] = f.table.macs[was];
-        f.chained_rows.push_back(key);
+        const uint16_t was = f.table.owner[row];
+        if (f.table.macs[was] == table.macs[table.owner[row]]) continue;
+        auto [entry, fresh] = f.moved.try_emplace(row);
+        if (fresh || entry->second.until <= now)
+          entry->second = {f.table.backends[was], f.table.macs[was], {}, false};
+        entry->second.until = now + window_;
       }
+      // Rows back with their earlier owner, or whose window is over, do not
+      // chain.
+      std::erase_if(f.moved, [&](const auto& entry) {
+        return entry.second.until <= now ||
+               entry.second.mac == table.macs[table.owner[entry.first]];
+      });
+      for (auto& [row, m] : f.moved) {
+        const Backend* owner = state.find_backend(table.backends[table.owner[row]]);
+        const Backend* before = state.find_backend(m.backend);
+        m.chains = owner && owner->is_on(host_) && !(before && before->is_on(host_));
+      }
+    } else {
+      f.moved.clear();  // other rows, or none: nothing to chain to
     }
     tables_.services[service.key].rows = table.rows;
     f.service = service;
     f.macs = std::move(macs);
     f.table = std::move(table);
-    f.until = now + window_;
+    publish(f, index);
   }
   for (auto it = followed_.begin(); it != followed_.end();) {
     if (seen.count(it->first)) {
@@ -111,37 +126,49 @@ void ChainPlanner::follow(const State& state, TimePoint now) {
 bool ChainPlanner::expire(TimePoint now) {
   bool any = false;
   for (auto& [key, f] : followed_) {
-    if (f.chained_rows.empty() || f.until > now) continue;
-    forget_rows(f);
+    bool chained = false;
+    std::erase_if(f.moved, [&](const auto& entry) {
+      const bool over = entry.second.until <= now;
+      chained |= over && entry.second.chains;
+      return over;
+    });
+    if (!chained) continue;
+    publish(f, tables_.services.at(key).index);
     any = true;
   }
   return any;
 }
 
 nlohmann::json ChainPlanner::to_json(TimePoint now, int64_t now_unix_ms) const {
+  const auto unix_ms = [&](TimePoint t) {
+    return now_unix_ms + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+  };
   nlohmann::json services = nlohmann::json::array();
   for (const auto& [key, f] : followed_) {
-    if (f.chained_rows.empty() || f.until <= now) continue;
     nlohmann::json rows = nlohmann::json::array();
-    for (uint32_t row_key : f.chained_rows)
-      rows.push_back({row_key & 0xffff, tables_.previous.at(row_key).str()});
+    TimePoint last{};
+    for (const auto& [row, m] : f.moved) {
+      if (!m.chains || m.until <= now) continue;
+      rows.push_back({row, m.mac.str(), unix_ms(m.until)});
+      last = std::max(last, m.until);
+    }
+    if (rows.empty()) continue;
     services.push_back(
-        {{"service", key.str()},
-         {"until_ms",
-          now_unix_ms +
-              std::chrono::duration_cast<std::chrono::milliseconds>(f.until - now).count()},
-         {"rows", std::move(rows)}});
+        {{"service", key.str()}, {"until_ms", unix_ms(last)}, {"rows", std::move(rows)}});
   }
   return {{"version", 1}, {"services", std::move(services)}};
 }
 
 void ChainPlanner::restore(const nlohmann::json& saved, TimePoint now, int64_t now_unix_ms) {
-  struct Restored {
-    ServiceKey key;
+  struct Row {
+    uint32_t row;
+    MacAddress mac;
     TimePoint until;
-    std::vector<std::pair<uint32_t, MacAddress>> rows;
   };
-  std::vector<Restored> all;
+  std::vector<std::pair<ServiceKey, std::vector<Row>>> all;
+  const auto at = [&](int64_t unix_ms) {
+    return now + std::chrono::milliseconds(unix_ms - now_unix_ms);
+  };
   // Read whole first: a bad record restores nothing.
   if (!saved.is_object() || saved.value("version", 0) != 1 || !saved.contains("services") ||
       !saved["services"].is_array())
@@ -153,31 +180,34 @@ void ChainPlanner::restore(const nlohmann::json& saved, TimePoint now, int64_t n
     if (!s.is_object() || !s.contains("until_ms") || !s["until_ms"].is_number_integer() ||
         !s.contains("rows") || !s["rows"].is_array())
       throw DocumentError(path, "needs service, until_ms and rows");
-    Restored r{parse_service_key_param(s.value("service", nlohmann::json()), path + ".service"),
-               now + std::chrono::milliseconds(s["until_ms"].get<int64_t>() - now_unix_ms),
-               {}};
+    const ServiceKey key =
+        parse_service_key_param(s.value("service", nlohmann::json()), path + ".service");
+    std::vector<Row> rows;
+    // A row is [row, "MAC", until_ms], or [row, "MAC"] until the service's
+    // until_ms (as an earlier version wrote it).
     for (const auto& row : s["rows"]) {
       std::optional<MacAddress> mac;
-      if (row.is_array() && row.size() == 2 && row[0].is_number_unsigned() && row[1].is_string())
-        mac = MacAddress::parse(row[1].get<std::string>());
+      const bool shaped = row.is_array() && (row.size() == 2 || row.size() == 3) &&
+                          row[0].is_number_unsigned() && row[1].is_string() &&
+                          (row.size() == 2 || row[2].is_number_integer());
+      if (shaped) mac = MacAddress::parse(row[1].get<std::string>());
       if (!mac || row[0].get<uint64_t>() >= kMaxRows)
-        throw DocumentError(path + ".rows", "each row is [row, \"MAC\"]");
-      r.rows.emplace_back(row[0].get<uint32_t>(), *mac);
+        throw DocumentError(path + ".rows", "each row is [row, \"MAC\", until_ms]");
+      rows.push_back({row[0].get<uint32_t>(), *mac,
+                      at(row.size() == 3 ? row[2].get<int64_t>() : s["until_ms"].get<int64_t>())});
     }
-    all.push_back(std::move(r));
+    all.emplace_back(key, std::move(rows));
   }
-  for (auto& r : all) {
-    auto it = followed_.find(r.key);
-    if (it == followed_.end() || r.until <= now) continue;
+  for (auto& [key, rows] : all) {
+    auto it = followed_.find(key);
+    if (it == followed_.end()) continue;
     Followed& f = it->second;
-    if (!f.chained_rows.empty()) continue;  // a change of this run already says
-    const uint32_t index = tables_.services.at(r.key).index;
-    for (const auto& [row, mac] : r.rows) {
-      if (row >= f.table.rows) continue;
-      tables_.previous[index << 16 | row] = mac;
-      f.chained_rows.push_back(index << 16 | row);
-    }
-    f.until = r.until;
+    if (!f.moved.empty()) continue;  // a change of this run already says
+    // Their new owners were here when they were kept (the record says
+    // nothing of other rows).
+    for (const auto& r : rows)
+      if (r.row < f.table.rows && r.until > now) f.moved[r.row] = {"", r.mac, r.until, true};
+    publish(f, tables_.services.at(key).index);
   }
 }
 

@@ -102,6 +102,45 @@ TEST(Chaining, ARemoteDrainChainsItsRowsThatMoveHere) {
     EXPECT_NE(mac, *MacAddress::parse("02:00:00:00:01:03"));
 }
 
+// Two changes of a row within its window (an update of several steps,
+// applied in quick succession): the row chains to its owner from before the
+// first one, whose connections are those that need a second chance. Once
+// that window is over, a change chains to the owner it replaces.
+TEST(Chaining, ARowChangedTwiceWithinItsWindowChainsToItsOwnerBeforeTheFirstChange) {
+  const std::string two = R"({"name":"vm1","port":80},{"name":"vm3","port":80})";
+  const std::string three = two + R"(,{"name":"vm4","port":80})";
+  const std::string four = three + R"(,{"name":"vm5","port":80})";
+  const State s0 = fleet(kVm5, two), s1 = fleet(kVm5, three), s2 = fleet(kVm5, four);
+  const GatewayService t0 = table_of(s0), t1 = table_of(s1), t2 = table_of(s2);
+  for (const bool within : {true, false}) {
+    ChainPlanner planner("hv1", seconds(60));
+    planner.follow(s0, TimePoint{});
+    planner.follow(s1, TimePoint{} + seconds(10));  // vm4 (hv2) takes rows: none here
+    EXPECT_TRUE(planner.tables().previous.empty());
+    const TimePoint second = TimePoint{} + seconds(within ? 20 : 71);
+    planner.follow(s2, second);  // vm5 (hv1) takes rows
+    const uint32_t index = planner.tables().services.begin()->second.index;
+    size_t twice = 0;
+    for (uint32_t row = 0; row < 1021; ++row) {
+      const std::string first = t0.backends[t0.owner[row]], last = t2.backends[t2.owner[row]];
+      const std::string middle = t1.backends[t1.owner[row]];
+      const std::string chains_to = within ? first : middle;
+      const auto it = planner.tables().previous.find(index << 16 | row);
+      if (last == "vm5" && chains_to != "vm1") {
+        ASSERT_NE(it, planner.tables().previous.end()) << "row " << row;
+        EXPECT_EQ(it->second, s2.find_backend(chains_to)->mac) << "row " << row;
+        twice += first != middle;
+      } else {
+        EXPECT_EQ(it, planner.tables().previous.end()) << "row " << row;
+      }
+    }
+    EXPECT_GT(twice, 5u) << "rows vm3 -> vm4 -> vm5 (or vm1 -> vm4 -> vm5)";
+    EXPECT_FALSE(planner.expire(second + seconds(59)));
+    EXPECT_TRUE(planner.expire(second + seconds(60))) << "the second change's window";
+    EXPECT_TRUE(planner.tables().previous.empty());
+  }
+}
+
 TEST(Chaining, WhatChainsOutlivesARestartUntilItsWindowEnds) {
   ChainPlanner planner("hv1", seconds(600));
   const TimePoint t0{};

@@ -42,13 +42,15 @@ class ChainPlanner {
   ChainPlanner(std::string host, std::chrono::seconds window)
       : host_(std::move(host)), window_(window) {}
 
-  // Follows a new desired state: services whose table changed keep the
-  // rows that changed owner (new owner here, old one elsewhere) until
-  // `now` + window. The table is the one the gateways hold once every
-  // drain's warm-up is over (a draining backend's rows have moved).
+  // Follows a new desired state: a row that changed owner (new owner here,
+  // old one elsewhere) chains until `now` + window. A row that changes
+  // again within its window keeps its owner from before the first change
+  // (the connections that need a second chance are the older ones; those
+  // opened in between are JET's to keep) and its window starts again. The
+  // table is the one the gateways hold once every drain's warm-up is over
+  // (a draining backend's rows have moved).
   void follow(const State& state, TimePoint now);
-  // Drops the rows of changes older than the window. Returns whether any
-  // went.
+  // Drops the rows whose window is over. Returns whether any chained.
   bool expire(TimePoint now);
 
   const ChainTables& tables() const { return tables_; }
@@ -65,14 +67,23 @@ class ChainPlanner {
   const ServiceKey* service_of(uint32_t index) const;
 
  private:
+  // A row whose owner changed within its window (wherever it is owned).
+  struct Moved {
+    std::string backend;  // its owner before the first of those changes
+    MacAddress mac;       // that owner's (it may be gone from the state)
+    TimePoint until{};
+    bool chains = false;  // owned here now, and that owner is elsewhere
+  };
   struct Followed {
     Service service;                     // as last followed
     std::vector<MacAddress> macs;        // of its backends, as last followed
     GatewayService table;                // its rows
+    std::map<uint32_t, Moved> moved;     // by row
     std::vector<uint32_t> chained_rows;  // keys in tables_.previous
-    TimePoint until{};
   };
   void forget_rows(Followed& f);
+  // tables_.previous from f.moved.
+  void publish(Followed& f, uint32_t index);
 
   std::string host_;
   std::chrono::seconds window_;
