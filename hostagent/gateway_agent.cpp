@@ -91,6 +91,22 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   return report;
 }
 
+GatewayFigures GatewayAgent::figures() {
+  GatewayFigures f;
+  f.tracking = config_.tracking;
+  f.rows = applied_.row_count();
+  for (const auto& s : applied_.services) f.tracked_rows += s.tracked.size();
+  const TrackStats track = kernel_.track_stats();
+  f.tracked_flows = track.entries;
+  f.track_attempts = track.attempts;
+  f.track_added = track.added;
+  f.rows_changed_last = last_rows_changed_;
+  f.drains_warming = warming_.size();
+  f.drains_moved = drained_.size();
+  f.repairs = repairs_;
+  return f;
+}
+
 size_t GatewayAgent::settle_drains() {
   const auto now = clock_.monotonic();
   size_t due = 0;

@@ -59,6 +59,9 @@ class GatewayAgent {
   TrackStats track_stats() { return kernel_.track_stats(); }
   // Rows that changed owner in the last change (for metrics).
   size_t last_rows_changed() const { return last_rows_changed_; }
+  // Status, stats and metrics: the tables, the tracking maps (read from
+  // the kernel), the drains.
+  GatewayFigures figures();
   std::string digest() const { return gateway_digest(applied_); }
 
   // What the kernel's row map holds for a row of a service's table.

@@ -24,6 +24,20 @@ using nlohmann::json;
        "params.drain"});
 }
 
+json tracking_json(const GatewayFigures& f) {
+  return {{"enabled", f.tracking},
+          {"flows", f.tracked_flows},
+          {"attempts", f.track_attempts},
+          {"added", f.track_added},
+          {"failed", f.track_failed()},
+          {"tracked_rows", f.tracked_rows},
+          {"tracked_row_fraction", f.tracked_row_fraction()},
+          {"drains_warming", f.drains_warming},
+          {"drains_moved", f.drains_moved},
+          {"rows_changed_last", f.rows_changed_last},
+          {"repairs", f.repairs}};
+}
+
 }  // namespace
 
 GatewayControlHandler::GatewayControlHandler(GatewayAgent& agent, const GatewayConfig& config,
@@ -57,44 +71,31 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
   return std::visit(
       Overloaded{
           [&](const StatusRequest&) -> json {
-            const size_t rows = agent_.tables().row_count();
-            const TrackStats track = agent_.track_stats();
-            size_t tracked_rows = 0;
-            for (const auto& t : agent_.tables().services) tracked_rows += t.tracked.size();
-            return {
-                {"version", info_.version},
-                {"role", "gateway"},
-                {"uptime_seconds", uptime_seconds()},
-                {"backends", current.backends.size()},
-                {"services", current.services.size()},
-                {"bindings", rows},
-                {"rows", rows},
-                {"digest", agent_.digest()},
-                {"client_interface", config_.client_interface},
-                {"fabric_interface", config_.fabric_interface},
-                {"gateway_mac", config_.gateway_mac.str()},
-                {"draining", json::array()},
-                {"refused_keys", 0},
-                {"repairs", agent_.repairs()},
-                {"tracking",
-                 {{"enabled", config_.tracking},
-                  {"flows", track.entries},
-                  {"attempts", track.attempts},
-                  {"added", track.added},
-                  {"failed", track.attempts - std::min(track.attempts, track.added)},
-                  {"tracked_rows", tracked_rows},
-                  {"tracked_row_fraction",
-                   rows == 0 ? 0.0 : static_cast<double>(tracked_rows) / static_cast<double>(rows)},
-                  {"drains_warming", agent_.warming()},
-                  {"drains_moved", agent_.drained().size()},
-                  {"rows_changed_last", agent_.last_rows_changed()},
-                  {"timeout", config_.track_timeout_s},
-                  {"size", config_.track_size}}},
-                {"state_dir", info_.state_dir},
-                {"host", info_.host},
-                {"socket", info_.socket},
-                {"prerequisites", json::array()},
-                {"last_error", last_error()}};
+            const GatewayFigures f = agent_.figures();
+            const size_t rows = f.rows;
+            json tracking = tracking_json(f);
+            tracking["timeout"] = config_.track_timeout_s;
+            tracking["size"] = config_.track_size;
+            return {{"version", info_.version},
+                    {"role", "gateway"},
+                    {"uptime_seconds", uptime_seconds()},
+                    {"backends", current.backends.size()},
+                    {"services", current.services.size()},
+                    {"bindings", rows},
+                    {"rows", rows},
+                    {"digest", agent_.digest()},
+                    {"client_interface", config_.client_interface},
+                    {"fabric_interface", config_.fabric_interface},
+                    {"gateway_mac", config_.gateway_mac.str()},
+                    {"draining", json::array()},
+                    {"refused_keys", 0},
+                    {"repairs", agent_.repairs()},
+                    {"tracking", std::move(tracking)},
+                    {"state_dir", info_.state_dir},
+                    {"host", info_.host},
+                    {"socket", info_.socket},
+                    {"prerequisites", json::array()},
+                    {"last_error", last_error()}};
           },
           [&](const GetRequest&) -> json { return state_to_json(current); },
           [&](ApplyRequest& r) -> json {
@@ -156,7 +157,11 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
           [&](const FlushRequest&) -> json { not_here("flush"); },
           [&](const HealthRequest&) -> json { not_here("health"); },
           [&](const ConnectionsRequest&) -> json { not_here("connections"); },
-          [&](const StatsRequest&) -> json { not_here("stats"); },
+          [&](const StatsRequest& r) -> json {
+            const GatewayFigures f = agent_.figures();
+            if (r.prometheus) return {{"text", render_gateway_prometheus(f)}};
+            return {{"role", "gateway"}, {"tracking", tracking_json(f)}};
+          },
       },
       request);
 }

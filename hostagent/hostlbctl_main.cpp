@@ -382,6 +382,20 @@ void print_service_list(const json& r) {
 }
 
 void print_stats(const json& r) {
+  if (r.value("role", "") == "gateway") {
+    const auto& t = r.at("tracking");
+    std::printf("tracking %s: %s flows, %s attempts, %s added, %s failed (map full)\n",
+                t.at("enabled").get<bool>() ? "on" : "off", cell(t.at("flows")).c_str(),
+                cell(t.at("attempts")).c_str(), cell(t.at("added")).c_str(),
+                cell(t.at("failed")).c_str());
+    std::printf(
+        "tracked rows %s (%.1f%%); rows changed by the last change %s; drains warming "
+        "%s, moved %s; repairs %s\n",
+        cell(t.at("tracked_rows")).c_str(), 100.0 * t.at("tracked_row_fraction").get<double>(),
+        cell(t.at("rows_changed_last")).c_str(), cell(t.at("drains_warming")).c_str(),
+        cell(t.at("drains_moved")).c_str(), cell(t.at("repairs")).c_str());
+    return;
+  }
   const std::vector<std::string> figures{"active",  "opened",    "closed", "flushed",
                                          "refused", "unhealthy", "misses"};
   for (const std::string scope : {"service", "backend"}) {

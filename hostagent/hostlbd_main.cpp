@@ -368,6 +368,11 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
         note_error(std::string("drain warm-up: ") + e.what());
       }
     });
+    std::optional<MetricsJob> metrics;
+    if (!flags.metrics_file.empty())
+      metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval), [&] {
+        write_metrics_file(flags.metrics_file, render_gateway_prometheus(agent.figures()));
+      });
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     return loop.run();

@@ -56,6 +56,11 @@ class ExpiryJob {
   std::optional<Clock::TimePoint> retry_at_;
 };
 
+// Writes `text` to `path` whole: a temporary file, then renamed over it
+// (node_exporter reads the file at any time: it must see the old or the new
+// one whole, never a part). Throws StoreError.
+void write_metrics_file(const std::string& path, const std::string& text);
+
 // Writes the metrics file every interval, the first time at once.
 class MetricsJob {
  public:

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "hostlb/netlink/error.h"
+#include "maintenance.h"
 #include "state_store.h"
 
 namespace hostlb {
@@ -125,26 +126,7 @@ void StatsKeeper::check_conntrack_headroom() {
 }
 
 void StatsKeeper::write_metrics(const std::string& path) {
-  const std::string text = render_prometheus(report());
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw StoreError("writing metrics to " + tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int saved = errno;
-      ::close(fd);
-      throw StoreError("writing metrics to " + tmp + ": " + std::strerror(saved));
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  // node_exporter reads the file at any time: it must see the old or the
-  // new one whole, never a part.
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw StoreError("renaming " + tmp + " to " + path + ": " + std::strerror(errno));
+  write_metrics_file(path, render_prometheus(report()));
 }
 
 }  // namespace hostlb

@@ -307,4 +307,47 @@ std::string gateway_digest(const GatewayDatapath& datapath) {
   return out;
 }
 
+std::string render_gateway_prometheus(const GatewayFigures& f) {
+  struct Metric {
+    const char* name;
+    const char* help;
+    const char* type;
+    double value;
+  };
+  const auto n = [](uint64_t v) { return static_cast<double>(v); };
+  const Metric metrics[] = {
+      {"tracking_enabled", "1 if this gateway tracks flows (JET), 0 with --no-tracking.", "gauge",
+       f.tracking ? 1.0 : 0.0},
+      {"rows", "Rows with an owner in the selection tables, all services.", "gauge", n(f.rows)},
+      {"tracked_rows", "Rows whose flows are tracked (a horizon or warming backend wins them).",
+       "gauge", n(f.tracked_rows)},
+      {"tracked_row_ratio",
+       "Tracked rows / rows: the share of flows this gateway is expected to track.", "gauge",
+       f.tracked_row_fraction()},
+      {"tracked_flows", "Flows in the tracking maps now.", "gauge", n(f.tracked_flows)},
+      {"track_attempts_total", "Flows of tracked rows the tracking maps were asked to take.",
+       "counter", n(f.track_attempts)},
+      {"track_added_total", "Flows the tracking maps took.", "counter", n(f.track_added)},
+      {"track_failed_total", "Flows a full tracking map could not take (they go on untracked).",
+       "counter", n(f.track_failed())},
+      {"rows_changed_last", "Rows that changed owner in the last change.", "gauge",
+       n(f.rows_changed_last)},
+      {"drains_warming", "Draining bindings whose rows are still tracked before they move.",
+       "gauge", n(f.drains_warming)},
+      {"drains_moved", "Draining bindings whose rows moved (their tracked flows stay).", "gauge",
+       n(f.drains_moved)},
+      {"repairs_total", "Times the table was built again after another process changed it.",
+       "counter", n(f.repairs)},
+  };
+  std::string out;
+  char value[32];
+  for (const auto& m : metrics) {
+    const std::string name = std::string("hostlb_gateway_") + m.name;
+    std::snprintf(value, sizeof value, "%.17g", m.value);
+    out += "# HELP " + name + " " + m.help + "\n# TYPE " + name + " " + m.type + "\n" + name + " " +
+           value + "\n";
+  }
+  return out;
+}
+
 }  // namespace hostlb

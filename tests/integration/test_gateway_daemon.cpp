@@ -214,7 +214,9 @@ TEST(GatewayDaemon, DrainPromoteAndHorizonThroughHostlbctl) {
   lab::BackendServer vm1(lab, "vm1", 8080), vm2(lab, "vm2", 8080);
   const std::string doc = lab::write_lab_file(lab, "fleet.json", kFleet);
   auto args = gateway_args(lab, "gw1", doc);
-  args.insert(args.end(), {"--drain-warmup", "2"});
+  const std::string metrics = lab.dir() + "/gw1.prom";
+  args.insert(args.end(),
+              {"--drain-warmup", "2", "--metrics-file", metrics, "--metrics-interval", "1"});
   Hostlbd gw1(lab, args, "gw1");
   ASSERT_TRUE(gw1.start()) << gw1.log();
   ControlClient c1(lab.dir() + "/gw1.sock");
@@ -263,6 +265,22 @@ TEST(GatewayDaemon, DrainPromoteAndHorizonThroughHostlbctl) {
   EXPECT_NE(list.output.find("vm2:8080 (horizon)"), std::string::npos) << list.output;
   const auto status = lab::sh(ctl + "status");
   EXPECT_NE(status.output.find("tracking: "), std::string::npos) << status.output;
+  // The same figures in stats and in the metrics file (written every
+  // second).
+  const auto stats = lab::sh(ctl + "stats");
+  ASSERT_EQ(stats.exit_code, 0) << stats.output;
+  EXPECT_NE(stats.output.find("tracking on: "), std::string::npos) << stats.output;
+  const auto text = lab::sh(ctl + "stats --prometheus");
+  EXPECT_NE(text.output.find("hostlb_gateway_tracking_enabled 1\n"), std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("hostlb_gateway_track_added_total " + std::to_string(on_vm2) + "\n"),
+            std::string::npos)
+      << text.output;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const auto file = lab::sh("cat " + metrics);
+  EXPECT_NE(file.output.find("hostlb_gateway_tracked_rows "), std::string::npos) << file.output;
+  EXPECT_EQ(file.output.find("hostlb_gateway_tracked_rows 0\n"), std::string::npos)
+      << "vm2 is in the horizon: " << file.output;
   // A bad state is refused with the parameter at fault.
   const auto bad =
       c1.call("service.state", {{"service", service}, {"backend", "vm2"}, {"state", "resting"}});

@@ -144,6 +144,31 @@ TEST(Jet, WithoutTrackingOnlyActiveBindingsShapeTheTable) {
     ASSERT_EQ(owner_name(g, row), owner_name(plain, row)) << "row " << row;
 }
 
+TEST(Jet, TheGatewayMetricsSayWhatIsTrackedAndWhatAFullMapRefused) {
+  GatewayFigures f;
+  f.rows = 4000;
+  f.tracked_rows = 1000;
+  f.tracked_flows = 37;
+  f.track_attempts = 50;
+  f.track_added = 45;
+  f.repairs = 2;
+  EXPECT_EQ(f.track_failed(), 5u);
+  EXPECT_DOUBLE_EQ(f.tracked_row_fraction(), 0.25);
+  const std::string text = render_gateway_prometheus(f);
+  for (const char* line :
+       {"hostlb_gateway_tracking_enabled 1\n", "hostlb_gateway_rows 4000\n",
+        "hostlb_gateway_tracked_row_ratio 0.25\n", "hostlb_gateway_tracked_flows 37\n",
+        "hostlb_gateway_track_attempts_total 50\n", "hostlb_gateway_track_failed_total 5\n",
+        "# TYPE hostlb_gateway_track_added_total counter\n", "hostlb_gateway_repairs_total 2\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
+  f.tracking = false;
+  f.track_added = 60;  // never more failed than attempted
+  EXPECT_EQ(f.track_failed(), 0u);
+  EXPECT_NE(render_gateway_prometheus(f).find("hostlb_gateway_tracking_enabled 0\n"),
+            std::string::npos);
+  EXPECT_DOUBLE_EQ(GatewayFigures{}.tracked_row_fraction(), 0.0);
+}
+
 TEST(Jet, TheTableDoesNotDependOnOrderAndTheDigestSeesTracking) {
   State s = pool(5, 2);
   State shuffled = s;

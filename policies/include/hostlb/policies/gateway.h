@@ -5,6 +5,7 @@
 // index << 16. Pure: compiled from the fleet's state, diffed, digested.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -151,6 +152,25 @@ std::vector<BindingName> draining_bindings(const State& state);
 // stateless selection, what OVN's stateless load balancer does): horizon
 // bindings take no part, draining ones own no rows.
 State without_tracking(const State& state);
+
+// A gateway's figures, as its status, stats and metrics file show them.
+struct GatewayFigures {
+  bool tracking = true;                          // --no-tracking: false
+  uint64_t rows = 0, tracked_rows = 0;           // of the table, all services
+  uint64_t tracked_flows = 0;                    // in the tracking maps now
+  uint64_t track_attempts = 0, track_added = 0;  // the difference: a full map
+  uint64_t rows_changed_last = 0;                // by the last change
+  uint64_t drains_warming = 0, drains_moved = 0;
+  uint64_t repairs = 0;  // tables built again after another process's commit
+  uint64_t track_failed() const { return track_attempts - std::min(track_attempts, track_added); }
+  // The share of rows tracked: the share of flows a gateway is expected to
+  // track (it sees no untracked flow to count).
+  double tracked_row_fraction() const {
+    return rows == 0 ? 0.0 : static_cast<double>(tracked_rows) / static_cast<double>(rows);
+  }
+};
+// The Prometheus text format of `f` (hostlb_gateway_*).
+std::string render_gateway_prometheus(const GatewayFigures& f);
 
 // A digest of what the kernel of any gateway that applied `datapath` holds
 // (service keys, indexes, row counts, every row's MAC and which rows are
