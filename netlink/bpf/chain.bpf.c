@@ -4,18 +4,21 @@
 // entry on this host, goes once to the row's previous owner: Ethernet
 // destination rewritten, source set to this host's (frames from a host are
 // never chained again), L3/L4 untouched, sent back out of the uplink.
-// Everything else passes to the bridge unchanged. IPv4 only.
+// Everything else passes to the bridge unchanged. IPv4 (no options) and
+// IPv6 (TCP right after the fixed header).
 //
 // The row is computed as the gateways' nft rule computes it: jhash over
-// ip saddr . th sport . ip daddr . th dport (each field in its own 4-byte
-// register, ports zero-padded), seed 0x686c6231, scaled as (h * rows) >> 32
-// (policies/selection.h holds the model this must match).
+// saddr . th sport . daddr . th dport (each field in whole 4-byte
+// registers, ports zero-padded: 16 bytes for IPv4, 40 for IPv6), seed
+// 0x686c6231, scaled as (h * rows) >> 32 (policies/selection.h holds the
+// model this must match).
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #define TC_ACT_OK 0
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define SELECTION_SEED 0x686c6231u
 
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, u32,
@@ -23,10 +26,10 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tup
 extern void bpf_ct_release(struct nf_conn *) __ksym;
 
 struct service_key {
-  u32 vip;    // network order
-  u16 port;   // network order
-  u8 proto;   // IPPROTO_TCP
-  u8 pad;
+  u8 vip[16];  // network order; IPv4: the first 4 bytes, the rest zero
+  u16 port;    // network order
+  u8 proto;    // IPPROTO_TCP
+  u8 family;   // 4 or 6
 };
 struct service_value {
   u32 index;  // the host's own: rows are keyed index << 16 | row
@@ -81,23 +84,17 @@ static __always_inline u32 rol32(u32 word, unsigned int shift) {
   return (word << shift) | (word >> ((-shift) & 31));
 }
 
-// lookup3's jhash over four 32-bit words as the kernel reads a 16-byte key
-// (little-endian words of the bytes in network order).
-static __always_inline u32 jhash_16(u32 w0, u32 w1, u32 w2, u32 w3, u32 seed) {
-  u32 a, b, c;
-  a = b = c = 0xdeadbeef + 16 + seed;
-  a += w0;
-  b += w1;
-  c += w2;
-  // __jhash_mix
-  a -= c; a ^= rol32(c, 4); c += b;
-  b -= a; b ^= rol32(a, 6); a += c;
-  c -= b; c ^= rol32(b, 8); b += a;
-  a -= c; a ^= rol32(c, 16); c += b;
-  b -= a; b ^= rol32(a, 19); a += c;
-  c -= b; c ^= rol32(b, 4); b += a;
-  a += w3;
-  // __jhash_final
+#define JHASH_MIX(a, b, c)        \
+  do {                            \
+    a -= c; a ^= rol32(c, 4); c += b;  \
+    b -= a; b ^= rol32(a, 6); a += c;  \
+    c -= b; c ^= rol32(b, 8); b += a;  \
+    a -= c; a ^= rol32(c, 16); c += b; \
+    b -= a; b ^= rol32(a, 19); a += c; \
+    c -= b; c ^= rol32(b, 4); b += a;  \
+  } while (0)
+
+static __always_inline u32 jhash_final(u32 a, u32 b, u32 c) {
   c ^= b; c -= rol32(b, 14);
   a ^= c; a -= rol32(c, 11);
   b ^= a; b -= rol32(a, 25);
@@ -108,44 +105,101 @@ static __always_inline u32 jhash_16(u32 w0, u32 w1, u32 w2, u32 w3, u32 seed) {
   return c;
 }
 
+// lookup3's jhash as the kernel reads a key of 16 (IPv4) or 40 (IPv6)
+// bytes: little-endian words of the bytes in network order, three words
+// mixed at a time while more than three are left, the last one added
+// before the final mix.
+static __always_inline u32 jhash_words(const u32 *w, bool v6, u32 seed) {
+  u32 a, b, c;
+  a = b = c = 0xdeadbeef + (v6 ? 40 : 16) + seed;
+  a += w[0];
+  b += w[1];
+  c += w[2];
+  JHASH_MIX(a, b, c);
+  if (v6) {
+    a += w[3];
+    b += w[4];
+    c += w[5];
+    JHASH_MIX(a, b, c);
+    a += w[6];
+    b += w[7];
+    c += w[8];
+    JHASH_MIX(a, b, c);
+    a += w[9];
+  } else {
+    a += w[3];
+  }
+  return jhash_final(a, b, c);
+}
+
 SEC("tc")
 int hostlb_chain(struct __sk_buff *skb) {
   void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
-  if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
-  struct iphdr *ip = (void *)(eth + 1);
-  if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_OK;
-  if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_OK;  // fragments: not ours to guess
-  struct tcphdr *tcp = (void *)(ip + 1);
-  if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+  if ((void *)(eth + 1) > end) return TC_ACT_OK;
+  struct service_key key = {.proto = IPPROTO_TCP};
+  struct bpf_sock_tuple tuple = {};
+  u32 tuple_size;
+  u32 words[10] = {};
+  bool v6;
+  struct tcphdr *tcp;
+  if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_OK;
+    if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_OK;  // fragments: not ours to guess
+    tcp = (void *)(ip + 1);
+    if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+    key.family = 4;
+    __builtin_memcpy(key.vip, &ip->daddr, 4);
+    tuple.ipv4.saddr = ip->saddr;
+    tuple.ipv4.daddr = ip->daddr;
+    tuple.ipv4.sport = tcp->source;
+    tuple.ipv4.dport = tcp->dest;
+    tuple_size = sizeof(tuple.ipv4);
+    // The words the kernel's jhash reads: each field's bytes in network
+    // order in its own 4-byte slot, read as a little-endian word.
+    words[0] = ip->saddr;
+    words[1] = (u32)tcp->source;
+    words[2] = ip->daddr;
+    words[3] = (u32)tcp->dest;
+    v6 = false;
+  } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr *ip6 = (void *)(eth + 1);
+    if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP) return TC_ACT_OK;
+    tcp = (void *)(ip6 + 1);
+    if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+    key.family = 6;
+    __builtin_memcpy(key.vip, &ip6->daddr, 16);
+    __builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+    __builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+    tuple.ipv6.sport = tcp->source;
+    tuple.ipv6.dport = tcp->dest;
+    tuple_size = sizeof(tuple.ipv6);
+    __builtin_memcpy(&words[0], &ip6->saddr, 16);
+    words[4] = (u32)tcp->source;
+    __builtin_memcpy(&words[5], &ip6->daddr, 16);
+    words[9] = (u32)tcp->dest;
+    v6 = true;
+  } else {
+    return TC_ACT_OK;
+  }
   if (tcp->syn || tcp->rst) return TC_ACT_OK;
 
   struct mac source;
   __builtin_memcpy(source.bytes, eth->h_source, 6);
   if (!bpf_map_lookup_elem(&gateways, &source)) return TC_ACT_OK;
-  struct service_key key = {.vip = ip->daddr, .port = tcp->dest, .proto = IPPROTO_TCP};
+  key.port = tcp->dest;
   struct service_value *service = bpf_map_lookup_elem(&services, &key);
   if (!service || service->rows == 0) return TC_ACT_OK;
 
-  // The words the kernel's jhash reads: each field's bytes in network order
-  // in its own 4-byte slot, read as a little-endian word.
-  const u32 w0 = ip->saddr;
-  const u32 w1 = (u32)tcp->source;
-  const u32 w2 = ip->daddr;
-  const u32 w3 = (u32)tcp->dest;
-  const u32 hash = jhash_16(w0, w1, w2, w3, SELECTION_SEED);
+  const u32 hash = jhash_words(words, v6, SELECTION_SEED);
   const u32 row = (u32)(((u64)hash * service->rows) >> 32);
   u32 row_key = service->index << 16 | row;
   struct mac *previous_owner = bpf_map_lookup_elem(&previous, &row_key);
   if (!previous_owner) return TC_ACT_OK;
 
-  struct bpf_sock_tuple tuple = {};
-  tuple.ipv4.saddr = ip->saddr;
-  tuple.ipv4.daddr = ip->daddr;
-  tuple.ipv4.sport = tcp->source;
-  tuple.ipv4.dport = tcp->dest;
   struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = IPPROTO_TCP};
-  struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+  struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, tuple_size, &opts, sizeof(opts));
   if (ct) {
     bpf_ct_release(ct);
     return TC_ACT_OK;  // this host has the connection
@@ -153,6 +207,11 @@ int hostlb_chain(struct __sk_buff *skb) {
   u32 zero = 0;
   struct mac *self_mac = bpf_map_lookup_elem(&self, &zero);
   if (!self_mac) return TC_ACT_OK;
+  // The packet pointers are stale after the helper calls: read again.
+  data = (void *)(long)skb->data;
+  end = (void *)(long)skb->data_end;
+  eth = data;
+  if ((void *)(eth + 1) > end) return TC_ACT_OK;
   __builtin_memcpy(eth->h_dest, previous_owner->bytes, 6);
   __builtin_memcpy(eth->h_source, self_mac->bytes, 6);
   u32 index = service->index;

@@ -22,10 +22,10 @@ namespace {
 
 // The program's map layouts (netlink/bpf/chain.bpf.c).
 struct ServiceKeyBpf {
-  uint32_t vip;   // network order
-  uint16_t port;  // network order
+  uint8_t vip[16];  // network order; IPv4: the first 4 bytes
+  uint16_t port;    // network order
   uint8_t proto;
-  uint8_t pad;
+  uint8_t family;  // 4 or 6
 };
 struct ServiceValueBpf {
   uint32_t index;
@@ -34,7 +34,9 @@ struct ServiceValueBpf {
 
 ServiceKeyBpf bpf_key(const ServiceKey& key) {
   ServiceKeyBpf out{};
-  std::memcpy(&out.vip, key.vip.bytes().data(), 4);
+  const auto bytes = key.vip.bytes();
+  std::memcpy(out.vip, bytes.data(), key.vip.is_v4() ? 4 : 16);
+  out.family = key.vip.is_v4() ? 4 : 6;
   out.port = htons(key.port);
   out.proto = IPPROTO_TCP;
   return out;
@@ -110,7 +112,7 @@ class BpfChaining final : public ChainDatapath {
     for (const auto& [key, service] : tables.services) {
       auto it = written_.services.find(key);
       if (it != written_.services.end() && it->second == service) continue;
-      if (!key.vip.is_v4() || key.protocol != Protocol::kTcp) continue;  // IPv4 TCP only
+      if (key.protocol != Protocol::kTcp) continue;  // TCP only
       const ServiceKeyBpf k = bpf_key(key);
       const ServiceValueBpf v{service.index, service.rows};
       if (bpf_map_update_elem(services_, &k, &v, BPF_ANY) != 0)

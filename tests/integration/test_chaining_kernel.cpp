@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -163,7 +164,8 @@ TEST(ChainingKernel, TheProgramComputesTheRowTheModelComputes) {
   ASSERT_EQ(lab.in("hv", "ip link set chA up").exit_code, 0);
   ASSERT_EQ(lab.in("hv", "ip link set chB up").exit_code, 0);
   constexpr uint32_t kRows = 1021;
-  const ServiceKey key = *parse_service_key("203.0.113.10:80/tcp");
+  const ServiceKey key4 = *parse_service_key("203.0.113.10:80/tcp");
+  const ServiceKey key6 = *parse_service_key("[2001:db8:10::a]:80/tcp");
   std::unique_ptr<ChainDatapath> chain;
   MacAddress a_mac, b_mac;
   {
@@ -174,10 +176,14 @@ TEST(ChainingKernel, TheProgramComputesTheRowTheModelComputes) {
     chain->attach("chA", *MacAddress::parse("02:00:00:00:ee:ee"));
     chain->set_gateways({b_mac});
     ChainTables tables;
-    tables.services[key] = {1, kRows};
-    for (uint32_t row = 0; row < kRows; ++row)
-      tables.previous[1u << 16 | row] =
-          MacAddress({0x02, 0xcc, 0, 0, static_cast<uint8_t>(row >> 8), static_cast<uint8_t>(row)});
+    tables.services[key4] = {1, kRows};
+    tables.services[key6] = {2, kRows};
+    // Each row chains to a MAC that names it: 02:cc:00:<index>:<row>.
+    for (uint32_t index : {1u, 2u})
+      for (uint32_t row = 0; row < kRows; ++row)
+        tables.previous[index << 16 | row] =
+            MacAddress({0x02, 0xcc, 0, static_cast<uint8_t>(index), static_cast<uint8_t>(row >> 8),
+                        static_cast<uint8_t>(row)});
     chain->update(tables);
   }
   const int fd = lab.socket_in("hv", AF_PACKET, SOCK_RAW);
@@ -190,58 +196,106 @@ TEST(ChainingKernel, TheProgramComputesTheRowTheModelComputes) {
     at.sll_ifindex = static_cast<int>(if_nametoindex("chB"));
   }
   ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
-  std::mt19937 rng(5);
-  int checked = 0;
-  for (int i = 0; i < 2000; ++i) {
-    const uint32_t client = 0xc6120000u | (rng() & 0xffff);  // 198.18.x.y
-    const uint16_t sport = static_cast<uint16_t>(1024 + rng() % 60000);
-    uint8_t frame[54] = {};
-    std::memcpy(frame, a_mac.bytes().data(), 6);
-    std::memcpy(frame + 6, b_mac.bytes().data(), 6);
-    frame[12] = 0x08;  // IPv4
-    uint8_t* ip = frame + 14;
-    ip[0] = 0x45;
-    ip[3] = 40;  // total length
-    ip[8] = 64;
-    ip[9] = IPPROTO_TCP;
-    const uint32_t saddr = htonl(client), daddr = htonl(0xcb00710a);  // 203.0.113.10
-    std::memcpy(ip + 12, &saddr, 4);
-    std::memcpy(ip + 16, &daddr, 4);
-    uint8_t* tcp = ip + 20;
+  // Sends an ACK (mid-flow) from CLIENT:SPORT to the VIP as the gateway
+  // (chB) would; returns the frame the program sent back, if it did.
+  auto exchange = [&](bool v6, const uint8_t* client, uint16_t sport,
+                      int wait_ms) -> std::optional<std::vector<uint8_t>> {
+    const size_t l3 = v6 ? 40 : 20, address_size = v6 ? 16 : 4;
+    std::vector<uint8_t> frame(14 + l3 + 20, 0);
+    std::memcpy(frame.data(), a_mac.bytes().data(), 6);
+    std::memcpy(frame.data() + 6, b_mac.bytes().data(), 6);
+    uint8_t* ip = frame.data() + 14;
+    uint8_t* source = ip + (v6 ? 8 : 12);
+    if (v6) {
+      frame[12] = 0x86, frame[13] = 0xdd;
+      ip[0] = 0x60;
+      ip[5] = 20;  // payload length
+      ip[6] = IPPROTO_TCP;
+      ip[7] = 64;
+    } else {
+      frame[12] = 0x08;
+      ip[0] = 0x45;
+      ip[3] = 40;  // total length
+      ip[8] = 64;
+      ip[9] = IPPROTO_TCP;
+    }
+    std::memcpy(source, client, address_size);
+    std::memcpy(source + address_size, (v6 ? key6 : key4).vip.bytes().data(), address_size);
+    uint8_t* tcp = ip + l3;
     tcp[0] = static_cast<uint8_t>(sport >> 8);
     tcp[1] = static_cast<uint8_t>(sport);
     tcp[3] = 80;
     tcp[12] = 0x50;
-    tcp[13] = 0x10;  // ACK: mid-flow
-    ASSERT_EQ(::send(fd, frame, sizeof frame, 0), static_cast<ssize_t>(sizeof frame));
-    // The frame comes back on chB, re-addressed; skip our own outgoing copy.
-    bool back = false;
-    for (int tries = 0; tries < 8 && !back; ++tries) {
+    tcp[13] = 0x10;  // ACK
+    if (::send(fd, frame.data(), frame.size(), 0) != static_cast<ssize_t>(frame.size()))
+      return std::nullopt;
+    // Skip our own outgoing copy and anything else.
+    for (int tries = 0; tries < 8; ++tries) {
       pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 1000) != 1) break;
-      uint8_t got[128];
+      if (::poll(&p, 1, wait_ms) != 1) break;
+      std::vector<uint8_t> got(128);
       sockaddr_ll from{};
       socklen_t len = sizeof from;
       const ssize_t n =
-          ::recvfrom(fd, got, sizeof got, 0, reinterpret_cast<sockaddr*>(&from), &len);
-      if (n < 54 || from.sll_pkttype == PACKET_OUTGOING) continue;
-      if (std::memcmp(got + 26, ip + 12, 4) != 0 || got[34] != tcp[0] || got[35] != tcp[1])
-        continue;
-      back = true;
-      const Flow flow{IpAddress::from_bytes(IpFamily::kV4, ip + 12), sport,
-                      IpAddress::from_bytes(IpFamily::kV4, ip + 16), 80};
-      const uint32_t row = uint32_t{got[4]} << 8 | got[5];
-      EXPECT_EQ(got[1], 0xcc) << "chained to a row's MAC";
-      EXPECT_EQ(row, flow_row(flow, kRows)) << "flow " << i;
-      EXPECT_EQ(std::memcmp(got + 6, "\x02\x00\x00\x00\xee\xee", 6), 0) << "source: the host's";
-      ++checked;
+          ::recvfrom(fd, got.data(), got.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < static_cast<ssize_t>(frame.size()) || from.sll_pkttype == PACKET_OUTGOING) continue;
+      if (std::memcmp(got.data() + (source - frame.data()), source, address_size) == 0 &&
+          got[14 + l3] == tcp[0] && got[15 + l3] == tcp[1])
+        return got;
     }
-    ASSERT_TRUE(back) << "frame " << i << " did not come back";
+    return std::nullopt;
+  };
+
+  std::mt19937 rng(5);
+  std::map<int, int> checked;
+  for (int i = 0; i < 3000; ++i) {
+    const bool v6 = i % 3 == 2;
+    const uint16_t sport = static_cast<uint16_t>(1024 + rng() % 60000);
+    uint8_t client[16] = {0x20, 0x01, 0x0d, 0xb8, 0x00, 0x20};  // 2001:db8:20::/48
+    if (v6) {
+      for (int k = 12; k < 16; ++k) client[k] = static_cast<uint8_t>(rng());
+    } else {
+      const uint32_t v4 = htonl(0xc6120000u | (rng() & 0xffff));  // 198.18.x.y
+      std::memcpy(client, &v4, 4);
+    }
+    const auto got = exchange(v6, client, sport, 1000);
+    ASSERT_TRUE(got) << "frame " << i << " did not come back";
+    const Flow flow{IpAddress::from_bytes(v6 ? IpFamily::kV6 : IpFamily::kV4, client), sport,
+                    (v6 ? key6 : key4).vip, 80};
+    const uint32_t row = uint32_t{(*got)[4]} << 8 | (*got)[5];
+    EXPECT_EQ((*got)[1], 0xcc) << "chained to a row's MAC";
+    EXPECT_EQ((*got)[3], v6 ? 2 : 1) << "its service's rows";
+    EXPECT_EQ(row, flow_row(flow, kRows)) << "flow " << i;
+    EXPECT_EQ(std::memcmp(got->data() + 6, "\x02\x00\x00\x00\xee\xee", 6), 0)
+        << "source: the host's";
+    ++checked[v6 ? 6 : 4];
   }
+  // A flow this host has a connection for is not chained (the program's
+  // conntrack lookup), in either family; the same client on another port is.
+  ASSERT_EQ(lab.in("hv",
+                   "conntrack -I -s 198.18.9.9 -d 203.0.113.10 -p tcp --sport 40000 "
+                   "--dport 80 --state ESTABLISHED -t 60 -u SEEN_REPLY")
+                .exit_code,
+            0);
+  ASSERT_EQ(lab.in("hv",
+                   "conntrack -I -s 2001:db8:20::9 -d 2001:db8:10::a -p tcp --sport 40000 "
+                   "--dport 80 --state ESTABLISHED -t 60 -u SEEN_REPLY")
+                .exit_code,
+            0);
+  const uint8_t known4[16] = {198, 18, 9, 9};
+  const uint8_t known6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9};
+  EXPECT_FALSE(exchange(false, known4, 40000, 500)) << "IPv4: the connection is here";
+  EXPECT_FALSE(exchange(true, known6, 40000, 500)) << "IPv6: the connection is here";
+  EXPECT_TRUE(exchange(false, known4, 40001, 1000));
+  EXPECT_TRUE(exchange(true, known6, 40001, 1000));
+  checked[4] += 1;
+  checked[6] += 1;
   ::close(fd);
-  EXPECT_EQ(checked, 2000);
+  EXPECT_EQ(checked[4], 2001);
+  EXPECT_EQ(checked[6], 1001);
   Lab::Entered in_hv(lab, "hv");
-  EXPECT_EQ(chain->chained()[1], 2000u);
+  EXPECT_EQ(chain->chained()[1], 2001u);
+  EXPECT_EQ(chain->chained()[2], 1001u);
   chain->detach();
 }
 
