@@ -34,8 +34,7 @@ json tracking_json(const GatewayFigures& f) {
           {"tracked_row_fraction", f.tracked_row_fraction()},
           {"drains_warming", f.drains_warming},
           {"drains_moved", f.drains_moved},
-          {"rows_changed_last", f.rows_changed_last},
-          {"repairs", f.repairs}};
+          {"rows_changed_last", f.rows_changed_last}};
 }
 
 }  // namespace
@@ -160,7 +159,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
           [&](const StatsRequest& r) -> json {
             const GatewayFigures f = agent_.figures();
             if (r.prometheus) return {{"text", render_gateway_prometheus(f)}};
-            return {{"role", "gateway"}, {"tracking", tracking_json(f)}};
+            return {{"role", "gateway"}, {"tracking", tracking_json(f)}, {"repairs", f.repairs}};
           },
       },
       request);

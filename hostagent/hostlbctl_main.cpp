@@ -393,7 +393,7 @@ void print_stats(const json& r) {
         "%s, moved %s; repairs %s\n",
         cell(t.at("tracked_rows")).c_str(), 100.0 * t.at("tracked_row_fraction").get<double>(),
         cell(t.at("rows_changed_last")).c_str(), cell(t.at("drains_warming")).c_str(),
-        cell(t.at("drains_moved")).c_str(), cell(t.at("repairs")).c_str());
+        cell(t.at("drains_moved")).c_str(), cell(r.at("repairs")).c_str());
     return;
   }
   const std::vector<std::string> figures{"active",  "opened",    "closed", "flushed",
