@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <iterator>
+
 namespace hostlb {
 namespace {
 const State kEmpty;
@@ -199,17 +202,32 @@ bool GatewayAgent::finish_audit() {
   }
   const size_t seen = audit_->rows_seen();
   audit_.reset();
-  if (rows.empty()) {
-    spdlog::debug("gateway rows audited: {} rows, all as applied", seen);
-    return false;
-  }
-  const RowDifferences differ = count_differences(rows);
-  spdlog::warn(
-      "{} of the gateway's rows differ from what was applied ({} re-pointed, {} missing, {} not "
-      "hostlbd's); writing them back",
-      rows.size(), differ.repointed, differ.missing, differ.foreign);
+  // The track set (which rows' flows are tracked) is small: read whole.
+  const std::vector<uint32_t> want = tracked_marks(applied_.services);
+  const std::vector<uint32_t> have = kernel_.tracked_rows();
   GatewayDiff diff;
   diff.rows = rows;
+  std::set_difference(want.begin(), want.end(), have.begin(), have.end(),
+                      std::back_inserter(diff.track_added));
+  std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
+                      std::back_inserter(diff.track_removed));
+  if (diff.rows.empty() && diff.track_added.empty() && diff.track_removed.empty()) {
+    spdlog::debug("gateway rows audited: {} rows and {} tracked rows, all as applied", seen,
+                  want.size());
+    return false;
+  }
+  if (!rows.empty()) {
+    const RowDifferences differ = count_differences(rows);
+    spdlog::warn(
+        "{} of the gateway's rows differ from what was applied ({} re-pointed, {} missing, {} "
+        "not hostlbd's); writing them back",
+        rows.size(), differ.repointed, differ.missing, differ.foreign);
+  }
+  if (!diff.track_added.empty() || !diff.track_removed.empty())
+    spdlog::warn(
+        "the gateway's set of tracked rows differs from what was applied ({} missing, {} not "
+        "tracked rows); writing it back",
+        diff.track_added.size(), diff.track_removed.size());
   kernel_.apply(diff, config_, gateway_stamp(applied_));
   ++repairs_;
   spdlog::info("gateway rows repaired (repair {} since start)", repairs_);

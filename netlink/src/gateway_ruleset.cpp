@@ -8,6 +8,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -411,6 +412,16 @@ class KernelGateway final : public GatewayRuleset {
                    [&](Bytes, Bytes) { ++out.entries; });
     out.attempts = counter(kTrackAttempts);
     out.added = counter(kTrackAdded);
+    return out;
+  }
+
+  std::vector<uint32_t> tracked_rows() override {
+    std::vector<uint32_t> out;
+    get_elements("reading the gateway's tracked rows", "track", std::nullopt,
+                 [&](Bytes key, Bytes) {
+                   if (key.size() == 4) std::memcpy(&out.emplace_back(), key.data(), 4);
+                 });
+    std::sort(out.begin(), out.end());
     return out;
   }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -281,6 +282,31 @@ TEST(GatewayDaemon, DrainPromoteAndHorizonThroughHostlbctl) {
   EXPECT_NE(file.output.find("hostlb_gateway_tracked_rows "), std::string::npos) << file.output;
   EXPECT_EQ(file.output.find("hostlb_gateway_tracked_rows 0\n"), std::string::npos)
       << "vm2 is in the horizon: " << file.output;
+  // Someone edits the set of tracked rows: deletes one, adds a mark of no
+  // service. The commit makes hostlbd audit the table; both are put back.
+  const std::string track = "netdev hostlb_gw track";
+  const auto listed = lab.in("gw1", "nft list set " + track);
+  std::smatch first;
+  ASSERT_TRUE(std::regex_search(listed.output, first, std::regex("elements = \\{ (0x[0-9a-f]+)")))
+      << listed.output;
+  const std::string gone = first[1];
+  ASSERT_EQ(lab.in("gw1", "nft 'delete element " + track + " { " + gone + " }; add element " +
+                              track + " { 0x00090001 }'")
+                .exit_code,
+            0);
+  auto holds = [&](const std::string& mark) {
+    return lab.in("gw1", "nft get element " + track + " { " + mark + " } 2>/dev/null").exit_code ==
+           0;
+  };
+  const auto audited = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < audited && (!holds(gone) || holds("0x00090001")))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(holds(gone)) << "the tracked row is back\n" << gw1.log();
+  EXPECT_FALSE(holds("0x00090001")) << "the stranger is gone";
+  EXPECT_NE(gw1.log().find("set of tracked rows differs from what was applied (1 missing, 1 not "
+                           "tracked rows)"),
+            std::string::npos)
+      << gw1.log();
   // A bad state is refused with the parameter at fault.
   const auto bad =
       c1.call("service.state", {{"service", service}, {"backend", "vm2"}, {"state", "resting"}});

@@ -122,6 +122,9 @@ class GatewayRuleset {
   virtual std::unique_ptr<GatewayRowScan> scan_rows() = 0;
   // The tracking maps' size and counters (zero without a table).
   virtual TrackStats track_stats() = 0;
+  // The marks of the rows whose flows are tracked (the track set), as the
+  // kernel holds them, ascending.
+  virtual std::vector<uint32_t> tracked_rows() = 0;
 };
 
 std::unique_ptr<GatewayRuleset> make_kernel_gateway();
