@@ -174,8 +174,14 @@ update_all() {  # FUNCTION: called with a socket, runs hostlbctl commands
     jobs+=($!)
   done
   wait "${jobs[@]}"
+  [ ! -e "$RUN/update-failed" ] || exit 1
 }
-ctl() { "$CTL" --socket "$@" >/dev/null || echo "bench/fleet.sh: hostlbctl --socket $* failed" >&2; }
+# A failed command fails the run (it runs in the background: a file says so).
+ctl() {
+  "$CTL" --socket "$@" >/dev/null && return 0
+  echo "bench/fleet.sh: hostlbctl --socket $* failed" >&2
+  touch "$RUN/update-failed"
+}
 promote() { ctl "$1" service promote "$KEY" "$H1"; }
 attach_outside() { ctl "$1" service attach "$KEY" "$O1:8080"; }
 drain() { ctl "$1" service drain "$KEY" "$A1"; }
