@@ -52,13 +52,6 @@ class GatewayAgent {
   // Returns how many ended. A drain's warm-up starts when this gateway
   // first applies it (again after a restart: tracking longer is safe).
   size_t settle_drains();
-  // Draining bindings still warming up, and those whose rows moved.
-  size_t warming() const { return warming_.size(); }
-  const DrainedBindings& drained() const { return drained_; }
-  // The tracking maps as the kernel holds them.
-  TrackStats track_stats() { return kernel_.track_stats(); }
-  // Rows that changed owner in the last change (for metrics).
-  size_t last_rows_changed() const { return last_rows_changed_; }
   // Status, stats and metrics: the tables, the tracking maps (read from
   // the kernel), the drains.
   GatewayFigures figures();

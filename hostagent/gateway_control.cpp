@@ -88,7 +88,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
                     {"gateway_mac", config_.gateway_mac.str()},
                     {"draining", json::array()},
                     {"refused_keys", 0},
-                    {"repairs", agent_.repairs()},
+                    {"repairs", f.repairs},
                     {"tracking", std::move(tracking)},
                     {"state_dir", info_.state_dir},
                     {"host", info_.host},

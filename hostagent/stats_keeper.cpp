@@ -1,13 +1,9 @@
 #include "stats_keeper.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <set>
 
 #include "hostlb/netlink/error.h"
