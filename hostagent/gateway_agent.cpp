@@ -77,7 +77,9 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
     report.rows_written = next.row_count();
   } else {
     const GatewayDiff diff = diff_gateway(applied_, next);
-    if (!diff.empty()) kernel_.apply(diff, config_, gateway_stamp(next));
+    // At start, even an empty diff is applied: the kernel takes this run's
+    // settings (interfaces, MAC, timeouts) with the table it kept.
+    if (!diff.empty() || at_start) kernel_.apply(diff, config_, gateway_stamp(next));
     report.rows_written = diff.rows.size();
     report.services_added = diff.services_added.size();
     report.services_removed = diff.services_removed.size();
@@ -152,13 +154,13 @@ void GatewayAgent::start_audit() {
   scan_.reset();  // a scan under way is stale: the table changed again
   audit_.reset();
   const size_t rows = applied_.row_count();
-  if (rows > kMaxAuditedRows) {
+  if (rows > kernel_.max_audited_rows()) {
     if (!said_too_large_)
       spdlog::info(
           "the gateway's {} rows are more than hostlbd audits after another process's commit "
           "({}: the kernel dumps a set in time that grows with the square of its size); only "
           "the table's stamp is checked",
-          rows, kMaxAuditedRows);
+          rows, kernel_.max_audited_rows());
     said_too_large_ = true;
     return;
   }

@@ -77,10 +77,6 @@ class GatewayAgent {
   // Returns whether an audit still runs. Throws KernelError.
   bool audit_step(size_t parts);
   bool auditing() const { return scan_ != nullptr; }
-  // Larger tables are not audited: the kernel's dump of a set costs time
-  // quadratic in its size (262,144 rows: about a second; 4 million: minutes).
-  static constexpr size_t kMaxAuditedRows = 262144;
-
   void cleanup();
 
  private:

@@ -86,6 +86,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
                     {"client_interface", config_.client_interface},
                     {"fabric_interface", config_.fabric_interface},
                     {"gateway_mac", config_.gateway_mac.str()},
+                    {"datapath", engine_name(config_.engine)},
                     {"draining", json::array()},
                     {"refused_keys", 0},
                     {"repairs", f.repairs},

@@ -217,6 +217,10 @@ void print_status(const json& s) {
   std::printf("state dir %s, socket %s, host name %s\n",
               s.at("state_dir").get<std::string>().c_str(),
               s.at("socket").get<std::string>().c_str(), s.value("host", "").c_str());
+  if (s.value("role", "") == "gateway")
+    std::printf("gateway %s -> %s, source MAC %s, datapath %s\n",
+                cell(s.at("client_interface")).c_str(), cell(s.at("fabric_interface")).c_str(),
+                cell(s.at("gateway_mac")).c_str(), cell(s.value("datapath", json())).c_str());
   std::printf("kernel prerequisites:\n");
   if (s.at("prerequisites").empty()) std::printf("  (none: no backends)\n");
   for (const auto& p : s.at("prerequisites"))

@@ -61,6 +61,7 @@ struct Flags {
   std::string client_interface;
   std::string fabric_interface;
   std::string gateway_mac;  // empty: the fabric interface's
+  std::string gateway_datapath = "bpf";
   uint32_t track_timeout = 300;
   uint32_t track_size = 262144;
   uint32_t drain_warmup = 60;
@@ -176,6 +177,7 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--client-interface", flags.client_interface, settings.client_interface);
   take("--fabric-interface", flags.fabric_interface, settings.fabric_interface);
   take("--gateway-mac", flags.gateway_mac, settings.gateway_mac);
+  take("--gateway-datapath", flags.gateway_datapath, settings.gateway_datapath);
   take("--track-timeout", flags.track_timeout, settings.track_timeout);
   take("--track-size", flags.track_size, settings.track_size);
   take("--drain-warmup", flags.drain_warmup, settings.drain_warmup);
@@ -312,14 +314,21 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
   gateway.track_timeout_s = flags.track_timeout;
   gateway.track_size = flags.track_size;
   gateway.tracking = !flags.no_tracking;
+  gateway.engine = *parse_gateway_engine(flags.gateway_datapath);
   try {
     const auto lock = take_namespace_lock("gateway");
     if (!lock) return kExitFailure;
     SystemClock clock;
     StateStore store(flags.state_dir);
-    auto kernel = make_kernel_gateway();
+    auto kernel = make_gateway(gateway);
     GatewayAgent agent(*kernel, store, gateway, clock, std::chrono::seconds(flags.drain_warmup));
     agent.load_persisted();
+    // What the other datapath left (a change of --gateway-datapath) goes:
+    // a tc program sees frames before a netdev table does.
+    GatewayConfig other = gateway;
+    other.engine =
+        gateway.engine == GatewayEngine::kBpf ? GatewayEngine::kNft : GatewayEngine::kBpf;
+    make_gateway(other)->remove();
     if (flags.cleanup) {
       agent.cleanup();
       return kExitOk;
@@ -368,6 +377,17 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
         note_error(std::string("drain warm-up: ") + e.what());
       }
     });
+    // Tracked flows whose time is up are forgotten (the BPF datapath's maps
+    // have no garbage collection of their own).
+    RepeatingTimer sweep(loop, std::chrono::seconds(5), [&] {
+      try {
+        if (const size_t n = kernel->sweep_tracked(); n > 0)
+          spdlog::debug("forgot {} tracked flows whose time was up", n);
+      } catch (const std::exception& e) {
+        spdlog::error("sweeping the tracked flows: {}", e.what());
+        note_error(std::string("tracked flows: ") + e.what());
+      }
+    });
     std::optional<MetricsJob> metrics;
     if (!flags.metrics_file.empty())
       metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval), [&] {
@@ -393,6 +413,7 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
 int run(const Flags& flags) {
   auto level = spdlog::level::from_str(flags.log_level);
   spdlog::set_level(level);
+  send_bpf_library_messages_to([](const char* line) { spdlog::debug("libbpf: {}", line); });
 
   DocumentOptions doc_options{flags.default_bridge};
   if (!flags.default_bridge.empty() && !is_valid_interface_name(flags.default_bridge)) {
@@ -646,6 +667,11 @@ int main(int argc, char** argv) {
   app.add_option("--chain-window", flags.chain_window,
                  "Host role: seconds after a change during which its moved rows are chained")
       ->check(CLI::Range(1u, 86400u));
+  app.add_option("--gateway-datapath", flags.gateway_datapath,
+                 "Gateway role: bpf (a tc program on the client interface) or nft (a netdev "
+                 "table); the same rows, choice and tracking")
+      ->check(CLI::IsMember({"bpf", "nft"}))
+      ->capture_default_str();
   app.add_option("--track-timeout", flags.track_timeout,
                  "Gateway role: seconds a tracked flow is remembered without a packet")
       ->check(CLI::Range(10u, 86400u));

@@ -1,10 +1,14 @@
 #include "hostlb/netlink/system.h"
 
+#include <bpf/libbpf.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -45,5 +49,28 @@ NamespaceLock::NamespaceLock(const std::string& name) {
 }
 
 NamespaceLock::~NamespaceLock() { ::close(fd_); }
+
+namespace {
+// libbpf takes a bare function for its messages, process-wide: where they
+// go is kept beside it.
+std::atomic<BpfLibraryLog>& bpf_library_log() {
+  static std::atomic<BpfLibraryLog> log{nullptr};
+  return log;
+}
+
+int forward_bpf_library_message(libbpf_print_level, const char* format, va_list args) {
+  char line[512];
+  std::vsnprintf(line, sizeof line, format, args);
+  size_t n = std::strlen(line);
+  while (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+  if (const BpfLibraryLog log = bpf_library_log().load(); log && n > 0) log(line);
+  return 0;
+}
+}  // namespace
+
+void send_bpf_library_messages_to(BpfLibraryLog log) {
+  bpf_library_log().store(log);
+  libbpf_set_print(forward_bpf_library_message);
+}
 
 }  // namespace hostlb

@@ -105,6 +105,8 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       if (!is_valid_interface_name(value))
         throw DocumentError(path, "\"" + printable(value) + "\" is not a valid interface name");
       out.default_bridge = std::string(value);
+    } else if (key == "gateway_datapath") {
+      out.gateway_datapath = one_of(value, {"bpf", "nft"}, path);
     } else if (key == "role") {
       out.role = one_of(value, {"host", "gateway"}, path);
     } else if (key == "client_interface" || key == "fabric_interface") {

@@ -29,10 +29,12 @@ const std::string kFleet = R"({"version":1,"backends":[
  "services":[{"vip":"203.0.113.10","port":8080,"protocol":"tcp","rows":1021,
               "backends":[{"name":"vm1","port":8080},{"name":"vm2","port":8080}]}]})";
 
-std::vector<std::string> gateway_args(const Lab& lab, const std::string& gw,
-                                      const std::string& doc) {
+std::vector<std::string> gateway_args(const Lab& lab, const std::string& gw, const std::string& doc,
+                                      const std::string& datapath = "nft") {
   return {"--role",
           "gateway",
+          "--gateway-datapath",
+          datapath,
           "--client-interface",
           "cli0",
           "--fabric-interface",
@@ -312,6 +314,116 @@ TEST(GatewayDaemon, DrainPromoteAndHorizonThroughHostlbctl) {
       c1.call("service.state", {{"service", service}, {"backend", "vm2"}, {"state", "resting"}});
   EXPECT_FALSE(bad.ok);
   EXPECT_EQ(bad.error.path, "params.state");
+}
+
+// The BPF datapath (the default) through the daemon: a drain keeps the
+// draining backend's connections, a restart keeps the maps (found through
+// the program it left attached) and the connections through them, a program detached by someone is
+// attached again, and a change of datapath removes what the other one left.
+TEST(GatewayDaemon, TheBpfDatapathKeepsConnectionsThroughDrainRestartAndDetach) {
+  Lab lab;
+  lab::build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", 8080), vm2(lab, "vm2", 8080);
+  const std::string doc = lab::write_lab_file(lab, "fleet.json", kFleet);
+  auto args = gateway_args(lab, "gw1", doc, "bpf");
+  args.insert(args.end(), {"--drain-warmup", "1"});
+  auto gw1 = std::make_unique<Hostlbd>(lab, args, "gw1");
+  ASSERT_TRUE(gw1->start()) << gw1->log();
+  const std::string ctl = std::string(HOSTLBCTL_PATH) + " --socket " + lab.dir() + "/gw1.sock ";
+  const std::string service = "203.0.113.10:8080/tcp";
+  auto attached = [&] {
+    return lab.in("gw1", "tc filter show dev cli0 ingress").output.find("hostlb_gw") !=
+           std::string::npos;
+  };
+  ASSERT_TRUE(attached());
+  EXPECT_NE(lab.in("gw1", "nft list table netdev hostlb_gw").exit_code, 0) << "no nft table";
+  {
+    ControlClient c1(lab.dir() + "/gw1.sock");
+    const auto status = c1.call("status");
+    EXPECT_EQ(status.result.at("datapath"), "bpf");
+    for (int port = 34000; port < 34020; ++port) {
+      TcpClient client(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient,
+                       port);
+      const std::string reached = backend_of(client.read_line());
+      const auto which =
+          c1.call("which", {{"service", service},
+                            {"client", std::string(lab::kClient) + ":" + std::to_string(port)}});
+      EXPECT_EQ(which.result.at("backend"), reached) << "client port " << port;
+      EXPECT_TRUE(which.result.at("agrees").get<bool>()) << which.result.dump();
+    }
+  }
+
+  // A drain: connections seen during the warm-up keep vm2.
+  std::vector<std::unique_ptr<TcpClient>> open;
+  int on_vm2 = 0;
+  for (int port = 35000; port < 35040; ++port) {
+    open.push_back(std::make_unique<TcpClient>(lab, "cl1", lab::kGatewayVip, 8080,
+                                               std::chrono::seconds(3), lab::kClient, port));
+    on_vm2 += backend_of(open.back()->read_line()) == "vm2" ? 1 : 0;
+  }
+  ASSERT_GT(on_vm2, 5);
+  ASSERT_EQ(lab::sh(ctl + "service drain " + service + " vm2").exit_code, 0);
+  for (auto& c : open) c->send_all("x");
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the warm-up ends
+  for (int port = 36000; port < 36020; ++port) {
+    TcpClient c(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient, port);
+    EXPECT_EQ(backend_of(c.read_line()), "vm1") << "port " << port;
+  }
+
+  // vm2 is back; its tracked connections stay where they are.
+  ASSERT_EQ(lab::sh(ctl + "service promote " + service + " vm2").exit_code, 0);
+
+  // A restart keeps the maps (the stamp matches) and the tracked flows.
+  ASSERT_EQ(gw1->stop(SIGTERM), 0);
+  gw1 = std::make_unique<Hostlbd>(lab, args, "gw1");
+  ASSERT_TRUE(gw1->start()) << gw1->log();
+  EXPECT_NE(gw1->log().find("kept"), std::string::npos) << gw1->log();
+  for (auto& c : open) c->send_all("y");
+  ControlClient c1(lab.dir() + "/gw1.sock");
+  EXPECT_EQ(c1.call("status").result.at("tracking").at("flows"), on_vm2);
+
+  // Someone takes the program off the interface: it is attached again.
+  ASSERT_EQ(lab.in("gw1", "tc filter del dev cli0 ingress").exit_code, 0);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!attached() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(attached()) << gw1->log();
+  EXPECT_EQ(c1.call("status").result.at("repairs"), 1);
+  int kept = 0;
+  for (auto& c : open) {
+    c->send_all("z");
+    c->shutdown_write();
+    kept += c->read_line() == "bytes=3" ? 1 : 0;
+  }
+  EXPECT_EQ(kept, 40) << "every connection, vm2's too, carried on\n" << gw1->log();
+
+  // The nft datapath replaces it: the program goes.
+  ASSERT_EQ(gw1->stop(SIGTERM), 0);
+  gw1 = std::make_unique<Hostlbd>(lab, gateway_args(lab, "gw1", doc, "nft"), "gw1");
+  ASSERT_TRUE(gw1->start()) << gw1->log();
+  EXPECT_FALSE(attached());
+  EXPECT_EQ(lab.in("gw1", "nft list table netdev hostlb_gw").exit_code, 0);
+  // A new flow reaches the backend `which` names, through either datapath.
+  auto predicted = [&](int port) {
+    ControlClient c(lab.dir() + "/gw1.sock");
+    return c
+        .call("which", {{"service", service},
+                        {"client", std::string(lab::kClient) + ":" + std::to_string(port)}})
+        .result.at("backend")
+        .get<std::string>();
+  };
+  TcpClient through_nft(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient,
+                        37000);
+  EXPECT_EQ(backend_of(through_nft.read_line()), predicted(37000));
+  // And back: the nft table goes.
+  ASSERT_EQ(gw1->stop(SIGTERM), 0);
+  gw1 = std::make_unique<Hostlbd>(lab, args, "gw1");
+  ASSERT_TRUE(gw1->start()) << gw1->log();
+  EXPECT_TRUE(attached());
+  EXPECT_NE(lab.in("gw1", "nft list table netdev hostlb_gw").exit_code, 0);
+  TcpClient through_bpf(lab, "cl1", lab::kGatewayVip, 8080, std::chrono::seconds(3), lab::kClient,
+                        37001);
+  EXPECT_EQ(backend_of(through_bpf.read_line()), predicted(37001));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "gateway_lab.h"
 #include "hostlb/netlink/error.h"
@@ -43,7 +44,17 @@ State fleet(const std::vector<std::pair<std::string, uint32_t>>& backends) {
       refs + "]}]}");
 }
 
-const GatewayConfig kConfig{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
+// Every test runs on both datapaths (the nft table, the BPF program): they
+// must make the same choice and keep the same flows.
+class GatewayKernel : public ::testing::TestWithParam<GatewayEngine> {
+ protected:
+  GatewayConfig config_ = [this] {
+    GatewayConfig c{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
+    c.engine = GetParam();
+    return c;
+  }();
+  std::unique_ptr<GatewayRuleset> make() const { return make_gateway(config_); }
+};
 
 // The backend each source port's connection reached, by its banner.
 std::map<int, std::string> connect_all(const Lab& lab, int first_port, int count) {
@@ -62,7 +73,7 @@ std::string model_choice(const GatewayService& s, int client_port) {
   return s.backends[s.owner[flow_row(flow, s.rows)]];
 }
 
-TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
+TEST_P(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   Lab lab;
   build_gateway(lab, "gw1", "cl1");
   lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
@@ -70,9 +81,9 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   std::unique_ptr<GatewayRuleset> gw;
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw = make_kernel_gateway();
+    gw = make();
     EXPECT_FALSE(gw->stamp()) << "no table yet";
-    gw->replace(both, kConfig);
+    gw->replace(both, config_);
     EXPECT_EQ(gw->stamp(), gateway_stamp(both));
   }
   const auto reached = connect_all(lab, 20000, 120);
@@ -93,7 +104,7 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   ASSERT_FALSE(diff.rows.empty());
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff, kConfig, gateway_stamp(weighted));
+    gw->apply(diff, config_, gateway_stamp(weighted));
     for (const auto& r : diff.rows) EXPECT_EQ(gw->row(r.mark), r.after) << "row " << r.mark;
   }
   const auto after = connect_all(lab, 20000, 120);
@@ -116,7 +127,7 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
   const GatewayDatapath none = compile_gateway(empty, indexes_of(weighted));
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff_gateway(weighted, none), kConfig, gateway_stamp(none));
+    gw->apply(diff_gateway(weighted, none), config_, gateway_stamp(none));
     EXPECT_EQ(gw->stamp(), gateway_stamp(none)) << "the stamp says what the table holds";
     EXPECT_FALSE(gw->row(none.services[0].mark(0)));
   }
@@ -126,7 +137,7 @@ TEST(GatewayKernel, FlowsReachTheBackendTheModelChoosesAndOnlyMovedRowsMove) {
 
 // Two gateways given the same document hold the same rows: any gateway may
 // take any flow.
-TEST(GatewayKernel, TwoGatewaysWithTheSameDocumentHoldTheSameRows) {
+TEST_P(GatewayKernel, TwoGatewaysWithTheSameDocumentHoldTheSameRows) {
   Lab lab;
   build_gateway(lab, "gw1", "cl1");
   build_gateway(lab, "gw2", "cl2");
@@ -140,8 +151,8 @@ TEST(GatewayKernel, TwoGatewaysWithTheSameDocumentHoldTheSameRows) {
   int i = 0;
   for (const auto& [role, datapath] : {std::pair{"gw1", &a}, std::pair{"gw2", &b}}) {
     Lab::Entered in_gw(lab, role);
-    auto gw = make_kernel_gateway();
-    gw->replace(*datapath, kConfig);
+    auto gw = make();
+    gw->replace(*datapath, config_);
     for (uint32_t row = 0; row < datapath->services[0].rows; ++row)
       rows[i][row] = gw->row(datapath->services[0].mark(row));
     ++i;
@@ -151,7 +162,7 @@ TEST(GatewayKernel, TwoGatewaysWithTheSameDocumentHoldTheSameRows) {
 }
 
 // IPv6: the same choice, the same forwarding, through services6.
-TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
+TEST_P(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
   Lab lab;
   build_gateway(lab, "gw1", "cl1");
   constexpr const char* kVip6 = "2001:db8:f00::10";
@@ -179,7 +190,7 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
   const GatewayDatapath datapath = compile_gateway(doc, {});
   {
     Lab::Entered in_gw(lab, "gw1");
-    make_kernel_gateway()->replace(datapath, kConfig);
+    make()->replace(datapath, config_);
   }
   std::map<std::string, int> per_backend;
   const GatewayService& service = datapath.services[0];
@@ -208,8 +219,8 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
   std::unique_ptr<GatewayRuleset> gw;
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw = make_kernel_gateway();
-    gw->replace(horizon, kConfig);
+    gw = make();
+    gw->replace(horizon, config_);
   }
   std::vector<std::unique_ptr<TcpClient>> open;
   int tracked = 0;
@@ -223,12 +234,11 @@ TEST(GatewayKernel, Ipv6FlowsReachTheBackendTheModelChooses) {
                    : 0;
   }
   ASSERT_GT(tracked, 10);
-  State promoted_doc = doc;
-  const GatewayDatapath promoted = compile_gateway(promoted_doc, indexes_of(horizon));
+  const GatewayDatapath promoted = compile_gateway(doc, indexes_of(horizon));
   {
     Lab::Entered in_gw(lab, "gw1");
     EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(tracked));
-    gw->apply(diff_gateway(horizon, promoted), kConfig, gateway_stamp(promoted));
+    gw->apply(diff_gateway(horizon, promoted), config_, gateway_stamp(promoted));
   }
   int kept = 0;
   for (auto& client : open) {
@@ -291,7 +301,7 @@ struct OpenConnections {
 // JET: a horizon backend takes no new flows, the flows it would win are
 // tracked from their first packet, and promoting it moves none of them;
 // rebuilding the table keeps them too.
-TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromoted) {
+TEST_P(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromoted) {
   Lab lab;
   build_gateway(lab, "gw1", "cl1");
   lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
@@ -301,8 +311,8 @@ TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromot
   std::unique_ptr<GatewayRuleset> gw;
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw = make_kernel_gateway();
-    gw->replace(horizon, kConfig);
+    gw = make();
+    gw->replace(horizon, config_);
   }
   OpenConnections open(lab, 22000, 150);
   int tracked = 0;
@@ -318,7 +328,7 @@ TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromot
     EXPECT_EQ(stats.added, static_cast<uint64_t>(tracked)) << "each flow added once";
     EXPECT_EQ(stats.attempts, stats.added) << "the map was never full";
     // A rebuild (what drift repair does) keeps the tracked flows.
-    gw->replace(horizon, kConfig);
+    gw->replace(horizon, config_);
     EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(tracked));
   }
   open.touch();
@@ -334,7 +344,8 @@ TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromot
         << "only tracked rows change owner";
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff, kConfig, gateway_stamp(promoted));
+    gw->apply(diff, config_, gateway_stamp(promoted));
+    EXPECT_EQ(gw->sweep_tracked(), 0u) << "no tracked flow's time is up";
   }
   EXPECT_EQ(open.finish(1), 150) << "every connection kept its backend";
   // New flows follow the new table: vm2 takes its share.
@@ -347,12 +358,47 @@ TEST(GatewayKernel, FlowsTrackedForAHorizonBackendKeepTheirBackendWhenItIsPromot
   EXPECT_GT(to_vm2, 15);
 }
 
+// A tracked flow is forgotten when its time is up (here 1 s without a
+// packet): after a promotion it follows its row like any other flow.
+TEST_P(GatewayKernel, TrackedFlowsAreForgottenWhenTheirTimeIsUp) {
+  Lab lab;
+  build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
+  config_.track_timeout_s = 1;
+  const GatewayDatapath horizon = compile_gateway(fleet_with_states("active", "horizon"), {});
+  std::unique_ptr<GatewayRuleset> gw;
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw = make();
+    gw->replace(horizon, config_);
+  }
+  OpenConnections open(lab, 27000, 60);
+  int tracked = 0;
+  for (const auto& [port, backend] : open.backend)
+    tracked += model_flow(horizon.services[0], port).tracked ? 1 : 0;
+  ASSERT_GT(tracked, 5);
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    EXPECT_EQ(gw->track_stats().entries, static_cast<uint64_t>(tracked));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  const GatewayDatapath promoted =
+      compile_gateway(fleet_with_states("active", "active"), indexes_of(horizon));
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    gw->sweep_tracked();
+    EXPECT_EQ(gw->track_stats().entries, 0u);
+    gw->apply(diff_gateway(horizon, promoted), config_, gateway_stamp(promoted));
+  }
+  EXPECT_EQ(open.finish(0), 60 - tracked) << "the forgotten flows moved to vm2 (and were reset)";
+}
+
 // A drain: first its rows are tracked (warm-up: flows already open are
 // caught by their next packet), then they move; tracked flows stay on the
 // draining backend, new flows go to the others. Without the warm-up, the
 // same move breaks the draining backend's connections (what a stateless
 // gateway does).
-TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
+TEST_P(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
   Lab lab;
   build_gateway(lab, "gw1", "cl1");
   lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
@@ -360,8 +406,8 @@ TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
   std::unique_ptr<GatewayRuleset> gw;
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw = make_kernel_gateway();
-    gw->replace(both, kConfig);
+    gw = make();
+    gw->replace(both, config_);
   }
   OpenConnections warmed(lab, 24000, 100), cold(lab, 25000, 100);
   int warmed_on_vm2 = 0, cold_on_vm2 = 0;
@@ -376,7 +422,7 @@ TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
     Lab::Entered in_gw(lab, "gw1");
     const GatewayDiff diff = diff_gateway(both, warming);
     EXPECT_TRUE(diff.rows.empty()) << "during the warm-up no row moves";
-    gw->apply(diff, kConfig, gateway_stamp(warming));
+    gw->apply(diff, config_, gateway_stamp(warming));
   }
   warmed.touch();  // the warm-up sees a packet of each of these flows
   {
@@ -387,7 +433,7 @@ TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
       compile_gateway(draining, indexes_of(both), {{warming.services[0].key, "vm2"}});
   {
     Lab::Entered in_gw(lab, "gw1");
-    gw->apply(diff_gateway(warming, drained), kConfig, gateway_stamp(drained));
+    gw->apply(diff_gateway(warming, drained), config_, gateway_stamp(drained));
   }
   EXPECT_EQ(warmed.finish(1), 100) << "flows seen during the warm-up keep vm2";
   EXPECT_EQ(cold.finish(0), 100 - cold_on_vm2)
@@ -395,6 +441,12 @@ TEST(GatewayKernel, ADrainAfterItsWarmUpKeepsTheDrainingBackendsConnections) {
   for (const auto& [port, backend] : connect_all(lab, 26000, 40))
     EXPECT_EQ(backend, "vm1") << "no new flow for a drained backend (port " << port << ")";
 }
+
+INSTANTIATE_TEST_SUITE_P(Datapaths, GatewayKernel,
+                         ::testing::Values(GatewayEngine::kNft, GatewayEngine::kBpf),
+                         [](const auto& param_info) {
+                           return std::string(engine_name(param_info.param));
+                         });
 
 }  // namespace
 }  // namespace hostlb

@@ -45,13 +45,17 @@ TEST(DaemonSettings, AdmissionLimitsAreNumbersInTheirRanges) {
 TEST(DaemonSettings, ChainingAndTrackingSettings) {
   const auto s = parse_daemon_settings(
       "chain_uplink = up0\nchain_gateways = 02:00:00:00:0f:01, 02:00:00:00:0f:02\n"
-      "chain_window = 120\ntrack_timeout = 600\ntrack_size = 65536\ndrain_warmup = 30\n");
+      "chain_window = 120\ntrack_timeout = 600\ntrack_size = 65536\ndrain_warmup = 30\n"
+      "gateway_datapath = nft\n");
   EXPECT_EQ(s.chain_uplink, "up0");
   EXPECT_EQ(s.chain_gateways, "02:00:00:00:0f:01, 02:00:00:00:0f:02");
   EXPECT_EQ(s.chain_window, 120u);
   EXPECT_EQ(s.track_timeout, 600u);
   EXPECT_EQ(s.track_size, 65536u);
   EXPECT_EQ(s.drain_warmup, 30u);
+  EXPECT_EQ(s.gateway_datapath, "nft");
+  EXPECT_EQ(error_of([] { parse_daemon_settings("gateway_datapath = xdp\n"); }),
+            "line 1: gateway_datapath: \"xdp\" is not one of bpf, nft");
   EXPECT_EQ(error_of([] { parse_daemon_settings("chain_gateways = 02:00:00:00:0f:01,gw2\n"); }),
             "line 1: chain_gateways: \"gw2\" is not a MAC");
   EXPECT_EQ(error_of([] { parse_daemon_settings("track_timeout = 5\n"); }),

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hostlb/netlink/nft_batch.h"
@@ -19,6 +20,13 @@
 namespace hostlb {
 
 inline constexpr const char* kGatewayTable = "hostlb_gw";
+
+// How the gateway forwards: the nft netdev table, or a tc BPF program
+// (netlink/bpf/gateway.bpf.c) with the same rows, choice and tracking that
+// skips nftables' expression interpreter.
+enum class GatewayEngine { kNft, kBpf };
+std::optional<GatewayEngine> parse_gateway_engine(std::string_view name);
+const char* engine_name(GatewayEngine engine);
 
 struct GatewayConfig {
   std::string client_interface;  // client frames arrive here (ingress hook)
@@ -33,6 +41,7 @@ struct GatewayConfig {
   // false: no flow is ever tracked (see without_tracking); the maps stay
   // empty.
   bool tracking = true;
+  GatewayEngine engine = GatewayEngine::kBpf;
 };
 
 // Named counters of the gateway table: flows of tracked rows that the
@@ -125,8 +134,23 @@ class GatewayRuleset {
   // The marks of the rows whose flows are tracked (the track set), as the
   // kernel holds them, ascending.
   virtual std::vector<uint32_t> tracked_rows() = 0;
+  // Forgets tracked flows whose time is up; how many. (The nft maps' own
+  // garbage collection does this: 0.)
+  virtual size_t sweep_tracked() = 0;
+  // The largest row map that an audit may read (after a change by others):
+  // nftables dumps a set in time that grows with the square of its size.
+  virtual size_t max_audited_rows() const = 0;
 };
 
+// The nft table.
 std::unique_ptr<GatewayRuleset> make_kernel_gateway();
+// The BPF program at tc ingress of config.client_interface. It stays
+// attached when hostlbd exits, and its maps with it: the next run finds
+// them through the attached program (a restart keeps forwarding and keeps
+// its tracked flows). Nothing is loaded before the first replace() or
+// apply().
+std::unique_ptr<GatewayRuleset> make_bpf_gateway(const GatewayConfig& config);
+// The one config.engine names.
+std::unique_ptr<GatewayRuleset> make_gateway(const GatewayConfig& config);
 
 }  // namespace hostlb

@@ -32,4 +32,11 @@ class NamespaceLock {
   int fd_ = -1;
 };
 
+// libbpf's own messages (it prints the kernel's extended ACK of a tc
+// request that hostlb expects to fail, such as creating a clsact qdisc that
+// is there already) go to `log` instead of stderr; hostlb reports every
+// failure that matters itself. `log` gets whole lines, without the newline.
+using BpfLibraryLog = void (*)(const char* line);
+void send_bpf_library_messages_to(BpfLibraryLog log);
+
 }  // namespace hostlb

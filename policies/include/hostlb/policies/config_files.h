@@ -35,6 +35,7 @@ struct DaemonSettings {
   std::optional<uint32_t> track_timeout;
   std::optional<uint32_t> track_size;
   std::optional<uint32_t> drain_warmup;
+  std::optional<std::string> gateway_datapath;  // "bpf" or "nft"
   // Host role: chaining.
   std::optional<std::string> chain_uplink;
   std::optional<std::string> chain_gateways;
