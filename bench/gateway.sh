@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Gateway benchmarks (issue targets in brackets):
-#   1. new connections per second through a gateway namespace: hostlb's
-#      netdev table (frames re-addressed at ingress and forwarded out of the
-#      fabric port) vs the same namespace forwarding by plain IP routing,
-#      interleaved G R G R, median of same-round ratios   [G/R >= 1]
+#   1. new connections per second through a gateway namespace, three
+#      variants interleaved B G R in each round: hostlb's gateway as the BPF
+#      program (B, the default datapath) and as the nft netdev table (G),
+#      each re-addressing frames and forwarding them out of the fabric port,
+#      and the same namespace forwarding by plain IP routing (R); medians of
+#      same-round ratios   [B/R >= 1]
 #   1b. packets per second of the forward path alone: a SYN flood from
 #      spoofed sources (2 sender threads) through the same gateway, counted
-#      where it arrives (vm1's port) and dropped there, G R interleaved
+#      where it arrives (vm1's port) and dropped there, B G R interleaved
 #   2. hostlb-gwbench: 1,000 services of 8 backends at the default row
-#      count: load time, kernel memory, and one backend removed/added
+#      count, on each datapath: load time, kernel memory, one backend
+#      removed/added, the row audit's read
 #      [change <= 20 ms, rows written = rows whose owner changed]
 #   3. hostlb-selection: imbalance and rows moved for N = 2..500 (model)
 #
@@ -66,15 +69,17 @@ cat >"$WORK/one.json" <<DOC
  "services":[{"vip":"$VIP","port":8080,"protocol":"tcp","backends":[{"name":"vm1","port":8080}]}]}
 DOC
 
-variant() {  # G: hostlb's gateway table; R: plain routing to vm1
-  if [ "$1" = G ]; then
-    ip -n "$G" route del "$VIP/32" 2>/dev/null || true
-    ip netns exec "$G" "$GWBENCH" load "$WORK/one.json"
-  else
-    ip netns exec "$G" "$GWBENCH" remove
-    ip -n "$G" route replace "$VIP/32" via 198.18.1.11
-  fi
+variant() {  # B: hostlb's BPF gateway; G: its nft table; R: plain routing to vm1
+  ip netns exec "$G" "$GWBENCH" remove
+  case $1 in
+    B|G)
+      ip -n "$G" route del "$VIP/32" 2>/dev/null || true
+      ip netns exec "$G" "$GWBENCH" load "$WORK/one.json" "$([ "$1" = B ] && echo bpf || echo nft)" ;;
+    R) ip -n "$G" route replace "$VIP/32" via 198.18.1.11 ;;
+  esac
 }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 rate() {
   ip netns exec "$C" "$CONNRATE" connect request "$VIP" 8080 198.18.2.1 64 "$SECS" 2 |
     sed -E 's/.*rate=([0-9.]+).*/\1/'
@@ -82,16 +87,16 @@ rate() {
 
 echo "hostlb gateway benchmark"
 echo "1. connections/s through the gateway namespace, ${ROUNDS} rounds of ${SECS}s (request mode, 2 threads)"
-ratios=()
+bratios=() gratios=()
 for r in $(seq 1 "$ROUNDS"); do
+  variant B; b=$(rate)
   variant G; g=$(rate)
   variant R; rt=$(rate)
-  ratio=$(awk -v a="$g" -v b="$rt" 'BEGIN { printf "%.3f", a / b }')
-  ratios+=("$ratio")
-  echo "  round $r: gateway $g/s, routing $rt/s, gateway/routing $ratio"
+  bratios+=("$(ratio "$b" "$rt")") gratios+=("$(ratio "$g" "$rt")")
+  echo "  round $r: bpf $b/s, nft $g/s, routing $rt/s; bpf/routing ${bratios[-1]}, nft/routing ${gratios[-1]}"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-echo "  median gateway/routing: $median   (target >= 1)"
+echo "  median bpf/routing: $(median "${bratios[@]}")   (target >= 1)"
+echo "  median nft/routing: $(median "${gratios[@]}")"
 
 rx_vm1() { in_ns vm1 cat /sys/class/net/eth0/statistics/rx_packets; }
 flood() {  # prints "delivered/s sent/s"
@@ -105,20 +110,22 @@ flood() {  # prints "delivered/s sent/s"
     printf "%.0f %.0f\n", (a - b) / s, r }'
 }
 echo "1b. forward path alone: spoofed SYNs/s delivered to vm1, ${ROUNDS} rounds of ${SECS}s (2 senders)"
-pratios=()
+bratios=() gratios=()
 for r in $(seq 1 "$ROUNDS"); do
+  variant B; read -r b bs < <(flood)
   variant G; read -r g gs < <(flood)
   variant R; read -r rt rs < <(flood)
-  ratio=$(awk -v a="$g" -v b="$rt" 'BEGIN { printf "%.3f", a / b }')
-  pratios+=("$ratio")
-  echo "  round $r: gateway $g/s (of $gs sent), routing $rt/s (of $rs sent), gateway/routing $ratio"
+  bratios+=("$(ratio "$b" "$rt")") gratios+=("$(ratio "$g" "$rt")")
+  echo "  round $r: bpf $b/s (of $bs sent), nft $g/s (of $gs sent), routing $rt/s (of $rs sent); bpf/routing ${bratios[-1]}, nft/routing ${gratios[-1]}"
 done
-median=$(printf '%s\n' "${pratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-echo "  median gateway/routing (packets): $median   (target >= 1)"
+echo "  median bpf/routing (packets): $(median "${bratios[@]}")   (target >= 1)"
+echo "  median nft/routing (packets): $(median "${gratios[@]}")"
 variant R >/dev/null
 [ "${FORWARDING_ONLY:-0}" = 1 ] && exit 0
 
 echo "2. the table at scale (in the gateway namespace)"
-ip netns exec "$G" "$GWBENCH" "$SERVICES" 4093 20 | sed 's/^/  /'
+for engine in bpf nft; do
+  ip netns exec "$G" "$GWBENCH" "$SERVICES" 4093 20 "$engine" | sed 's/^/  /'
+done
 echo "3. rendezvous tables (model), 20 random pools per cell"
 "$ROOT/build/bench/hostlb-selection" 20 | sed 's/^/  /'

@@ -1,14 +1,15 @@
 // The gateway's kernel table at scale (run inside a namespace that has the
 // interfaces cli0 and fab0; bench/gateway.sh sets that up):
 //   - building SERVICES services of 8 backends at ROWS rows each (from a pool
-//     of 64 backends), its time and the kernel memory it takes (slab growth);
+//     of 64 backends), its time and the kernel memory it takes (slab and
+//     vmalloc growth);
 //   - ROUNDS times: one backend removed from one service, then added back,
 //     each change applied as a diff; its time, and the rows it wrote beside
 //     the rows whose owner changed.
 //
-//   hostlb-gwbench SERVICES ROWS ROUNDS
-//   hostlb-gwbench load DOCUMENT      build the table from a state document
-//   hostlb-gwbench remove             remove it
+//   hostlb-gwbench SERVICES ROWS ROUNDS [bpf|nft]
+//   hostlb-gwbench load DOCUMENT [bpf|nft]   build the table from a state document
+//   hostlb-gwbench remove                    remove it (both datapaths)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,14 +29,16 @@ using namespace hostlb;
 
 namespace {
 
-long slab_kb() {
+// The kernel's own memory: slab (nft sets, BPF hash maps) and vmalloc
+// (large BPF arrays).
+long kernel_kb() {
   std::ifstream in("/proc/meminfo");
   std::string key;
-  long value = 0;
+  long value = 0, total = 0;
   std::string unit;
   while (in >> key >> value >> unit)
-    if (key == "Slab:") return value;
-  return 0;
+    if (key == "Slab:" || key == "VmallocUsed:") total += value;
+  return total;
 }
 
 double ms_since(std::chrono::steady_clock::time_point start) {
@@ -76,18 +79,27 @@ double percentile(std::vector<double> v, double p) {
 
 }  // namespace
 
+GatewayConfig lab_config(const char* engine) {
+  GatewayConfig config{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
+  config.engine = parse_gateway_engine(engine).value_or(GatewayEngine::kBpf);
+  return config;
+}
+
 int load_or_remove(int argc, char** argv) {
-  const GatewayConfig config{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
   try {
-    auto gw = make_kernel_gateway();
     if (std::string(argv[1]) == "remove") {
-      gw->remove();
+      for (const char* engine : {"nft", "bpf"}) make_gateway(lab_config(engine))->remove();
       return 0;
     }
-    if (argc != 3) return 2;
+    if (argc < 3) return 2;
+    const GatewayConfig config = lab_config(argc > 3 ? argv[3] : "bpf");
+    auto gw = make_gateway(config);
     std::ifstream in(argv[2]);
     const std::string text((std::istreambuf_iterator<char>(in)), {});
     gw->replace(compile_gateway(parse_state_document(text), {}), config);
+    // What hostlbd does within seconds: services without tracked rows or
+    // flows stop looking flows up.
+    gw->sweep_tracked();
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hostlb-gwbench: %s\n", e.what());
@@ -98,8 +110,8 @@ int load_or_remove(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "load" || std::string(argv[1]) == "remove"))
     return load_or_remove(argc, argv);
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: hostlb-gwbench SERVICES ROWS ROUNDS\n");
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: hostlb-gwbench SERVICES ROWS ROUNDS [bpf|nft]\n");
     return 2;
   }
   const int services = std::atoi(argv[1]);
@@ -107,22 +119,22 @@ int main(int argc, char** argv) {
   const int rounds = std::atoi(argv[3]);
   std::mt19937 rng(7);
   State state = fleet(services, rows, rng);
-  const GatewayConfig config{"cli0", "fab0", *MacAddress::parse("02:00:00:00:0f:01")};
-  auto gw = make_kernel_gateway();
+  const GatewayConfig config = lab_config(argc > 4 ? argv[4] : "bpf");
+  auto gw = make_gateway(config);
   try {
     auto start = std::chrono::steady_clock::now();
     GatewayDatapath applied = compile_gateway(state, {});
     const double compile_ms = ms_since(start);
-    const long slab_before = slab_kb();
+    const long kernel_before = kernel_kb();
     start = std::chrono::steady_clock::now();
     gw->replace(applied, config);
     const double load_ms = ms_since(start);
-    const long slab_grown = slab_kb() - slab_before;
+    const long kernel_grown = kernel_kb() - kernel_before;
     const double total_rows = static_cast<double>(services) * rows;
-    std::printf("gateway: %d services x %u rows = %.0f rows; compile %.0f ms, load %.0f ms\n",
-                services, rows, total_rows, compile_ms, load_ms);
-    std::printf("kernel memory (slab growth): %.1f MiB, %.0f bytes a row\n", slab_grown / 1024.0,
-                slab_grown * 1024.0 / total_rows);
+    std::printf("gateway (%s): %d services x %u rows = %.0f rows; compile %.0f ms, load %.0f ms\n",
+                engine_name(config.engine), services, rows, total_rows, compile_ms, load_ms);
+    std::printf("kernel memory (slab + vmalloc growth): %.1f MiB, %.0f bytes a row\n",
+                kernel_grown / 1024.0, kernel_grown * 1024.0 / total_rows);
 
     std::vector<double> change_ms;
     size_t written = 0, reowned = 0;
