@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <iterator>
 
+#include "hostlb/policies/journal.h"
+#include "hostlb/policies/state_diff.h"
+
 namespace hostlb {
 namespace {
 const State kEmpty;
@@ -20,8 +23,16 @@ void GatewayAgent::load_persisted() {
   auto loaded = store_.load();
   if (!loaded) return;
   persisted_ = std::move(loaded->snapshot);
-  // Edits made while running are journaled by the host role only; a gateway
-  // writes a snapshot per change.
+  // The changes journaled since the snapshot, with the indexes they gave
+  // the services they added.
+  for (size_t i = 0; i < loaded->journal.size(); ++i) {
+    try {
+      replay_journal_record(*persisted_, loaded->journal[i]);
+    } catch (const DocumentError& e) {
+      throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
+                       " does not apply: " + e.what());
+    }
+  }
   applied_ =
       compile_gateway(config_.tracking ? persisted_->state : without_tracking(persisted_->state),
                       persisted_->gateway_indexes);
@@ -88,11 +99,27 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   warming_ = std::move(warming);
   drained_ = std::move(drained);
   if (!persisted_) persisted_ = PersistedState{};
+  // While running, a change is journaled as the edits between the two
+  // states and the indexes of the services it added (a line, whatever the
+  // fleet's size); at start-up, or when the journal is long, a snapshot is
+  // written.
+  JournalRecord record;
+  if (!at_start) {
+    if (persisted_->state != requested) record.edits = edits_between(persisted_->state, requested);
+    for (const auto& s : next.services) {
+      const auto it = persisted_->gateway_indexes.find(s.key);
+      if (it == persisted_->gateway_indexes.end() || it->second != s.index)
+        record.gateway_indexes[s.key] = s.index;
+    }
+  }
   persisted_->state = requested;
   persisted_->gateway_indexes = indexes_of(next);
   applied_ = std::move(next);
   ++applied_generation_;
-  store_.save(*persisted_);
+  if (at_start || store_.journal_length() + record.edits.size() >= kJournalLimit)
+    store_.save(*persisted_);
+  else if (!record.empty())
+    store_.append(record);
   return report;
 }
 

@@ -77,6 +77,9 @@ class GatewayAgent {
   // Returns whether an audit still runs. Throws KernelError.
   bool audit_step(size_t parts);
   bool auditing() const { return scan_ != nullptr; }
+
+  // A snapshot is written after this many journaled edits.
+  static constexpr size_t kJournalLimit = 1000;
   void cleanup();
 
  private:

@@ -124,6 +124,7 @@ constexpr const char* kProgramName = "hostlb_gw";
 constexpr const char* kMapNames[] = {"services", "rows",     "track4",
                                      "track6",   "settings", "counters"};
 constexpr __u32 kBatch = 1024;
+constexpr const char* kEmptyRowsName = "hostlb_gw_none";
 
 // A BPF object's fd, closed with it.
 class MapFd {
@@ -250,11 +251,8 @@ class BpfGateway final : public GatewayRuleset {
       if (!keys.count(key) && bpf_map_delete_elem(fd("services"), &key) != 0 && errno != ENOENT)
         fail("removing a service that the gateway no longer has", errno);
     std::vector<uint32_t> unwanted;
-    for (uint32_t index = 0; index <= kMaxGatewayServices; ++index) {
-      uint32_t id = 0;
-      if (!indexes.count(index) && bpf_map_lookup_elem(fd("rows"), &index, &id) == 0)
-        unwanted.push_back(index);
-    }
+    for (uint32_t index = 0; index <= kMaxGatewayServices; ++index)
+      if (!indexes.count(index) && holds_rows(index)) unwanted.push_back(index);
     drop_rows(unwanted);
     // Last: maps with a stamp are complete.
     set_stamp(gateway_stamp(datapath));
@@ -589,11 +587,28 @@ class BpfGateway final : public GatewayRuleset {
     return inner;
   }
 
+  // Frees the rows arrays of services gone. Deleting from the array of
+  // arrays waits for the programs once per element (no batch delete there),
+  // so the slots are pointed at one shared empty array instead, a batch at
+  // a time, one wait a batch; no service entry leads to them.
   void drop_rows(const std::vector<uint32_t>& indexes) {
     if (indexes.empty()) return;
-    auto count = static_cast<__u32>(indexes.size());
-    if (bpf_map_delete_batch(fd("rows"), indexes.data(), &count, nullptr) != 0 && errno != ENOENT)
-      fail("removing the rows of " + std::to_string(indexes.size()) + " gateway services", errno);
+    const std::vector<int> empty(indexes.size(), empty_rows_.get());
+    update_batch(fd("rows"), indexes.data(), empty.data(), indexes.size(),
+                 "freeing the rows of " + std::to_string(indexes.size()) + " gateway services");
+  }
+
+  // Whether the slot of `index` holds a service's rows (not the shared
+  // empty array, of this run or an earlier one).
+  bool holds_rows(uint32_t index) const {
+    uint32_t id = 0;
+    if (bpf_map_lookup_elem(fd("rows"), &index, &id) != 0) return false;
+    const MapFd inner(bpf_map_get_fd_by_id(id));
+    if (!inner) return false;
+    bpf_map_info info{};
+    __u32 len = sizeof info;
+    return bpf_obj_get_info_by_fd(inner.get(), &info, &len) == 0 &&
+           std::strcmp(info.name, kEmptyRowsName) != 0;
   }
 
   // Rows of services in both that change owner or become tracked (or no
@@ -697,6 +712,10 @@ class BpfGateway final : public GatewayRuleset {
         if (fds_[i] < 0) fail(std::string("finding the gateway's map ") + kMapNames[i], ENOENT);
       }
       for (auto& [name, old] : resized) copy_tracked(old.get(), fd(name.c_str()), name);
+      LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_INNER_MAP);
+      empty_rows_ = MapFd(bpf_map_create(BPF_MAP_TYPE_ARRAY, kEmptyRowsName, sizeof(uint32_t),
+                                         sizeof(RowBpf), 1, &opts));
+      if (!empty_rows_) fail("creating the gateway's empty rows array", errno);
     }
     const unsigned fabric = if_nametoindex(config.fabric_interface.c_str());
     if (fabric == 0) fail("finding the fabric interface " + config.fabric_interface, errno);
@@ -821,6 +840,7 @@ class BpfGateway final : public GatewayRuleset {
 
   std::string client_interface_;
   bpf_object* object_ = nullptr;
+  MapFd empty_rows_;  // what the slots of services gone point at
   std::array<int, std::size(kMapNames)> fds_{-1, -1, -1, -1, -1, -1};
   std::optional<uint32_t> attached_id_;
   bool baseline_taken_ = false;

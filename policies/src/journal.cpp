@@ -182,6 +182,11 @@ std::string journal_record_to_line(const JournalRecord& record) {
     auto& restored = out["restored"] = nlohmann::json::array();
     for (const auto& k : record.restored) restored.push_back(binding_key_to_json(k));
   }
+  if (!record.gateway_indexes.empty()) {
+    auto& indexes = out["gateway_indexes"] = nlohmann::json::array();
+    for (const auto& [key, index] : record.gateway_indexes)
+      indexes.push_back({{"service", key.str()}, {"index", index}});
+  }
   return out.dump();
 }
 
@@ -212,6 +217,20 @@ JournalRecord journal_record_from_line(std::string_view line) {
   const auto& restored = list(doc, "restored", false);
   for (size_t i = 0; i < restored.size(); ++i)
     out.restored.push_back(binding_key_from_json(restored[i], at("restored", i)));
+  const auto& indexes = list(doc, "gateway_indexes", false);
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    const auto& entry = indexes[i];
+    if (!entry.is_object() || !entry.contains("service") || !entry["service"].is_string() ||
+        !entry.contains("index") || !entry["index"].is_number_unsigned() ||
+        entry["index"].get<uint64_t>() == 0 || entry["index"].get<uint64_t>() > 65535)
+      throw DocumentError(at("gateway_indexes", i),
+                          "must be {\"service\": KEY, \"index\": 1..65535}");
+    std::string reason;
+    const auto key = parse_service_key(entry["service"].get<std::string>(), &reason);
+    if (!key) throw DocumentError(at("gateway_indexes", i) + ".service", reason);
+    if (!out.gateway_indexes.emplace(*key, entry["index"].get<uint32_t>()).second)
+      throw DocumentError(at("gateway_indexes", i), "names a service twice");
+  }
   return out;
 }
 
@@ -226,6 +245,14 @@ void replay_journal_record(PersistedState& persisted, const JournalRecord& recor
   }
   for (const auto& [key, id] : record.ids) persisted.ids[key] = id;
   persisted.retired.replay({record.retired, record.restored, {}});
+  if (!record.gateway_indexes.empty() || !persisted.gateway_indexes.empty()) {
+    // A gateway's indexes: those of services gone are free again.
+    std::set<ServiceKey> present;
+    for (const auto& s : persisted.state.services) present.insert(s.key);
+    std::erase_if(persisted.gateway_indexes,
+                  [&](const auto& entry) { return !present.count(entry.first); });
+    for (const auto& [key, index] : record.gateway_indexes) persisted.gateway_indexes[key] = index;
+  }
 }
 
 void drop_unheld_identities(PersistedState& persisted) {

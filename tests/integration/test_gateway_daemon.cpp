@@ -2,6 +2,7 @@
 // socket and hostlbctl as a host's, its table built from a fleet document.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -373,13 +374,35 @@ TEST(GatewayDaemon, TheBpfDatapathKeepsConnectionsThroughDrainRestartAndDetach) 
   // vm2 is back; its tracked connections stay where they are.
   ASSERT_EQ(lab::sh(ctl + "service promote " + service + " vm2").exit_code, 0);
 
-  // A restart keeps the maps (the stamp matches) and the tracked flows.
+  // Services added and removed: each added one takes the lowest free table
+  // index, which the journal must give it again at the restart.
+  for (const std::string cmd :
+       {"service add 203.0.113.11:8080/tcp --backend vm1:8080",
+        "service add 203.0.113.12:8080/tcp --backend vm1:8080", "service del 203.0.113.11:8080/tcp",
+        "service add 203.0.113.13:8080/tcp --backend vm2:8080"}) {
+    const auto r = lab::sh(ctl + cmd);
+    ASSERT_EQ(r.exit_code, 0) << cmd << ": " << r.output;
+  }
+  const auto digest = ControlClient(lab.dir() + "/gw1.sock").call("gateway.digest");
+
+  // The changes were journaled (a line each), not written as snapshots.
+  const auto journal = lab::sh("cat " + lab.dir() + "/gw1-state/journal-*.jsonl");
+  EXPECT_NE(journal.output.find("\"state\":\"draining\""), std::string::npos) << journal.output;
+
+  // A restart without --config replays the journal, finds the maps holding
+  // what it describes (the stamp matches) and keeps them and the tracked
+  // flows.
   ASSERT_EQ(gw1->stop(SIGTERM), 0);
-  gw1 = std::make_unique<Hostlbd>(lab, args, "gw1");
+  auto persisted_only = args;
+  const auto config_flag = std::find(persisted_only.begin(), persisted_only.end(), "--config");
+  ASSERT_NE(config_flag, persisted_only.end());
+  persisted_only.erase(config_flag, config_flag + 2);
+  gw1 = std::make_unique<Hostlbd>(lab, persisted_only, "gw1");
   ASSERT_TRUE(gw1->start()) << gw1->log();
   EXPECT_NE(gw1->log().find("kept"), std::string::npos) << gw1->log();
   for (auto& c : open) c->send_all("y");
   ControlClient c1(lab.dir() + "/gw1.sock");
+  EXPECT_EQ(c1.call("gateway.digest").result.at("digest"), digest.result.at("digest"));
   EXPECT_EQ(c1.call("status").result.at("tracking").at("flows"), on_vm2);
 
   // Someone takes the program off the interface: it is attached again.

@@ -2,6 +2,8 @@
 // the pure replay.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "hostlb/policies/journal.h"
 #include "hostlb/policies/state_document.h"
 
@@ -34,6 +36,7 @@ JournalRecord full_record() {
                        1'800'000'030,
                        1'800'000'090});
   r.restored.push_back({key("[2001:db8:f00::1]:443/tcp"), "web-9"});
+  r.gateway_indexes[key("203.0.113.20:53/udp")] = 3;
   return r;
 }
 
@@ -100,6 +103,30 @@ TEST(Journal, ReplayAppliesEditsIdentitiesAndRetirements) {
   EXPECT_EQ(p.ids.count({key("203.0.113.10:80/tcp"), "web-1"}), 1u);
   EXPECT_EQ(p.ids.count({key("203.0.113.99:1/tcp"), "gone"}), 0u);
   EXPECT_EQ(p.ids.size(), 3u);
+}
+
+// A gateway's record: the indexes of the services it added, and those of
+// services it removed freed (an index may be given again).
+TEST(Journal, ReplayGivesAGatewaysServicesTheirIndexes) {
+  PersistedState p{base(), {}, {}, 0};
+  p.gateway_indexes[key("203.0.113.10:80/tcp")] = 1;
+  JournalRecord added;
+  added.edits.push_back(Edit::add_service({key("203.0.113.20:53/udp"), {{"web-1", 53}}}));
+  added.gateway_indexes[key("203.0.113.20:53/udp")] = 2;
+  replay_journal_record(p, added);
+  EXPECT_EQ(p.gateway_indexes, (std::map<ServiceKey, uint32_t>{{key("203.0.113.10:80/tcp"), 1},
+                                                               {key("203.0.113.20:53/udp"), 2}}));
+  JournalRecord swapped;
+  swapped.edits.push_back(Edit::remove_service(key("203.0.113.10:80/tcp")));
+  swapped.edits.push_back(Edit::add_service({key("203.0.113.30:80/tcp"), {{"web-1", 80}}}));
+  swapped.gateway_indexes[key("203.0.113.30:80/tcp")] = 1;
+  replay_journal_record(p, swapped);
+  EXPECT_EQ(p.gateway_indexes, (std::map<ServiceKey, uint32_t>{{key("203.0.113.20:53/udp"), 2},
+                                                               {key("203.0.113.30:80/tcp"), 1}}));
+  EXPECT_THROW(
+      journal_record_from_line(
+          R"({"edits":[],"ids":[],"gateway_indexes":[{"service":"203.0.113.10:80/tcp","index":0}]})"),
+      DocumentError);
 }
 
 TEST(Journal, ARecordThatDoesNotFitItsSnapshotIsRefused) {

@@ -4,6 +4,7 @@
 // written is what is read back (a fuzz target holds the two together).
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -22,8 +23,13 @@ struct JournalRecord {
   BindingIds ids;                       // identities given to the bindings it added
   std::vector<RetiredBinding> retired;  // retirements it started
   std::vector<BindingKey> restored;     // retirements it cancelled (the binding is back)
+  // A gateway's: the table indexes it gave the services it added.
+  std::map<ServiceKey, uint32_t> gateway_indexes;
 
-  bool empty() const { return edits.empty() && ids.empty() && retired.empty() && restored.empty(); }
+  bool empty() const {
+    return edits.empty() && ids.empty() && retired.empty() && restored.empty() &&
+           gateway_indexes.empty();
+  }
   bool operator==(const JournalRecord&) const = default;
 };
 
