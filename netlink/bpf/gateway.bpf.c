@@ -11,8 +11,9 @@
 // daddr . th dport (each field in whole 4-byte registers, ports
 // zero-padded: 16 bytes for IPv4, 40 for IPv6), seed 0x686c6231, scaled as
 // (h * rows) >> 32 (policies/selection.h holds the model this must match).
-// IPv4 with or without options (non-first fragments pass, as nft's `th`
-// does not match them); IPv6 with TCP or UDP right after the fixed header.
+// IPv4 with or without options, IPv6 with up to 4 extension headers
+// (hop-by-hop, routing, destination options, fragment) before TCP or UDP;
+// fragments other than the first pass, as nft's `th` does not match them.
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -22,6 +23,12 @@
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define SELECTION_SEED 0x686c6231u
+#define MAX_EXTENSION_HEADERS 4
+// IPv6 next-header values (linux/in6.h; vmlinux.h has no macros).
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
 
 struct service_key {
   u8 vip[16];  // network order; IPv4: the first 4 bytes, the rest zero
@@ -241,6 +248,25 @@ int hostlb_gw(struct __sk_buff *skb) {
     if ((void *)(ip6 + 1) > end) return TC_ACT_OK;
     proto = ip6->nexthdr;
     l4 = ip6 + 1;
+    // Extension headers before the transport header are skipped, as nft
+    // finds `th` after them; a fragment other than the first passes.
+#pragma unroll
+    for (int i = 0; i < MAX_EXTENSION_HEADERS; ++i) {
+      if (proto != NEXTHDR_HOP && proto != NEXTHDR_ROUTING && proto != NEXTHDR_DEST &&
+          proto != NEXTHDR_FRAGMENT)
+        break;
+      struct ipv6_opt_hdr *ext = l4;
+      if ((void *)(ext + 1) > end) return TC_ACT_OK;
+      if (proto == NEXTHDR_FRAGMENT) {
+        struct frag_hdr *frag = l4;
+        if ((void *)(frag + 1) > end) return TC_ACT_OK;
+        if (frag->frag_off & bpf_htons(0xfff8)) return TC_ACT_OK;  // not the first fragment
+        l4 = frag + 1;
+      } else {
+        l4 = (void *)ext + (ext->hdrlen + 1) * 8;
+      }
+      proto = ext->nexthdr;
+    }
     key.family = 6;
     __builtin_memcpy(key.vip, &ip6->daddr, 16);
     __builtin_memcpy(f6.saddr, &ip6->saddr, 16);

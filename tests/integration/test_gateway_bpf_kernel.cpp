@@ -176,6 +176,43 @@ TEST(GatewayBpfProgram, SendsEveryFlowToTheOwnerOfTheRowTheModelComputes) {
     EXPECT_EQ(r.verdict, TC_ACT_OK) << vip << ":" << port;
     EXPECT_EQ(r.out, in) << vip << ":" << port;
   }
+  // IPv6 extension headers before TCP (hop-by-hop, destination options,
+  // a first fragment) are skipped as nft skips them; a later fragment has
+  // no ports: it passes.
+  const GatewayService& v6 = datapath.services[2];
+  ASSERT_FALSE(v6.key.vip.is_v4());
+  const Flow flow{*IpAddress::parse("2001:db8:2::1"), 40000, v6.key.vip, v6.key.port};
+  const MacAddress owner = v6.macs[v6.owner[flow_row(flow, v6.rows)]];
+  auto with_extensions = [&](const std::vector<std::pair<uint8_t, std::vector<uint8_t>>>& exts) {
+    std::vector<uint8_t> plain = frame(flow, false);
+    const size_t l4_at = 14 + 40;
+    std::vector<uint8_t> out(plain.begin(), plain.begin() + l4_at);
+    out[14 + 6] = exts.front().first;  // the IPv6 header's next header
+    size_t length = 20;
+    for (size_t i = 0; i < exts.size(); ++i) {
+      std::vector<uint8_t> ext = exts[i].second;
+      ext[0] = i + 1 < exts.size() ? exts[i + 1].first : 6;  // then TCP
+      out.insert(out.end(), ext.begin(), ext.end());
+      length += ext.size();
+    }
+    out[14 + 4] = 0;
+    out[14 + 5] = static_cast<uint8_t>(length);
+    out.insert(out.end(), plain.begin() + l4_at, plain.begin() + l4_at + 20);
+    return out;
+  };
+  const std::vector<uint8_t> hop(8, 0), dest = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const std::vector<uint8_t> first_fragment = {0, 0, 0x00, 0x01, 0, 0, 0, 7};
+  const std::vector<uint8_t> later_fragment = {0, 0, 0x00, 0x09, 0, 0, 0, 7};  // offset 8
+  for (const auto& exts : std::vector<std::vector<std::pair<uint8_t, std::vector<uint8_t>>>>{
+           {{0, hop}}, {{0, hop}, {60, dest}}, {{44, first_fragment}}}) {
+    const ProgramRun r = run_program(program, with_extensions(exts));
+    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT) << exts.size() << " extension headers";
+    EXPECT_EQ(mac_at(r.out, 0), owner);
+  }
+  const std::vector<uint8_t> later = with_extensions({{44, later_fragment}});
+  const ProgramRun r = run_program(program, later);
+  EXPECT_EQ(r.verdict, TC_ACT_OK) << "a later fragment";
+  EXPECT_EQ(r.out, later);
   ::close(program);
 }
 
