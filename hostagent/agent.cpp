@@ -74,19 +74,10 @@ size_t Agent::flush_bindings(const std::vector<Binding>& bindings) {
 }
 
 void Agent::load_persisted() {
-  auto loaded = store_.load();
-  if (!loaded) return;
-  persisted_ = std::move(loaded->snapshot);
-  // Replay the changes journaled since the snapshot, with the identities
-  // they gave their bindings and the retirements they started.
-  for (size_t i = 0; i < loaded->journal.size(); ++i) {
-    try {
-      replay_journal_record(*persisted_, loaded->journal[i]);
-    } catch (const DocumentError& e) {
-      throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
-                       " does not apply: " + e.what());
-    }
-  }
+  // The changes journaled since the snapshot come with the identities they
+  // gave their bindings and the retirements they started.
+  persisted_ = store_.load_replayed();
+  if (!persisted_) return;
   drop_unheld_identities(*persisted_);
   // What the kernel holds from the previous run, as far as hostlbd knows:
   // its host entries are "previous" for the first apply.

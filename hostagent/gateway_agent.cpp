@@ -20,19 +20,10 @@ GatewayAgent::GatewayAgent(GatewayRuleset& kernel, StateStore& store, GatewayCon
 const State& GatewayAgent::current() const { return persisted_ ? persisted_->state : kEmpty; }
 
 void GatewayAgent::load_persisted() {
-  auto loaded = store_.load();
-  if (!loaded) return;
-  persisted_ = std::move(loaded->snapshot);
-  // The changes journaled since the snapshot, with the indexes they gave
-  // the services they added.
-  for (size_t i = 0; i < loaded->journal.size(); ++i) {
-    try {
-      replay_journal_record(*persisted_, loaded->journal[i]);
-    } catch (const DocumentError& e) {
-      throw StoreError("journal record " + std::to_string(i + 1) + " of " + store_.directory() +
-                       " does not apply: " + e.what());
-    }
-  }
+  // The changes journaled since the snapshot come with the indexes they
+  // gave the services they added.
+  persisted_ = store_.load_replayed();
+  if (!persisted_) return;
   applied_ =
       compile_gateway(config_.tracking ? persisted_->state : without_tracking(persisted_->state),
                       persisted_->gateway_indexes);

@@ -80,6 +80,20 @@ std::string StateStore::journal_path(uint64_t generation) const {
   return directory_ + "/journal-" + std::to_string(generation) + ".jsonl";
 }
 
+std::optional<PersistedState> StateStore::load_replayed() {
+  auto loaded = load();
+  if (!loaded) return std::nullopt;
+  for (size_t i = 0; i < loaded->journal.size(); ++i) {
+    try {
+      replay_journal_record(loaded->snapshot, loaded->journal[i]);
+    } catch (const DocumentError& e) {
+      throw StoreError("journal record " + std::to_string(i + 1) + " of " + directory_ +
+                       " does not apply: " + e.what());
+    }
+  }
+  return std::move(loaded->snapshot);
+}
+
 std::optional<StateStore::Loaded> StateStore::load() {
   const std::string path = state_path();
   if (::access(path.c_str(), F_OK) != 0) {

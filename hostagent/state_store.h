@@ -41,6 +41,10 @@ class StateStore {
   // or corrupt snapshot or journal record (the daemon must not guess). A
   // torn last journal line (a crash mid-append) is dropped with a warning.
   std::optional<Loaded> load();
+  // The snapshot with its journal replayed on it: each record's edits and
+  // the identities, retirements and gateway indexes it gave. Throws
+  // StoreError as load(), or naming the record that does not apply.
+  std::optional<PersistedState> load_replayed();
   // Writes a snapshot (a new generation) and starts an empty journal.
   void save(PersistedState& state);
   // Appends one record to the current journal. Throws StoreError.

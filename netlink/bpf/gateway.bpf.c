@@ -18,11 +18,12 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "selection.bpf.h"
+
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
-#define SELECTION_SEED 0x686c6231u
 #define MAX_EXTENSION_HEADERS 4
 // IPv6 next-header values (linux/in6.h; vmlinux.h has no macros).
 #define NEXTHDR_HOP 0
@@ -138,58 +139,6 @@ struct {
   __type(key, u32);
   __type(value, u64);
 } counters SEC(".maps");
-
-static __always_inline u32 rol32(u32 word, unsigned int shift) {
-  return (word << shift) | (word >> ((-shift) & 31));
-}
-
-#define JHASH_MIX(a, b, c)        \
-  do {                            \
-    a -= c; a ^= rol32(c, 4); c += b;  \
-    b -= a; b ^= rol32(a, 6); a += c;  \
-    c -= b; c ^= rol32(b, 8); b += a;  \
-    a -= c; a ^= rol32(c, 16); c += b; \
-    b -= a; b ^= rol32(a, 19); a += c; \
-    c -= b; c ^= rol32(b, 4); b += a;  \
-  } while (0)
-
-static __always_inline u32 jhash_final(u32 a, u32 b, u32 c) {
-  c ^= b; c -= rol32(b, 14);
-  a ^= c; a -= rol32(c, 11);
-  b ^= a; b -= rol32(a, 25);
-  c ^= b; c -= rol32(b, 16);
-  a ^= c; a -= rol32(c, 4);
-  b ^= a; b -= rol32(a, 14);
-  c ^= b; c -= rol32(b, 24);
-  return c;
-}
-
-// lookup3's jhash as the kernel reads a key of 16 (IPv4) or 40 (IPv6)
-// bytes: little-endian words of the bytes in network order, three words
-// mixed at a time while more than three are left, the last one added
-// before the final mix.
-static __always_inline u32 jhash_words(const u32 *w, bool v6, u32 seed) {
-  u32 a, b, c;
-  a = b = c = 0xdeadbeef + (v6 ? 40 : 16) + seed;
-  a += w[0];
-  b += w[1];
-  c += w[2];
-  JHASH_MIX(a, b, c);
-  if (v6) {
-    a += w[3];
-    b += w[4];
-    c += w[5];
-    JHASH_MIX(a, b, c);
-    a += w[6];
-    b += w[7];
-    c += w[8];
-    JHASH_MIX(a, b, c);
-    a += w[9];
-  } else {
-    a += w[3];
-  }
-  return jhash_final(a, b, c);
-}
 
 static __always_inline void count(u32 which) {
   u64 *n = bpf_map_lookup_elem(&counters, &which);
@@ -318,8 +267,7 @@ int hostlb_gw(struct __sk_buff *skb) {
     u32 index = service->index;
     void *service_rows = bpf_map_lookup_elem(&rows, &index);
     if (!service_rows) return TC_ACT_SHOT;
-    const u32 hash = jhash_words(words, v6, SELECTION_SEED);
-    u32 at = (u32)(((u64)hash * service->rows) >> 32);
+    u32 at = flow_row(words, v6, service->rows);
     struct gw_row *owner = bpf_map_lookup_elem(service_rows, &at);
     if (!owner || !owner->owned) return TC_ACT_SHOT;  // no backend: nothing to send it to
     to = owner->mac;

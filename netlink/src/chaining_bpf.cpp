@@ -8,10 +8,12 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "hostlb/netlink/chaining.h"
 #include "hostlb/netlink/error.h"
+#include "tc_ingress.h"
 
 namespace hostlb {
 
@@ -45,7 +47,6 @@ ServiceKeyBpf bpf_key(const ServiceKey& key) {
 [[noreturn]] void fail(const std::string& what, int error) { throw KernelError(what, error); }
 
 constexpr uint32_t kHandle = 0x686c62;  // "hlb"
-constexpr uint32_t kPriority = 1;
 
 class BpfChaining final : public ChainDatapath {
  public:
@@ -72,24 +73,9 @@ class BpfChaining final : public ChainDatapath {
     const uint32_t zero = 0;
     if (bpf_map_update_elem(self_, &zero, self.bytes().data(), BPF_ANY) != 0)
       fail("setting the chaining program's source MAC", errno);
-    hook_ = bpf_tc_hook{};
-    hook_.sz = sizeof hook_;
-    hook_.ifindex = static_cast<int>(ifindex);
-    hook_.attach_point = BPF_TC_INGRESS;
-    // EEXIST: the clsact qdisc is there already (ours from before, or
-    // someone's): attach beside what it holds.
-    if (int e = bpf_tc_hook_create(&hook_); e != 0 && e != -EEXIST)
-      fail("creating the clsact hook on " + uplink, -e);
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.handle = kHandle;
-    opts.priority = kPriority;
-    opts.prog_fd = bpf_program__fd(program);
-    opts.flags = BPF_TC_F_REPLACE;
-    if (int e = bpf_tc_attach(&hook_, &opts); e != 0)
-      fail("attaching the chaining program at tc ingress of " + uplink, -e);
+    uplink_.emplace(uplink, kHandle);
+    uplink_->attach(bpf_program__fd(program), "the chaining program");
     attached_ = true;
-    uplink_ = uplink;
     written_ = {};
   }
 
@@ -149,21 +135,20 @@ class BpfChaining final : public ChainDatapath {
   }
 
   void detach() override {
-    if (!attached_) return;
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.handle = kHandle;
-    opts.priority = kPriority;
-    bpf_tc_detach(&hook_, &opts);  // gone with the interface: nothing to do
+    if (!attached_ || !uplink_) return;
+    try {
+      uplink_->detach("the chaining program");
+    } catch (const KernelError&) {
+      // gone with the interface: nothing to do
+    }
     attached_ = false;
   }
 
  private:
   bpf_object* object_ = nullptr;
   int services_ = -1, previous_ = -1, gateways_ = -1, self_ = -1, chained_ = -1;
-  bpf_tc_hook hook_{};
   bool attached_ = false;
-  std::string uplink_;
+  std::optional<TcIngress> uplink_;
   ChainTables written_;
   std::set<MacAddress> gateways_written_;
 };
@@ -173,18 +158,7 @@ class BpfChaining final : public ChainDatapath {
 std::unique_ptr<ChainDatapath> make_bpf_chaining() { return std::make_unique<BpfChaining>(); }
 
 void remove_chaining(const std::string& uplink) {
-  const unsigned ifindex = if_nametoindex(uplink.c_str());
-  if (ifindex == 0) return;  // no interface, no program
-  bpf_tc_hook hook{};
-  hook.sz = sizeof hook;
-  hook.ifindex = static_cast<int>(ifindex);
-  hook.attach_point = BPF_TC_INGRESS;
-  bpf_tc_opts opts{};
-  opts.sz = sizeof opts;
-  opts.handle = kHandle;
-  opts.priority = kPriority;
-  if (int e = bpf_tc_detach(&hook, &opts); e != 0 && e != -ENOENT && e != -EINVAL)
-    fail("taking the chaining program off " + uplink, -e);
+  TcIngress(uplink, kHandle).detach("the chaining program");
 }
 
 }  // namespace hostlb

@@ -20,6 +20,7 @@
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
+#include "tc_ingress.h"
 
 namespace hostlb {
 
@@ -119,7 +120,6 @@ uint64_t monotonic_ns() {
 }
 
 constexpr uint32_t kHandle = 0x686c6267;  // "hlbg"
-constexpr uint32_t kPriority = 1;
 constexpr const char* kProgramName = "hostlb_gw";
 constexpr const char* kMapNames[] = {"services", "rows",     "track4",
                                      "track6",   "settings", "counters"};
@@ -227,7 +227,7 @@ class BpfRowScan final : public GatewayRowScan {
 
 class BpfGateway final : public GatewayRuleset {
  public:
-  explicit BpfGateway(const GatewayConfig& config) : client_interface_(config.client_interface) {}
+  explicit BpfGateway(const GatewayConfig& config) : client_(config.client_interface, kHandle) {}
 
   ~BpfGateway() override {
     if (object_) bpf_object__close(object_);
@@ -744,53 +744,14 @@ class BpfGateway final : public GatewayRuleset {
   void attach() {
     bpf_program* program = bpf_object__find_program_by_name(object_, kProgramName);
     if (!program) fail("finding the gateway's BPF program in its object", ENOENT);
-    bpf_tc_hook hook = tc_hook();
-    if (hook.ifindex == 0) fail("finding the client interface " + client_interface_, errno);
-    // EEXIST: the clsact qdisc is there already: attach beside what it holds.
-    if (int e = bpf_tc_hook_create(&hook); e != 0 && e != -EEXIST)
-      fail("creating the clsact hook on " + client_interface_, -e);
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.handle = kHandle;
-    opts.priority = kPriority;
-    opts.prog_fd = bpf_program__fd(program);
-    opts.flags = BPF_TC_F_REPLACE;
-    if (int e = bpf_tc_attach(&hook, &opts); e != 0)
-      fail("attaching the gateway's BPF program at tc ingress of " + client_interface_, -e);
-    attached_id_ = opts.prog_id;
+    attached_id_ = client_.attach(bpf_program__fd(program), "the gateway's BPF program");
     baseline_taken_ = true;
   }
 
-  void detach() {
-    bpf_tc_hook hook = tc_hook();
-    if (hook.ifindex == 0) return;  // no interface, no program
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.handle = kHandle;
-    opts.priority = kPriority;
-    if (int e = bpf_tc_detach(&hook, &opts); e != 0 && e != -ENOENT && e != -EINVAL)
-      fail("taking the gateway's BPF program off " + client_interface_, -e);
-  }
-
-  bpf_tc_hook tc_hook() const {
-    bpf_tc_hook hook{};
-    hook.sz = sizeof hook;
-    hook.ifindex = static_cast<int>(if_nametoindex(client_interface_.c_str()));
-    hook.attach_point = BPF_TC_INGRESS;
-    return hook;
-  }
+  void detach() { client_.detach("the gateway's BPF program"); }
 
   // The id of the program at hostlb's place on the client interface.
-  std::optional<uint32_t> attached_id() const {
-    bpf_tc_hook hook = tc_hook();
-    if (hook.ifindex == 0) return std::nullopt;
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.handle = kHandle;
-    opts.priority = kPriority;
-    if (bpf_tc_query(&hook, &opts) != 0) return std::nullopt;
-    return opts.prog_id;
-  }
+  std::optional<uint32_t> attached_id() const { return client_.attached_id(); }
 
   // Whether hostlb's gateway program is the one attached there.
   bool attached_program() const {
@@ -838,7 +799,7 @@ class BpfGateway final : public GatewayRuleset {
       fail(what + " (" + std::to_string(count) + " of " + std::to_string(n) + " written)", errno);
   }
 
-  std::string client_interface_;
+  TcIngress client_;
   bpf_object* object_ = nullptr;
   MapFd empty_rows_;  // what the slots of services gone point at
   std::array<int, std::size(kMapNames)> fds_{-1, -1, -1, -1, -1, -1};
