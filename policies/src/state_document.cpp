@@ -362,6 +362,14 @@ Service parse_service(const json& value, const std::string& path, const State& s
   return service;
 }
 
+}  // namespace
+
+Service parse_service_object(const json& value, const std::string& path, const State& state) {
+  return parse_service(value, path, state);
+}
+
+namespace {
+
 // Builds the document tree like nlohmann's own parser, but refuses a key that
 // appears twice in one object (nlohmann would keep the last silently). A SAX
 // handler rather than a parse callback: the callback parser is several

@@ -60,6 +60,9 @@ Backend parse_backend_object(const nlohmann::json& value, const std::string& pat
 BackendRef parse_backend_ref(const nlohmann::json& value, const std::string& path);
 ServiceKey parse_service_key_param(const nlohmann::json& value, const std::string& path);
 nlohmann::ordered_json service_to_json(const Service& service);
+// One "services" element, its backends looked up in `state`.
+Service parse_service_object(const nlohmann::json& value, const std::string& path,
+                             const State& state);
 // A service's "health" object; `protocol` is the service's. Throws
 // DocumentError.
 HealthCheck parse_health_check(const nlohmann::json& value, const std::string& path,

@@ -1,0 +1,73 @@
+// The fleet's desired state as keys of a store (etcd): one key per backend
+// and one per service under a prefix, each value the JSON object a state
+// document holds for it, so that a change to one service is one small
+// write, and a fleet-wide change one transaction of the keys that differ.
+//
+//   PREFIX backends/NAME               {"name": NAME, "mac": ..., ...}
+//   PREFIX services/VIP:PORT/PROTO     {"vip": ..., "port": ..., "protocol": ..., ...}
+//
+// Reading is per key: a key whose value is not valid (or names a backend
+// that is not there) is reported with its reason and left out; the rest of
+// the fleet is read.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hostlb/policies/model.h"
+#include "hostlb/policies/state_document.h"
+
+namespace hostlb {
+
+class FleetLayout {
+ public:
+  // `prefix` ends with '/' (one is added if not). Throws DocumentError if it
+  // is empty or does not start with '/'.
+  explicit FleetLayout(std::string prefix);
+
+  const std::string& prefix() const { return prefix_; }
+  std::string backends() const { return prefix_ + "backends/"; }
+  std::string services() const { return prefix_ + "services/"; }
+  std::string backend_key(std::string_view name) const;
+  std::string service_key(const ServiceKey& key) const;
+
+ private:
+  std::string prefix_;
+};
+
+// Keys and values as read from the store at one revision, by key.
+using FleetKeys = std::map<std::string, std::string>;
+
+struct FleetKeyError {
+  std::string key;
+  std::string reason;
+  bool operator==(const FleetKeyError&) const = default;
+};
+
+struct FleetRead {
+  State state;
+  std::vector<FleetKeyError> errors;  // in key order
+};
+
+// The state the fleet's keys describe. Keys under the prefix that are
+// neither a backend's nor a service's are ignored (machines' reports live
+// there too).
+FleetRead read_fleet(const FleetLayout& layout, const FleetKeys& keys,
+                     const DocumentOptions& options = {});
+
+// The keys a state is written as (canonical JSON values).
+FleetKeys fleet_keys(const FleetLayout& layout, const State& state);
+
+// What makes the store hold `desired`: the keys to put (new or different)
+// and the backend and service keys to delete. Nothing else is touched.
+struct FleetWrite {
+  FleetKeys puts;
+  std::vector<std::string> deletes;
+  bool empty() const { return puts.empty() && deletes.empty(); }
+};
+FleetWrite plan_fleet_write(const FleetLayout& layout, const FleetKeys& current,
+                            const State& desired);
+
+}  // namespace hostlb

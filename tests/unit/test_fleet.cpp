@@ -1,0 +1,95 @@
+// The fleet's keys in a store: a state written as keys reads back as the
+// same state; a bad key is reported and left out, the rest is read; a
+// write plan touches only the keys that differ.
+#include <gtest/gtest.h>
+
+#include "hostlb/policies/fleet.h"
+
+namespace hostlb {
+namespace {
+
+const FleetLayout kLayout("/hostlb/fleet");
+
+State fleet() {
+  return parse_state_document(R"({"version":1,"backends":[
+    {"name":"vm1","mac":"02:00:00:00:01:11","ipv4":"198.18.1.11","ipv6":"2001:db8:1::11","bridge":"br0","host":"hv1"},
+    {"name":"vm2","mac":"02:00:00:00:01:12","ipv4":"198.18.1.12","bridge":"br0","host":"hv2"}],
+   "services":[
+    {"vip":"203.0.113.10","port":80,"protocol":"tcp","rows":1021,
+     "backends":[{"name":"vm1","port":8080},{"name":"vm2","port":8080,"weight":2}]},
+    {"vip":"2001:db8:f00::10","port":53,"protocol":"udp","backends":[{"name":"vm1","port":53}]}]})");
+}
+
+TEST(Fleet, KeysAreOnePerBackendAndServiceUnderThePrefix) {
+  EXPECT_EQ(kLayout.prefix(), "/hostlb/fleet/");
+  EXPECT_EQ(FleetLayout("/x/").prefix(), "/x/");
+  EXPECT_THROW(FleetLayout("hostlb"), DocumentError);
+  EXPECT_THROW(FleetLayout(""), DocumentError);
+  const FleetKeys keys = fleet_keys(kLayout, fleet());
+  std::vector<std::string> names;
+  for (const auto& [key, value] : keys) names.push_back(key);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"/hostlb/fleet/backends/vm1", "/hostlb/fleet/backends/vm2",
+                                      "/hostlb/fleet/services/203.0.113.10:80/tcp",
+                                      "/hostlb/fleet/services/[2001:db8:f00::10]:53/udp"}));
+}
+
+TEST(Fleet, AStateWrittenAsKeysReadsBackTheSame) {
+  FleetKeys keys = fleet_keys(kLayout, fleet());
+  keys["/hostlb/fleet/reports/hv1"] = "not a fleet key: ignored";
+  keys["/hostlb/other/backends/vm9"] = "another prefix: ignored";
+  const FleetRead read = read_fleet(kLayout, keys);
+  EXPECT_TRUE(read.errors.empty());
+  EXPECT_EQ(state_to_json(read.state), state_to_json(fleet()));
+}
+
+TEST(Fleet, ABadKeyIsReportedAndTheRestIsRead) {
+  FleetKeys keys = fleet_keys(kLayout, fleet());
+  keys["/hostlb/fleet/backends/vm2"] = R"({"name":"vm2","mac":"not a mac","bridge":"br0"})";
+  keys["/hostlb/fleet/backends/vm3"] =
+      R"({"name":"vm4","mac":"02:00:00:00:01:14","ipv4":"198.18.1.14","bridge":"br0"})";
+  keys["/hostlb/fleet/services/203.0.113.20:80/tcp"] =
+      R"({"vip":"203.0.113.21","port":80,"protocol":"tcp","backends":[]})";
+  keys["/hostlb/fleet/services/nonsense"] = "{}";
+  const FleetRead read = read_fleet(kLayout, keys);
+  ASSERT_EQ(read.errors.size(), 5u);
+  EXPECT_EQ(read.errors[0].key, "/hostlb/fleet/backends/vm2");
+  EXPECT_NE(read.errors[0].reason.find("mac"), std::string::npos) << read.errors[0].reason;
+  EXPECT_EQ(read.errors[1].key, "/hostlb/fleet/backends/vm3");
+  EXPECT_NE(read.errors[1].reason.find("not the key's name"), std::string::npos);
+  // The service that names vm2 cannot be read without it.
+  EXPECT_EQ(read.errors[2].key, "/hostlb/fleet/services/203.0.113.10:80/tcp");
+  EXPECT_NE(read.errors[2].reason.find("unknown backend"), std::string::npos)
+      << read.errors[2].reason;
+  EXPECT_EQ(read.errors[3].key, "/hostlb/fleet/services/203.0.113.20:80/tcp");
+  EXPECT_EQ(read.errors[4].key, "/hostlb/fleet/services/nonsense");
+  // What is valid is there, whole.
+  ASSERT_EQ(read.state.backends.size(), 1u);
+  EXPECT_EQ(read.state.backends[0].name, "vm1");
+  ASSERT_EQ(read.state.services.size(), 1u);
+  EXPECT_EQ(read.state.services[0].key.str(), "[2001:db8:f00::10]:53/udp");
+}
+
+TEST(Fleet, AWritePlanTouchesOnlyTheKeysThatDiffer) {
+  const FleetKeys current = fleet_keys(kLayout, fleet());
+  EXPECT_TRUE(plan_fleet_write(kLayout, current, fleet()).empty());
+  State changed = fleet();
+  changed.services[0].backends.pop_back();  // vm2 leaves 203.0.113.10:80/tcp
+  changed.services.pop_back();              // the UDP service goes
+  FleetKeys with_report = current;
+  with_report["/hostlb/fleet/reports/hv1"] = "{}";
+  const FleetWrite write = plan_fleet_write(kLayout, with_report, changed);
+  ASSERT_EQ(write.puts.size(), 1u);
+  EXPECT_EQ(write.puts.begin()->first, "/hostlb/fleet/services/203.0.113.10:80/tcp");
+  EXPECT_EQ(write.deletes,
+            (std::vector<std::string>{"/hostlb/fleet/services/[2001:db8:f00::10]:53/udp"}))
+      << "reports are not the plan's to delete";
+  // Applied to the keys, the plan gives the keys of the new state.
+  FleetKeys after = current;
+  for (const auto& [key, value] : write.puts) after[key] = value;
+  for (const auto& key : write.deletes) after.erase(key);
+  EXPECT_EQ(after, fleet_keys(kLayout, changed));
+}
+
+}  // namespace
+}  // namespace hostlb
