@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "bpf_service_key.h"
 #include "hostlb/netlink/chaining.h"
 #include "hostlb/netlink/error.h"
 #include "tc_ingress.h"
@@ -23,26 +24,10 @@ extern const size_t kChainBpfObject_size;
 namespace {
 
 // The program's map layouts (netlink/bpf/chain.bpf.c).
-struct ServiceKeyBpf {
-  uint8_t vip[16];  // network order; IPv4: the first 4 bytes
-  uint16_t port;    // network order
-  uint8_t proto;
-  uint8_t family;  // 4 or 6
-};
 struct ServiceValueBpf {
   uint32_t index;
   uint32_t rows;
 };
-
-ServiceKeyBpf bpf_key(const ServiceKey& key) {
-  ServiceKeyBpf out{};
-  const auto bytes = key.vip.bytes();
-  std::memcpy(out.vip, bytes.data(), key.vip.is_v4() ? 4 : 16);
-  out.family = key.vip.is_v4() ? 4 : 6;
-  out.port = htons(key.port);
-  out.proto = IPPROTO_TCP;
-  return out;
-}
 
 [[noreturn]] void fail(const std::string& what, int error) { throw KernelError(what, error); }
 

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "bpf_service_key.h"
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/gateway.h"
 #include "tc_ingress.h"
@@ -30,13 +31,6 @@ extern const size_t kGatewayBpfObject_size;
 namespace {
 
 // The program's map layouts (netlink/bpf/gateway.bpf.c).
-struct ServiceKeyBpf {
-  uint8_t vip[16];  // network order; IPv4: the first 4 bytes
-  uint16_t port;    // network order
-  uint8_t proto;
-  uint8_t family;  // 4 or 6
-  bool operator==(const ServiceKeyBpf& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
-};
 struct ServiceValueBpf {
   uint32_t index;
   uint32_t rows;
@@ -88,16 +82,6 @@ struct ServiceKeyHash {
         std::string_view(reinterpret_cast<const char*>(&k), sizeof k));
   }
 };
-
-ServiceKeyBpf bpf_key(const ServiceKey& key) {
-  ServiceKeyBpf out{};
-  const auto bytes = key.vip.bytes();
-  std::memcpy(out.vip, bytes.data(), key.vip.is_v4() ? 4 : 16);
-  out.family = key.vip.is_v4() ? 4 : 6;
-  out.port = htons(key.port);
-  out.proto = key.protocol == Protocol::kTcp ? IPPROTO_TCP : IPPROTO_UDP;
-  return out;
-}
 
 MacAddress mac_of(const uint8_t* bytes) {
   std::array<uint8_t, 6> mac{};
