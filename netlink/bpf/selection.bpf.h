@@ -10,24 +10,43 @@ static __always_inline u32 rol32(u32 word, unsigned int shift) {
   return (word << shift) | (word >> ((-shift) & 31));
 }
 
-#define JHASH_MIX(a, b, c)        \
-  do {                            \
-    a -= c; a ^= rol32(c, 4); c += b;  \
-    b -= a; b ^= rol32(a, 6); a += c;  \
-    c -= b; c ^= rol32(b, 8); b += a;  \
-    a -= c; a ^= rol32(c, 16); c += b; \
-    b -= a; b ^= rol32(a, 19); a += c; \
-    c -= b; c ^= rol32(b, 4); b += a;  \
+#define JHASH_MIX(a, b, c) \
+  do {                     \
+    a -= c;                \
+    a ^= rol32(c, 4);      \
+    c += b;                \
+    b -= a;                \
+    b ^= rol32(a, 6);      \
+    a += c;                \
+    c -= b;                \
+    c ^= rol32(b, 8);      \
+    b += a;                \
+    a -= c;                \
+    a ^= rol32(c, 16);     \
+    c += b;                \
+    b -= a;                \
+    b ^= rol32(a, 19);     \
+    a += c;                \
+    c -= b;                \
+    c ^= rol32(b, 4);      \
+    b += a;                \
   } while (0)
 
 static __always_inline u32 jhash_final(u32 a, u32 b, u32 c) {
-  c ^= b; c -= rol32(b, 14);
-  a ^= c; a -= rol32(c, 11);
-  b ^= a; b -= rol32(a, 25);
-  c ^= b; c -= rol32(b, 16);
-  a ^= c; a -= rol32(c, 4);
-  b ^= a; b -= rol32(a, 14);
-  c ^= b; c -= rol32(b, 24);
+  c ^= b;
+  c -= rol32(b, 14);
+  a ^= c;
+  a -= rol32(c, 11);
+  b ^= a;
+  b -= rol32(a, 25);
+  c ^= b;
+  c -= rol32(b, 16);
+  a ^= c;
+  a -= rol32(c, 4);
+  b ^= a;
+  b -= rol32(a, 14);
+  c ^= b;
+  c -= rol32(b, 24);
   return c;
 }
 
@@ -35,7 +54,7 @@ static __always_inline u32 jhash_final(u32 a, u32 b, u32 c) {
 // bytes: little-endian words of the bytes in network order, three words
 // mixed at a time while more than three are left, the last one added
 // before the final mix.
-static __always_inline u32 jhash_words(const u32 *w, bool v6, u32 seed) {
+static __always_inline u32 jhash_words(const u32* w, bool v6, u32 seed) {
   u32 a, b, c;
   a = b = c = 0xdeadbeef + (v6 ? 40 : 16) + seed;
   a += w[0];
@@ -59,6 +78,6 @@ static __always_inline u32 jhash_words(const u32 *w, bool v6, u32 seed) {
 }
 
 // The row of a flow among `rows`, scaled as nft scales a hash: (h * rows) >> 32.
-static __always_inline u32 flow_row(const u32 *words, bool v6, u32 rows) {
+static __always_inline u32 flow_row(const u32* words, bool v6, u32 rows) {
   return (u32)(((u64)jhash_words(words, v6, SELECTION_SEED) * rows) >> 32);
 }
