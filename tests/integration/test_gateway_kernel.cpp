@@ -393,6 +393,36 @@ TEST_P(GatewayKernel, TrackedFlowsAreForgottenWhenTheirTimeIsUp) {
   EXPECT_EQ(open.finish(0), 60 - tracked) << "the forgotten flows moved to vm2 (and were reset)";
 }
 
+// A new --track-size keeps the flows tracked so far (the BPF datapath makes
+// its maps anew and copies them over; nft resizes its maps).
+TEST_P(GatewayKernel, TrackedFlowsStayTrackedWhenTheTrackingMapsAreResized) {
+  Lab lab;
+  build_gateway(lab, "gw1", "cl1");
+  lab::BackendServer vm1(lab, "vm1", kPort), vm2(lab, "vm2", kPort);
+  config_.track_size = 2048;
+  const GatewayDatapath horizon = compile_gateway(fleet_with_states("active", "horizon"), {});
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    make()->replace(horizon, config_);
+  }
+  OpenConnections open(lab, 28000, 60);
+  int tracked = 0;
+  for (const auto& [port, backend] : open.backend)
+    tracked += model_flow(horizon.services[0], port).tracked ? 1 : 0;
+  ASSERT_GT(tracked, 5);
+  config_.track_size = 4096;
+  const GatewayDatapath promoted =
+      compile_gateway(fleet_with_states("active", "active"), indexes_of(horizon));
+  {
+    Lab::Entered in_gw(lab, "gw1");
+    auto resized = make();  // as a restart with the new size
+    resized->replace(horizon, config_);
+    EXPECT_EQ(resized->track_stats().entries, static_cast<uint64_t>(tracked));
+    resized->apply(diff_gateway(horizon, promoted), config_, gateway_stamp(promoted));
+  }
+  EXPECT_EQ(open.finish(0), 60) << "every connection kept its backend";
+}
+
 // A drain: first its rows are tracked (warm-up: flows already open are
 // caught by their next packet), then they move; tracked flows stay on the
 // draining backend, new flows go to the others. Without the warm-up, the
