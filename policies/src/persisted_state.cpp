@@ -1,5 +1,6 @@
 #include "hostlb/policies/persisted_state.h"
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "hostlb/policies/state_document.h"
@@ -29,13 +30,24 @@ RetiredBinding retired_from_json(const nlohmann::json& value, const std::string&
     if (!mac) throw DocumentError(path + ".mac", "is not a MAC address");
     auto target = IpAddress::parse(field("target").get<std::string>());
     if (!target) throw DocumentError(path + ".target", "is not an IP address");
+    // A whole number in range: a float or a number too large would be
+    // converted with undefined behaviour (found by fuzz_journal_record).
+    auto whole = [&](const char* name, int64_t min, int64_t max) {
+      const nlohmann::json& v = field(name);
+      if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(max)) ||
+          v.get<int64_t>() < min || v.get<int64_t>() > max)
+        throw DocumentError(
+            path + "." + name,
+            "must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+      return v.get<int64_t>();
+    };
     out.binding = {{*key, field("backend").get<std::string>()},
                    *mac,
                    *target,
-                   field("target_port").get<uint16_t>(),
-                   field("id").get<uint32_t>()};
-    out.drain_until = field("drain_until").get<int64_t>();
-    out.refuse_until = field("refuse_until").get<int64_t>();
+                   static_cast<uint16_t>(whole("target_port", 0, 65535)),
+                   static_cast<uint32_t>(whole("id", 0, UINT32_MAX))};
+    out.drain_until = whole("drain_until", INT64_MIN, INT64_MAX);
+    out.refuse_until = whole("refuse_until", INT64_MIN, INT64_MAX);
     return out;
   } catch (const nlohmann::json::exception& e) {
     throw DocumentError(path, std::string("has a field of the wrong type: ") + e.what());
