@@ -26,12 +26,6 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tup
                                          struct bpf_ct_opts *, u32) __ksym;
 extern void bpf_ct_release(struct nf_conn *) __ksym;
 
-struct service_key {
-  u8 vip[16];  // network order; IPv4: the first 4 bytes, the rest zero
-  u16 port;    // network order
-  u8 proto;    // IPPROTO_TCP
-  u8 family;   // 4 or 6
-};
 struct service_value {
   u32 index;  // the host's own: rows are keyed index << 16 | row
   u32 rows;

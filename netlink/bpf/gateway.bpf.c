@@ -31,12 +31,6 @@
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_DEST 60
 
-struct service_key {
-  u8 vip[16];  // network order; IPv4: the first 4 bytes, the rest zero
-  u16 port;    // network order
-  u8 proto;    // IPPROTO_TCP or IPPROTO_UDP
-  u8 family;   // 4 or 6
-};
 struct service_value {
   u32 index;         // its rows are rows[index]; their marks index << 16 | row
   u32 rows;          // how many

@@ -6,6 +6,15 @@
 
 #define SELECTION_SEED 0x686c6231u
 
+// A service's key in the programs' `services` maps (hostlbd writes it as
+// netlink/src/bpf_service_key.h's ServiceKeyBpf).
+struct service_key {
+  u8 vip[16];  // network order; IPv4: the first 4 bytes, the rest zero
+  u16 port;    // network order
+  u8 proto;    // IPPROTO_TCP or IPPROTO_UDP
+  u8 family;   // 4 or 6
+};
+
 static __always_inline u32 rol32(u32 word, unsigned int shift) {
   return (word << shift) | (word >> ((-shift) & 31));
 }

@@ -1,5 +1,5 @@
 // A service's key as the BPF programs' `services` maps hold it
-// (netlink/bpf/chain.bpf.c, netlink/bpf/gateway.bpf.c: struct service_key).
+// (netlink/bpf/selection.bpf.h: struct service_key).
 #pragma once
 
 #include <netinet/in.h>
