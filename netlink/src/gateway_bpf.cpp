@@ -433,10 +433,22 @@ class BpfGateway final : public GatewayRuleset {
     return attached_map(name);
   }
 
-  MapFd attached_map(const char* name) const {
+  // The program at hostlb's place, if it is hostlb's gateway program.
+  MapFd attached_hostlb_program() const {
     const auto id = attached_id();
     if (!id) return MapFd();
-    const MapFd program(bpf_prog_get_fd_by_id(*id));
+    MapFd program(bpf_prog_get_fd_by_id(*id));
+    if (!program) return MapFd();
+    bpf_prog_info info{};
+    __u32 len = sizeof info;
+    if (bpf_obj_get_info_by_fd(program.get(), &info, &len) != 0 ||
+        std::strcmp(info.name, kProgramName) != 0)
+      return MapFd();
+    return program;
+  }
+
+  MapFd attached_map(const char* name) const {
+    const MapFd program = attached_hostlb_program();
     if (!program) return MapFd();
     std::array<__u32, 16> ids{};
     bpf_prog_info info{};
@@ -445,7 +457,6 @@ class BpfGateway final : public GatewayRuleset {
     __u32 len = sizeof info;
     if (bpf_obj_get_info_by_fd(program.get(), &info, &len) != 0)
       fail("reading the attached gateway program's maps", errno);
-    if (std::strcmp(info.name, kProgramName) != 0) return MapFd();  // not hostlb's
     for (__u32 i = 0; i < std::min<__u32>(info.nr_map_ids, ids.size()); ++i) {
       MapFd map(bpf_map_get_fd_by_id(ids[i]));
       if (!map) continue;
@@ -737,18 +748,7 @@ class BpfGateway final : public GatewayRuleset {
   std::optional<uint32_t> attached_id() const { return client_.attached_id(); }
 
   // Whether hostlb's gateway program is the one attached there.
-  bool attached_program() const {
-    const auto id = attached_id();
-    if (!id) return false;
-    const int f = bpf_prog_get_fd_by_id(*id);
-    if (f < 0) return false;
-    bpf_prog_info info{};
-    __u32 len = sizeof info;
-    const bool ours =
-        bpf_obj_get_info_by_fd(f, &info, &len) == 0 && std::strcmp(info.name, kProgramName) == 0;
-    ::close(f);
-    return ours;
-  }
+  bool attached_program() const { return static_cast<bool>(attached_hostlb_program()); }
 
   ConfigBpf read_config() {
     ConfigBpf c{};
