@@ -5,6 +5,7 @@
 #include <regex>
 #include <set>
 
+#include "hostlb/policies/etcd_protocol.h"
 #include "hostlb/policies/text.h"
 
 namespace hostlb {
@@ -168,6 +169,22 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
         throw DocumentError(path, "\"" + printable(value) + "\" is not a unicast " +
                                       (v4 ? "IPv4" : "IPv6") + " address");
       (v4 ? out.health_source_ipv4 : out.health_source_ipv6) = address->str();
+    } else if (key == "etcd_endpoints") {
+      try {
+        etcd::parse_endpoints(std::string(value));
+      } catch (const std::invalid_argument& e) {
+        throw DocumentError(path, e.what());
+      }
+      out.etcd_endpoints = std::string(value);
+    } else if (key == "etcd_prefix") {
+      if (value.front() != '/') throw DocumentError(path, "must start with '/'");
+      out.etcd_prefix = std::string(value);
+    } else if (key == "etcd_ca_file") {
+      out.etcd_ca_file = absolute_path(value, path);
+    } else if (key == "etcd_cert_file") {
+      out.etcd_cert_file = absolute_path(value, path);
+    } else if (key == "etcd_key_file") {
+      out.etcd_key_file = absolute_path(value, path);
     } else {
       throw DocumentError(path, "is not a known setting");
     }

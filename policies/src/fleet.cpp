@@ -16,6 +16,49 @@ std::string FleetLayout::backend_key(std::string_view name) const {
 
 std::string FleetLayout::service_key(const ServiceKey& key) const { return services() + key.str(); }
 
+bool FleetLayout::is_desired(std::string_view key) const {
+  return key.starts_with(backends()) || key.starts_with(services());
+}
+
+std::string FleetLayout::status_key(std::string_view role, std::string_view name) const {
+  return status() + std::string(role) + "/" + std::string(name);
+}
+
+uint64_t fleet_key_hash(std::string_view key, std::string_view value) {
+  // FNV-1a over key, a separator no key holds, value; then a final mix so
+  // that XORs of similar keys do not cancel out in patterns.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto eat = [&h](std::string_view bytes) {
+    for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ULL;
+  };
+  eat(key);
+  eat(std::string_view("\0", 1));
+  eat(value);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+
+uint64_t fleet_digest(const FleetLayout& layout, const FleetKeys& keys) {
+  uint64_t digest = 0;
+  for (auto it = keys.lower_bound(layout.backends()); it != keys.end(); ++it) {
+    if (!layout.is_desired(it->first)) {
+      if (it->first >= layout.desired_end()) break;
+      continue;
+    }
+    digest ^= fleet_key_hash(it->first, it->second);
+  }
+  return digest;
+}
+
+std::string digest_text(uint64_t digest) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, digest >>= 4) out[static_cast<size_t>(i)] = kHex[digest & 15];
+  return out;
+}
+
 namespace {
 
 // The keys under `prefix`, in key order.

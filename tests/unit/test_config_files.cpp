@@ -62,6 +62,25 @@ TEST(DaemonSettings, ChainingAndTrackingSettings) {
             "line 1: track_timeout: \"5\" is not a whole number from 10 to 86400");
 }
 
+TEST(DaemonSettings, FleetSettings) {
+  const auto s = parse_daemon_settings(
+      "etcd_endpoints = https://10.0.0.1:2379,https://10.0.0.2:2379\netcd_prefix = /lb/prod/\n"
+      "etcd_ca_file = /etc/hostlb/etcd-ca.pem\netcd_cert_file = /etc/hostlb/etcd.pem\n"
+      "etcd_key_file = /etc/hostlb/etcd-key.pem\n");
+  EXPECT_EQ(s.etcd_endpoints, "https://10.0.0.1:2379,https://10.0.0.2:2379");
+  EXPECT_EQ(s.etcd_prefix, "/lb/prod/");
+  EXPECT_EQ(s.etcd_ca_file, "/etc/hostlb/etcd-ca.pem");
+  EXPECT_EQ(s.etcd_cert_file, "/etc/hostlb/etcd.pem");
+  EXPECT_EQ(s.etcd_key_file, "/etc/hostlb/etcd-key.pem");
+  EXPECT_EQ(error_of([] { parse_daemon_settings("etcd_endpoints = 10.0.0.1:2379\n"); }),
+            "line 1: etcd_endpoints: etcd endpoint \"10.0.0.1:2379\" must be http://HOST:PORT or "
+            "https://HOST:PORT");
+  EXPECT_EQ(error_of([] { parse_daemon_settings("etcd_prefix = lb\n"); }),
+            "line 1: etcd_prefix: must start with '/'");
+  EXPECT_EQ(error_of([] { parse_daemon_settings("etcd_ca_file = ca.pem\n"); }),
+            "line 1: etcd_ca_file: \"ca.pem\" is not an absolute path");
+}
+
 TEST(DaemonSettings, ErrorsNameTheLineAndKey) {
   EXPECT_EQ(error_of([] { parse_daemon_settings("socket = /a\nsokcet = /b\n"); }),
             "line 2: sokcet: is not a known setting");

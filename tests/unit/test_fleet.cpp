@@ -91,5 +91,30 @@ TEST(Fleet, AWritePlanTouchesOnlyTheKeysThatDiffer) {
   EXPECT_EQ(after, fleet_keys(kLayout, changed));
 }
 
+TEST(Fleet, TheDigestIsTheSameWhateverTheOrderAndSeesEveryDesiredKey) {
+  const FleetKeys keys = fleet_keys(kLayout, fleet());
+  const uint64_t digest = fleet_digest(kLayout, keys);
+  // Built key by key as a watch would, in another order: the same.
+  uint64_t incremental = 0;
+  for (auto it = keys.rbegin(); it != keys.rend(); ++it)
+    incremental ^= fleet_key_hash(it->first, it->second);
+  EXPECT_EQ(incremental, digest);
+  FleetKeys more = keys;
+  more["/hostlb/fleet/status/host/hv1"] = "{}";  // reports are not the desired state
+  EXPECT_EQ(fleet_digest(kLayout, more), digest);
+  more.begin()->second += " ";  // any change of a value
+  EXPECT_NE(fleet_digest(kLayout, more), digest);
+  FleetKeys fewer = keys;
+  fewer.erase(std::prev(fewer.end()));
+  EXPECT_NE(fleet_digest(kLayout, fewer), digest);
+  EXPECT_EQ(digest_text(0x0123456789abcdefULL), "0123456789abcdef");
+  EXPECT_EQ(kLayout.status_key("host", "hv1"), "/hostlb/fleet/status/host/hv1");
+  EXPECT_TRUE(kLayout.is_desired("/hostlb/fleet/services/x"));
+  EXPECT_FALSE(kLayout.is_desired("/hostlb/fleet/status/host/hv1"));
+  // The desired range holds backends and services, not the reports.
+  EXPECT_LT(kLayout.services() + "\xff", kLayout.desired_end());
+  EXPECT_LT(kLayout.desired_end(), kLayout.status());
+}
+
 }  // namespace
 }  // namespace hostlb

@@ -55,6 +55,12 @@ struct DaemonSettings {
   // The addresses health probes leave from.
   std::optional<std::string> health_source_ipv4;
   std::optional<std::string> health_source_ipv6;
+  // The fleet in etcd: endpoints (comma-separated URLs), key prefix, TLS.
+  std::optional<std::string> etcd_endpoints;
+  std::optional<std::string> etcd_prefix;
+  std::optional<std::string> etcd_ca_file;
+  std::optional<std::string> etcd_cert_file;
+  std::optional<std::string> etcd_key_file;
 };
 
 // Parses the settings file: one "key = value" a line, '#' starts a

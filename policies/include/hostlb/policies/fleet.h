@@ -32,6 +32,14 @@ class FleetLayout {
   std::string services() const { return prefix_ + "services/"; }
   std::string backend_key(std::string_view name) const;
   std::string service_key(const ServiceKey& key) const;
+  // The desired state's keys are those of [backends(), desired_end()):
+  // "backends/" and "services/" sort next to each other, machines'
+  // reports ("status/") after them.
+  std::string desired_end() const { return prefix_ + "services0"; }
+  bool is_desired(std::string_view key) const;
+  // Where a machine of `role` ("host", "gateway") named `name` reports.
+  std::string status() const { return prefix_ + "status/"; }
+  std::string status_key(std::string_view role, std::string_view name) const;
 
  private:
   std::string prefix_;
@@ -69,5 +77,14 @@ struct FleetWrite {
 };
 FleetWrite plan_fleet_write(const FleetLayout& layout, const FleetKeys& current,
                             const State& desired);
+
+// A digest of the desired keys (backends and services, values included)
+// that every reader of the same keys computes alike, whatever the order it
+// learnt them in: machines report the digest of what they applied, and
+// `hostlbctl fleet status` compares it with its own read. It is the XOR of
+// one hash per key, so a watch event updates it in O(1).
+uint64_t fleet_key_hash(std::string_view key, std::string_view value);
+uint64_t fleet_digest(const FleetLayout& layout, const FleetKeys& keys);
+std::string digest_text(uint64_t digest);  // 16 hex digits
 
 }  // namespace hostlb
