@@ -12,9 +12,9 @@ build_pkgs=(
   libnftables-dev libnftnl-dev libnetfilter-conntrack-dev libmnl-dev
   libnl-3-dev libnl-route-3-dev libbpf-dev bpftool llvm
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
-  libgtest-dev libgmock-dev
+  libcurl4-openssl-dev libgtest-dev libgmock-dev
 )
-runtime_pkgs=(nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux systemd)
+runtime_pkgs=(etcd-server etcd-client nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux systemd)
 package_pkgs=(dpkg-dev fakeroot debootstrap)
 missing=()
 for p in "${build_pkgs[@]}" "${runtime_pkgs[@]}" "${package_pkgs[@]}"; do
