@@ -120,6 +120,13 @@ ControlReply ControlHandlerBase::handle(const PeerCredentials& peer, std::string
   request->document = document;
   try {
     control::TypedRequest typed = control::decode_params(*request, doc_options_);
+    if (fleet_ && (std::holds_alternative<control::ApplyRequest>(typed) ||
+                   std::holds_alternative<control::EditRequest>(typed)))
+      throw control::RequestError(
+          {control::kRefused,
+           "this hostlbd follows the fleet in etcd: change the fleet instead (hostlbctl fleet "
+           "apply), local changes would be undone by it",
+           ""});
     return reply(request->id, typed);
   } catch (const control::RequestError& r) {
     error = r.error();
@@ -413,6 +420,7 @@ json ControlHandler::status() {
            {{"embryonic_timeout", info_.admission.embryonic_seconds},
             {"service_new_rate", info_.admission.new_per_second},
             {"service_new_burst", info_.admission.burst}}},
+          {"fleet", fleet_status()},
           {"last_error", last_error()}};
 }
 

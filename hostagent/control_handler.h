@@ -52,6 +52,10 @@ class ControlHandlerBase {
 
   // Remembers a failure for `status` (a refused request, a failed reload).
   void note_error(const std::string& message);
+  // The daemon follows the fleet in etcd: `status` tells where it stands
+  // (shown in `status` as "fleet"), and local changes of the state (apply,
+  // edits) are refused: the two sources are not mixed on one machine.
+  void follow_fleet(std::function<nlohmann::json()> status) { fleet_ = std::move(status); }
   // True once after a request left megabytes freed (a whole document
   // replaced the state): the event loop gives them back to the system when
   // idle, not in the middle of a request.
@@ -63,6 +67,7 @@ class ControlHandlerBase {
   virtual ControlReply reply(const nlohmann::json& id, control::TypedRequest& request) = 0;
   nlohmann::json last_error() const;
   nlohmann::json uptime_seconds() const;
+  nlohmann::json fleet_status() const { return fleet_ ? fleet_() : nlohmann::json(nullptr); }
 
   DocumentOptions doc_options_;
   DaemonInfo info_;
@@ -70,6 +75,7 @@ class ControlHandlerBase {
 
  private:
   std::optional<std::pair<std::string, std::string>> last_error_;  // (time, message)
+  std::function<nlohmann::json()> fleet_;
 };
 
 // The host role: serves the Agent.

@@ -95,6 +95,7 @@ json GatewayControlHandler::serve(control::TypedRequest& request) {
                     {"host", info_.host},
                     {"socket", info_.socket},
                     {"prerequisites", json::array()},
+                    {"fleet", fleet_status()},
                     {"last_error", last_error()}};
           },
           [&](const GetRequest&) -> json { return state_to_json(current); },

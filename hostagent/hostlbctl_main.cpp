@@ -21,12 +21,15 @@
 #include <vector>
 
 #include "doctor.h"
+#include "fleet_command.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
 #include "hostlb/netlink/system.h"
+#include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/control_requests.h"
+#include "hostlb/policies/etcd_protocol.h"
 #include "hostlb/policies/persisted_state.h"
 #include "hostlb/policies/selection.h"
 #include "hostlb/policies/state_document.h"
@@ -35,7 +38,15 @@
 
 namespace {
 
+using hostlb::DaemonSettings;
+using hostlb::DocumentError;
+using hostlb::fleet_apply;
+using hostlb::fleet_diff;
+using hostlb::fleet_status;
+using hostlb::FleetCommandSettings;
+using hostlb::parse_daemon_settings;
 using nlohmann::json;
+namespace etcd = hostlb::etcd;
 
 constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
@@ -814,6 +825,99 @@ void add_doctor_command(CLI::App& app, Invocation& run, const GlobalOptions& glo
   });
 }
 
+// The fleet commands talk to etcd, not to hostlbd: their settings come from
+// the flags, else from hostlbd's settings file (as on a fleet machine).
+struct FleetFlags {
+  std::string daemon_config = "/etc/hostlb/hostlbd.conf";
+  std::string endpoints, prefix, ca_file, cert_file, key_file, default_bridge;
+  std::string file;
+  bool dry_run = false;
+};
+
+FleetCommandSettings fleet_command_settings(const CLI::App& fleet, const FleetFlags& f,
+                                            const GlobalOptions& global) {
+  FleetFlags merged = f;
+  DaemonSettings settings;
+  if (!f.daemon_config.empty() && ::access(f.daemon_config.c_str(), F_OK) == 0) {
+    try {
+      settings = parse_daemon_settings(read_input(f.daemon_config));
+    } catch (const DocumentError& e) {
+      throw UsageError(f.daemon_config + ": " + e.what());
+    }
+  }
+  auto take = [&](const char* flag, std::string& field, const std::optional<std::string>& value) {
+    if (value && fleet.count(flag) == 0) field = *value;
+  };
+  take("--etcd-endpoints", merged.endpoints, settings.etcd_endpoints);
+  take("--etcd-prefix", merged.prefix, settings.etcd_prefix);
+  take("--etcd-ca-file", merged.ca_file, settings.etcd_ca_file);
+  take("--etcd-cert-file", merged.cert_file, settings.etcd_cert_file);
+  take("--etcd-key-file", merged.key_file, settings.etcd_key_file);
+  take("--default-bridge", merged.default_bridge, settings.default_bridge);
+  if (merged.endpoints.empty())
+    throw UsageError("fleet: no etcd endpoint: give --etcd-endpoints (or etcd_endpoints in " +
+                     f.daemon_config + ")");
+  FleetCommandSettings out;
+  try {
+    out.etcd.endpoints = etcd::parse_endpoints(merged.endpoints);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--etcd-endpoints: ") + e.what());
+  }
+  out.etcd.tls = {merged.ca_file, merged.cert_file, merged.key_file};
+  out.etcd.request_timeout = std::chrono::seconds(global.timeout_s);
+  if (!merged.prefix.empty()) out.prefix = merged.prefix;
+  if (out.prefix.front() != '/') throw UsageError("--etcd-prefix: must start with '/'");
+  out.document.default_bridge = merged.default_bridge;
+  out.as_json = global.as_json;
+  return out;
+}
+
+void add_fleet_commands(CLI::App& app, Invocation& run, const GlobalOptions& global) {
+  auto f = storage<FleetFlags>();
+  auto* fleet = app.add_subcommand(
+      "fleet",
+      "The fleet's desired state in etcd (talks to etcd, not to hostlbd; see hostlb-fleet(5))");
+  fleet->require_subcommand(1);
+  fleet->add_option("--etcd-endpoints", f->endpoints,
+                    "etcd endpoints, comma-separated http(s)://HOST:PORT (default: "
+                    "etcd_endpoints of the settings file)");
+  fleet->add_option("--etcd-prefix", f->prefix, "The fleet's key prefix (default: /hostlb/)");
+  fleet->add_option("--etcd-ca-file", f->ca_file, "CA certificate that signs etcd's");
+  fleet->add_option("--etcd-cert-file", f->cert_file, "Client certificate for etcd");
+  fleet->add_option("--etcd-key-file", f->key_file, "The client certificate's key");
+  fleet->add_option("--default-bridge", f->default_bridge,
+                    "Bridge of backends that do not name one (default: default_bridge of the "
+                    "settings file)");
+  fleet
+      ->add_option("--daemon-config", f->daemon_config,
+                   "hostlbd's settings file, read for what the flags do not give")
+      ->capture_default_str();
+  auto* apply = fleet->add_subcommand(
+      "apply", "Make the fleet hold a state document: one transaction of the keys that differ");
+  apply->add_option("-f,--file", f->file, "State document, or - for standard input")->required();
+  apply->add_flag("--dry-run", f->dry_run, "Print the keys it would write; write nothing");
+  apply->callback([&run, &global, f, fleet] {
+    const std::string document = read_input(f->file);
+    const auto settings = fleet_command_settings(*fleet, *f, global);
+    run.local = [settings, document, f] { return fleet_apply(settings, document, f->dry_run); };
+  });
+  auto* diff = fleet->add_subcommand("diff", "Print the keys a state document would change");
+  diff->add_option("-f,--file", f->file, "State document, or - for standard input")->required();
+  diff->callback([&run, &global, f, fleet] {
+    const std::string document = read_input(f->file);
+    const auto settings = fleet_command_settings(*fleet, *f, global);
+    run.local = [settings, document] { return fleet_diff(settings, document); };
+  });
+  fleet
+      ->add_subcommand("status",
+                       "Every host and gateway that reports: the revision it applied and whether "
+                       "that is the fleet as it is now")
+      ->callback([&run, &global, f, fleet] {
+        const auto settings = fleet_command_settings(*fleet, *f, global);
+        run.local = [settings] { return fleet_status(settings); };
+      });
+}
+
 int send(const Invocation& run, const GlobalOptions& global) {
   try {
     Connection connection(global.socket, global.timeout_s * 1000);
@@ -865,6 +969,7 @@ int main(int argc, char** argv) {
   add_stats_command(app, run);
   add_selection_commands(app, run);
   add_doctor_command(app, run, global);
+  add_fleet_commands(app, run, global);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

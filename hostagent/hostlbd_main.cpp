@@ -23,18 +23,21 @@
 #include "control_handler.h"
 #include "control_server.h"
 #include "event_loop.h"
+#include "fleet_follower.h"
 #include "gateway_agent.h"
 #include "gateway_control.h"
 #include "health_monitor.h"
 #include "hostlb/netlink/chaining.h"
 #include "hostlb/netlink/conntrack_events.h"
 #include "hostlb/netlink/error.h"
+#include "hostlb/netlink/etcd.h"
 #include "hostlb/netlink/gateway.h"
 #include "hostlb/netlink/system.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
 #include "hostlb/policies/state_document.h"
 #include "hostlb/version.h"
+#include "loop_io.h"
 #include "maintenance.h"
 #include "stats_keeper.h"
 
@@ -78,6 +81,11 @@ struct Flags {
   std::string chain_uplink;
   std::string chain_gateways;  // MACs, comma-separated
   uint32_t chain_window = 600;
+  std::string etcd_endpoints;
+  std::string etcd_prefix = "/hostlb/";
+  std::string etcd_ca_file;
+  std::string etcd_cert_file;
+  std::string etcd_key_file;
   bool no_manage_sysctls = false;
   bool no_tracking = false;
   bool cleanup = false;
@@ -196,6 +204,11 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--chain-uplink", flags.chain_uplink, settings.chain_uplink);
   take("--chain-gateways", flags.chain_gateways, settings.chain_gateways);
   take("--chain-window", flags.chain_window, settings.chain_window);
+  take("--etcd-endpoints", flags.etcd_endpoints, settings.etcd_endpoints);
+  take("--etcd-prefix", flags.etcd_prefix, settings.etcd_prefix);
+  take("--etcd-ca-file", flags.etcd_ca_file, settings.etcd_ca_file);
+  take("--etcd-cert-file", flags.etcd_cert_file, settings.etcd_cert_file);
+  take("--etcd-key-file", flags.etcd_key_file, settings.etcd_key_file);
   if (settings.manage_sysctls && app.count("--no-manage-sysctls") == 0)
     flags.no_manage_sysctls = !*settings.manage_sysctls;
   if (settings.tracking && app.count("--no-tracking") == 0) flags.no_tracking = !*settings.tracking;
@@ -268,6 +281,64 @@ std::unique_ptr<RepeatingTimer> watchdog_timer(EventLoop& loop) {
                                           [] { sd_notify(0, "WATCHDOG=1"); });
 }
 
+// The etcd client stack of a daemon that follows the fleet (--etcd-endpoints).
+struct FleetLink {
+  FleetLink(EventLoop& loop, const EtcdSettings& settings, FleetFollowerOptions options,
+            FleetTarget target)
+      : io(loop),
+        http(io, settings.tls),
+        etcd(http, settings),
+        follower(loop, etcd, std::move(options), std::move(target)) {
+    io.attach(&http);
+  }
+  LoopIo io;
+  HttpClient http;
+  EtcdClient etcd;
+  FleetFollower follower;
+};
+
+struct FleetSettings {
+  EtcdSettings etcd;
+  std::string prefix;
+};
+
+// nullopt without --etcd-endpoints; exits with kExitUsage (through `rc`)
+// on settings that are not valid.
+std::optional<FleetSettings> fleet_settings(const Flags& flags, int* rc) {
+  if (flags.etcd_endpoints.empty()) return std::nullopt;
+  FleetSettings out;
+  try {
+    out.etcd.endpoints = etcd::parse_endpoints(flags.etcd_endpoints);
+    FleetLayout layout(flags.etcd_prefix);
+    out.prefix = layout.prefix();
+  } catch (const std::invalid_argument& e) {
+    spdlog::error("--etcd-endpoints: {}", e.what());
+    *rc = kExitUsage;
+    return std::nullopt;
+  } catch (const DocumentError& e) {
+    spdlog::error("--etcd-prefix: {}", e.reason());
+    *rc = kExitUsage;
+    return std::nullopt;
+  }
+  out.etcd.tls = {flags.etcd_ca_file, flags.etcd_cert_file, flags.etcd_key_file};
+  return out;
+}
+
+std::unique_ptr<FleetLink> follow_fleet(EventLoop& loop, const FleetSettings& settings,
+                                        const std::string& role, const std::string& name,
+                                        const DocumentOptions& doc_options, FleetTarget target,
+                                        ControlHandlerBase& control) {
+  FleetFollowerOptions options;
+  options.prefix = settings.prefix;
+  options.name = name;
+  options.role = role;
+  options.document = doc_options;
+  auto link = std::make_unique<FleetLink>(loop, settings.etcd, options, std::move(target));
+  control.follow_fleet([&follower = link->follower] { return follower.status(); });
+  link->follower.start();
+  return link;
+}
+
 // --role gateway: the gateway's table from the same documents, control
 // socket and state directory; no conntrack, no host routes.
 // One hostlbd of a role per network namespace: two (with different state
@@ -289,7 +360,8 @@ std::unique_ptr<NamespaceLock> take_namespace_lock(const std::string& role) {
 }
 
 int run_gateway(const Flags& flags, const std::optional<State>& config,
-                const DocumentOptions& doc_options, const std::string& host_name) {
+                const DocumentOptions& doc_options, const std::string& host_name,
+                const std::optional<FleetSettings>& fleet) {
   if (!is_valid_interface_name(flags.client_interface) ||
       !is_valid_interface_name(flags.fabric_interface)) {
     spdlog::error("--role gateway needs --client-interface and --fabric-interface");
@@ -393,6 +465,16 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
       metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval), [&] {
         write_metrics_file(flags.metrics_file, render_gateway_prometheus(agent.figures()));
       });
+    std::unique_ptr<FleetLink> fleet_link;
+    if (fleet)
+      fleet_link =
+          follow_fleet(loop, *fleet, "gateway", host_name, doc_options,
+                       {[&agent](const State& fleet_state) { agent.change(fleet_state); },
+                        [&agent] {
+                          return nlohmann::json{{"services", agent.tables().services.size()},
+                                                {"table_digest", agent.digest()}};
+                        }},
+                       control);
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     return loop.run();
@@ -487,6 +569,17 @@ int run(const Flags& flags) {
   }
   std::optional<State> config;
   if (desired) config = desired->state;
+  int fleet_rc = kExitOk;
+  const auto fleet = fleet_settings(flags, &fleet_rc);
+  if (fleet_rc != kExitOk) return fleet_rc;
+  if (fleet && desired) {
+    // Two sources of one state would undo each other's changes.
+    spdlog::error(
+        "--etcd-endpoints and state files are not mixed on one machine: {} found; remove "
+        "them (or --config) to follow the fleet in etcd, or the etcd settings to use files",
+        desired->sources);
+    return kExitUsage;
+  }
   if (flags.check) {
     if (!desired) {
       spdlog::error("--check needs --config FILE or a services.d file");
@@ -496,7 +589,7 @@ int run(const Flags& flags) {
                 config->backends.size(), config->services.size());
     return kExitOk;
   }
-  if (flags.role == "gateway") return run_gateway(flags, config, doc_options, host_name);
+  if (flags.role == "gateway") return run_gateway(flags, config, doc_options, host_name, fleet);
 
   try {
     const auto lock = take_namespace_lock("host");
@@ -591,6 +684,21 @@ int run(const Flags& flags) {
     if (!flags.metrics_file.empty())
       metrics.emplace(loop, std::chrono::seconds(flags.metrics_interval),
                       [&] { stats.write_metrics(flags.metrics_file); });
+    std::unique_ptr<FleetLink> fleet_link;
+    if (fleet)
+      fleet_link = follow_fleet(
+          loop, *fleet, "host", host_name, doc_options,
+          {[&agent](const State& fleet_state) { agent.change(fleet_state); },
+           [&agent, &monitor] {
+             nlohmann::json down = nlohmann::json::array();
+             for (const auto& b : monitor.report()["bindings"])
+               if (b.value("state", std::string()) == "down")
+                 down.push_back({{"service", b["service"]}, {"backend", b["backend"]}});
+             return nlohmann::json{{"services", agent.current().services.size()},
+                                   {"bindings", agent.datapath().bindings.size()},
+                                   {"down", std::move(down)}};
+           }},
+          control);
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     try {
@@ -736,6 +844,17 @@ int main(int argc, char** argv) {
                  "backends can answer, e.g. on the bridge); default: the kernel's choice");
   app.add_option("--health-source-ipv6", flags.health_source_ipv6,
                  "The same for IPv6 health probes");
+  app.add_option("--etcd-endpoints", flags.etcd_endpoints,
+                 "Follow the fleet's desired state in etcd at these endpoints (comma-separated "
+                 "http(s)://HOST:PORT, tried in turn) instead of --config and services.d, and "
+                 "report there (see hostlb-fleet(5))");
+  app.add_option("--etcd-prefix", flags.etcd_prefix, "The fleet's key prefix in etcd")
+      ->capture_default_str();
+  app.add_option("--etcd-ca-file", flags.etcd_ca_file,
+                 "CA certificate that signs etcd's (https endpoints; default: the system's)");
+  app.add_option("--etcd-cert-file", flags.etcd_cert_file,
+                 "Client certificate for etcd (with --etcd-key-file)");
+  app.add_option("--etcd-key-file", flags.etcd_key_file, "The client certificate's key");
   app.add_flag("--no-manage-sysctls", flags.no_manage_sysctls,
                "Refuse to start if a needed sysctl is wrong instead of setting it");
   app.add_flag("--check", flags.check, "Validate --config and exit; changes nothing");

@@ -1,0 +1,246 @@
+// hostlbd following the fleet in a real etcd: writes reach the kernel, bad
+// keys are left out alone, local changes are refused, and the daemon keeps
+// serving through etcd outages, a compaction past its revision and a
+// restart while etcd is down.
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "etcd_server.h"
+#include "lab_fixture.h"
+
+namespace hostlb::lab {
+namespace {
+
+using namespace std::chrono_literals;
+
+class FleetEtcdTest : public LabTest {
+ protected:
+  FleetEtcdTest() : etcd_(lab_, "hv", 23790, 23800) {}
+
+  void SetUp() override {
+    ASSERT_TRUE(etcd_.start()) << etcd_.ctl("endpoint health").output;
+    lab_.gateway("c1", kVip10, kVm1.mac);
+    lab_.gateway("c1", kVip20, kVm1.mac);
+  }
+
+  // hostlbctl fleet, inside the namespace etcd listens in.
+  CommandResult fleet(const std::string& args, const std::string& global = "") {
+    return lab_.in("hv", std::string(HOSTLBCTL_PATH) + " " + global +
+                             " fleet --daemon-config '' --etcd-endpoints " + etcd_.endpoint() +
+                             " " + args);
+  }
+  // `fleet status` once it matches `pattern` (reports follow changes).
+  std::string status_matching(const std::string& pattern) {
+    std::string out;
+    for (int i = 0; i < 100; ++i) {
+      out = fleet("status").output;
+      if (std::regex_search(out, std::regex(pattern))) return out;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "no match for " << pattern << " in:\n" << out;
+    return out;
+  }
+  // Writes a document to the fleet; returns the revision it was written at.
+  int64_t write(const std::string& doc) {
+    const std::string file = write_lab_file(lab_, "fleet.json", doc);
+    const auto r = fleet("apply -f " + file);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::smatch m;
+    if (!std::regex_search(r.output, m, std::regex("written at revision ([0-9]+)"))) {
+      ADD_FAILURE() << r.output;
+      return 0;
+    }
+    return std::stoll(m[1]);
+  }
+
+  std::unique_ptr<Hostlbd> start_follower() {
+    auto daemon = std::make_unique<Hostlbd>(
+        lab_, std::vector<std::string>{"--etcd-endpoints", etcd_.endpoint(), "--state-dir",
+                                       lab_.dir() + "/state", "--socket", socket_path(),
+                                       "--log-level", "debug", "--host-name", "hv1"});
+    EXPECT_TRUE(daemon->start()) << daemon->log();
+    return daemon;
+  }
+
+  // Whether a new connection to `vip` reaches vm1 within `timeout`.
+  bool served(const std::string& vip, std::chrono::milliseconds timeout = 8s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      try {
+        TcpClient c(lab_, "c1", vip, 80, 500ms);
+        if (c.read_line(1s).rfind("vm1", 0) == 0) return true;
+      } catch (const std::exception&) {
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+  // Whether new connections to `vip` stop being served within `timeout`.
+  bool refused(const std::string& vip, std::chrono::milliseconds timeout = 8s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      try {
+        TcpClient c(lab_, "c1", vip, 80, 500ms);
+        (void)c.read_line(1s);
+      } catch (const std::exception&) {
+        return true;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
+  int64_t applied_revision() {
+    const auto r = ctl("--json status");
+    const auto status = nlohmann::json::parse(r.output, nullptr, false);
+    if (status.is_discarded() || !status.contains("fleet") || status["fleet"].is_null()) return -1;
+    return status["fleet"].value("applied_revision", int64_t{-1});
+  }
+  bool applied(int64_t revision, std::chrono::milliseconds timeout = 8s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (applied_revision() >= revision) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  const std::string kOne = document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})});
+  const std::string kTwo = document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}}),
+                                     service_json(kVip20, 80, "tcp", {{"web-1", 8080}})});
+  EtcdServer etcd_;
+};
+
+TEST_F(FleetEtcdTest, WritesReachTheKernelBadKeysAreLeftOutAndLocalChangesAreRefused) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  // The document is checked whole before anything is written.
+  const auto bad = fleet("apply -f " + write_lab_file(lab_, "bad.json", R"({"version":1,
+      "backends":[],"services":[{"vip":"203.0.113.10","port":80,"protocol":"tcp",
+      "backends":[{"name":"nobody","port":1}]}]})"));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("nothing was written"), std::string::npos) << bad.output;
+  EXPECT_EQ(etcd_.ctl("get /hostlb/ --prefix --keys-only").output, "");
+
+  const int64_t first = write(kOne);
+  auto daemon = start_follower();
+  ASSERT_TRUE(served(kVip10)) << daemon->log();
+  EXPECT_TRUE(applied(first)) << daemon->log();
+
+  // A dry run lists what it would write and writes nothing.
+  const auto dry = fleet("apply --dry-run -f " + write_lab_file(lab_, "two.json", kTwo));
+  EXPECT_EQ(dry.exit_code, 0) << dry.output;
+  EXPECT_NE(dry.output.find("+ /hostlb/services/203.0.113.20:80/tcp"), std::string::npos)
+      << dry.output;
+  EXPECT_EQ(etcd_.ctl("get /hostlb/services/203.0.113.20:80/tcp").output, "");
+
+  const int64_t second = write(kTwo);
+  EXPECT_TRUE(served(kVip20)) << daemon->log();
+  EXPECT_TRUE(applied(second));
+
+  // A value written by hand that is not valid: reported, left out, the
+  // rest of the fleet is served.
+  const std::string bad_key = "/hostlb/services/203.0.113.30:80/tcp";
+  ASSERT_EQ(
+      etcd_
+          .ctl(
+              "put " + bad_key +
+              R"( '{"vip":"203.0.113.30","port":80,"protocol":"tcp","backends":[{"name":"nobody","port":1}]}')")
+          .exit_code,
+      0);
+  ASSERT_TRUE(daemon->wait_for_log("fleet key " + bad_key + " left out")) << daemon->log();
+  EXPECT_TRUE(served(kVip10));
+  EXPECT_TRUE(served(kVip20));
+  const std::string status = status_matching("host +hv1 +[0-9]+ +yes +.* 1 ");
+  EXPECT_NE(status.find("bad key " + bad_key + ": backends[0].name: unknown backend \"nobody\""),
+            std::string::npos)
+      << status;
+
+  // Local changes would be undone by the fleet: refused.
+  const auto local = ctl("apply -f " + write_lab_file(lab_, "local.json", kOne));
+  EXPECT_EQ(local.exit_code, 1) << local.output;
+  EXPECT_NE(local.output.find("follows the fleet in etcd"), std::string::npos) << local.output;
+  EXPECT_TRUE(served(kVip20));
+
+  // The document again: VIP 20 and the bad key go, in one transaction.
+  const auto diff = fleet("diff -f " + write_lab_file(lab_, "one.json", kOne));
+  EXPECT_NE(diff.output.find("- /hostlb/services/203.0.113.20:80/tcp"), std::string::npos)
+      << diff.output;
+  EXPECT_NE(diff.output.find("- " + bad_key), std::string::npos) << diff.output;
+  const auto one = fleet("apply -f " + write_lab_file(lab_, "one.json", kOne));
+  // One transaction: one revision for both deletes.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(one.output, m,
+                                std::regex("written at revision ([0-9]+): 0 keys put, 2 deleted")))
+      << one.output;
+  const int64_t third = std::stoll(m[1]);
+  EXPECT_TRUE(refused(kVip20)) << daemon->log();
+  EXPECT_TRUE(served(kVip10));
+  ASSERT_TRUE(applied(third));
+  status_matching("host +hv1 +[0-9]+ +yes +[0-9]+s ago +0 ");
+  const auto json_status = fleet("status", "--json");
+  const auto doc = nlohmann::json::parse(json_status.output, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << json_status.output;
+  EXPECT_GE(doc["revision"].get<int64_t>(), third);  // and the report written since
+  EXPECT_TRUE(doc["bad_keys"].empty());
+  ASSERT_EQ(doc["machines"].size(), 1u) << json_status.output;
+  EXPECT_EQ(doc["machines"][0]["name"], "hv1");
+  EXPECT_EQ(doc["machines"][0]["revision"], third);
+  EXPECT_EQ(doc["machines"][0]["converged"], true);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+TEST_F(FleetEtcdTest, ServesThroughAnOutageACompactionAndARestartWithoutEtcd) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  write(kOne);
+  auto daemon = start_follower();
+  ASSERT_TRUE(served(kVip10)) << daemon->log();
+  TcpClient established(lab_, "c1", kVip10, 80);
+  ASSERT_EQ(established.read_line().rfind("vm1", 0), 0u);
+
+  // etcd away for 30 s: the kernel serves on, the outage is logged once.
+  etcd_.stop();
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(5s);
+    established.send_all("still here\n");
+    EXPECT_TRUE(served(kVip10, 2s)) << "after " << (i + 1) * 5 << " s";
+  }
+  EXPECT_TRUE(daemon->wait_for_log("serving what revision", 1, 1s));
+  EXPECT_FALSE(daemon->wait_for_log("serving what revision", 2, 100ms)) << daemon->log();
+  ASSERT_TRUE(etcd_.start());
+  ASSERT_TRUE(daemon->wait_for_log("etcd answers again", 1, 15s)) << daemon->log();
+  const int64_t second = write(kTwo);
+  EXPECT_TRUE(served(kVip20)) << daemon->log();
+  EXPECT_TRUE(applied(second));
+
+  // History compacted past the daemon's revision while it was not looking:
+  // it reads the whole fleet again.
+  daemon->signal(SIGSTOP);
+  etcd_.stop();  // its watch is gone when it wakes up
+  ASSERT_TRUE(etcd_.start());
+  const int64_t third = write(kOne);
+  ASSERT_EQ(etcd_.ctl("compact " + std::to_string(third)).exit_code, 0);
+  daemon->signal(SIGCONT);
+  ASSERT_TRUE(daemon->wait_for_log("etcd compacted its history past revision", 1, 20s))
+      << daemon->log();
+  EXPECT_TRUE(refused(kVip20)) << daemon->log();
+  EXPECT_TRUE(applied(third));
+
+  // A restart while etcd is down serves what was persisted, then catches up.
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+  etcd_.stop();
+  daemon = start_follower();
+  EXPECT_TRUE(served(kVip10)) << daemon->log();
+  EXPECT_TRUE(refused(kVip20, 2s));
+  EXPECT_TRUE(daemon->wait_for_log("serving what revision", 1, 5s)) << daemon->log();
+  ASSERT_TRUE(etcd_.start());
+  const int64_t fourth = write(kTwo);
+  EXPECT_TRUE(served(kVip20)) << daemon->log();
+  EXPECT_TRUE(applied(fourth));
+
+  established.shutdown_write();
+  EXPECT_EQ(established.read_line(), "bytes=" + std::to_string(6 * 11));
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace hostlb::lab
