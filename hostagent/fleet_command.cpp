@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "clock.h"
 #include "event_loop.h"
@@ -220,14 +221,29 @@ int fleet_status(const FleetCommandSettings& settings) {
   const FleetRead read = read_fleet(layout, current->keys, settings.document);
   const int64_t now = SystemClock().unix_seconds();
 
+  auto members = session.read(layout.members(), etcd::prefix_end(layout.members()));
+  if (!members.ok()) return failed("status", members.failure);
   json machines = json::array();
+  std::set<std::string> reporting;
   for (const auto& kv : reports.value->kvs) {
+    reporting.insert(kv.key.substr(layout.status().size()));
     json report = json::parse(kv.value, nullptr, false);
     if (report.is_discarded() || !report.is_object())
       report = {{"name", kv.key.substr(layout.status().size())}, {"unreadable", true}};
     report["converged"] = report.value("digest", std::string()) == digest &&
                           report.value("apply_error", json()).is_null();
     machines.push_back(std::move(report));
+  }
+  // A member without a report: its lease expired (the gateways count its
+  // backends out).
+  for (const auto& kv : members.value->kvs) {
+    const std::string id = kv.key.substr(layout.members().size());  // ROLE/NAME
+    if (reporting.count(id)) continue;
+    const size_t slash = id.find('/');
+    machines.push_back({{"role", id.substr(0, slash)},
+                        {"name", slash == std::string::npos ? id : id.substr(slash + 1)},
+                        {"expired", true},
+                        {"converged", false}});
   }
   if (settings.as_json) {
     json errors = json::array();
@@ -256,8 +272,11 @@ int fleet_status(const FleetCommandSettings& settings) {
       return v.is_null() ? std::string("-") : v.is_string() ? v.get<std::string>() : v.dump();
     };
     const int64_t reported = m.value("reported_at", int64_t{0});
-    const std::string age =
-        reported > 0 ? std::to_string(std::max<int64_t>(0, now - reported)) + "s ago" : "-";
+    std::string age = "-";
+    if (m.value("expired", false))
+      age = "expired";  // its lease: the machine is gone
+    else if (reported > 0)
+      age = std::to_string(std::max<int64_t>(0, now - reported)) + "s ago";
     std::printf("%-8s %-20s %-9s %-9s %-9s %-8s %s\n", text("role").c_str(), text("name").c_str(),
                 text("revision").c_str(), m["converged"].get<bool>() ? "yes" : "no", age.c_str(),
                 text("bad_keys").c_str(), text("apply_error").c_str());

@@ -48,11 +48,19 @@ void FleetFollower::start() {
   keep_lease();
 }
 
+std::string FleetFollower::range_start() const {
+  return options_.follow_health ? layout_.prefix() : layout_.backends();
+}
+
+std::string FleetFollower::range_end() const {
+  return options_.follow_health ? etcd::prefix_end(layout_.prefix()) : layout_.desired_end();
+}
+
 void FleetFollower::read_all() {
   etcd_.cancel_watch();
   watching_ = false;
   reading_ = true;
-  etcd_.read_range(layout_.backends(), layout_.desired_end(), 0,
+  etcd_.read_range(range_start(), range_end(), 0,
                    [this, alive = alive_](EtcdResult<etcd::RangeResponse> result) {
                      if (*alive) on_read(std::move(result));
                    });
@@ -71,6 +79,7 @@ void FleetFollower::on_read(EtcdResult<etcd::RangeResponse> result) {
   digest_ = fleet_digest(layout_, keys_);
   spdlog::info("read the fleet at revision {}: {} keys", revision_, keys_.size());
   dirty_ = true;
+  reports_dirty_ = true;
   apply_keys();
   watch_from(revision_ + 1);
 }
@@ -78,7 +87,7 @@ void FleetFollower::on_read(EtcdResult<etcd::RangeResponse> result) {
 void FleetFollower::watch_from(int64_t revision) {
   watching_ = true;
   etcd_.watch(
-      {layout_.backends(), layout_.desired_end(), revision, true},
+      {range_start(), range_end(), revision, true},
       [this, alive = alive_](const etcd::WatchMessage& m) {
         if (*alive) on_message(m);
       },
@@ -112,22 +121,22 @@ void FleetFollower::on_message(const etcd::WatchMessage& message) {
     // Events come in revision order; the range only holds desired keys
     // (and others the layout ignores).
     revision_ = std::max(revision_, event.kv.mod_revision);
-    if (!layout_.is_desired(key)) continue;
+    const bool desired = layout_.is_desired(key);
     auto it = keys_.find(key);
     if (it != keys_.end()) {
-      digest_ ^= fleet_key_hash(it->first, it->second);
+      if (desired) digest_ ^= fleet_key_hash(it->first, it->second);
       if (event.deleted) keys_.erase(it);
     }
     if (!event.deleted) {
       keys_[key] = event.kv.value;
-      digest_ ^= fleet_key_hash(key, event.kv.value);
+      if (desired) digest_ ^= fleet_key_hash(key, event.kv.value);
     }
-    dirty_ = true;
+    (desired ? dirty_ : reports_dirty_) = true;
   }
   // A progress notice: everything up to its revision was sent. (A
   // creation's header is etcd's newest revision, not what was sent.)
   if (message.events.empty() && !message.created) revision_ = std::max(revision_, message.revision);
-  if (dirty_) apply_soon();
+  if (dirty_ || (reports_dirty_ && options_.follow_health)) apply_soon();
 }
 
 void FleetFollower::on_watch_end(const EtcdFailure& failure) {
@@ -142,29 +151,50 @@ void FleetFollower::apply_soon() {
 }
 
 void FleetFollower::apply_keys() {
-  if (!dirty_) return;
-  dirty_ = false;
-  FleetRead read = read_fleet(layout_, keys_, options_.document);
-  std::set<std::pair<std::string, std::string>> before;
-  for (const auto& e : errors_) before.emplace(e.key, e.reason);
-  for (const auto& e : read.errors)
-    if (!before.contains({e.key, e.reason}))
-      spdlog::warn("fleet key {} left out (revision {}): {}", e.key, revision_, e.reason);
-  for (const auto& e : errors_) {
-    const bool still = std::any_of(read.errors.begin(), read.errors.end(),
-                                   [&](const FleetKeyError& n) { return n.key == e.key; });
-    if (!still) spdlog::info("fleet key {} is valid again or gone", e.key);
+  const bool desired_changed = dirty_;
+  if (dirty_) {
+    dirty_ = false;
+    FleetRead read = read_fleet(layout_, keys_, options_.document);
+    std::set<std::pair<std::string, std::string>> before;
+    for (const auto& e : errors_) before.emplace(e.key, e.reason);
+    for (const auto& e : read.errors)
+      if (!before.contains({e.key, e.reason}))
+        spdlog::warn("fleet key {} left out (revision {}): {}", e.key, revision_, e.reason);
+    for (const auto& e : errors_) {
+      const bool still = std::any_of(read.errors.begin(), read.errors.end(),
+                                     [&](const FleetKeyError& n) { return n.key == e.key; });
+      if (!still) spdlog::info("fleet key {} is valid again or gone", e.key);
+    }
+    errors_ = std::move(read.errors);
+    state_ = std::move(read.state);
   }
-  errors_ = std::move(read.errors);
+  bool health_changed = false;
+  if (options_.follow_health && (reports_dirty_ || desired_changed)) {
+    reports_dirty_ = false;
+    DrainedBindings unhealthy = fleet_unhealthy(layout_, state_, keys_);
+    for (const auto& b : unhealthy)
+      if (!unhealthy_.count(b))
+        spdlog::info(
+            "fleet: {} of {} is down (its host says so, or its lease expired): out of "
+            "the choice (revision {})",
+            b.second, b.first.str(), revision_);
+    for (const auto& b : unhealthy_)
+      if (!unhealthy.count(b))
+        spdlog::info("fleet: {} of {} is up again (revision {})", b.second, b.first.str(),
+                     revision_);
+    health_changed = unhealthy != unhealthy_;
+    unhealthy_ = std::move(unhealthy);
+  }
+  if (!desired_changed && !health_changed) return;
   try {
-    target_.apply(read.state);
+    target_.apply(state_, unhealthy_);
     if (!apply_error_.empty()) spdlog::info("fleet revision {} applied", revision_);
     apply_error_.clear();
     applied_revision_ = revision_;
     applied_digest_ = digest_;
     applied_at_ = loop_.clock().unix_seconds();
     spdlog::debug("applied fleet revision {}: {} backends, {} services", revision_,
-                  read.state.backends.size(), read.state.services.size());
+                  state_.backends.size(), state_.services.size());
   } catch (const std::exception& e) {
     apply_error_ = e.what();
     spdlog::error("fleet revision {} not applied: {}; keeping revision {}", revision_, e.what(),
@@ -235,9 +265,14 @@ void FleetFollower::report() {
   etcd::TxnRequest put;
   put.puts.push_back(
       {layout_.status_key(options_.role, options_.name), report_value().dump(), 0, 0, lease_});
-  etcd_.txn(put, [this, alive = alive_](EtcdResult<etcd::TxnResponse> result) {
+  const bool with_member = !member_written_;
+  if (with_member)
+    put.puts.push_back({layout_.member_key(options_.role, options_.name),
+                        json{{"name", options_.name}, {"role", options_.role}}.dump(), 0, 0, 0});
+  etcd_.txn(put, [this, alive = alive_, with_member](EtcdResult<etcd::TxnResponse> result) {
     if (!*alive) return;
     reporting_ = false;
+    if (result.ok() && with_member) member_written_ = true;
     if (!result.ok()) {
       spdlog::debug("etcd: reporting failed: {}", result.failure.message);
       if (result.failure.code == etcd::kNotFound) lease_ = 0;  // expired meanwhile

@@ -32,12 +32,16 @@ struct FleetFollowerOptions {
   // A report is rewritten at least this often (its figures move).
   std::chrono::seconds report_every{30};
   DocumentOptions document{};
+  // Gateways: also read the machines' reports, and take the bindings the
+  // hosts report down (or whose host's lease expired) out of the choice.
+  bool follow_health = false;
 };
 
 // What the role does with the fleet.
 struct FleetTarget {
-  // Makes the machine hold `desired`, or throws (then it holds what it did).
-  std::function<void(const State& desired)> apply;
+  // Makes the machine hold `desired`, with `unhealthy` out of the choice
+  // (empty unless follow_health), or throws (then it holds what it did).
+  std::function<void(const State& desired, const DrainedBindings& unhealthy)> apply;
   // The role's figures for its report (health, counters); may be null.
   std::function<nlohmann::json()> figures;
 };
@@ -81,10 +85,16 @@ class FleetFollower {
   FleetLayout layout_;
   FleetTarget target_;
 
-  FleetKeys keys_;        // the desired keys as of revision_
-  int64_t revision_ = 0;  // 0: never read
-  uint64_t digest_ = 0;   // of keys_
-  bool dirty_ = false;    // keys_ changed since the last apply
+  std::string range_start() const;
+  std::string range_end() const;
+
+  FleetKeys keys_;              // the keys read and watched, as of revision_
+  int64_t revision_ = 0;        // 0: never read
+  uint64_t digest_ = 0;         // of the desired keys of keys_
+  bool dirty_ = false;          // a desired key changed since the last apply
+  bool reports_dirty_ = false;  // a report or member key did
+  State state_;                 // the desired state read at the last apply
+  DrainedBindings unhealthy_;
   bool reading_ = false;
   bool watching_ = false;
 
@@ -101,6 +111,7 @@ class FleetFollower {
   Timer retry_timer_;
 
   int64_t lease_ = 0;
+  bool member_written_ = false;
   bool reporting_ = false;      // a report or lease call is in flight
   bool report_wanted_ = false;  // something to report since the last one
   Timer report_timer_;

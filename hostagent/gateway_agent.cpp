@@ -45,6 +45,12 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   // horizon or draining bindings; the request itself is what is persisted.
   std::optional<State> view;
   if (!config_.tracking) view = without_tracking(requested);
+  if (!unhealthy_.empty()) {
+    if (!view) view = requested;
+    for (auto& service : view->services)
+      for (auto& ref : service.backends)
+        if (unhealthy_.count({service.key, ref.name})) ref.state = BindingState::kDraining;
+  }
   const State& desired = view ? *view : requested;
   // Drains this change starts begin their warm-up; bindings no longer
   // draining forget theirs.
@@ -52,7 +58,8 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   DrainedBindings drained;
   for (auto& binding : draining_bindings(desired)) {
     const auto it = warming_.find(binding);
-    if (drained_.count(binding) || (it == warming_.end() && warmup_.count() == 0))
+    if (drained_.count(binding) || unhealthy_.count(binding) ||
+        (it == warming_.end() && warmup_.count() == 0))
       drained.insert(std::move(binding));
     else if (it != warming_.end())
       warming.emplace(std::move(binding), it->second);

@@ -44,6 +44,10 @@ class GatewayAgent {
   // and the current state stays.
   GatewayReport change(const State& desired);
   GatewayReport edit(const Edit& edit);
+  // Bindings the fleet reports unhealthy: out of the choice as a drain
+  // whose warm-up is over (their rows move, the flows they track stay),
+  // from the next change on. Not persisted: the fleet says it again.
+  void set_unhealthy(DrainedBindings unhealthy) { unhealthy_ = std::move(unhealthy); }
 
   const State& current() const;
   const GatewayDatapath& tables() const { return applied_; }
@@ -92,6 +96,7 @@ class GatewayAgent {
   std::chrono::milliseconds warmup_;
   std::map<BindingName, Clock::TimePoint> warming_;  // draining -> when its warm-up ends
   DrainedBindings drained_;
+  DrainedBindings unhealthy_;
   size_t last_rows_changed_ = 0;
   std::optional<PersistedState> persisted_;
   void start_audit();

@@ -165,6 +165,7 @@ void HealthMonitor::apply_transitions() {
         if (auto it = slots_.find(key); it != slots_.end()) it->second->follow_pending = true;
     }
     to_follow_.clear();
+    if (observer_) observer_();
   }
   for (const auto& key : to_flush_) {
     try {

@@ -58,6 +58,9 @@ class HealthMonitor {
   nlohmann::json report() const;
   // The same for the statistics and metrics.
   void fill(StatsReport& report) const;
+  // Called after the kernel followed a round's transitions (the fleet's
+  // report says which bindings are down).
+  void on_transitions(std::function<void()> observer) { observer_ = std::move(observer); }
 
  private:
   struct Slot;
@@ -79,6 +82,7 @@ class HealthMonitor {
   std::vector<BindingKey> to_follow_;
   std::vector<BindingKey> to_flush_;
   Timer save_timer_;
+  std::function<void()> observer_;
 };
 
 }  // namespace hostlb

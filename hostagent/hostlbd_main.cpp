@@ -333,6 +333,7 @@ std::unique_ptr<FleetLink> follow_fleet(EventLoop& loop, const FleetSettings& se
   options.name = name;
   options.role = role;
   options.document = doc_options;
+  options.follow_health = role == "gateway";
   auto link = std::make_unique<FleetLink>(loop, settings.etcd, options, std::move(target));
   control.follow_fleet([&follower = link->follower] { return follower.status(); });
   link->follower.start();
@@ -469,7 +470,10 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
     if (fleet)
       fleet_link =
           follow_fleet(loop, *fleet, "gateway", host_name, doc_options,
-                       {[&agent](const State& fleet_state) { agent.change(fleet_state); },
+                       {[&agent](const State& fleet_state, const DrainedBindings& unhealthy) {
+                          agent.set_unhealthy(unhealthy);
+                          agent.change(fleet_state);
+                        },
                         [&agent] {
                           return nlohmann::json{{"services", agent.tables().services.size()},
                                                 {"table_digest", agent.digest()}};
@@ -688,10 +692,13 @@ int run(const Flags& flags) {
     if (fleet)
       fleet_link = follow_fleet(
           loop, *fleet, "host", host_name, doc_options,
-          {[&agent](const State& fleet_state) { agent.change(fleet_state); },
+          {[&agent](const State& fleet_state, const DrainedBindings&) {
+             agent.change(fleet_state);
+           },
            [&agent, &monitor] {
              nlohmann::json down = nlohmann::json::array();
-             for (const auto& b : monitor.report()["bindings"])
+             const nlohmann::json health = monitor.report();  // kept: the loop reads into it
+             for (const auto& b : health["bindings"])
                if (b.value("state", std::string()) == "down")
                  down.push_back({{"service", b["service"]}, {"backend", b["backend"]}});
              return nlohmann::json{{"services", agent.current().services.size()},
@@ -699,6 +706,8 @@ int run(const Flags& flags) {
                                    {"down", std::move(down)}};
            }},
           control);
+    if (fleet_link)
+      monitor.on_transitions([&follower = fleet_link->follower] { follower.report_soon(); });
     auto watchdog = watchdog_timer(loop);
     sd_notify(0, "READY=1");
     try {

@@ -1,5 +1,8 @@
 #include "hostlb/policies/fleet.h"
 
+#include <nlohmann/json.hpp>
+#include <set>
+
 #include "hostlb/policies/edit.h"
 
 namespace hostlb {
@@ -22,6 +25,10 @@ bool FleetLayout::is_desired(std::string_view key) const {
 
 std::string FleetLayout::status_key(std::string_view role, std::string_view name) const {
   return status() + std::string(role) + "/" + std::string(name);
+}
+
+std::string FleetLayout::member_key(std::string_view role, std::string_view name) const {
+  return members() + std::string(role) + "/" + std::string(name);
 }
 
 uint64_t fleet_key_hash(std::string_view key, std::string_view value) {
@@ -129,6 +136,48 @@ FleetWrite plan_fleet_write(const FleetLayout& layout, const FleetKeys& current,
     under(current, prefix, [&](const std::string& key, std::string_view, const std::string&) {
       if (!wanted.count(key)) out.deletes.push_back(key);
     });
+  return out;
+}
+
+DrainedBindings fleet_unhealthy(const FleetLayout& layout, const State& state,
+                                const FleetKeys& keys) {
+  const std::string reports = layout.status() + "host/", members = layout.members() + "host/";
+  std::set<std::string> reporting, expired;
+  std::map<BindingName, std::set<std::string>> reported_by;
+  under(keys, reports, [&](const std::string&, std::string_view name, const std::string& value) {
+    reporting.emplace(name);
+    const auto report = nlohmann::json::parse(value, nullptr, false);
+    if (!report.is_object()) return;
+    const auto figures = report.find("figures");
+    if (figures == report.end() || !figures->is_object()) return;
+    const auto list = figures->find("down");
+    if (list == figures->end() || !list->is_array()) return;
+    for (const auto& item : *list) {
+      if (!item.is_object() || !item.contains("service") || !item.contains("backend") ||
+          !item["service"].is_string() || !item["backend"].is_string())
+        continue;
+      const auto key = parse_service_key(item["service"].get<std::string>());
+      if (!key) continue;
+      reported_by[{*key, item["backend"].get<std::string>()}].emplace(name);
+    }
+  });
+  under(keys, members, [&](const std::string&, std::string_view name, const std::string&) {
+    if (!reporting.count(std::string(name))) expired.emplace(name);
+  });
+  DrainedBindings out;
+  for (const auto& service : state.services)
+    for (const auto& ref : service.backends) {
+      const Backend* backend = state.find_backend(ref.name);
+      if (backend == nullptr) continue;
+      const std::string& host = backend->host;
+      if (!host.empty() && expired.count(host)) {
+        out.emplace(service.key, ref.name);
+        continue;
+      }
+      const auto it = reported_by.find({service.key, ref.name});
+      if (it != reported_by.end() && (host.empty() || it->second.count(host)))
+        out.emplace(service.key, ref.name);
+    }
   return out;
 }
 

@@ -35,6 +35,8 @@ class EtcdServer {
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
+  // Clients in other namespaces reach it over links to its namespace.
+  void listen_on_every_address() { listen_ = "0.0.0.0"; }
 
   // Starts it (again, on the same data) and, unless `wait` is false (a
   // member that needs its peers), waits until it answers.
@@ -42,9 +44,10 @@ class EtcdServer {
     const std::string log = lab_.dir() + "/etcd-" + name_ + ".log";
     std::vector<std::string> argv = {
         "ip", "netns", "exec", lab_.ns(role_), "etcd", "--name", name_, "--data-dir", data_dir_,
-        "--listen-client-urls", endpoint(), "--advertise-client-urls", endpoint(),
-        "--listen-peer-urls", peer_url(), "--initial-advertise-peer-urls", peer_url(),
-        "--initial-cluster", cluster_, "--initial-cluster-state", "new",
+        "--listen-client-urls", "http://" + listen_ + ":" + std::to_string(client_port_),
+        "--advertise-client-urls", endpoint(), "--listen-peer-urls", peer_url(),
+        "--initial-advertise-peer-urls", peer_url(), "--initial-cluster", cluster_,
+        "--initial-cluster-state", "new",
         // A fleet-wide document is one transaction.
         "--max-txn-ops", "30000", "--max-request-bytes", "33554432", "--heartbeat-interval", "50",
         "--election-timeout", "500", "--logger", "zap", "--log-outputs", log};
@@ -94,6 +97,7 @@ class EtcdServer {
   std::string name_;
   std::string cluster_;
   std::string data_dir_;
+  std::string listen_ = "127.0.0.1";
   pid_t pid_ = -1;
 };
 

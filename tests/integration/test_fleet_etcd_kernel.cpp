@@ -244,3 +244,211 @@ TEST_F(FleetEtcdTest, ServesThroughAnOutageACompactionAndARestartWithoutEtcd) {
 
 }  // namespace
 }  // namespace hostlb::lab
+
+namespace hostlb::lab {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The fleet lab (two gateways behind an ECMP router, two hypervisors with
+// two VMs each), every daemon following one etcd in the router's namespace
+// over a management link of its own.
+class FleetEtcdLab : public ::testing::Test {
+ protected:
+  static constexpr const char* kRoles[] = {"gw1", "gw2", "hv1", "hv2"};
+
+  FleetEtcdLab() : lab_(Lab::Topology::kFleet), etcd_(lab_, "rt", 23790, 23800) {}
+
+  void SetUp() override {
+    int k = 1;
+    for (const std::string role : kRoles) {
+      const std::string net = "10.250." + std::to_string(k++) + ".";
+      for (const std::string& cmd :
+           {"ip link add m-" + role + " netns " + lab_.ns("rt") +
+                " type veth peer name mgmt0 netns " + lab_.ns(role),
+            "ip -n " + lab_.ns("rt") + " addr add " + net + "1/30 dev m-" + role,
+            "ip -n " + lab_.ns("rt") + " link set m-" + role + " up",
+            "ip -n " + lab_.ns(role) + " addr add " + net + "2/30 dev mgmt0",
+            "ip -n " + lab_.ns(role) + " link set mgmt0 up"})
+        ASSERT_EQ(sh(cmd).exit_code, 0) << cmd;
+      endpoints_[role] = "http://" + net + "1:23790";
+    }
+    // The hosts' health probes leave from an address on their bridge.
+    for (const std::string hv : {"hv1", "hv2"})
+      ASSERT_EQ(lab_.in(hv, "ip addr add " + probe_source(hv) + "/32 dev br0").exit_code, 0);
+    etcd_.listen_on_every_address();
+    ASSERT_TRUE(etcd_.start()) << etcd_.ctl("endpoint health").output;
+  }
+
+  static std::string probe_source(const std::string& hv) {
+    return hv == "hv1" ? "198.18.10.251" : "198.18.10.252";
+  }
+
+  std::unique_ptr<Hostlbd> start_daemon(const std::string& role) {
+    std::vector<std::string> args = {"--etcd-endpoints", endpoints_[role],
+                                     "--socket",         lab_.dir() + "/" + role + ".sock",
+                                     "--state-dir",      lab_.dir() + "/" + role,
+                                     "--host-name",      role,
+                                     "--log-level",      "debug"};
+    if (role.starts_with("gw"))
+      args.insert(args.end(), {"--role", "gateway", "--client-interface", "cli0",
+                               "--fabric-interface", "fab0", "--drain-warmup", "30"});
+    else
+      args.insert(args.end(), {"--health-source-ipv4", probe_source(role)});
+    auto daemon = std::make_unique<Hostlbd>(lab_, args, role);
+    EXPECT_TRUE(daemon->start()) << role << ": " << daemon->log();
+    return daemon;
+  }
+
+  CommandResult fleet(const std::string& args, const std::string& global = "") {
+    return lab_.in("rt", std::string(HOSTLBCTL_PATH) + " " + global +
+                             " fleet --daemon-config '' --etcd-endpoints " + etcd_.endpoint() +
+                             " " + args);
+  }
+  int64_t write(const std::string& doc) {
+    const auto r = fleet("apply -f " + write_lab_file(lab_, "fleet.json", doc));
+    std::smatch m;
+    if (r.exit_code != 0 ||
+        !std::regex_search(r.output, m, std::regex("written at revision ([0-9]+)"))) {
+      ADD_FAILURE() << r.output;
+      return 0;
+    }
+    return std::stoll(m[1]);
+  }
+  // Every machine reports the fleet as it is now.
+  bool converged(size_t machines, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto doc = nlohmann::json::parse(fleet("status", "--json").output, nullptr, false);
+      size_t n = 0;
+      if (!doc.is_discarded())
+        for (const auto& m : doc["machines"]) n += m.value("converged", false) ? 1 : 0;
+      if (n == machines) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  nlohmann::json ctl(const std::string& role, const std::string& args) {
+    const auto r = sh(std::string(HOSTLBCTL_PATH) + " --json --socket " + lab_.dir() + "/" + role +
+                      ".sock " + args);
+    return nlohmann::json::parse(r.output, nullptr, false);
+  }
+  size_t rows_of(const std::string& gw, const std::string& service, const std::string& backend) {
+    const auto table = ctl(gw, "gateway table " + service);
+    if (table.is_discarded()) return 0;
+    for (const auto& b : table["backends"])
+      if (b["name"] == backend) return b["rows"].get<size_t>();
+    return 0;
+  }
+  // The backends new connections from the client's eight addresses reach.
+  std::map<std::string, int> reached(const std::string& vip, int count) {
+    std::map<std::string, int> out;
+    for (int i = 0; i < count; ++i) {
+      try {
+        TcpClient c(lab_, "cl", vip, 80, 1s, "198.18.20." + std::to_string(1 + i % 8),
+                    43000 + (port_++ % 20000));
+        const std::string banner = c.read_line(1s);
+        ++out[banner.substr(0, banner.find(' '))];
+      } catch (const std::exception&) {
+        ++out["(failed)"];
+      }
+    }
+    return out;
+  }
+
+  static std::string fleet_document(const std::string& services) {
+    return R"({"version":1,"backends":[
+      {"name":"vm1","mac":"02:00:00:00:0a:11","ipv4":"198.18.10.11","bridge":"br0","host":"hv1"},
+      {"name":"vm2","mac":"02:00:00:00:0a:12","ipv4":"198.18.10.12","bridge":"br0","host":"hv1"},
+      {"name":"vm3","mac":"02:00:00:00:0a:13","ipv4":"198.18.10.13","bridge":"br0","host":"hv2"},
+      {"name":"vm4","mac":"02:00:00:00:0a:14","ipv4":"198.18.10.14","bridge":"br0","host":"hv2"}],
+      "services":[)" +
+           services + "]}";
+  }
+  static constexpr const char* kWeb = R"({"vip":"203.0.113.10","port":80,"protocol":"tcp",
+      "rows":1021,"backends":[{"name":"vm1","port":8080},{"name":"vm3","port":8080}],
+      "health":{"interval":0.5,"timeout":0.4,"rise":2,"fall":2}})";
+  static constexpr const char* kApi = R"({"vip":"203.0.113.20","port":80,"protocol":"tcp",
+      "rows":1021,"backends":[{"name":"vm2","port":8080},{"name":"vm4","port":8080}]})";
+
+  Lab lab_;
+  EtcdServer etcd_;
+  std::map<std::string, std::string> endpoints_;
+  int port_ = 0;
+};
+
+TEST_F(FleetEtcdLab, OneWriteReachesEveryKernelAndHostsHealthSteersTheGateways) {
+  auto vm1 = std::make_unique<BackendServer>(lab_, "vm1", 8080);
+  auto vm2 = std::make_unique<BackendServer>(lab_, "vm2", 8080);
+  auto vm3 = std::make_unique<BackendServer>(lab_, "vm3", 8080);
+  auto vm4 = std::make_unique<BackendServer>(lab_, "vm4", 8080);
+  write(fleet_document(kWeb));
+  std::map<std::string, std::unique_ptr<Hostlbd>> daemons;
+  for (const std::string role : kRoles) daemons[role] = start_daemon(role);
+  ASSERT_TRUE(converged(4)) << fleet("status").output;
+  // Checked bindings serve once their check says so.
+  for (const std::string hv : {"hv1", "hv2"}) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (ctl(hv, "status")["health"]["up"] != 1 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(ctl(hv, "status")["health"]["up"], 1) << daemons[hv]->log();
+  }
+  auto web = reached("203.0.113.10", 32);
+  EXPECT_GT(web["vm1"], 0) << web.size();
+  EXPECT_GT(web["vm3"], 0);
+  EXPECT_EQ(web["(failed)"], 0);
+
+  // One write: every host's and gateway's kernel has the new service.
+  const int64_t revision = write(fleet_document(std::string(kWeb) + "," + kApi));
+  ASSERT_TRUE(converged(4)) << fleet("status").output;
+  for (const std::string role : kRoles)
+    EXPECT_GE(ctl(role, "status")["fleet"]["applied_revision"].get<int64_t>(), revision) << role;
+  auto api = reached("203.0.113.20", 32);
+  EXPECT_GT(api["vm2"], 0);
+  EXPECT_GT(api["vm4"], 0);
+  EXPECT_EQ(api["(failed)"], 0);
+  EXPECT_EQ(ctl("gw1", "gateway digest"), ctl("gw2", "gateway digest"));
+
+  // vm3's listener stops: hv2's check finds it down (2 probes of 0.5 s),
+  // its report says so, and both gateways move vm3's rows to vm1.
+  ASSERT_GT(rows_of("gw1", "203.0.113.10:80/tcp", "vm3"), 0u);
+  const auto stopped = std::chrono::steady_clock::now();
+  vm3.reset();
+  auto out_of_choice = [&](bool out, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if ((rows_of("gw1", "203.0.113.10:80/tcp", "vm3") == 0) == out &&
+          (rows_of("gw2", "203.0.113.10:80/tcp", "vm3") == 0) == out)
+        return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(out_of_choice(true)) << etcd_.ctl("get --prefix /hostlb/status/").output;
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - stopped);
+  // Detection: fall x interval + timeout = 1.4 s at most; propagation
+  // through etcd: a report and a watch event.
+  EXPECT_LT(took, 3s) << took.count() << " ms";
+  std::printf("vm3 out of both gateways' choice %lld ms after its listener stopped\n",
+              static_cast<long long>(took.count()));
+  web = reached("203.0.113.10", 32);
+  EXPECT_EQ(web["vm1"], 32) << "every new flow goes to vm1";
+  EXPECT_EQ(ctl("gw1", "gateway digest"), ctl("gw2", "gateway digest"));
+
+  // Back: its rows come back to it.
+  vm3 = std::make_unique<BackendServer>(lab_, "vm3", 8080);
+  ASSERT_TRUE(out_of_choice(false)) << daemons["hv2"]->log();
+  web = reached("203.0.113.10", 32);
+  EXPECT_GT(web["vm3"], 0);
+  EXPECT_EQ(web["(failed)"], 0);
+
+  // hv2 dies: when its lease expires, the gateways count its backends out.
+  daemons["hv2"]->stop(SIGKILL);
+  ASSERT_TRUE(out_of_choice(true, 25s)) << "after hv2's lease (10 s) expired";
+  const auto status = fleet("status");
+  EXPECT_TRUE(std::regex_search(status.output, std::regex("host +hv2 .*expired"))) << status.output;
+}
+
+}  // namespace
+}  // namespace hostlb::lab

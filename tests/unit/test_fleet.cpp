@@ -116,5 +116,31 @@ TEST(Fleet, TheDigestIsTheSameWhateverTheOrderAndSeesEveryDesiredKey) {
   EXPECT_LT(kLayout.desired_end(), kLayout.status());
 }
 
+TEST(Fleet, GatewaysTakeOutWhatHostsReportDownAndTheBackendsOfExpiredHosts) {
+  FleetKeys keys = fleet_keys(kLayout, fleet());
+  const ServiceKey web = *parse_service_key("203.0.113.10:80/tcp");
+  auto report = [](const std::string& down) {
+    return R"({"name":"x","figures":{"down":[)" + down + "]}}";
+  };
+  EXPECT_TRUE(fleet_unhealthy(kLayout, fleet(), keys).empty());
+  // hv1 says vm1 does not serve web; hv2 says so too, but vm1 is not its own.
+  keys["/hostlb/fleet/status/host/hv1"] =
+      report(R"({"service":"203.0.113.10:80/tcp","backend":"vm1"})");
+  keys["/hostlb/fleet/status/host/hv2"] = report(
+      R"({"service":"[2001:db8:f00::10]:53/udp","backend":"vm1"},{"service":"bad key","backend":"vm2"},7)");
+  keys["/hostlb/fleet/members/host/hv1"] = "{}";
+  keys["/hostlb/fleet/members/host/hv2"] = "{}";
+  EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}}));
+  // hv2's lease expires: every binding of its backend goes.
+  keys.erase("/hostlb/fleet/status/host/hv2");
+  EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}, {web, "vm2"}}));
+  // A host that never followed the fleet (no member key) is not judged.
+  keys.erase("/hostlb/fleet/members/host/hv2");
+  EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}}));
+  // A report that cannot be read says nothing is down.
+  keys["/hostlb/fleet/status/host/hv1"] = "not json";
+  EXPECT_TRUE(fleet_unhealthy(kLayout, fleet(), keys).empty());
+}
+
 }  // namespace
 }  // namespace hostlb

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hostlb/policies/gateway.h"
 #include "hostlb/policies/model.h"
 #include "hostlb/policies/state_document.h"
 
@@ -37,9 +38,14 @@ class FleetLayout {
   // reports ("status/") after them.
   std::string desired_end() const { return prefix_ + "services0"; }
   bool is_desired(std::string_view key) const;
-  // Where a machine of `role` ("host", "gateway") named `name` reports.
+  // Where a machine of `role` ("host", "gateway") named `name` reports,
+  // under a lease: the key is gone when the machine is.
   std::string status() const { return prefix_ + "status/"; }
   std::string status_key(std::string_view role, std::string_view name) const;
+  // Written once, without a lease, by a machine that follows the fleet: a
+  // member without a report is one whose lease expired.
+  std::string members() const { return prefix_ + "members/"; }
+  std::string member_key(std::string_view role, std::string_view name) const;
 
  private:
   std::string prefix_;
@@ -77,6 +83,15 @@ struct FleetWrite {
 };
 FleetWrite plan_fleet_write(const FleetLayout& layout, const FleetKeys& current,
                             const State& desired);
+
+// The bindings the gateways take out of their choice, as a drain whose
+// warm-up is over (their rows move, the flows they track stay): those whose
+// backend's host reports them down (figures.down of its report), and every
+// binding of a backend whose host is a member without a report (its lease
+// expired). A backend that names no host is judged by any host's report.
+// Every gateway reading the same keys decides the same.
+DrainedBindings fleet_unhealthy(const FleetLayout& layout, const State& state,
+                                const FleetKeys& keys);
 
 // A digest of the desired keys (backends and services, values included)
 // that every reader of the same keys computes alike, whatever the order it
