@@ -221,7 +221,7 @@ int fleet_status(const FleetCommandSettings& settings) {
   const FleetRead read = read_fleet(layout, current->keys, settings.document);
   const int64_t now = SystemClock().unix_seconds();
 
-  auto members = session.read(layout.members(), etcd::prefix_end(layout.members()));
+  auto members = session.read(layout.watchers(), etcd::prefix_end(layout.watchers()));
   if (!members.ok()) return failed("status", members.failure);
   json machines = json::array();
   std::set<std::string> reporting;
@@ -237,7 +237,7 @@ int fleet_status(const FleetCommandSettings& settings) {
   // A member without a report: its lease expired (the gateways count its
   // backends out).
   for (const auto& kv : members.value->kvs) {
-    const std::string id = kv.key.substr(layout.members().size());  // ROLE/NAME
+    const std::string id = kv.key.substr(layout.watchers().size());  // ROLE/NAME
     if (reporting.count(id)) continue;
     const size_t slash = id.find('/');
     machines.push_back({{"role", id.substr(0, slash)},

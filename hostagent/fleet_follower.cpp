@@ -267,7 +267,7 @@ void FleetFollower::report() {
       {layout_.status_key(options_.role, options_.name), report_value().dump(), 0, 0, lease_});
   const bool with_member = !member_written_;
   if (with_member)
-    put.puts.push_back({layout_.member_key(options_.role, options_.name),
+    put.puts.push_back({layout_.watcher_key(options_.role, options_.name),
                         json{{"name", options_.name}, {"role", options_.role}}.dump(), 0, 0, 0});
   etcd_.txn(put, [this, alive = alive_, with_member](EtcdResult<etcd::TxnResponse> result) {
     if (!*alive) return;

@@ -27,8 +27,8 @@ std::string FleetLayout::status_key(std::string_view role, std::string_view name
   return status() + std::string(role) + "/" + std::string(name);
 }
 
-std::string FleetLayout::member_key(std::string_view role, std::string_view name) const {
-  return members() + std::string(role) + "/" + std::string(name);
+std::string FleetLayout::watcher_key(std::string_view role, std::string_view name) const {
+  return watchers() + std::string(role) + "/" + std::string(name);
 }
 
 uint64_t fleet_key_hash(std::string_view key, std::string_view value) {
@@ -141,7 +141,7 @@ FleetWrite plan_fleet_write(const FleetLayout& layout, const FleetKeys& current,
 
 DrainedBindings fleet_unhealthy(const FleetLayout& layout, const State& state,
                                 const FleetKeys& keys) {
-  const std::string reports = layout.status() + "host/", members = layout.members() + "host/";
+  const std::string reports = layout.status() + "host/", watchers = layout.watchers() + "host/";
   std::set<std::string> reporting, expired;
   std::map<BindingName, std::set<std::string>> reported_by;
   under(keys, reports, [&](const std::string&, std::string_view name, const std::string& value) {
@@ -161,7 +161,7 @@ DrainedBindings fleet_unhealthy(const FleetLayout& layout, const State& state,
       reported_by[{*key, item["backend"].get<std::string>()}].emplace(name);
     }
   });
-  under(keys, members, [&](const std::string&, std::string_view name, const std::string&) {
+  under(keys, watchers, [&](const std::string&, std::string_view name, const std::string&) {
     if (!reporting.count(std::string(name))) expired.emplace(name);
   });
   DrainedBindings out;

@@ -242,6 +242,81 @@ TEST_F(FleetEtcdTest, ServesThroughAnOutageACompactionAndARestartWithoutEtcd) {
   EXPECT_EQ(daemon->stop(SIGTERM), 0);
 }
 
+TEST_F(FleetEtcdTest, TenThousandServicesFromAnEmptyFleet) {
+  BackendServer vm1(lab_, "vm1", 8080);
+  auto daemon = start_follower();
+  std::string services;
+  for (int i = 0; i < 10000; ++i) {
+    const std::string vip =
+        i == 0 ? kVip10 : "100.64." + std::to_string(i / 250) + "." + std::to_string(1 + i % 250);
+    services += (services.empty() ? "" : ",") + service_json(vip, 80, "tcp", {{"web-1", 8080}});
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t revision = write(R"({"version":1,"backends":[)" + backend_json(kVm1, "web-1") +
+                                 R"(],"services":[)" + services + "]}");
+  ASSERT_GT(revision, 0);
+  ASSERT_TRUE(applied(revision, 60s)) << daemon->log();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  std::printf("10,000 services: written and in the kernel in %lld ms\n",
+              static_cast<long long>(took.count()));
+  const auto status = nlohmann::json::parse(ctl("--json status").output);
+  EXPECT_EQ(status["services"], 10000);
+  EXPECT_TRUE(served(kVip10));
+  EXPECT_NE(lab_.in("hv", "nft list ruleset").output.find("100.64.39.250"), std::string::npos);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+TEST_F(FleetEtcdTest, AThreeMemberClusterLosingTheMemberTheDaemonUses) {
+  etcd_.stop();
+  const std::string cluster =
+      "m1=http://127.0.0.1:23810,m2=http://127.0.0.1:23811,"
+      "m3=http://127.0.0.1:23812";
+  std::vector<std::unique_ptr<EtcdServer>> members;
+  for (int i = 0; i < 3; ++i)
+    members.push_back(std::make_unique<EtcdServer>(lab_, "hv", 23794 + i, 23810 + i,
+                                                   "m" + std::to_string(i + 1), cluster));
+  for (auto& m : members) ASSERT_TRUE(m->start(false));
+  for (auto& m : members)
+    ASSERT_TRUE(m->wait_healthy()) << sh("grep -v info " + lab_.dir() + "/etcd-m*.log").output;
+  const std::string all =
+      members[0]->endpoint() + "," + members[1]->endpoint() + "," + members[2]->endpoint();
+  auto fleet_at = [&](const std::string& endpoints, const std::string& doc) {
+    const auto r =
+        lab_.in("hv", std::string(HOSTLBCTL_PATH) + " fleet --daemon-config '' --etcd-endpoints " +
+                          endpoints + " apply -f " + write_lab_file(lab_, "fleet.json", doc));
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(r.output, m, std::regex("written at revision ([0-9]+)")))
+        << r.output;
+    return m.empty() ? int64_t{0} : std::stoll(m[1]);
+  };
+  BackendServer vm1(lab_, "vm1", 8080);
+  fleet_at(all, kOne);
+  auto daemon = std::make_unique<Hostlbd>(
+      lab_, std::vector<std::string>{"--etcd-endpoints", all, "--state-dir", lab_.dir() + "/state",
+                                     "--socket", socket_path(), "--log-level", "debug",
+                                     "--host-name", "hv1"});
+  ASSERT_TRUE(daemon->start()) << daemon->log();
+  ASSERT_TRUE(served(kVip10)) << daemon->log();
+
+  // The member it talks to dies; it goes on with the next one.
+  const std::string used =
+      nlohmann::json::parse(ctl("--json status").output)["fleet"]["endpoint"].get<std::string>();
+  size_t dead = 0;
+  while (members[dead]->endpoint() != used) ++dead;
+  members[dead]->stop(SIGKILL);
+  std::string others;
+  for (size_t i = 0; i < 3; ++i)
+    if (i != dead) others += (others.empty() ? "" : ",") + members[i]->endpoint();
+  const int64_t revision = fleet_at(others, kTwo);
+  EXPECT_TRUE(served(kVip20)) << daemon->log();
+  EXPECT_TRUE(applied(revision)) << daemon->log();
+  const std::string now_used =
+      nlohmann::json::parse(ctl("--json status").output)["fleet"]["endpoint"].get<std::string>();
+  EXPECT_NE(now_used, used);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace hostlb::lab
 

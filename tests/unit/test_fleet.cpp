@@ -114,6 +114,7 @@ TEST(Fleet, TheDigestIsTheSameWhateverTheOrderAndSeesEveryDesiredKey) {
   // The desired range holds backends and services, not the reports.
   EXPECT_LT(kLayout.services() + "\xff", kLayout.desired_end());
   EXPECT_LT(kLayout.desired_end(), kLayout.status());
+  EXPECT_LT(kLayout.desired_end(), kLayout.watchers());
 }
 
 TEST(Fleet, GatewaysTakeOutWhatHostsReportDownAndTheBackendsOfExpiredHosts) {
@@ -128,14 +129,14 @@ TEST(Fleet, GatewaysTakeOutWhatHostsReportDownAndTheBackendsOfExpiredHosts) {
       report(R"({"service":"203.0.113.10:80/tcp","backend":"vm1"})");
   keys["/hostlb/fleet/status/host/hv2"] = report(
       R"({"service":"[2001:db8:f00::10]:53/udp","backend":"vm1"},{"service":"bad key","backend":"vm2"},7)");
-  keys["/hostlb/fleet/members/host/hv1"] = "{}";
-  keys["/hostlb/fleet/members/host/hv2"] = "{}";
+  keys["/hostlb/fleet/watchers/host/hv1"] = "{}";
+  keys["/hostlb/fleet/watchers/host/hv2"] = "{}";
   EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}}));
   // hv2's lease expires: every binding of its backend goes.
   keys.erase("/hostlb/fleet/status/host/hv2");
   EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}, {web, "vm2"}}));
   // A host that never followed the fleet (no member key) is not judged.
-  keys.erase("/hostlb/fleet/members/host/hv2");
+  keys.erase("/hostlb/fleet/watchers/host/hv2");
   EXPECT_EQ(fleet_unhealthy(kLayout, fleet(), keys), (DrainedBindings{{web, "vm1"}}));
   // A report that cannot be read says nothing is down.
   keys["/hostlb/fleet/status/host/hv1"] = "not json";

@@ -43,9 +43,10 @@ class FleetLayout {
   std::string status() const { return prefix_ + "status/"; }
   std::string status_key(std::string_view role, std::string_view name) const;
   // Written once, without a lease, by a machine that follows the fleet: a
-  // member without a report is one whose lease expired.
-  std::string members() const { return prefix_ + "members/"; }
-  std::string member_key(std::string_view role, std::string_view name) const;
+  // watcher without a report is one whose lease expired. (Sorted after the
+  // desired keys: registering is no change of the desired state.)
+  std::string watchers() const { return prefix_ + "watchers/"; }
+  std::string watcher_key(std::string_view role, std::string_view name) const;
 
  private:
   std::string prefix_;
