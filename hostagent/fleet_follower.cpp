@@ -29,6 +29,7 @@ FleetFollower::FleetFollower(EventLoop& loop, EtcdClient& etcd, FleetFollowerOpt
       options_(std::move(options)),
       layout_(options_.prefix),
       target_(std::move(target)),
+      view_(layout_, options_.document),
       retry_delay_(options_.retry_first),
       apply_timer_(loop, [this] { apply_keys(); }),
       retry_timer_(loop, [this] { retry(); }),
@@ -79,6 +80,7 @@ void FleetFollower::on_read(EtcdResult<etcd::RangeResponse> result) {
   digest_ = fleet_digest(layout_, keys_);
   spdlog::info("read the fleet at revision {}: {} keys", revision_, keys_.size());
   dirty_ = true;
+  read_whole_ = true;
   reports_dirty_ = true;
   apply_keys();
   watch_from(revision_ + 1);
@@ -132,6 +134,7 @@ void FleetFollower::on_message(const etcd::WatchMessage& message) {
       if (desired) digest_ ^= fleet_key_hash(key, event.kv.value);
     }
     (desired ? dirty_ : reports_dirty_) = true;
+    if (desired) changed_.insert(key);
   }
   // A progress notice: everything up to its revision was sent. (A
   // creation's header is etcd's newest revision, not what was sent.)
@@ -151,27 +154,41 @@ void FleetFollower::apply_soon() {
 }
 
 void FleetFollower::apply_keys() {
+  const auto started = loop_.clock().monotonic();
   const bool desired_changed = dirty_;
   if (dirty_) {
     dirty_ = false;
-    FleetRead read = read_fleet(layout_, keys_, options_.document);
+    // A change of a few services reads only them; a whole read, or a
+    // backend's change (services name backends), reads everything.
+    const bool whole = read_whole_ || changed_.size() > kReadWholeAbove ||
+                       std::any_of(changed_.begin(), changed_.end(), [&](const std::string& k) {
+                         return k.starts_with(layout_.backends());
+                       });
+    if (whole) {
+      view_.reset(keys_);
+    } else {
+      for (const auto& key : changed_) view_.update(keys_, key);
+    }
+    read_whole_ = false;
+    changed_.clear();
+    std::vector<FleetKeyError> errors = view_.errors();
     std::set<std::pair<std::string, std::string>> before;
     for (const auto& e : errors_) before.emplace(e.key, e.reason);
-    for (const auto& e : read.errors)
+    for (const auto& e : errors)
       if (!before.contains({e.key, e.reason}))
         spdlog::warn("fleet key {} left out (revision {}): {}", e.key, revision_, e.reason);
     for (const auto& e : errors_) {
-      const bool still = std::any_of(read.errors.begin(), read.errors.end(),
+      const bool still = std::any_of(errors.begin(), errors.end(),
                                      [&](const FleetKeyError& n) { return n.key == e.key; });
       if (!still) spdlog::info("fleet key {} is valid again or gone", e.key);
     }
-    errors_ = std::move(read.errors);
-    state_ = std::move(read.state);
+    errors_ = std::move(errors);
   }
+  const State& state = view_.state();
   bool health_changed = false;
   if (options_.follow_health && (reports_dirty_ || desired_changed)) {
     reports_dirty_ = false;
-    DrainedBindings unhealthy = fleet_unhealthy(layout_, state_, keys_);
+    DrainedBindings unhealthy = fleet_unhealthy(layout_, state, keys_);
     for (const auto& b : unhealthy)
       if (!unhealthy_.count(b))
         spdlog::info(
@@ -186,15 +203,20 @@ void FleetFollower::apply_keys() {
     unhealthy_ = std::move(unhealthy);
   }
   if (!desired_changed && !health_changed) return;
+  const auto read = loop_.clock().monotonic();
   try {
-    target_.apply(state_, unhealthy_);
+    target_.apply(state, unhealthy_);
     if (!apply_error_.empty()) spdlog::info("fleet revision {} applied", revision_);
     apply_error_.clear();
     applied_revision_ = revision_;
     applied_digest_ = digest_;
     applied_at_ = loop_.clock().unix_seconds();
-    spdlog::debug("applied fleet revision {}: {} backends, {} services", revision_,
-                  state_.backends.size(), state_.services.size());
+    const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    spdlog::debug(
+        "applied fleet revision {}: {} backends, {} services (read {:.1f} ms, applied "
+        "{:.1f} ms)",
+        revision_, state.backends.size(), state.services.size(), ms(read - started),
+        ms(loop_.clock().monotonic() - read));
   } catch (const std::exception& e) {
     apply_error_ = e.what();
     spdlog::error("fleet revision {} not applied: {}; keeping revision {}", revision_, e.what(),

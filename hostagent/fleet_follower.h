@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "event_loop.h"
@@ -88,12 +89,15 @@ class FleetFollower {
   std::string range_start() const;
   std::string range_end() const;
 
-  FleetKeys keys_;              // the keys read and watched, as of revision_
-  int64_t revision_ = 0;        // 0: never read
-  uint64_t digest_ = 0;         // of the desired keys of keys_
-  bool dirty_ = false;          // a desired key changed since the last apply
-  bool reports_dirty_ = false;  // a report or member key did
-  State state_;                 // the desired state read at the last apply
+  FleetKeys keys_;                 // the keys read and watched, as of revision_
+  int64_t revision_ = 0;           // 0: never read
+  uint64_t digest_ = 0;            // of the desired keys of keys_
+  bool dirty_ = false;             // a desired key changed since the last apply
+  bool reports_dirty_ = false;     // a report or member key did
+  bool read_whole_ = false;        // keys_ was read whole since
+  std::set<std::string> changed_;  // the desired keys changed since
+  static constexpr size_t kReadWholeAbove = 512;
+  FleetView view_;  // the desired state of keys_ as of the last apply
   DrainedBindings unhealthy_;
   bool reading_ = false;
   bool watching_ = false;

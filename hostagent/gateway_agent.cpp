@@ -80,12 +80,18 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
     else
       spdlog::info("the kernel holds the persisted gateway table (stamp {:08x}); kept", *stamp);
   }
+  // The services this change adds and removes (a table's index is given
+  // when its service is added, and kept).
+  std::vector<std::pair<ServiceKey, uint32_t>> added;
+  std::vector<ServiceKey> removed;
   if (rebuild) {
     kernel_.replace(next, config_);
     report.rebuilt = true;
     report.rows_written = next.row_count();
   } else {
     const GatewayDiff diff = diff_gateway(applied_, next);
+    for (const auto& s : diff.services_added) added.emplace_back(s.key, s.index);
+    for (const auto& s : diff.services_removed) removed.push_back(s.key);
     // At start, even an empty diff is applied: the kernel takes this run's
     // settings (interfaces, MAC, timeouts) with the table it kept.
     if (!diff.empty() || at_start) kernel_.apply(diff, config_, gateway_stamp(next));
@@ -103,15 +109,20 @@ GatewayReport GatewayAgent::apply(const State& requested, bool at_start) {
   // written.
   JournalRecord record;
   if (!at_start) {
-    if (persisted_->state != requested) record.edits = edits_between(persisted_->state, requested);
-    for (const auto& s : next.services) {
-      const auto it = persisted_->gateway_indexes.find(s.key);
-      if (it == persisted_->gateway_indexes.end() || it->second != s.index)
-        record.gateway_indexes[s.key] = s.index;
+    record.edits = edits_between(persisted_->state, requested);
+    for (const auto& [key, index] : added) {
+      const auto it = persisted_->gateway_indexes.find(key);
+      if (it == persisted_->gateway_indexes.end() || it->second != index)
+        record.gateway_indexes[key] = index;
     }
   }
   persisted_->state = requested;
-  persisted_->gateway_indexes = indexes_of(next);
+  if (at_start || rebuild) {
+    persisted_->gateway_indexes = indexes_of(next);
+  } else {
+    for (const auto& key : removed) persisted_->gateway_indexes.erase(key);
+    for (const auto& [key, index] : added) persisted_->gateway_indexes[key] = index;
+  }
   applied_ = std::move(next);
   ++applied_generation_;
   if (at_start || store_.journal_length() + record.edits.size() >= kJournalLimit)

@@ -1,5 +1,6 @@
 #include "hostlb/policies/fleet.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -77,6 +78,20 @@ void under(const FleetKeys& keys, const std::string& prefix, Each&& each) {
 
 std::string reason_of(const DocumentError& e) { return e.what(); }
 
+// Adds the service of key PREFIX services/`name` to `state`, whose backends
+// are read already. Throws DocumentError (then `state` is unchanged).
+void add_service_key(State& state, std::string_view name, const std::string& value) {
+  std::string reason;
+  const auto service_key = parse_service_key(name, &reason);
+  if (!service_key) throw DocumentError("", "the key does not name a service: " + reason);
+  Service service = parse_service_object(parse_json_strict(value), "", state);
+  if (service.key != *service_key)
+    throw DocumentError("", "the value is service " + service.key.str() + ", not the key's");
+  const Edit add = Edit::add_service(std::move(service));
+  check_edit(state, add);
+  apply_edit(state, add);
+}
+
 }  // namespace
 
 FleetRead read_fleet(const FleetLayout& layout, const FleetKeys& keys,
@@ -100,20 +115,58 @@ FleetRead read_fleet(const FleetLayout& layout, const FleetKeys& keys,
   under(keys, layout.services(),
         [&](const std::string& key, std::string_view name, const std::string& value) {
           try {
-            std::string reason;
-            const auto service_key = parse_service_key(name, &reason);
-            if (!service_key) throw DocumentError("", "the key does not name a service: " + reason);
-            Service service = parse_service_object(parse_json_strict(value), "", out.state);
-            if (service.key != *service_key)
-              throw DocumentError("",
-                                  "the value is service " + service.key.str() + ", not the key's");
-            const Edit add = Edit::add_service(std::move(service));
-            check_edit(out.state, add);
-            apply_edit(out.state, add);
+            add_service_key(out.state, name, value);
           } catch (const DocumentError& e) {
             out.errors.push_back({key, reason_of(e)});
           }
         });
+  return out;
+}
+
+FleetView::FleetView(FleetLayout layout, DocumentOptions options)
+    : layout_(std::move(layout)), options_(std::move(options)) {}
+
+void FleetView::reset(const FleetKeys& keys) {
+  FleetRead read = read_fleet(layout_, keys, options_);
+  state_ = std::move(read.state);
+  errors_.clear();
+  for (auto& e : read.errors) errors_.emplace(std::move(e.key), std::move(e.reason));
+}
+
+void FleetView::update(const FleetKeys& keys, const std::string& key) {
+  if (!key.starts_with(layout_.services())) {
+    // A backend: the services that name it (or would) read again with it.
+    if (layout_.is_desired(key)) reset(keys);
+    return;
+  }
+  // A service stands alone given the backends: only it is read again.
+  const std::string_view name = std::string_view(key).substr(layout_.services().size());
+  errors_.erase(key);
+  auto& services = state_.services;
+  if (const auto service_key = parse_service_key(name)) {
+    auto old = std::find_if(services.begin(), services.end(),
+                            [&](const Service& s) { return s.key == *service_key; });
+    if (old != services.end()) services.erase(old);
+  }
+  const auto it = keys.find(key);
+  if (it == keys.end()) return;
+  try {
+    add_service_key(state_, name, it->second);
+  } catch (const DocumentError& e) {
+    errors_.emplace(key, reason_of(e));
+    return;
+  }
+  // In key order, as read_fleet reads them (the edit appended it).
+  const std::string added = services.back().key.str();
+  auto at =
+      std::lower_bound(services.begin(), services.end() - 1, added,
+                       [](const Service& s, const std::string& k) { return s.key.str() < k; });
+  std::rotate(at, services.end() - 1, services.end());
+}
+
+std::vector<FleetKeyError> FleetView::errors() const {
+  std::vector<FleetKeyError> out;
+  for (const auto& [key, reason] : errors_) out.push_back({key, reason});
   return out;
 }
 

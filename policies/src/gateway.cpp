@@ -96,23 +96,34 @@ void fill_rows(GatewayService& g) {
 GatewayDatapath compile(const State& state, const ServiceIndexes& previous,
                         const GatewayDatapath* applied, const DrainedBindings& drained) {
   GatewayDatapath out;
-  std::set<uint32_t> taken;
+  out.services.reserve(state.services.size());
+  // A service keeps its index: from the applied table when there is one
+  // (found there anyway), else from `previous`.
+  auto index_of = [&](const ServiceKey& key) -> std::optional<uint32_t> {
+    if (applied) {
+      if (const GatewayService* s = applied->find(key)) return s->index;
+      return std::nullopt;
+    }
+    if (auto it = previous.find(key); it != previous.end()) return it->second;
+    return std::nullopt;
+  };
+  std::vector<bool> taken(kMaxGatewayServices + 2, false);
   for (const auto& s : state.services)
-    if (auto it = previous.find(s.key); it != previous.end()) taken.insert(it->second);
+    if (auto index = index_of(s.key); index && *index < taken.size()) taken[*index] = true;
   uint32_t next_free = 1;
   for (const auto& service : state.services) {
     GatewayService g;
     g.key = service.key;
     g.rows = service.rows.value_or(kDefaultRows);
-    if (auto it = previous.find(service.key); it != previous.end()) {
-      g.index = it->second;
+    if (auto index = index_of(service.key)) {
+      g.index = *index;
     } else {
-      while (taken.count(next_free)) ++next_free;
+      while (next_free <= kMaxGatewayServices && taken[next_free]) ++next_free;
       if (next_free > kMaxGatewayServices)
         throw GatewayIndexExhausted("more than " + std::to_string(kMaxGatewayServices) +
                                     " services for one gateway");
       g.index = next_free;
-      taken.insert(next_free);
+      taken[next_free] = true;
     }
     std::vector<BackendRef> refs = service.backends;
     std::sort(refs.begin(), refs.end(),
@@ -153,7 +164,7 @@ GatewayDatapath compile_gateway(const State& state, const ServiceIndexes& previo
 
 GatewayDatapath recompile_gateway(const State& state, const GatewayDatapath& applied,
                                   const DrainedBindings& drained) {
-  return compile(state, indexes_of(applied), &applied, drained);
+  return compile(state, {}, &applied, drained);
 }
 
 std::vector<uint32_t> tracked_marks(const std::vector<GatewayService>& services) {

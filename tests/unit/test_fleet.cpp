@@ -3,6 +3,8 @@
 // write plan touches only the keys that differ.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "hostlb/policies/fleet.h"
 
 namespace hostlb {
@@ -141,6 +143,55 @@ TEST(Fleet, GatewaysTakeOutWhatHostsReportDownAndTheBackendsOfExpiredHosts) {
   // A report that cannot be read says nothing is down.
   keys["/hostlb/fleet/status/host/hv1"] = "not json";
   EXPECT_TRUE(fleet_unhealthy(kLayout, fleet(), keys).empty());
+}
+
+TEST(Fleet, AViewKeptKeyByKeyAlwaysReadsWhatAWholeReadReads) {
+  std::mt19937 random(7);
+  auto pick = [&](size_t n) { return static_cast<size_t>(random() % n); };
+  FleetKeys keys = fleet_keys(kLayout, fleet());
+  FleetView view(kLayout, {});
+  view.reset(keys);
+  const std::vector<std::string> vips = {"203.0.113.1", "203.0.113.2", "203.0.113.3",
+                                         "198.51.100.7", "2001:db8::5"};
+  const std::vector<std::string> names = {"vm1", "vm2", "vm3"};
+  for (int step = 0; step < 2000; ++step) {
+    std::string key;
+    const size_t what = pick(10);
+    if (what < 6) {  // a service put, valid or not
+      const std::string vip = vips[pick(vips.size())];
+      const std::string proto = pick(2) ? "tcp" : "udp";
+      const int port = 80 + static_cast<int>(pick(3));
+      const ServiceKey service_key =
+          *parse_service_key((vip.find(':') != std::string::npos ? "[" + vip + "]" : vip) + ":" +
+                             std::to_string(port) + "/" + proto);
+      key = kLayout.service_key(service_key);
+      const size_t kind = pick(8);
+      keys[key] = kind == 0   ? "not json"
+                  : kind == 1 ? R"({"vip":"192.0.2.1","port":1,"protocol":"tcp","backends":[]})"
+                              : R"({"vip":")" + vip + R"(","port":)" + std::to_string(port) +
+                                    R"(,"protocol":")" + proto + R"(","backends":[{"name":")" +
+                                    names[pick(names.size())] + R"(","port":8080}]})";
+    } else if (what < 8) {  // a service deleted
+      std::vector<std::string> services;
+      for (const auto& [k, v] : keys)
+        if (k.starts_with(kLayout.services())) services.push_back(k);
+      if (services.empty()) continue;
+      key = services[pick(services.size())];
+      keys.erase(key);
+    } else {  // a backend put, moved or deleted
+      const std::string name = names[pick(names.size())];
+      key = kLayout.backend_key(name);
+      if (pick(3) == 0)
+        keys.erase(key);
+      else
+        keys[key] = R"({"name":")" + name + R"(","mac":"02:00:00:00:01:1)" +
+                    std::to_string(pick(3)) + R"(","bridge":"br0"})";
+    }
+    view.update(keys, key);
+    const FleetRead whole = read_fleet(kLayout, keys);
+    ASSERT_EQ(view.state(), whole.state) << "step " << step << " " << key;
+    ASSERT_EQ(view.errors(), whole.errors) << "step " << step << " " << key;
+  }
 }
 
 }  // namespace

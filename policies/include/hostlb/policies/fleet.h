@@ -72,6 +72,26 @@ struct FleetRead {
 FleetRead read_fleet(const FleetLayout& layout, const FleetKeys& keys,
                      const DocumentOptions& options = {});
 
+// read_fleet kept up to date key by key, as a watch delivers them: a
+// service's key is read alone (services do not depend on each other), a
+// backend's key makes it read everything again (services name backends).
+// Always what read_fleet would read from the same keys.
+class FleetView {
+ public:
+  FleetView(FleetLayout layout, DocumentOptions options);
+  void reset(const FleetKeys& keys);
+  // `key` was put or deleted; `keys` holds it as it is now.
+  void update(const FleetKeys& keys, const std::string& key);
+  const State& state() const { return state_; }
+  std::vector<FleetKeyError> errors() const;  // in key order
+
+ private:
+  FleetLayout layout_;
+  DocumentOptions options_;
+  State state_;
+  std::map<std::string, std::string> errors_;  // key -> reason
+};
+
 // The keys a state is written as (canonical JSON values).
 FleetKeys fleet_keys(const FleetLayout& layout, const State& state);
 
