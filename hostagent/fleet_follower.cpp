@@ -222,7 +222,7 @@ void FleetFollower::apply_keys() {
     spdlog::error("fleet revision {} not applied: {}; keeping revision {}", revision_, e.what(),
                   applied_revision_);
   }
-  report_soon();
+  report_applied();
 }
 
 void FleetFollower::failed(const std::string& what, const EtcdFailure& failure) {
@@ -261,8 +261,23 @@ void FleetFollower::retry() {
 }
 
 void FleetFollower::report_soon() {
+  report_urgent_ = true;
+  report_after(std::chrono::milliseconds(20));
+}
+
+void FleetFollower::report_applied() {
+  // A busy fleet changes many times a second: each machine reports what it
+  // applied at most once per kReportSpacing, not once per change (every
+  // report is a write that every watcher of the prefix receives).
+  const auto now = loop_.clock().monotonic();
+  const auto earliest = last_report_ + kReportSpacing;
+  report_after(std::max<std::chrono::milliseconds>(
+      std::chrono::milliseconds(20), std::chrono::ceil<std::chrono::milliseconds>(earliest - now)));
+}
+
+void FleetFollower::report_after(std::chrono::milliseconds delay) {
   report_wanted_ = true;
-  report_timer_.arm_no_later_than(loop_.clock().monotonic() + std::chrono::milliseconds(20));
+  report_timer_.arm_no_later_than(loop_.clock().monotonic() + delay);
 }
 
 json FleetFollower::report_value() const {
@@ -284,6 +299,8 @@ void FleetFollower::report() {
   if (lease_ == 0 || reporting_) return;  // after the lease, or after the report in flight
   reporting_ = true;
   report_wanted_ = false;
+  report_urgent_ = false;
+  last_report_ = loop_.clock().monotonic();
   etcd::TxnRequest put;
   put.puts.push_back(
       {layout_.status_key(options_.role, options_.name), report_value().dump(), 0, 0, lease_});
@@ -301,7 +318,7 @@ void FleetFollower::report() {
       report_wanted_ = true;
       return;  // the lease's next beat grants or reports again
     }
-    if (report_wanted_) report_soon();
+    if (report_wanted_) report_urgent_ ? report_soon() : report_applied();
   });
 }
 
@@ -336,7 +353,7 @@ void FleetFollower::keep_lease() {
       lease_ = 0;
       grant();
     } else if (report_wanted_) {
-      report_soon();
+      report_urgent_ ? report_soon() : report_applied();
     }
   });
 }

@@ -77,6 +77,9 @@ class FleetFollower {
   void retry();
 
   void report();
+  // What was applied is reported at most once per kReportSpacing.
+  void report_applied();
+  void report_after(std::chrono::milliseconds delay);
   void keep_lease();
   nlohmann::json report_value() const;
 
@@ -118,6 +121,9 @@ class FleetFollower {
   bool member_written_ = false;
   bool reporting_ = false;      // a report or lease call is in flight
   bool report_wanted_ = false;  // something to report since the last one
+  bool report_urgent_ = false;  // a health transition among it
+  Clock::TimePoint last_report_{};
+  static constexpr std::chrono::milliseconds kReportSpacing{1000};
   Timer report_timer_;
   Timer lease_timer_;
   std::shared_ptr<bool> alive_;

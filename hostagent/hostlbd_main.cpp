@@ -697,8 +697,8 @@ int run(const Flags& flags) {
            },
            [&agent, &monitor] {
              nlohmann::json down = nlohmann::json::array();
-             const nlohmann::json health = monitor.report();  // kept: the loop reads into it
-             for (const auto& b : health["bindings"])
+             const nlohmann::json probes = monitor.report();  // kept: the loop reads into it
+             for (const auto& b : probes["bindings"])
                if (b.value("state", std::string()) == "down")
                  down.push_back({{"service", b["service"]}, {"backend", b["backend"]}});
              return nlohmann::json{{"services", agent.current().services.size()},

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${FUZZ_SECONDS:-30}
-targets=(state_document control_request config keys journal_record)
+targets=(state_document control_request config keys journal_record etcd_response)
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DHOSTLB_FUZZ=ON -DHOSTLB_BUILD_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" $(printf -- '--target fuzz_%s ' "${targets[@]}") >/dev/null
