@@ -34,7 +34,11 @@ class EtcdServer {
   EtcdServer(const EtcdServer&) = delete;
   EtcdServer& operator=(const EtcdServer&) = delete;
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+  std::string endpoint(const std::string& ip = "127.0.0.1") const {
+    return "http://" + ip + ":" + std::to_string(client_port_);
+  }
+  // Clients may reach it at this loopback address too.
+  void also_listen_on(const std::string& ip) { also_ += "," + endpoint(ip); }
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
   // Clients in other namespaces reach it over links to its namespace.
   void listen_on_every_address() { listen_ = "0.0.0.0"; }
@@ -45,7 +49,7 @@ class EtcdServer {
     const std::string log = lab_.dir() + "/etcd-" + name_ + ".log";
     std::vector<std::string> argv = {
         "ip", "netns", "exec", lab_.ns(role_), "etcd", "--name", name_, "--data-dir", data_dir_,
-        "--listen-client-urls", "http://" + listen_ + ":" + std::to_string(client_port_),
+        "--listen-client-urls", "http://" + listen_ + ":" + std::to_string(client_port_) + also_,
         "--advertise-client-urls", endpoint(), "--listen-peer-urls", peer_url(),
         "--initial-advertise-peer-urls", peer_url(), "--initial-cluster", cluster_,
         "--initial-cluster-state", "new",
@@ -106,6 +110,7 @@ class EtcdServer {
   std::string cluster_;
   std::string data_dir_;
   std::string listen_ = "127.0.0.1";
+  std::string also_;
   pid_t pid_ = -1;
 };
 
