@@ -56,11 +56,11 @@ void EtcdClient::call(const std::string& path, std::string body,
                       size_t tries) {
   auto id = std::make_shared<HttpClient::Id>(0);
   const std::string url = endpoint() + path;
-  std::string request = body;
+  const std::string request = body;  // `body` moves into the callback, for a retry
   *id =
-      http_.post(url, std::move(request), settings_.request_timeout,
+      http_.post(url, request, settings_.request_timeout,
                  [this, alive = alive_, id, path, body = std::move(body), done = std::move(done),
-                  tries, url](HttpResponse response) mutable {
+                  tries, url](const HttpResponse& response) mutable {
                    if (!*alive) return;
                    std::erase(calls_, *id);
                    if (endpoint_unusable(response)) {
@@ -176,8 +176,8 @@ void EtcdClient::lease_revoke(int64_t id, std::function<void(EtcdResult<bool>)> 
 }
 
 void EtcdClient::watch(const etcd::WatchRequest& request,
-                       std::function<void(const etcd::WatchMessage&)> message,
-                       std::function<void(const EtcdFailure&)> ended) {
+                       const std::function<void(const etcd::WatchMessage&)>& message,
+                       const std::function<void(const EtcdFailure&)>& ended) {
   cancel_watch();
   auto splitter = std::make_shared<etcd::LineSplitter>();
   auto id = std::make_shared<HttpClient::Id>(0);
@@ -196,7 +196,7 @@ void EtcdClient::watch(const etcd::WatchRequest& request,
           }
         }
       },
-      [this, alive = alive_, id, url, ended](HttpResponse response) {
+      [this, alive = alive_, id, url, ended](const HttpResponse& response) {
         if (!*alive || watch_id_ != *id) return;
         watch_id_.reset();
         EtcdFailure failure{

@@ -26,6 +26,7 @@ void global_init() {
 
 struct HttpClient::Impl {
   struct Transfer {
+    Id id = 0;
     CURL* easy = nullptr;
     curl_slist* headers = nullptr;
     std::string body;
@@ -73,10 +74,11 @@ struct HttpClient::Impl {
     return n;
   }
 
-  Id start(const std::string& url, std::string request,
+  Id start(const std::string& url, const std::string& request,
            std::optional<std::chrono::milliseconds> timeout, Piece piece, Done done) {
     const Id id = next_id++;
     Transfer& t = transfers[id];
+    t.id = id;
     t.piece = std::move(piece);
     t.done = std::move(done);
     t.easy = curl_easy_init();
@@ -97,7 +99,7 @@ struct HttpClient::Impl {
     curl_easy_setopt(t.easy, CURLOPT_TCP_KEEPINTVL, 2L);
     curl_easy_setopt(t.easy, CURLOPT_WRITEFUNCTION, &Impl::on_data);
     curl_easy_setopt(t.easy, CURLOPT_WRITEDATA, &t);
-    curl_easy_setopt(t.easy, CURLOPT_PRIVATE, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+    curl_easy_setopt(t.easy, CURLOPT_PRIVATE, &t);  // a map's node: it stays where it is
     if (!tls.ca_file.empty()) curl_easy_setopt(t.easy, CURLOPT_CAINFO, tls.ca_file.c_str());
     if (!tls.cert_file.empty()) curl_easy_setopt(t.easy, CURLOPT_SSLCERT, tls.cert_file.c_str());
     if (!tls.key_file.empty()) curl_easy_setopt(t.easy, CURLOPT_SSLKEY, tls.key_file.c_str());
@@ -161,7 +163,7 @@ struct HttpClient::Impl {
       if (msg->msg != CURLMSG_DONE) continue;
       void* priv = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-      auto it = transfers.find(static_cast<Id>(reinterpret_cast<uintptr_t>(priv)));
+      auto it = transfers.find(static_cast<Transfer*>(priv)->id);
       if (it == transfers.end()) continue;
       Transfer& t = it->second;
       if (!t.canceled) {
@@ -206,14 +208,14 @@ HttpClient::~HttpClient() {
   impl_->io.set_timer(std::nullopt);
 }
 
-HttpClient::Id HttpClient::post(const std::string& url, std::string body,
+HttpClient::Id HttpClient::post(const std::string& url, const std::string& body,
                                 std::chrono::milliseconds timeout, Done done) {
-  return impl_->start(url, std::move(body), timeout, nullptr, std::move(done));
+  return impl_->start(url, body, timeout, nullptr, std::move(done));
 }
 
-HttpClient::Id HttpClient::stream(const std::string& url, std::string body, Piece piece,
+HttpClient::Id HttpClient::stream(const std::string& url, const std::string& body, Piece piece,
                                   Done done) {
-  return impl_->start(url, std::move(body), std::nullopt, std::move(piece), std::move(done));
+  return impl_->start(url, body, std::nullopt, std::move(piece), std::move(done));
 }
 
 void HttpClient::cancel(Id id) {

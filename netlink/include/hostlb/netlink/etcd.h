@@ -60,8 +60,8 @@ class EtcdClient {
   // with its compact revision); `ended` once the stream is over (etcd gone,
   // canceled by etcd). Only one watch at a time.
   void watch(const etcd::WatchRequest& request,
-             std::function<void(const etcd::WatchMessage&)> message,
-             std::function<void(const EtcdFailure&)> ended);
+             const std::function<void(const etcd::WatchMessage&)>& message,
+             const std::function<void(const EtcdFailure&)>& ended);
   void cancel_watch();
   bool watching() const { return watch_id_.has_value(); }
 

@@ -57,11 +57,12 @@ class HttpClient {
   // POSTs `body` (JSON) to `url`; `done` gets the response once it is
   // complete, or the failure; a request takes at most `timeout` (connecting
   // at most `connect_timeout` of it).
-  Id post(const std::string& url, std::string body, std::chrono::milliseconds timeout, Done done);
+  Id post(const std::string& url, const std::string& body, std::chrono::milliseconds timeout,
+          Done done);
   // The same for a response that streams: `piece` gets the body as it
   // arrives, `done` gets the end. Without a timeout; a connection that
   // goes quiet is found by TCP keep-alives.
-  Id stream(const std::string& url, std::string body, Piece piece, Done done);
+  Id stream(const std::string& url, const std::string& body, Piece piece, Done done);
   // Ends a request without calling its `done`. Safe from its callbacks.
   void cancel(Id id);
   size_t active() const;
