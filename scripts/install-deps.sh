@@ -14,7 +14,7 @@ build_pkgs=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libcurl4-openssl-dev libgtest-dev libgmock-dev
 )
-runtime_pkgs=(etcd-server etcd-client nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux systemd)
+runtime_pkgs=(etcd-server etcd-client openssl nftables conntrack iproute2 socat procps kmod iputils-ping man-db passwd util-linux systemd)
 package_pkgs=(dpkg-dev fakeroot debootstrap)
 missing=()
 for p in "${build_pkgs[@]}" "${runtime_pkgs[@]}" "${package_pkgs[@]}"; do

@@ -35,8 +35,12 @@ class EtcdServer {
   EtcdServer& operator=(const EtcdServer&) = delete;
 
   std::string endpoint(const std::string& ip = "127.0.0.1") const {
-    return "http://" + ip + ":" + std::to_string(client_port_);
+    return (tls_dir_.empty() ? "http://" : "https://") + ip + ":" + std::to_string(client_port_);
   }
+  // Clients over TLS with certificates: `dir` holds ca.pem, server.pem,
+  // server-key.pem (for 127.0.0.1) and a client's client.pem,
+  // client-key.pem, all signed by the CA.
+  void use_tls(const std::string& dir) { tls_dir_ = dir; }
   // Clients may reach it at this loopback address too.
   void also_listen_on(const std::string& ip) { also_ += "," + endpoint(ip); }
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
@@ -49,13 +53,16 @@ class EtcdServer {
     const std::string log = lab_.dir() + "/etcd-" + name_ + ".log";
     std::vector<std::string> argv = {
         "ip", "netns", "exec", lab_.ns(role_), "etcd", "--name", name_, "--data-dir", data_dir_,
-        "--listen-client-urls", "http://" + listen_ + ":" + std::to_string(client_port_) + also_,
-        "--advertise-client-urls", endpoint(), "--listen-peer-urls", peer_url(),
-        "--initial-advertise-peer-urls", peer_url(), "--initial-cluster", cluster_,
-        "--initial-cluster-state", "new",
+        "--listen-client-urls", endpoint(listen_) + also_, "--advertise-client-urls", endpoint(),
+        "--listen-peer-urls", peer_url(), "--initial-advertise-peer-urls", peer_url(),
+        "--initial-cluster", cluster_, "--initial-cluster-state", "new",
         // A fleet-wide document is one transaction.
         "--max-txn-ops", "30000", "--max-request-bytes", "33554432", "--heartbeat-interval", "50",
         "--election-timeout", "500", "--logger", "zap", "--log-outputs", log};
+    if (!tls_dir_.empty())
+      argv.insert(argv.end(), {"--cert-file", tls_dir_ + "/server.pem", "--key-file",
+                               tls_dir_ + "/server-key.pem", "--trusted-ca-file",
+                               tls_dir_ + "/ca.pem", "--client-cert-auth"});
     pid_ = ::fork();
     if (pid_ < 0) return false;
     if (pid_ == 0) {
@@ -96,10 +103,14 @@ class EtcdServer {
 
   // etcdctl (API v3) against this member.
   CommandResult ctl(const std::string& args) const {
+    const std::string tls = tls_dir_.empty()
+                                ? ""
+                                : " --cacert=" + tls_dir_ + "/ca.pem --cert=" + tls_dir_ +
+                                      "/client.pem --key=" + tls_dir_ + "/client-key.pem";
     return lab_.in(role_,
                    "env ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=3s "
                    "--endpoints=" +
-                       endpoint() + " " + args + " 2>&1");
+                       endpoint() + tls + " " + args + " 2>&1");
   }
 
  private:
@@ -111,6 +122,7 @@ class EtcdServer {
   std::string data_dir_;
   std::string listen_ = "127.0.0.1";
   std::string also_;
+  std::string tls_dir_;
   pid_t pid_ = -1;
 };
 

@@ -336,6 +336,72 @@ TEST_F(FleetEtcdTest, AThreeMemberClusterLosingTheMemberTheDaemonUses) {
   EXPECT_EQ(daemon->stop(SIGTERM), 0);
 }
 
+// A CA, etcd's certificate for 127.0.0.1 and a client's, in `dir`.
+void make_certificates(const std::string& dir) {
+  const std::string script = R"(set -e
+cd "$1"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hostlb-test-ca \
+  -keyout ca-key.pem -out ca.pem 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext
+printf 'extendedKeyUsage=clientAuth\n' >client.ext
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$who-key.pem" -out "$who.csr" \
+    2>/dev/null
+  openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 \
+    -extfile "$who.ext" -out "$who.pem" 2>/dev/null
+done
+)";
+  std::FILE* f = std::fopen((dir + "/make.sh").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(script.c_str(), f);
+  std::fclose(f);
+  const auto r = sh("sh " + dir + "/make.sh " + dir + " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(FleetEtcdTls, FollowsAnEtcdThatWantsClientCertificates) {
+  Lab lab;
+  const std::string certs = lab.dir() + "/certs";
+  ASSERT_EQ(sh("mkdir -p " + certs).exit_code, 0);
+  make_certificates(certs);
+  EtcdServer etcd(lab, "hv", 23797, 23807, "t1");
+  etcd.use_tls(certs);
+  ASSERT_TRUE(etcd.start()) << etcd.ctl("endpoint health").output;
+  lab.gateway("c1", kVip10, kVm1.mac);
+  BackendServer vm1(lab, "vm1", 8080);
+  const std::string tls = " --etcd-ca-file " + certs + "/ca.pem --etcd-cert-file " + certs +
+                          "/client.pem --etcd-key-file " + certs + "/client-key.pem";
+  const std::string doc = write_lab_file(
+      lab, "fleet.json", document({service_json(kVip10, 80, "tcp", {{"web-1", 8080}})}));
+  auto fleet = [&](const std::string& options) {
+    return lab.in("hv", std::string(HOSTLBCTL_PATH) +
+                            " fleet --daemon-config '' --etcd-endpoints " + etcd.endpoint() +
+                            options + " apply -f " + doc + " 2>&1");
+  };
+  // Without a client certificate etcd does not talk: unreachable, exit 3.
+  const auto refused = fleet(" --etcd-ca-file " + certs + "/ca.pem");
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  const auto written = fleet(tls);
+  ASSERT_EQ(written.exit_code, 0) << written.output;
+  Hostlbd daemon(lab, {"--etcd-endpoints", etcd.endpoint(), "--etcd-ca-file", certs + "/ca.pem",
+                       "--etcd-cert-file", certs + "/client.pem", "--etcd-key-file",
+                       certs + "/client-key.pem", "--state-dir", lab.dir() + "/state", "--socket",
+                       lab.dir() + "/hostlbd.sock", "--host-name", "hv1"});
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  bool served = false;
+  for (int i = 0; i < 80 && !served; ++i) {
+    try {
+      TcpClient c(lab, "c1", kVip10, 80, 500ms);
+      served = c.read_line(1s).rfind("vm1", 0) == 0;
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  EXPECT_TRUE(served) << daemon.log();
+  EXPECT_NE(etcd.ctl("get /hostlb/status/host/hv1").output.find("\"revision\""), std::string::npos);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace hostlb::lab
 
