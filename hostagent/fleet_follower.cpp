@@ -120,8 +120,8 @@ void FleetFollower::on_message(const etcd::WatchMessage& message) {
   if (message.created) reached();
   for (const auto& event : message.events) {
     const std::string& key = event.kv.key;
-    // Events come in revision order; the range only holds desired keys
-    // (and others the layout ignores).
+    // Events come in revision order. The range holds the desired keys
+    // and, for a gateway, the machines' reports.
     revision_ = std::max(revision_, event.kv.mod_revision);
     const bool desired = layout_.is_desired(key);
     auto it = keys_.find(key);

@@ -475,8 +475,13 @@ int run_gateway(const Flags& flags, const std::optional<State>& config,
                           agent.change(fleet_state);
                         },
                         [&agent] {
+                          const GatewayFigures f = agent.figures();
                           return nlohmann::json{{"services", agent.tables().services.size()},
-                                                {"table_digest", agent.digest()}};
+                                                {"table_digest", agent.digest()},
+                                                {"rows", f.rows},
+                                                {"tracked_rows", f.tracked_rows},
+                                                {"tracked_flows", f.tracked_flows},
+                                                {"rows_changed_last", f.rows_changed_last}};
                         }},
                        control);
     auto watchdog = watchdog_timer(loop);
@@ -695,15 +700,21 @@ int run(const Flags& flags) {
           {[&agent](const State& fleet_state, const DrainedBindings&) {
              agent.change(fleet_state);
            },
-           [&agent, &monitor] {
+           [&agent, &monitor, &stats] {
              nlohmann::json down = nlohmann::json::array();
              const nlohmann::json probes = monitor.report();  // kept: the loop reads into it
              for (const auto& b : probes["bindings"])
                if (b.value("state", std::string()) == "down")
                  down.push_back({{"service", b["service"]}, {"backend", b["backend"]}});
+             const auto totals = stats.connection_totals();
              return nlohmann::json{{"services", agent.current().services.size()},
                                    {"bindings", agent.datapath().bindings.size()},
-                                   {"down", std::move(down)}};
+                                   {"down", std::move(down)},
+                                   {"connections",
+                                    {{"active", totals.active},
+                                     {"opened", totals.opened},
+                                     {"closed", totals.closed},
+                                     {"flushed", totals.flushed}}}};
            }},
           control);
     if (fleet_link)

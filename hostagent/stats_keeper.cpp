@@ -63,6 +63,17 @@ void StatsKeeper::on_readable() {
   }
 }
 
+StatsKeeper::ConnectionTotals StatsKeeper::connection_totals() const {
+  ConnectionTotals out;
+  for (const auto& [service, f] : stats_.report().services) {
+    out.active += f.active;
+    out.opened += f.opened;
+    out.closed += f.closed;
+    out.flushed += f.flushed;
+  }
+  return out;
+}
+
 StatsReport StatsKeeper::report() {
   const NftRuleset::Counters counters = nft_.counters();
   std::set<DeliveryKey> unhealthy;

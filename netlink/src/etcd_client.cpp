@@ -57,29 +57,31 @@ void EtcdClient::call(const std::string& path, std::string body,
   auto id = std::make_shared<HttpClient::Id>(0);
   const std::string url = endpoint() + path;
   const std::string request = body;  // `body` moves into the callback, for a retry
-  *id =
-      http_.post(url, request, settings_.request_timeout,
-                 [this, alive = alive_, id, path, body = std::move(body), done = std::move(done),
-                  tries, url](const HttpResponse& response) mutable {
-                   if (!*alive) return;
-                   std::erase(calls_, *id);
-                   if (endpoint_unusable(response)) {
-                     if (tries + 1 < settings_.endpoints.size()) {
-                       current_ = (current_ + 1) % settings_.endpoints.size();
-                       call(path, std::move(body), std::move(done), tries + 1);
-                       return;
-                     }
-                     EtcdFailure failure{url + ": " +
-                                             (response.transport_error.empty()
-                                                  ? "HTTP status " + std::to_string(response.status)
-                                                  : response.transport_error),
-                                         true, 0};
-                     current_ = (current_ + 1) % settings_.endpoints.size();
-                     done(&failure, "");
-                     return;
-                   }
-                   done(nullptr, response.body);
-                 });
+  *id = http_.post(
+      url, request, settings_.request_timeout,
+      [this, alive = alive_, id, path, body = std::move(body), done = std::move(done), tries,
+       url](const HttpResponse& response) mutable {
+        if (!*alive) return;
+        std::erase(calls_, *id);
+        if (endpoint_unusable(response)) {
+          if (tries + 1 < settings_.endpoints.size()) {
+            current_ = (current_ + 1) % settings_.endpoints.size();
+            call(path, std::move(body), std::move(done), tries + 1);
+            return;
+          }
+          // What etcd said, if it said anything (no leader, ...).
+          const std::string said = response.body.empty() ? "" : ": " + response.body.substr(0, 200);
+          EtcdFailure failure{url + ": " +
+                                  (response.transport_error.empty()
+                                       ? "HTTP status " + std::to_string(response.status) + said
+                                       : response.transport_error),
+                              true, 0};
+          current_ = (current_ + 1) % settings_.endpoints.size();
+          done(&failure, "");
+          return;
+        }
+        done(nullptr, response.body);
+      });
   calls_.push_back(*id);
 }
 

@@ -188,7 +188,23 @@ TEST_F(FleetEtcdTest, WritesReachTheKernelBadKeysAreLeftOutAndLocalChangesAreRef
   EXPECT_EQ(doc["machines"][0]["name"], "hv1");
   EXPECT_EQ(doc["machines"][0]["revision"], third);
   EXPECT_EQ(doc["machines"][0]["converged"], true);
+  // Its report carries its figures: the connections made above, the
+  // bindings none of which is down.
+  const auto& figures = doc["machines"][0]["figures"];
+  EXPECT_GT(figures["connections"]["opened"].get<int>(), 0) << json_status.output;
+  EXPECT_EQ(figures["bindings"], 1) << json_status.output;
+  EXPECT_TRUE(figures["down"].empty()) << json_status.output;
   EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+TEST_F(FleetEtcdTest, FilesAndEtcdAreNotMixedOnOneMachine) {
+  Hostlbd daemon(lab_, {"--etcd-endpoints", etcd_.endpoint(), "--config",
+                        write_lab_file(lab_, "config.json", kOne), "--state-dir",
+                        lab_.dir() + "/state", "--socket", socket_path()});
+  const auto r = daemon.run_to_exit();
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("are not mixed on one machine"), std::string::npos) << r.output;
+  EXPECT_EQ(etcd_.ctl("get /hostlb/ --prefix --keys-only").output, "");
 }
 
 TEST_F(FleetEtcdTest, ServesThroughAnOutageACompactionAndARestartWithoutEtcd) {
