@@ -169,14 +169,6 @@ void EtcdClient::lease_keepalive(int64_t id, std::function<void(EtcdResult<int64
        }));
 }
 
-void EtcdClient::lease_revoke(int64_t id, std::function<void(EtcdResult<bool>)> done) {
-  call("/v3/lease/revoke", etcd::encode_lease_id(id),
-       decoded<bool>(std::move(done), [](const std::string& body) {
-         (void)etcd::decode_txn(body);  // only its header and errors matter
-         return true;
-       }));
-}
-
 void EtcdClient::watch(const etcd::WatchRequest& request,
                        const std::function<void(const etcd::WatchMessage&)>& message,
                        const std::function<void(const EtcdFailure&)>& ended) {

@@ -227,12 +227,6 @@ void HttpClient::cancel(Id id) {
   impl_->transfers.erase(it);
 }
 
-size_t HttpClient::active() const {
-  size_t n = 0;
-  for (const auto& [id, t] : impl_->transfers) n += t.canceled ? 0 : 1;
-  return n;
-}
-
 void HttpClient::on_socket(int fd, short revents) {
   int flags = 0;
   if (revents & POLLIN) flags |= CURL_CSELECT_IN;

@@ -98,8 +98,6 @@ class EtcdServer {
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
   }
-  void pause() const { ::kill(pid_, SIGSTOP); }
-  void resume() const { ::kill(pid_, SIGCONT); }
 
   // etcdctl (API v3) against this member.
   CommandResult ctl(const std::string& args) const {

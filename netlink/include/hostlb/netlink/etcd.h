@@ -54,7 +54,6 @@ class EtcdClient {
   void lease_grant(int64_t ttl_seconds, std::function<void(EtcdResult<etcd::LeaseGrant>)> done);
   // The TTL left (0: the lease is gone).
   void lease_keepalive(int64_t id, std::function<void(EtcdResult<int64_t>)> done);
-  void lease_revoke(int64_t id, std::function<void(EtcdResult<bool>)> done);
 
   // A watch: `message` gets each message (events, progress, the cancel
   // with its compact revision); `ended` once the stream is over (etcd gone,

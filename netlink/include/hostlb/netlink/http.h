@@ -65,7 +65,6 @@ class HttpClient {
   Id stream(const std::string& url, const std::string& body, Piece piece, Done done);
   // Ends a request without calling its `done`. Safe from its callbacks.
   void cancel(Id id);
-  size_t active() const;
 
   void on_socket(int fd, short revents);
   void on_timer();
