@@ -197,6 +197,14 @@ void HealthMonitor::fill(StatsReport& report) const {
   }
 }
 
+std::vector<BindingKey> HealthMonitor::down() const {
+  std::vector<BindingKey> out;
+  for (const auto& [key, slot] : slots_)
+    if (const BindingHealth* h = book_.find(key); h && h->state == Health::kDown)
+      out.push_back(key);
+  return out;
+}
+
 nlohmann::json HealthMonitor::report() const {
   nlohmann::json bindings = nlohmann::json::array();
   const Datapath& datapath = agent_.datapath();

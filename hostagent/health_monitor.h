@@ -58,6 +58,8 @@ class HealthMonitor {
   nlohmann::json report() const;
   // The same for the statistics and metrics.
   void fill(StatsReport& report) const;
+  // The checked bindings whose check says down (the fleet's report).
+  std::vector<BindingKey> down() const;
   // Called after the kernel followed a round's transitions (the fleet's
   // report says which bindings are down).
   void on_transitions(std::function<void()> observer) { observer_ = std::move(observer); }

@@ -702,10 +702,8 @@ int run(const Flags& flags) {
            },
            [&agent, &monitor, &stats] {
              nlohmann::json down = nlohmann::json::array();
-             const nlohmann::json probes = monitor.report();  // kept: the loop reads into it
-             for (const auto& b : probes["bindings"])
-               if (b.value("state", std::string()) == "down")
-                 down.push_back({{"service", b["service"]}, {"backend", b["backend"]}});
+             for (const auto& key : monitor.down())
+               down.push_back({{"service", key.service.str()}, {"backend", key.backend}});
              const auto totals = stats.connection_totals();
              return nlohmann::json{{"services", agent.current().services.size()},
                                    {"bindings", agent.datapath().bindings.size()},
