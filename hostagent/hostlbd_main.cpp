@@ -32,6 +32,7 @@
 #include "hostlb/netlink/error.h"
 #include "hostlb/netlink/etcd.h"
 #include "hostlb/netlink/gateway.h"
+#include "hostlb/netlink/host_bpf.h"
 #include "hostlb/netlink/system.h"
 #include "hostlb/policies/config_files.h"
 #include "hostlb/policies/control_protocol.h"
@@ -65,6 +66,7 @@ struct Flags {
   std::string fabric_interface;
   std::string gateway_mac;  // empty: the fabric interface's
   std::string gateway_datapath = "bpf";
+  std::string host_datapath = "nft";
   uint32_t track_timeout = 300;
   uint32_t track_size = 262144;
   uint32_t drain_warmup = 60;
@@ -186,6 +188,7 @@ bool apply_settings_file(const CLI::App& app, Flags& flags) {
   take("--fabric-interface", flags.fabric_interface, settings.fabric_interface);
   take("--gateway-mac", flags.gateway_mac, settings.gateway_mac);
   take("--gateway-datapath", flags.gateway_datapath, settings.gateway_datapath);
+  take("--host-datapath", flags.host_datapath, settings.host_datapath);
   take("--track-timeout", flags.track_timeout, settings.track_timeout);
   take("--track-size", flags.track_size, settings.track_size);
   take("--drain-warmup", flags.drain_warmup, settings.drain_warmup);
@@ -605,11 +608,15 @@ int run(const Flags& flags) {
     if (!lock) return kExitFailure;
     SystemClock clock;
     StateStore store(flags.state_dir);
-    auto nft = make_kernel_ruleset({*refuse_policy, *miss_policy, flags.admission});
+    const HostDatapathKind datapath = *parse_host_datapath(flags.host_datapath);
+    const RulesetPolicies policies{*refuse_policy, *miss_policy, flags.admission};
     auto routes = make_libnl_route_table();
     auto sysctls = make_procfs_sysctls();
     auto conntrack = make_ctnetlink_table();
-    Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls});
+    auto nft = datapath == HostDatapathKind::kBpf
+                   ? make_bpf_host_ruleset(policies, read_conntrack_timeouts(*sysctls))
+                   : make_kernel_ruleset(policies);
+    Reconciler reconciler(*nft, *routes, *sysctls, {*marks, !flags.no_manage_sysctls, datapath});
     Agent agent(reconciler, store, *conntrack, {flags.refuse_seconds, &clock, host_name});
     agent.load_persisted();
     // Before the start-up apply: a binding known to be down stays refused.
@@ -618,6 +625,11 @@ int run(const Flags& flags) {
 
     if (flags.cleanup) {
       agent.cleanup();
+      // Whichever datapath ran before.
+      if (datapath == HostDatapathKind::kBpf)
+        make_kernel_ruleset()->remove();
+      else
+        remove_bpf_host_datapath();
       if (!chain_options.uplink.empty()) remove_chaining(chain_options.uplink);
       return kExitOk;
     }
@@ -638,6 +650,12 @@ int run(const Flags& flags) {
     if (!config && !agent.has_persisted())
       spdlog::info("no --config, no services.d file and no persisted state: starting empty");
     agent.start(config);
+    // What the other datapath left (a change of --host-datapath) goes, once
+    // this one serves.
+    if (datapath == HostDatapathKind::kBpf)
+      make_kernel_ruleset()->remove();
+    else
+      remove_bpf_host_datapath();
     ::malloc_trim(0);  // what the start-up parse and transaction freed
     if (desired)
       spdlog::info("applied {}: {} backends, {} services", desired->sources,
@@ -797,6 +815,13 @@ int main(int argc, char** argv) {
                  "Gateway role: bpf (a tc program on the client interface) or nft (a netdev "
                  "table); the same rows, choice and tracking")
       ->check(CLI::IsMember({"bpf", "nft"}))
+      ->capture_default_str();
+  app.add_option("--host-datapath", flags.host_datapath,
+                 "Host role: nft (hostlb's nftables table; bridged frames pass br_netfilter, "
+                 "safe beside other conntrack users) or bpf (a tc program on the bridges' "
+                 "ports; needs br_netfilter off, costs other traffic nothing; see hostlbctl "
+                 "doctor)")
+      ->check(CLI::IsMember({"nft", "bpf"}))
       ->capture_default_str();
   app.add_option("--track-timeout", flags.track_timeout,
                  "Gateway role: seconds a tracked flow is remembered without a packet")

@@ -19,6 +19,15 @@ Reconciler::Reconciler(NftRuleset& nft, RouteTable& routes, Sysctls& sysctls,
     : nft_(nft), routes_(routes), sysctls_(sysctls), options_(options) {}
 
 void Reconciler::check_sysctls(const Datapath& desired) {
+  if (options_.datapath == HostDatapathKind::kBpf) {
+    const auto problems = bpf_datapath_problems(sysctls_, desired.bridges);
+    if (!problems.empty())
+      throw PreconditionError(
+          problems.front() +
+          "; hostlbd does not turn br_netfilter off, other conntrack users of the bridges may "
+          "rely on it (see hostlbctl doctor), or run --datapath nft");
+    return;
+  }
   std::vector<SysctlRequirement> to_set;
   for (const auto& req : datapath_sysctls(desired.bridges)) {
     const auto current = sysctls_.read(req.key);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "hostlb/netlink/host_bpf.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
@@ -29,6 +30,9 @@ struct ReconcilerOptions {
   // When false, wrong sysctls are reported as a PreconditionError instead of
   // being set.
   bool manage_sysctls = true;
+  // The BPF datapath needs br_netfilter off for the bridges instead (and
+  // never turns it off itself).
+  HostDatapathKind datapath = HostDatapathKind::kNft;
 };
 
 enum class ApplyMode {

@@ -25,16 +25,20 @@ StatsKeeper::StatsKeeper(Agent& agent, NftRuleset& nft, Sysctls& sysctls, Conntr
   resync(/*after_loss=*/false);
 }
 
-void StatsKeeper::resync(bool after_loss) {
-  ConnectionStats::Dump dump;
-  dump.started_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                              std::chrono::system_clock::now().time_since_epoch())
-                                              .count());
+ConnectionStats::Dump StatsKeeper::dump() {
+  ConnectionStats::Dump out;
+  out.started_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
   agent_.each_identified_connection([&](uint32_t id, const ConntrackEntry& e) {
-    ++dump.active_by_id[id];
-    if (e.start_ns >= dump.started_ns) dump.created_during_dump.insert(e.id);
+    ++out.active_by_id[id];
+    if (e.start_ns >= out.started_ns) out.created_during_dump.insert(e.id);
   });
-  stats_.resync(std::move(dump), after_loss);
+  return out;
+}
+
+void StatsKeeper::resync(bool after_loss) {
+  stats_.resync(dump(), after_loss);
   if (!after_loss) return;
   // An event storm can overflow the queue many times a second: one line a
   // minute says how often.
@@ -79,9 +83,11 @@ StatsReport StatsKeeper::report() {
   std::set<DeliveryKey> unhealthy;
   for (const auto& b : agent_.datapath().bindings)
     if (!b.serving) unhealthy.insert(b.delivery());
-  stats_.observe({counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key,
-                  counters.limited, counters.limited_by_service, std::move(unhealthy)},
-                 [this](const DeliveryKey& key) { return agent_.binding_for(key); });
+  stats_.observe(
+      {counters.guard_drops, counters.misses, counters.refused, counters.misses_by_key,
+       counters.limited, counters.limited_by_service, std::move(unhealthy), counters.opened_by_key},
+      [this](const DeliveryKey& key) { return agent_.binding_for(key); });
+  if (!nft_.sends_conntrack_events()) stats_.settle(dump());
   const State& state = agent_.current();
   stats_.forget_unless(
       [&](const std::string& service) {

@@ -35,7 +35,8 @@ class StatsKeeper {
   // Reads the queued events; resyncs from a dump if the kernel lost some.
   void on_readable();
 
-  // Current figures (reads the kernel's packet counters first).
+  // Current figures (reads the kernel's packet counters first; with a
+  // datapath whose entries send no events, dumps the live connections too).
   StatsReport report();
   // The connections counted from conntrack's events alone, all services:
   // cheap enough for every fleet report (no kernel read).
@@ -52,6 +53,7 @@ class StatsKeeper {
   void write_metrics(const std::string& path);
 
  private:
+  ConnectionStats::Dump dump();
   void resync(bool after_loss);
 
   Agent& agent_;

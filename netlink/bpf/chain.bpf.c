@@ -4,7 +4,8 @@
 // entry on this host, goes once to the row's previous owner: Ethernet
 // destination rewritten, source set to this host's (frames from a host are
 // never chained again), L3/L4 untouched, sent back out of the uplink.
-// Everything else passes to the bridge unchanged. IPv4 (no options) and
+// Everything else passes on unchanged (to the next tc filter, then the
+// bridge). IPv4 (no options) and
 // IPv6 (TCP right after the fixed header).
 //
 // The row is computed as the gateways' nft rule computes it: jhash over
@@ -18,7 +19,8 @@
 
 #include "selection.bpf.h"
 
-#define TC_ACT_OK 0
+// Not ours: the next tc filter (the host program, if any) decides.
+#define TC_ACT_UNSPEC (-1)
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -79,7 +81,7 @@ SEC("tc")
 int hostlb_chain(struct __sk_buff *skb) {
   void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
-  if ((void *)(eth + 1) > end) return TC_ACT_OK;
+  if ((void *)(eth + 1) > end) return TC_ACT_UNSPEC;
   struct service_key key = {.proto = IPPROTO_TCP};
   struct bpf_sock_tuple tuple = {};
   u32 tuple_size;
@@ -88,10 +90,10 @@ int hostlb_chain(struct __sk_buff *skb) {
   struct tcphdr *tcp;
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_OK;
-    if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_OK;  // fragments: not ours to guess
+    if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_UNSPEC;
+    if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_UNSPEC;  // fragments: not ours to guess
     tcp = (void *)(ip + 1);
-    if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+    if ((void *)(tcp + 1) > end) return TC_ACT_UNSPEC;
     key.family = 4;
     __builtin_memcpy(key.vip, &ip->daddr, 4);
     tuple.ipv4.saddr = ip->saddr;
@@ -108,9 +110,9 @@ int hostlb_chain(struct __sk_buff *skb) {
     v6 = false;
   } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
     struct ipv6hdr *ip6 = (void *)(eth + 1);
-    if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP) return TC_ACT_OK;
+    if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP) return TC_ACT_UNSPEC;
     tcp = (void *)(ip6 + 1);
-    if ((void *)(tcp + 1) > end) return TC_ACT_OK;
+    if ((void *)(tcp + 1) > end) return TC_ACT_UNSPEC;
     key.family = 6;
     __builtin_memcpy(key.vip, &ip6->daddr, 16);
     __builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
@@ -124,36 +126,36 @@ int hostlb_chain(struct __sk_buff *skb) {
     words[9] = (u32)tcp->dest;
     v6 = true;
   } else {
-    return TC_ACT_OK;
+    return TC_ACT_UNSPEC;
   }
-  if (tcp->syn || tcp->rst) return TC_ACT_OK;
+  if (tcp->syn || tcp->rst) return TC_ACT_UNSPEC;
 
   struct mac source;
   __builtin_memcpy(source.bytes, eth->h_source, 6);
-  if (!bpf_map_lookup_elem(&gateways, &source)) return TC_ACT_OK;
+  if (!bpf_map_lookup_elem(&gateways, &source)) return TC_ACT_UNSPEC;
   key.port = tcp->dest;
   struct service_value *service = bpf_map_lookup_elem(&services, &key);
-  if (!service || service->rows == 0) return TC_ACT_OK;
+  if (!service || service->rows == 0) return TC_ACT_UNSPEC;
 
   const u32 row = flow_row(words, v6, service->rows);
   u32 row_key = service->index << 16 | row;
   struct mac *previous_owner = bpf_map_lookup_elem(&previous, &row_key);
-  if (!previous_owner) return TC_ACT_OK;
+  if (!previous_owner) return TC_ACT_UNSPEC;
 
   struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = IPPROTO_TCP};
   struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, tuple_size, &opts, sizeof(opts));
   if (ct) {
     bpf_ct_release(ct);
-    return TC_ACT_OK;  // this host has the connection
+    return TC_ACT_UNSPEC;  // this host has the connection
   }
   u32 zero = 0;
   struct mac *self_mac = bpf_map_lookup_elem(&self, &zero);
-  if (!self_mac) return TC_ACT_OK;
+  if (!self_mac) return TC_ACT_UNSPEC;
   // The packet pointers are stale after the helper calls: read again.
   data = (void *)(long)skb->data;
   end = (void *)(long)skb->data_end;
   eth = data;
-  if ((void *)(eth + 1) > end) return TC_ACT_OK;
+  if ((void *)(eth + 1) > end) return TC_ACT_UNSPEC;
   __builtin_memcpy(eth->h_dest, previous_owner->bytes, 6);
   __builtin_memcpy(eth->h_source, self_mac->bytes, 6);
   u32 index = service->index;

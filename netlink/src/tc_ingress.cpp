@@ -10,8 +10,6 @@
 namespace hostlb {
 namespace {
 
-constexpr uint32_t kPriority = 1;
-
 bpf_tc_hook hook_of(const std::string& interface) {
   bpf_tc_hook hook{};
   hook.sz = sizeof hook;
@@ -20,11 +18,11 @@ bpf_tc_hook hook_of(const std::string& interface) {
   return hook;
 }
 
-bpf_tc_opts opts_of(uint32_t handle) {
+bpf_tc_opts opts_of(uint32_t handle, uint32_t priority) {
   bpf_tc_opts opts{};
   opts.sz = sizeof opts;
   opts.handle = handle;
-  opts.priority = kPriority;
+  opts.priority = priority;
   return opts;
 }
 
@@ -38,7 +36,7 @@ uint32_t TcIngress::attach(int program_fd, const std::string& what) const {
   // someone's): attach beside what it holds.
   if (int e = bpf_tc_hook_create(&hook); e != 0 && e != -EEXIST)
     throw KernelError("creating the clsact hook on " + interface_, -e);
-  bpf_tc_opts opts = opts_of(handle_);
+  bpf_tc_opts opts = opts_of(handle_, priority_);
   opts.prog_fd = program_fd;
   opts.flags = BPF_TC_F_REPLACE;
   if (int e = bpf_tc_attach(&hook, &opts); e != 0)
@@ -49,7 +47,7 @@ uint32_t TcIngress::attach(int program_fd, const std::string& what) const {
 void TcIngress::detach(const std::string& what) const {
   bpf_tc_hook hook = hook_of(interface_);
   if (hook.ifindex == 0) return;  // no interface, no program
-  bpf_tc_opts opts = opts_of(handle_);
+  bpf_tc_opts opts = opts_of(handle_, priority_);
   if (int e = bpf_tc_detach(&hook, &opts); e != 0 && e != -ENOENT && e != -EINVAL)
     throw KernelError("taking " + what + " off " + interface_, -e);
 }
@@ -57,7 +55,7 @@ void TcIngress::detach(const std::string& what) const {
 std::optional<uint32_t> TcIngress::attached_id() const {
   bpf_tc_hook hook = hook_of(interface_);
   if (hook.ifindex == 0) return std::nullopt;
-  bpf_tc_opts opts = opts_of(handle_);
+  bpf_tc_opts opts = opts_of(handle_, priority_);
   if (bpf_tc_query(&hook, &opts) != 0) return std::nullopt;
   return opts.prog_id;
 }

@@ -1,5 +1,5 @@
 // hostlb's place at tc ingress of an interface (a clsact filter at a
-// handle of its own, priority 1): where the BPF programs are attached.
+// handle of its own and a priority): where the BPF programs are attached.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +10,9 @@ namespace hostlb {
 
 class TcIngress {
  public:
-  TcIngress(std::string interface, uint32_t handle)
-      : interface_(std::move(interface)), handle_(handle) {}
+  // Filters run in the order of their priority (lowest first).
+  TcIngress(std::string interface, uint32_t handle, uint32_t priority = 1)
+      : interface_(std::move(interface)), handle_(handle), priority_(priority) {}
 
   const std::string& interface() const { return interface_; }
   // Attaches `program_fd` there (replacing what is there; the clsact qdisc
@@ -27,6 +28,7 @@ class TcIngress {
  private:
   std::string interface_;
   uint32_t handle_;
+  uint32_t priority_;
 };
 
 }  // namespace hostlb

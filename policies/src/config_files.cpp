@@ -108,6 +108,8 @@ DaemonSettings parse_daemon_settings(std::string_view text) {
       out.default_bridge = std::string(value);
     } else if (key == "gateway_datapath") {
       out.gateway_datapath = one_of(value, {"bpf", "nft"}, path);
+    } else if (key == "host_datapath") {
+      out.host_datapath = one_of(value, {"nft", "bpf"}, path);
     } else if (key == "role") {
       out.role = one_of(value, {"host", "gateway"}, path);
     } else if (key == "client_interface" || key == "fabric_interface") {

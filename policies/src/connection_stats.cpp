@@ -37,6 +37,29 @@ void ConnectionStats::on_flush(const BindingKey& key, uint32_t id, size_t count)
   service(key).flushed += count;
   backend(key).flushed += count;
   pending_flush_[id] += count;
+  flushed_since_settle_[key] += count;
+}
+
+void ConnectionStats::settle(Dump dump) {
+  std::map<BindingKey, int64_t> ended = std::move(unsettled_);
+  unsettled_.clear();
+  for (const auto& [id, n] : active_)
+    if (const BindingKey* key = owner_(id)) ended[*key] += static_cast<int64_t>(n);
+  for (const auto& [key, n] : opened_since_settle_) ended[key] += static_cast<int64_t>(n);
+  for (const auto& [key, n] : flushed_since_settle_) ended[key] -= static_cast<int64_t>(n);
+  resync(std::move(dump), /*after_loss=*/false);
+  for (const auto& [id, n] : active_)
+    if (const BindingKey* key = owner_(id)) ended[*key] -= static_cast<int64_t>(n);
+  // Below zero: connections opened between the counters' reading and the
+  // dump, whose opening the next reading brings.
+  for (const auto& [key, n] : ended) {
+    if (n < 0) unsettled_[key] = n;
+    if (n <= 0) continue;
+    service(key).closed += static_cast<uint64_t>(n);
+    backend(key).closed += static_cast<uint64_t>(n);
+  }
+  opened_since_settle_.clear();
+  flushed_since_settle_.clear();
 }
 
 void ConnectionStats::resync(Dump dump, bool after_loss) {
@@ -75,6 +98,13 @@ void ConnectionStats::observe(
   };
   add_deltas(reading.refused, last_refused_, &StatFigures::refused);
   add_deltas(reading.misses_by_key, last_misses_, &StatFigures::misses);
+  for (const auto& [key, n] : reading.opened_by_key) {
+    auto it = last_opened_.find(key);
+    const uint64_t before = it == last_opened_.end() || it->second > n ? 0 : it->second;
+    if (n == before) continue;
+    if (auto binding = binding_for(key)) opened_since_settle_[*binding] += n - before;
+  }
+  add_deltas(reading.opened_by_key, last_opened_, &StatFigures::opened);
   limited_ = reading.limited;
   for (const auto& [key, packets] : reading.limited_by_service) {
     auto it = last_limited_.find(key);

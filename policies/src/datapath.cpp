@@ -215,6 +215,37 @@ DatapathDiff diff_datapath(const Datapath& before, const Datapath& after) {
   return diff;
 }
 
+namespace {
+template <typename T, typename Less = std::less<>>
+std::vector<T> patched(const std::vector<T>& before, const std::vector<T>& removed,
+                       const std::vector<T>& added, Less less = {}) {
+  std::vector<T> kept, out;
+  std::set_difference(before.begin(), before.end(), removed.begin(), removed.end(),
+                      std::back_inserter(kept), less);
+  std::merge(kept.begin(), kept.end(), added.begin(), added.end(), std::back_inserter(out), less);
+  return out;
+}
+}  // namespace
+
+Datapath patch_datapath(const Datapath& before, const DatapathDiff& diff) {
+  Datapath out;
+  // A changed binding is in both lists: removed by its old fields, added
+  // with the new ones.
+  auto full_less = [](const Binding& a, const Binding& b) {
+    return std::tie(a.key, a.mac, a.target, a.target_port, a.id, a.serving) <
+           std::tie(b.key, b.mac, b.target, b.target_port, b.id, b.serving);
+  };
+  out.bindings = patched(before.bindings, diff.bindings_removed, diff.bindings_added, full_less);
+  out.hosts = patched(before.hosts, diff.hosts_removed, diff.hosts_added);
+  out.guard_macs = patched(before.guard_macs, diff.guard_macs_removed, diff.guard_macs_added);
+  out.guard_vips = patched(before.guard_vips, diff.guard_vips_removed, diff.guard_vips_added);
+  out.refused = patched(before.refused, diff.refused_removed, diff.refused_added);
+  for (const auto& host : out.hosts) out.bridges.push_back(host.bridge);
+  std::sort(out.bridges.begin(), out.bridges.end());
+  out.bridges.erase(std::unique(out.bridges.begin(), out.bridges.end()), out.bridges.end());
+  return out;
+}
+
 void set_refused(Datapath& next, std::vector<DeliveryKey> refused, const Datapath& before,
                  DatapathDiff& diff) {
   next.refused = std::move(refused);

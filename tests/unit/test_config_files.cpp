@@ -46,7 +46,8 @@ TEST(DaemonSettings, ChainingAndTrackingSettings) {
   const auto s = parse_daemon_settings(
       "chain_uplink = up0\nchain_gateways = 02:00:00:00:0f:01, 02:00:00:00:0f:02\n"
       "chain_window = 120\ntrack_timeout = 600\ntrack_size = 65536\ndrain_warmup = 30\n"
-      "gateway_datapath = nft\n");
+      "gateway_datapath = nft\n"
+      "host_datapath = bpf\n");
   EXPECT_EQ(s.chain_uplink, "up0");
   EXPECT_EQ(s.chain_gateways, "02:00:00:00:0f:01, 02:00:00:00:0f:02");
   EXPECT_EQ(s.chain_window, 120u);
@@ -54,6 +55,7 @@ TEST(DaemonSettings, ChainingAndTrackingSettings) {
   EXPECT_EQ(s.track_size, 65536u);
   EXPECT_EQ(s.drain_warmup, 30u);
   EXPECT_EQ(s.gateway_datapath, "nft");
+  EXPECT_EQ(s.host_datapath, "bpf");
   EXPECT_EQ(error_of([] { parse_daemon_settings("gateway_datapath = xdp\n"); }),
             "line 1: gateway_datapath: \"xdp\" is not one of bpf, nft");
   EXPECT_EQ(error_of([] { parse_daemon_settings("chain_gateways = 02:00:00:00:0f:01,gw2\n"); }),

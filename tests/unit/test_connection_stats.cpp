@@ -52,6 +52,43 @@ TEST_F(StatsTest, EventsAreAttributedToTheServiceAndBackendOfTheirIdentity) {
   EXPECT_EQ(backend("web-2"), (StatFigures{1, 1, 0, 0, 0, 0}));
 }
 
+// The BPF host datapath: no events; opened from its counters, closed from
+// what each dump no longer holds.
+TEST_F(StatsTest, WithoutEventsDumpsSettleWhatClosed) {
+  const DeliveryKey key10{*MacAddress::parse("02:00:00:00:01:11"), web10_.service};
+  auto reading = [&](uint64_t opened) {
+    ConnectionStats::KernelReading r;
+    r.opened_by_key[key10] = opened;
+    return r;
+  };
+  auto binding_for = [&](const DeliveryKey& k) -> std::optional<BindingKey> {
+    if (k == key10) return web10_;
+    return std::nullopt;
+  };
+  auto dump = [](uint64_t active) {
+    ConnectionStats::Dump d;
+    if (active) d.active_by_id[1] = active;
+    return d;
+  };
+  stats_.observe(reading(5), binding_for);
+  stats_.settle(dump(5));
+  EXPECT_EQ(service("203.0.113.10:80/tcp"), (StatFigures{5, 5, 0, 0, 0, 0}));
+  // 3 more open, 4 end on their own, hostlbd flushes 2.
+  stats_.observe(reading(8), binding_for);
+  stats_.on_flush(web10_, 1, 2);
+  stats_.settle(dump(2));
+  EXPECT_EQ(service("203.0.113.10:80/tcp"), (StatFigures{2, 8, 4, 2, 0, 0}));
+  // One opens after the reading, before the dump: counted once, not closed.
+  stats_.settle(dump(3));
+  EXPECT_EQ(service("203.0.113.10:80/tcp"), (StatFigures{3, 8, 4, 2, 0, 0}));
+  stats_.observe(reading(9), binding_for);
+  stats_.settle(dump(3));
+  EXPECT_EQ(service("203.0.113.10:80/tcp"), (StatFigures{3, 9, 4, 2, 0, 0}));
+  stats_.observe(reading(9), binding_for);
+  stats_.settle(dump(0));
+  EXPECT_EQ(backend("web-1"), (StatFigures{0, 9, 7, 2, 0, 0}));
+}
+
 TEST_F(StatsTest, AFlushIsCountedOnceAndItsDestroyEventsAreNotCloses) {
   for (int i = 0; i < 3; ++i) stats_.on_new(kMarks.mark_for(1));
   stats_.on_flush(web10_, 1, 3);

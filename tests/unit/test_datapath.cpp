@@ -126,6 +126,25 @@ TEST(DiffDatapath, ReportsAddedRemovedAndChanged) {
   EXPECT_EQ(diff.hosts_added[0].address.str(), "198.18.1.13");
 }
 
+TEST(PatchDatapath, AppliesADiffBackToTheSameDatapath) {
+  const MarkLayout marks(MarkLayout::kDefaultMask);
+  State state = two_backends();
+  const Datapath empty;
+  const Datapath first = compile_datapath(state, {}, marks);
+  EXPECT_EQ(patch_datapath(empty, diff_datapath(empty, first)), first);
+  EXPECT_EQ(patch_datapath(first, diff_datapath(first, empty)), empty);
+
+  state.services[0].backends[0].port = 9090;
+  state.backends[1].ipv4 = *IpAddress::parse("198.18.1.13");
+  state.services.pop_back();  // the IPv6 VIP goes
+  Datapath second = compile_datapath(state, first.ids(), marks);
+  second.refused.push_back({first.bindings[3].mac, first.bindings[3].key.service});
+  second.bindings[1].serving = false;
+  const Datapath patched = patch_datapath(first, diff_datapath(first, second));
+  EXPECT_EQ(patched, second);
+  EXPECT_EQ(patched.bridges, (std::vector<std::string>{"br0", "br1"}));
+}
+
 TEST(PersistedState, RoundTripsStateAndIds) {
   const MarkLayout marks(MarkLayout::kDefaultMask);
   const Datapath datapath = compile_datapath(two_backends(), {}, marks);

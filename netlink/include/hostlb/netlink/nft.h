@@ -97,6 +97,9 @@ class NftRuleset {
     // in total and per service (a bounded set, like misses_by_key).
     uint64_t limited = 0;
     std::map<ServiceKey, uint64_t> limited_by_service{};
+    // Connections opened per binding key, from a datapath that counts them
+    // itself (see sends_conntrack_events); empty otherwise.
+    std::map<DeliveryKey, uint64_t> opened_by_key{};
   };
   // What the table holds: whether it exists, the keys of its DNAT and
   // identity maps and of its refuse sets (for checks such as hostlbctl
@@ -124,6 +127,11 @@ class NftRuleset {
   // first call only takes the baseline. nftables numbers its commits (the
   // generation), so this is one small request, not a look at the table.
   virtual bool changed_by_others() = 0;
+
+  // Whether the conntrack entries this datapath commits send events (NEW,
+  // DESTROY). Those inserted by a BPF program send none: their connections
+  // are counted from Counters::opened_by_key and dumps instead.
+  virtual bool sends_conntrack_events() const { return true; }
 };
 
 // The kernel: whole-table replacement through libnftables (nft's own

@@ -36,6 +36,7 @@ struct DaemonSettings {
   std::optional<uint32_t> track_size;
   std::optional<uint32_t> drain_warmup;
   std::optional<std::string> gateway_datapath;  // "bpf" or "nft"
+  std::optional<std::string> host_datapath;     // "nft" or "bpf"
   // Host role: chaining.
   std::optional<std::string> chain_uplink;
   std::optional<std::string> chain_gateways;

@@ -97,6 +97,11 @@ class ConnectionStats {
     std::unordered_set<uint32_t> created_during_dump;
   };
   void resync(Dump dump, bool after_loss);
+  // For a datapath whose entries send no events (the BPF host datapath):
+  // `opened` comes from observe(), and each dump settles what ended since
+  // the previous one: per binding, what was alive, plus what opened, less
+  // what hostlbd flushed, less what is alive now, closed on its own.
+  void settle(Dump dump);
 
   // A reading of the kernel's counters. Packets counted since the previous
   // reading are added; a key that is gone (its refusal ended) keeps what
@@ -111,6 +116,9 @@ class ConnectionStats {
     // The refused keys that are bindings down by their health check: their
     // refusals count as `unhealthy`.
     std::set<DeliveryKey> unhealthy{};
+    // Connections opened per binding key, from datapaths that count them
+    // (the BPF host datapath, whose entries send no conntrack events).
+    std::map<DeliveryKey, uint64_t> opened_by_key{};
   };
   void observe(const KernelReading& reading,
                const std::function<std::optional<BindingKey>(const DeliveryKey&)>& binding_for);
@@ -138,6 +146,10 @@ class ConnectionStats {
   std::map<DeliveryKey, uint64_t> last_refused_;
   std::map<DeliveryKey, uint64_t> last_misses_;
   std::map<ServiceKey, uint64_t> last_limited_;
+  std::map<DeliveryKey, uint64_t> last_opened_;
+  std::map<BindingKey, uint64_t> opened_since_settle_;
+  std::map<BindingKey, uint64_t> flushed_since_settle_;
+  std::map<BindingKey, int64_t> unsettled_;  // alive in a dump before their count was read
   uint64_t events_ = 0;
   uint64_t event_losses_ = 0;
   uint64_t resyncs_ = 0;

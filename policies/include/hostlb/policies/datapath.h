@@ -99,6 +99,7 @@ struct Datapath {
   std::vector<DeliveryKey> refused;
 
   BindingIds ids() const;
+  bool operator==(const Datapath&) const = default;
 };
 
 class IdSpaceExhausted : public std::runtime_error {
@@ -146,6 +147,10 @@ std::vector<const Binding*> select_bindings(const Datapath& datapath,
 // A binding whose target changed appears as removed and added (its identity
 // is the same; the kernel object is rewritten).
 DatapathDiff diff_datapath(const Datapath& before, const Datapath& after);
+// `before` with `diff` applied: patch_datapath(a, diff_datapath(a, b)) == b
+// (bridges derived from the host entries). For a datapath that keeps the
+// whole desired state itself and is handed only the changes.
+Datapath patch_datapath(const Datapath& before, const DatapathDiff& diff);
 
 // Sets next.refused to `refused` and records the difference from
 // before.refused in `diff` (for changes computed without diff_datapath).
