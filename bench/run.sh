@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Datapath benchmark: new TCP connections per second from a client namespace,
-# six variants measured side by side in each round (interleaved):
+# ten variants measured side by side in each round (interleaved):
 #   p  plain bridging to the backend IP, br_netfilter off, no hostlb (what a
 #      hypervisor operator has without hostlb)
 #   a  plain bridging to the backend IP, br_netfilter on, no hostlb
@@ -10,6 +10,10 @@
 #      hostlb does not balance: a bystander)
 #   d  an iptables-style nft chain of 10,000 single rules, match last
 #   f  as b, with hostlbd's admission limits off (what they cost: b/f)
+#   g  as c on the BPF host datapath (--host-datapath bpf, br_netfilter off)
+#   h  as e on the BPF host datapath: a bystander to the backend's port
+#      (the worst case: each reply is looked up in conntrack)
+#   i  as h, to vm2, a VM no VIP serves (one hash lookup a frame)
 # hostlbd runs with its admission limits on but a rate no run reaches
 # (--service-new-rate 1000000), so that the meter's cost is in the figures.
 # and prints the medians of same-round ratios, the time hostlbd takes to
@@ -69,7 +73,8 @@ br_netfilter() {  # 1|0, for both families, in the hypervisor's namespace
   in_ns hv sysctl -qw net.bridge.bridge-nf-call-iptables="$1" net.bridge.bridge-nf-call-ip6tables="$1"
 }
 setup_variant() {
-  br_netfilter 1  # hostlbd sets it too; p turns it off
+  in_ns hv conntrack -F >/dev/null 2>&1 || true  # every variant starts from an empty table
+  br_netfilter 1  # hostlbd sets it too; p, g and h turn it off
   case $1 in
     p) no_hostlb; br_netfilter 0 ;;
     a) no_hostlb ;;
@@ -77,6 +82,8 @@ setup_variant() {
     f) in_ns hv nft delete table ip benchlinear 2>/dev/null || true
        hostlbd_apply "$WORK/one.json" --service-new-rate 0 --embryonic-timeout 0 ;;
     c|e) in_ns hv nft delete table ip benchlinear 2>/dev/null || true; hostlbd_apply "$WORK/many.json" ;;
+    g|h|i) in_ns hv nft delete table ip benchlinear 2>/dev/null || true; br_netfilter 0
+       hostlbd_apply "$WORK/many.json" --service-new-rate 1000000 --host-datapath bpf ;;
     d) no_hostlb
        # The recipe from DESIGN.md, by hand: route, neighbour, forwarding.
        in_ns hv ip route replace 198.18.1.11/32 dev br0
@@ -87,7 +94,7 @@ setup_variant() {
 }
 measure() {  # MODE VARIANT -> prints rate
   local target=$VIP:80
-  case $2 in p|a|e) target=198.18.1.11:8080 ;; esac
+  case $2 in p|a|e|h) target=198.18.1.11:8080 ;; i) target=198.18.1.12:8080 ;; esac
   local out
   out=$(in_ns c1 "$CONNRATE" connect "$1" "${target%:*}" "${target#*:}" 198.18.2.1 64 "$SECS" 2)
   local failures=${out#*failures=}; failures=${failures%% *}
@@ -98,7 +105,7 @@ measure() {  # MODE VARIANT -> prints rate
 
 syn_retrans() { in_ns c1 nstat -az TcpExtTCPSynRetrans | awk '/TcpExtTCPSynRetrans/ {print $2}'; }
 
-echo "hostlb datapath benchmark: $ROUNDS rounds x 7 variants x ${SECS}s per mode, $SERVICES services in (c), (e) and (d)"
+echo "hostlb datapath benchmark: $ROUNDS rounds x 10 variants x ${SECS}s per mode, $SERVICES services in (c), (e) and (d)"
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 syn_before=$(syn_retrans)
 for mode in request handshake; do
@@ -107,24 +114,28 @@ for mode in request handshake; do
     request) echo "mode request: each connection sends a 64-byte request and reads a 64-byte response" ;;
     handshake) echo "mode handshake: each connection is only a handshake (the harshest case for conntrack)" ;;
   esac
-  echo "round  p(no brnf)  a(brnf)  b(1 svc)  c(${SERVICES})  e(bystander)  d(linear)  f(no limits)   c/b    b/a    c/d    a/p    b/p    e/p    b/f"
+  echo "round  p(no brnf)  a(brnf)  b(1 svc)  c(${SERVICES})  e(bystander)  d(linear)  f(no limits)  g(bpf vip)  h(bpf bystander)  i(bpf other vm)   c/b    b/a    c/d    a/p    b/p    e/p    b/f    g/p    h/p    i/p"
   ratios=()
   ratio() { awk -v x="$1" -v y="$2" 'BEGIN{printf "%.3f", x/y}'; }
   for r in $(seq 1 "$ROUNDS"); do
     declare -A rate=()
-    for v in p a b c e d f; do
+    for v in p a b c e d f g h i; do
       setup_variant $v
       rate[$v]=$(measure $mode $v)
       [ "$v" = e ] && bystander_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.11 --dport 8080 2>/dev/null | grep -c . || true)
+      [ "$v" = h ] && bpf_bystander_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.11 --dport 8080 2>/dev/null | grep -c . || true)
+      [ "$v" = i ] && bpf_other_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.12 2>/dev/null | grep -c . || true)
     done
     cb=$(ratio "${rate[c]}" "${rate[b]}"); ba=$(ratio "${rate[b]}" "${rate[a]}")
     cd=$(ratio "${rate[c]}" "${rate[d]}"); ap=$(ratio "${rate[a]}" "${rate[p]}")
     bp=$(ratio "${rate[b]}" "${rate[p]}"); ep=$(ratio "${rate[e]}" "${rate[p]}")
     bf=$(ratio "${rate[b]}" "${rate[f]}")
-    printf "%5d %11.0f %8.0f %9.0f %9.0f %13.0f %10.0f %13.0f %6s %6s %6s %6s %6s %6s %6s\n" "$r" \
+    gp=$(ratio "${rate[g]}" "${rate[p]}"); hp=$(ratio "${rate[h]}" "${rate[p]}")
+    ip_=$(ratio "${rate[i]}" "${rate[p]}")
+    printf "%5d %11.0f %8.0f %9.0f %9.0f %13.0f %10.0f %13.0f %11.0f %17.0f %16.0f %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n" "$r" \
       "${rate[p]}" "${rate[a]}" "${rate[b]}" "${rate[c]}" "${rate[e]}" "${rate[d]}" "${rate[f]}" \
-      "$cb" "$ba" "$cd" "$ap" "$bp" "$ep" "$bf"
-    ratios+=("$cb $ba $cd $ap $bp $ep $bf")
+      "${rate[g]}" "${rate[h]}" "${rate[i]}" "$cb" "$ba" "$cd" "$ap" "$bp" "$ep" "$bf" "$gp" "$hp" "$ip_"
+    ratios+=("$cb $ba $cd $ap $bp $ep $bf $gp $hp $ip_")
   done
   med() { printf '%s\n' "${ratios[@]}" | awk -v f="$1" '{print $f}' | median; }
   echo "  $mode: median c/b (10k services vs 1)                   = $(med 1)   (target >= 0.9)"
@@ -134,7 +145,10 @@ for mode in request handshake; do
   echo "  $mode: median b/p (the VIP path vs plain bridging)       = $(med 5)   (target >= 0.85)"
   echo "  $mode: median e/p (bystander traffic vs plain bridging)  = $(med 6)   (target >= 0.97)"
   echo "  $mode: median b/f (admission limits on vs off)        = $(med 7)"
-  echo "  $mode: conntrack entries of bystander connections after the last (e) run: $bystander_entries   (target 0)"
+  echo "  $mode: median g/p (BPF datapath: the VIP path vs plain)  = $(med 8)   (target >= 0.85)"
+  echo "  $mode: median h/p (BPF datapath: to the backend's port)  = $(med 9)   (target >= 0.97)"
+  echo "  $mode: median i/p (BPF datapath: to a VM no VIP serves)  = $(med 10)   (target >= 0.97)"
+  echo "  $mode: conntrack entries of bystander connections after the last (e) run: $bystander_entries, (h) run: $bpf_bystander_entries, (i) run: $bpf_other_entries   (target 0)"
 done
 syn_after=$(syn_retrans)
 echo

@@ -385,11 +385,18 @@ json ControlHandler::status() {
                                  : link->up ? "up"
                                             : "down"}});
   }
-  for (const auto& req : datapath_sysctls(agent_.datapath().bridges)) {
-    const auto value = sysctls_.read(req.key);
-    checks.push_back({{"check", "sysctl " + sysctl_display_name(req.key)},
-                      {"ok", value && *value == req.value},
-                      {"detail", value ? *value : "missing"}});
+  if (info_.datapath == HostDatapathKind::kBpf) {
+    const auto problems = bpf_datapath_problems(sysctls_, agent_.datapath().bridges);
+    checks.push_back({{"check", "br_netfilter off for the bridges"},
+                      {"ok", problems.empty()},
+                      {"detail", problems.empty() ? "off" : problems.front()}});
+  } else {
+    for (const auto& req : datapath_sysctls(agent_.datapath().bridges)) {
+      const auto value = sysctls_.read(req.key);
+      checks.push_back({{"check", "sysctl " + sysctl_display_name(req.key)},
+                        {"ok", value && *value == req.value},
+                        {"detail", value ? *value : "missing"}});
+    }
   }
   size_t not_serving = 0;
   for (const auto& b : agent_.datapath().bindings) not_serving += b.serving ? 0 : 1;
@@ -416,6 +423,7 @@ json ControlHandler::status() {
           {"host", info_.host},
           {"socket", info_.socket},
           {"prerequisites", std::move(checks)},
+          {"datapath", host_datapath_name(info_.datapath)},
           {"admission",
            {{"embryonic_timeout", info_.admission.embryonic_seconds},
             {"service_new_rate", info_.admission.new_per_second},

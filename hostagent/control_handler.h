@@ -15,6 +15,7 @@
 #include "chainer.h"
 #include "control_server.h"
 #include "health_monitor.h"
+#include "hostlb/netlink/host_bpf.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
@@ -34,6 +35,7 @@ struct DaemonInfo {
   std::string socket;
   std::string host;             // this hypervisor's name in fleet documents
   AdmissionLimits admission{};  // what the host's ruleset applies (status shows it)
+  HostDatapathKind datapath = HostDatapathKind::kNft;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

@@ -17,6 +17,14 @@ HostFacts gather_facts(const Datapath& desired, RouteTable& routes, Sysctls& sys
   facts.conntrack_available = facts.conntrack_max.has_value();
   for (const auto& req : datapath_sysctls(desired.bridges))
     facts.sysctls[req.key] = sysctls.read(req.key);
+  try {
+    facts.conntrack_users = other_conntrack_users();
+  } catch (const std::exception& e) {
+    facts.conntrack_users_error = e.what();
+  }
+  facts.bpf_problems = bpf_datapath_problems(sysctls, desired.bridges);
+  for (const auto& bridge : desired.bridges)
+    facts.ports_without_program[bridge] = ports_without_host_program(bridge);
   std::map<int, std::string> names;
   for (const auto& bridge : desired.bridges) {
     try {
@@ -103,7 +111,40 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
     }
   }
 
-  for (const auto& req : datapath_sysctls(desired.bridges)) {
+  const bool bpf = facts.datapath == HostDatapathKind::kBpf;
+  // The datapath's choice: other conntrack users of bridged traffic need
+  // br_netfilter, which the BPF datapath needs off.
+  std::string users;
+  for (const auto& u : facts.conntrack_users) users += (users.empty() ? "" : ", ") + u;
+  if (facts.conntrack_users_error) {
+    add(Level::kWarn, "other conntrack users",
+        "cannot list the nftables ruleset: " + *facts.conntrack_users_error);
+  } else if (!bpf) {
+    add(Level::kPass, "datapath nft",
+        users.empty() ? "no other conntrack user found on this host: --host-datapath bpf would "
+                        "take traffic hostlb does not balance out of netfilter and conntrack "
+                        "(needs br_netfilter off; see hostlbd(8))"
+                      : "other conntrack users found (" + users +
+                            "): keep nft, the BPF datapath needs br_netfilter off");
+  } else if (users.empty()) {
+    add(Level::kPass, "datapath bpf", "no other conntrack user found on this host");
+  } else {
+    add(Level::kWarn, "datapath bpf",
+        "other conntrack users found (" + users +
+            "); with br_netfilter off they no longer see bridged frames",
+        "if they filter the VMs' traffic, run hostlbd with --host-datapath nft");
+  }
+  if (bpf) {
+    if (facts.bpf_problems.empty())
+      add(Level::kPass, "br_netfilter", "off for the bridges");
+    else
+      add(Level::kFail, "br_netfilter", facts.bpf_problems.front(),
+          "turn it off if nothing else needs it (sysctl -w "
+          "net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0), or run "
+          "--host-datapath nft");
+  }
+  for (const auto& req :
+       bpf ? std::vector<SysctlRequirement>{} : datapath_sysctls(desired.bridges)) {
     auto it = facts.sysctls.find(req.key);
     const std::optional<std::string> value = it == facts.sysctls.end() ? std::nullopt : it->second;
     const std::string name = sysctl_display_name(req.key);
@@ -162,7 +203,19 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
     }
   }
 
-  if (!facts.nftables_error) {
+  if (bpf) {
+    for (const auto& bridge : desired.bridges) {
+      auto it = facts.ports_without_program.find(bridge);
+      if (it == facts.ports_without_program.end() || it->second.empty()) {
+        add(Level::kPass, "host program on " + bridge, "attached to every port");
+        continue;
+      }
+      std::string ports;
+      for (const auto& p : it->second) ports += (ports.empty() ? "" : ", ") + p;
+      add(Level::kFail, "host program on " + bridge, "missing on " + ports,
+          "restart hostlbd (it attaches to every port of the bridges it serves)");
+    }
+  } else if (!facts.nftables_error) {
     if (!facts.table.table) {
       add(desired.bindings.empty() ? Level::kWarn : Level::kFail, "table inet hostlb", "missing",
           "start hostlbd");

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "hostlb/netlink/host_bpf.h"
 #include "hostlb/netlink/nft.h"
 #include "hostlb/netlink/routes.h"
 #include "hostlb/netlink/sysctl.h"
@@ -37,6 +38,14 @@ struct HostFacts {
   std::set<std::pair<std::string, IpAddress>> routes;         // (bridge, address), proto 213
   std::map<std::pair<std::string, IpAddress>, MacAddress> neighbours;  // permanent ones
   NftRuleset::Inventory table;
+  // Which datapath the daemon runs (from its status; nft without a daemon).
+  HostDatapathKind datapath = HostDatapathKind::kNft;
+  // Other users of conntrack on bridged traffic (tables_using_conntrack),
+  // or why they could not be listed.
+  std::vector<std::string> conntrack_users;
+  std::optional<std::string> conntrack_users_error;
+  std::vector<std::string> bpf_problems;                                  // bpf_datapath_problems
+  std::map<std::string, std::vector<std::string>> ports_without_program;  // bridge -> ports
   // The daemon's flood limits (from its status; unknown without a daemon).
   std::optional<AdmissionLimits> admission;
   // Where the desired state came from, or why there is none.

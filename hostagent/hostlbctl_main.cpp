@@ -278,6 +278,7 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   std::string host = hostlb::system_host_name();
   bool daemon_reachable = false;
   std::optional<hostlb::AdmissionLimits> admission;
+  hostlb::HostDatapathKind datapath = hostlb::HostDatapathKind::kNft;
   std::string daemon_detail, desired_source;
   try {
     Connection connection(socket, timeout_s * 1000);
@@ -291,6 +292,8 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
       admission =
           hostlb::AdmissionLimits{a.value("embryonic_timeout", 0u), a.value("service_new_rate", 0u),
                                   a.value("service_new_burst", 0u)};
+    if (auto kind = hostlb::parse_host_datapath(status.result.value("datapath", "nft")))
+      datapath = *kind;
     daemon_reachable = true;
     daemon_detail =
         "hostlbd " + status.result.at("version").get<std::string>() + " answers on " + socket;
@@ -309,9 +312,12 @@ int run_doctor(const std::string& socket, int timeout_s, const std::string& stat
   auto routes = hostlb::make_libnl_route_table();
   auto sysctls = hostlb::make_procfs_sysctls();
   auto nft = hostlb::make_kernel_ruleset();
+  // libbpf's own complaints (a port without a clsact qdisc) are not findings.
+  hostlb::send_bpf_library_messages_to(nullptr);
   hostlb::HostFacts facts = hostlb::gather_facts(desired, *routes, *sysctls, *nft);
   facts.daemon_reachable = daemon_reachable;
   facts.admission = admission;
+  facts.datapath = datapath;
   facts.daemon_detail = daemon_detail;
   facts.desired_source = desired_source;
   const auto findings = hostlb::diagnose(desired, facts);

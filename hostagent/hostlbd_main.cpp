@@ -637,7 +637,7 @@ int run(const Flags& flags) {
     EventLoop loop(clock);
     ControlHandler control(
         agent, *routes, *sysctls, doc_options,
-        {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name, flags.admission});
+        {HOSTLB_VERSION, flags.state_dir, flags.socket, host_name, flags.admission, datapath});
     if (!handle_signals(loop, [&] {
           reload([&](const State& s) { agent.change(s); }, control, flags, doc_options);
         }))

@@ -632,22 +632,24 @@ static __always_inline int forward(struct __sk_buff *skb, struct packet *p, stru
   return TC_ACT_UNSPEC;
 }
 
+// A reply from a backend's endpoint: 1 if it was one of hostlb's (and is
+// rewritten, or was dropped: *verdict), 0 if not.
 static __always_inline int reverse(struct __sk_buff *skb, struct packet *p,
-                                   const struct settings *cfg) {
+                                   const struct settings *cfg, int *verdict) {
   struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = p->proto};
   struct nf_conn *ct = ct_lookup(skb, p, &opts);
-  if (!ct) return TC_ACT_UNSPEC;  // the backend's own traffic
+  if (!ct) return 0;  // the backend's own traffic
   if (opts.dir != IP_CT_DIR_REPLY || !(ct->mark & cfg->mark_mask)) {
     bpf_ct_release(ct);
-    return TC_ACT_UNSPEC;
+    return 0;
   }
   u8 vip[16] = {};
   __builtin_memcpy(vip, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple.dst.u3, 16);
   __be16 vport = ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple.dst.u.all;
   refresh(ct, p, cfg, true);
   bpf_ct_release(ct);
-  if (rewrite(skb, p, true, vip, vport) < 0) return TC_ACT_SHOT;
-  return TC_ACT_UNSPEC;
+  *verdict = rewrite(skb, p, true, vip, vport) < 0 ? TC_ACT_SHOT : TC_ACT_UNSPEC;
+  return 1;
 }
 
 SEC("tc")
@@ -660,7 +662,16 @@ int hostlb_host(struct __sk_buff *skb) {
   if (!cfg) return TC_ACT_UNSPEC;
   const bool from_backend = bpf_map_lookup_elem(&backend_macs, &p.source) != 0;
   if (from_backend) {
-    // A backend's own replies carry its address until rewritten below.
+    // Replies first: the bulk of a backend's frames. An endpoint's source
+    // is the backend's own address, never a VIP.
+    if (parsed == 0) {
+      struct delivery_key endpoint = {.proto = p.proto, .family = p.family, .port = sport_of(&p)};
+      __builtin_memcpy(endpoint.mac, p.source.bytes, 6);
+      copy_addr(endpoint.addr, &p, true);
+      int verdict;
+      if (bpf_map_lookup_elem(&endpoints, &endpoint) && reverse(skb, &p, cfg, &verdict))
+        return verdict;
+    }
     struct addr_key source = {.family = p.family};
     copy_addr(source.addr, &p, true);
     if (bpf_map_lookup_elem(&guard_vips, &source)) {
@@ -669,16 +680,12 @@ int hostlb_host(struct __sk_buff *skb) {
     }
   }
   if (parsed > 0) return TC_ACT_UNSPEC;  // neither TCP nor UDP
+  // A backend may also be a client of a VIP served here.
   struct delivery_key key = {.proto = p.proto, .family = p.family, .port = dport_of(&p)};
   __builtin_memcpy(key.mac, p.dest.bytes, 6);
   copy_addr(key.addr, &p, false);
   struct key_value *v = bpf_map_lookup_elem(&keys, &key);
   if (v) return forward(skb, &p, v, cfg);
-  if (!from_backend) return TC_ACT_UNSPEC;
-  struct delivery_key endpoint = {.proto = p.proto, .family = p.family, .port = sport_of(&p)};
-  __builtin_memcpy(endpoint.mac, p.source.bytes, 6);
-  copy_addr(endpoint.addr, &p, true);
-  if (bpf_map_lookup_elem(&endpoints, &endpoint)) return reverse(skb, &p, cfg);
   return TC_ACT_UNSPEC;
 }
 

@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
+#include <sstream>
 
 #include "bpf_service_key.h"
 #include "hostlb/netlink/error.h"
@@ -488,6 +490,51 @@ std::vector<std::string> bpf_datapath_problems(Sysctls& sysctls,
                       " on: br_netfilter hands its frames to netfilter, whose conntrack would "
                       "clash with the BPF datapath's entries");
     }
+  return out;
+}
+
+std::vector<std::string> tables_using_conntrack(const std::string& listing) {
+  static const std::regex table_line(R"(^table (\S+) (\S+) \{)");
+  static const std::regex use(
+      R"re((\bct (state|status|mark|label|direction|zone|helper|count|original|reply|id|expectation|timeout)\b|\bnotrack\b|type nat hook|\bmasquerade\b|\b[sd]nat (ip6? )?to\b|\bredirect\b|xt match "(conntrack|state)"))re");
+  std::vector<std::string> out;
+  std::istringstream in(listing);
+  std::string line, table;
+  bool counted = false, relevant = false;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, table_line)) {
+      const std::string family = m[1], name = m[2];
+      table = family + " " + name;
+      counted = false;
+      relevant = (family == "ip" || family == "ip6" || family == "inet" || family == "bridge") &&
+                 !(family == kNftFamily && name == kNftTable);
+      continue;
+    }
+    if (!relevant || counted || !std::regex_search(line, m, use)) continue;
+    out.push_back(table + " (" + m[1].str() + ")");
+    counted = true;
+  }
+  return out;
+}
+
+std::vector<std::string> other_conntrack_users() {
+  std::vector<std::string> out = tables_using_conntrack(nft_list_ruleset());
+  for (const char* file : {"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"}) {
+    std::ifstream in(file);
+    std::string name;
+    while (in >> name)
+      out.push_back(std::string("iptables-legacy ") +
+                    (std::string(file).find("ip6") != std::string::npos ? "ip6 " : "ip ") + name +
+                    " (may use conntrack)");
+  }
+  return out;
+}
+
+std::vector<std::string> ports_without_host_program(const std::string& bridge) {
+  std::vector<std::string> out;
+  for (const auto& port : ports_of(bridge))
+    if (!TcIngress(port, kHandle, kPriority).attached_id()) out.push_back(port);
   return out;
 }
 

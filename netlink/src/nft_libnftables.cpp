@@ -33,6 +33,16 @@ std::string run_in_this_process(const std::string& script) {
 
 }  // namespace
 
+std::string nft_list_ruleset() {
+  std::unique_ptr<nft_ctx, decltype(&nft_ctx_free)> ctx(nft_ctx_new(NFT_CTX_DEFAULT),
+                                                        &nft_ctx_free);
+  if (!ctx || nft_ctx_buffer_output(ctx.get()) != 0 || nft_ctx_buffer_error(ctx.get()) != 0)
+    throw KernelError("listing the nftables ruleset", "cannot create an nftables context");
+  if (nft_run_cmd_from_buffer(ctx.get(), "list ruleset") != 0)
+    throw KernelError("listing the nftables ruleset", nft_ctx_get_error_buffer(ctx.get()));
+  return nft_ctx_get_output_buffer(ctx.get());
+}
+
 // libnftables builds a large in-memory form of every command (tens of MB for
 // a 10,000-service table) and glibc keeps much of that heap after it is
 // freed. Each script therefore runs in a forked child: the kernel outcome is

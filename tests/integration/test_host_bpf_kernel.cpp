@@ -301,5 +301,42 @@ TEST_F(HostBpfTest, SwitchingDatapathsRemovesTheOtherAndKeepsConnections) {
   EXPECT_FALSE(program_on("vm1")) << "--cleanup takes it off";
 }
 
+TEST_F(HostBpfTest, DoctorSaysWhatItFoundAndWhatSuitsTheHost) {
+  auto daemon = start_bpf(services());
+  const std::string doctor = std::string(HOSTLBCTL_PATH) + " --socket " + socket_path() +
+                             " doctor --state-dir " + lab_.dir() + "/state";
+  auto r = lab_.in("hv", doctor);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line : {"pass datapath bpf: no other conntrack user found on this host",
+                           "pass br_netfilter: off for the bridges",
+                           "pass host program on br0: attached to every port"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  EXPECT_EQ(r.output.find("table inet hostlb"), std::string::npos) << r.output;
+
+  // A security-group style table appears: a warning that names it.
+  const std::string sg = write_lab_file(
+      lab_, "sg.nft",
+      "table inet sg {\n chain vms {\n  type filter hook forward priority filter; policy "
+      "accept;\n  ct state invalid drop\n }\n}\n");
+  ASSERT_EQ(lab_.in("hv", "nft -f " + sg).exit_code, 0);
+  r = lab_.in("hv", doctor);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("warn datapath bpf: other conntrack users found (inet sg (ct state)); "
+                          "with br_netfilter off they no longer see bridged frames"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("fix: if they filter the VMs' traffic, run hostlbd with "
+                          "--host-datapath nft"),
+            std::string::npos)
+      << r.output;
+
+  // A port without the program (taken off behind hostlbd's back) fails.
+  lab_.in("hv", "tc filter del dev vm2 ingress");
+  r = lab_.in("hv", doctor);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("fail host program on br0: missing on vm2"), std::string::npos)
+      << r.output;
+}
+
 }  // namespace
 }  // namespace hostlb::lab

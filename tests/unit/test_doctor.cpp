@@ -112,5 +112,86 @@ TEST(Doctor, EachBrokenPieceIsNamedWithItsFix) {
   EXPECT_EQ(level("daemon"), Finding::Level::kFail);
 }
 
+// The datapath's choice: what doctor found and what it recommends.
+TEST(Doctor, TheDatapathFindingSaysWhoElseUsesConntrackAndWhatSuits) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  const auto alone = find(diagnose(d, f), "datapath nft");
+  ASSERT_NE(alone, nullptr);
+  EXPECT_EQ(alone->level, Finding::Level::kPass);
+  EXPECT_NE(alone->detail.find("--host-datapath bpf would"), std::string::npos) << alone->detail;
+
+  f.conntrack_users = {"inet filter (ct state)"};
+  const auto shared = find(diagnose(d, f), "datapath nft");
+  EXPECT_NE(shared->detail.find("inet filter (ct state)): keep nft"), std::string::npos)
+      << shared->detail;
+
+  // On bpf, another user is a warning: it no longer sees bridged frames.
+  f.datapath = HostDatapathKind::kBpf;
+  f.ports_without_program["br0"] = {};
+  const auto all = diagnose(d, f);
+  EXPECT_EQ(find(all, "datapath bpf")->level, Finding::Level::kWarn);
+  EXPECT_NE(find(all, "datapath bpf")->fix.find("--host-datapath nft"), std::string::npos);
+  EXPECT_EQ(find(all, "br_netfilter")->level, Finding::Level::kPass);
+  EXPECT_EQ(find(all, "host program on br0")->level, Finding::Level::kPass);
+  EXPECT_EQ(find(all, "table inet hostlb"), nullptr) << "no nftables table on bpf";
+  EXPECT_EQ(find(all, "sysctl net.bridge.bridge-nf-call-iptables"), nullptr);
+}
+
+TEST(Doctor, OnBpfBrNetfilterOnAndAPortWithoutTheProgramFail) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  f.datapath = HostDatapathKind::kBpf;
+  f.bpf_problems = {"sysctl net.bridge.bridge-nf-call-iptables is 1: ..."};
+  f.ports_without_program["br0"] = {"vm3", "vm4"};
+  const auto all = diagnose(d, f);
+  EXPECT_EQ(find(all, "br_netfilter")->level, Finding::Level::kFail);
+  EXPECT_NE(find(all, "br_netfilter")->fix.find("--host-datapath nft"), std::string::npos);
+  EXPECT_EQ(find(all, "host program on br0")->level, Finding::Level::kFail);
+  EXPECT_EQ(find(all, "host program on br0")->detail, "missing on vm3, vm4");
+  EXPECT_EQ(find(all, "datapath bpf")->level, Finding::Level::kPass);
+}
+
+TEST(TablesUsingConntrack, FindsTablesOfBridgedFamiliesThatUseItAndSkipsHostlbs) {
+  const std::string listing = R"(table inet hostlb {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+	}
+}
+table inet filter {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+	}
+}
+table ip nat {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		masquerade
+	}
+}
+table ip stateless {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport 22 accept
+	}
+}
+table netdev edge {
+	chain ingress {
+		type filter hook ingress device "eth0" priority 0; policy accept;
+		ct state new counter
+	}
+}
+table ip legacy_xt {
+	chain FORWARD {
+		xt match "conntrack" counter accept
+	}
+}
+)";
+  EXPECT_EQ(tables_using_conntrack(listing),
+            (std::vector<std::string>{"inet filter (ct state)", "ip nat (type nat hook)",
+                                      "ip legacy_xt (xt match \"conntrack\")"}));
+}
+
 }  // namespace
 }  // namespace hostlb

@@ -50,6 +50,19 @@ ConntrackTimeouts read_conntrack_timeouts(Sysctls& sysctls);
 std::vector<std::string> bpf_datapath_problems(Sysctls& sysctls,
                                                const std::vector<std::string>& bridges);
 
+// The tables of an `nft list ruleset` listing, other than hostlb's own,
+// that use conntrack where bridged frames pass with br_netfilter (families
+// ip, ip6, inet, bridge): "inet filter (ct state)", ... Pure.
+std::vector<std::string> tables_using_conntrack(const std::string& listing);
+
+// Who else uses conntrack on this host, for hostlbctl doctor: the nftables
+// tables above (iptables-nft's included), and iptables-legacy's tables,
+// which may. Throws KernelError if the ruleset cannot be listed.
+std::vector<std::string> other_conntrack_users();
+
+// The ports of `bridge` without hostlb's host program (for doctor).
+std::vector<std::string> ports_without_host_program(const std::string& bridge);
+
 std::unique_ptr<NftRuleset> make_bpf_host_ruleset(RulesetPolicies policies,
                                                   ConntrackTimeouts timeouts);
 

@@ -140,6 +140,11 @@ class NftRuleset {
 // does not grow with the table).
 std::unique_ptr<NftRuleset> make_kernel_ruleset(RulesetPolicies policies = {});
 
+// `nft list ruleset`, every table of this network namespace (libnftables
+// in this process: for short-lived tools such as hostlbctl doctor). Throws
+// KernelError.
+std::string nft_list_ruleset();
+
 // Rendering: pure functions from desired state to nft command text.
 //
 // The ruleset: one prerouting nat chain that looks up
