@@ -20,6 +20,8 @@
 # apply a 10,000-service document from scratch, and its peak RSS.
 #
 #   bench/run.sh                 (ROUNDS=5 SECONDS_PER_RUN=2 by default)
+#   VARIANTS="p g h i" bench/run.sh   only those (p is always measured: every
+#                                     ratio is to a variant of the same round)
 #
 # All traffic stays in namespaces this script creates (prefix hlbb<pid>).
 set -euo pipefail
@@ -28,6 +30,8 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-5}
 SECS=${SECONDS_PER_RUN:-2}
 SERVICES=${SERVICES:-10000}
+VARIANTS=${VARIANTS:-p a b c e d f g h i}
+[[ " $VARIANTS " == *" p "* ]] || VARIANTS="p $VARIANTS"
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
 ./scripts/build.sh >/dev/null
 HOSTLBD=$ROOT/build/hostagent/hostlbd
@@ -108,6 +112,7 @@ syn_retrans() { in_ns c1 nstat -az TcpExtTCPSynRetrans | awk '/TcpExtTCPSynRetra
 echo "hostlb datapath benchmark: $ROUNDS rounds x 10 variants x ${SECS}s per mode, $SERVICES services in (c), (e) and (d)"
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 syn_before=$(syn_retrans)
+bystander_entries=-; bpf_bystander_entries=-; bpf_other_entries=-  # of variants not run
 for mode in request handshake; do
   echo
   case $mode in
@@ -116,16 +121,17 @@ for mode in request handshake; do
   esac
   echo "round  p(no brnf)  a(brnf)  b(1 svc)  c(${SERVICES})  e(bystander)  d(linear)  f(no limits)  g(bpf vip)  h(bpf bystander)  i(bpf other vm)   c/b    b/a    c/d    a/p    b/p    e/p    b/f    g/p    h/p    i/p"
   ratios=()
-  ratio() { awk -v x="$1" -v y="$2" 'BEGIN{printf "%.3f", x/y}'; }
+  ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y == 0) print "-"; else printf "%.3f", x/y}'; }
   for r in $(seq 1 "$ROUNDS"); do
     declare -A rate=()
-    for v in p a b c e d f g h i; do
+    for v in $VARIANTS; do
       setup_variant $v
       rate[$v]=$(measure $mode $v)
       [ "$v" = e ] && bystander_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.11 --dport 8080 2>/dev/null | grep -c . || true)
       [ "$v" = h ] && bpf_bystander_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.11 --dport 8080 2>/dev/null | grep -c . || true)
       [ "$v" = i ] && bpf_other_entries=$(in_ns hv conntrack -L -p tcp -d 198.18.1.12 2>/dev/null | grep -c . || true)
     done
+    for v in p a b c e d f g h i; do [ -n "${rate[$v]:-}" ] || rate[$v]=0; done
     cb=$(ratio "${rate[c]}" "${rate[b]}"); ba=$(ratio "${rate[b]}" "${rate[a]}")
     cd=$(ratio "${rate[c]}" "${rate[d]}"); ap=$(ratio "${rate[a]}" "${rate[p]}")
     bp=$(ratio "${rate[b]}" "${rate[p]}"); ep=$(ratio "${rate[e]}" "${rate[p]}")

@@ -2,6 +2,8 @@
 
 #include <exception>
 
+#include "hostlb/netlink/system.h"
+
 namespace hostlb {
 
 HostFacts gather_facts(const Datapath& desired, RouteTable& routes, Sysctls& sysctls,
@@ -23,6 +25,8 @@ HostFacts gather_facts(const Datapath& desired, RouteTable& routes, Sysctls& sys
     facts.conntrack_users_error = e.what();
   }
   facts.bpf_problems = bpf_datapath_problems(sysctls, desired.bridges);
+  facts.default_route_v4 = has_default_route(IpFamily::kV4);
+  facts.default_route_v6 = has_default_route(IpFamily::kV6);
   for (const auto& bridge : desired.bridges)
     facts.ports_without_program[bridge] = ports_without_host_program(bridge);
   std::map<int, std::string> names;
@@ -133,6 +137,26 @@ std::vector<Finding> diagnose(const Datapath& desired, const HostFacts& facts) {
         "other conntrack users found (" + users +
             "); with br_netfilter off they no longer see bridged frames",
         "if they filter the VMs' traffic, run hostlbd with --host-datapath nft");
+  }
+  // Refusals: nft's reset needs some route toward the client, its ICMP
+  // error a route to the client through the bridge; the program answers
+  // out of the ingress port whatever the routes.
+  if (bpf) {
+    add(Level::kPass, "refusals", "answered by the program out of the port they came in by");
+  } else if (!desired.bindings.empty()) {
+    std::string without;
+    for (auto [family, has] :
+         {std::pair{"IPv4", facts.default_route_v4}, std::pair{"IPv6", facts.default_route_v6}})
+      if (has && !*has) without += std::string(without.empty() ? "" : " and ") + family;
+    if (without.empty())
+      add(Level::kPass, "refusals", "a default route for resets and ICMP errors");
+    else
+      add(Level::kWarn, "refusals",
+          "no default route for " + without +
+              ": a refused connection from a client no route reaches is dropped, not reset "
+              "(an ICMP error needs a route to the client through the bridge)",
+          "add a default route, or run hostlbd with --host-datapath bpf (it answers out of the "
+          "bridge port)");
   }
   if (bpf) {
     if (facts.bpf_problems.empty())

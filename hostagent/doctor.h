@@ -44,7 +44,10 @@ struct HostFacts {
   // or why they could not be listed.
   std::vector<std::string> conntrack_users;
   std::optional<std::string> conntrack_users_error;
-  std::vector<std::string> bpf_problems;                                  // bpf_datapath_problems
+  std::vector<std::string> bpf_problems;  // bpf_datapath_problems
+  // Whether the host has a default route of each family (nft's refusals
+  // need a route toward the client).
+  std::optional<bool> default_route_v4, default_route_v6;
   std::map<std::string, std::vector<std::string>> ports_without_program;  // bridge -> ports
   // The daemon's flood limits (from its status; unknown without a daemon).
   std::optional<AdmissionLimits> admission;

@@ -632,6 +632,113 @@ static __always_inline int forward(struct __sk_buff *skb, struct packet *p, stru
   return TC_ACT_UNSPEC;
 }
 
+// An ICMP error a backend sends about a packet of a VIP connection (port
+// unreachable, fragmentation needed, ...) quotes the packet as the backend
+// received it, addressed to the backend: the error leaves from the VIP and
+// quotes the packet as the client sent it, as conntrack's NAT would have it
+// (the quoted transport checksum is left as it is, as the kernel does when
+// the quote is short). 1 if the error was about one of hostlb's
+// connections.
+struct quoted4 {
+  struct iphdr ip;
+  __be16 sport, dport;
+};
+struct quoted6 {
+  struct ipv6hdr ip;
+  __be16 sport, dport;
+};
+
+static __always_inline bool is_icmp_error(const struct packet *p, u8 type) {
+  if (p->family == 4) return p->proto == IPPROTO_ICMP && (type == 3 || type == 11 || type == 12);
+  return p->proto == IPPROTO_ICMPV6 && type >= 1 && type <= 4;
+}
+
+static __always_inline int reverse_icmp(struct __sk_buff *skb, struct packet *p,
+                                        const struct settings *cfg) {
+  const u32 icmp_off = ETH_LEN + (p->family == 4 ? IP4_LEN : IP6_LEN);
+  const u32 quoted_off = icmp_off + ICMP_LEN;
+  u8 type;
+  if (bpf_skb_load_bytes(skb, icmp_off, &type, 1) < 0 || !is_icmp_error(p, type)) return 0;
+  struct bpf_sock_tuple tuple = {};
+  struct quoted4 q4;
+  struct quoted6 q6;
+  u8 proto;
+  if (p->family == 4) {
+    if (bpf_skb_load_bytes(skb, quoted_off, &q4, sizeof q4) < 0 || q4.ip.ihl != 5) return 0;
+    proto = q4.ip.protocol;
+    // The reply direction of the quoted packet: from the backend.
+    tuple.ipv4.saddr = q4.ip.daddr;
+    tuple.ipv4.daddr = q4.ip.saddr;
+    tuple.ipv4.sport = q4.dport;
+    tuple.ipv4.dport = q4.sport;
+  } else {
+    if (bpf_skb_load_bytes(skb, quoted_off, &q6, sizeof q6) < 0) return 0;
+    proto = q6.ip.nexthdr;
+    __builtin_memcpy(tuple.ipv6.saddr, &q6.ip.daddr, 16);
+    __builtin_memcpy(tuple.ipv6.daddr, &q6.ip.saddr, 16);
+    tuple.ipv6.sport = q6.dport;
+    tuple.ipv6.dport = q6.sport;
+  }
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
+  struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = proto};
+  struct nf_conn *ct =
+      p->family == 4
+          ? bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof opts)
+          : bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv6), &opts, sizeof opts);
+  if (!ct) return 0;
+  if (opts.dir != IP_CT_DIR_REPLY || !(ct->mark & cfg->mark_mask)) {
+    bpf_ct_release(ct);
+    return 0;
+  }
+  u8 vip[16] = {};
+  __builtin_memcpy(vip, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple.dst.u3, 16);
+  __be16 vport = ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple.dst.u.all;
+  bpf_ct_release(ct);
+
+  const u32 csum_off = icmp_off + 2;
+  s64 diff;
+  if (p->family == 4) {
+    struct quoted4 before = q4;
+    __builtin_memcpy(&q4.ip.daddr, vip, 4);
+    q4.dport = vport;
+    q4.ip.check = 0;
+    s64 sum = bpf_csum_diff(0, 0, (__be32 *)&q4.ip, sizeof q4.ip, 0);
+    if (sum < 0) return 0;
+    q4.ip.check = fold((u64)sum);
+    diff = bpf_csum_diff((__be32 *)&before, sizeof before, (__be32 *)&q4, sizeof q4, 0);
+    if (diff < 0 || bpf_skb_store_bytes(skb, quoted_off, &q4, sizeof q4, 0) < 0) return 0;
+  } else {
+    struct quoted6 before = q6;
+    __builtin_memcpy(&q6.ip.daddr, vip, 16);
+    q6.dport = vport;
+    diff = bpf_csum_diff((__be32 *)&before, sizeof before, (__be32 *)&q6, sizeof q6, 0);
+    if (diff < 0 || bpf_skb_store_bytes(skb, quoted_off, &q6, sizeof q6, 0) < 0) return 0;
+  }
+  if (bpf_l4_csum_replace(skb, csum_off, 0, (u64)diff, 0) < 0) return 0;
+  // The error's own source: the backend's address becomes the VIP (ICMPv6
+  // sums it in its pseudo-header, ICMP does not).
+  u32 source[4] = {}, backend[4] = {};
+  copy_addr((u8 *)source, p, true);
+  if (p->family == 4)
+    backend[0] = tuple.ipv4.saddr;
+  else
+    __builtin_memcpy(backend, tuple.ipv6.saddr, 16);
+  if (source[0] != backend[0] || source[1] != backend[1] || source[2] != backend[2] ||
+      source[3] != backend[3])
+    return 1;  // from elsewhere on the backend's side: its source stays
+  const u32 alen = p->family == 4 ? 4 : 16;
+  diff = bpf_csum_diff((__be32 *)source, alen, (__be32 *)vip, alen, 0);
+  if (diff < 0) return 1;
+  if (p->family == 4) {
+    bpf_l3_csum_replace(skb, ETH_LEN + offsetof(struct iphdr, check), 0, (u64)diff, 0);
+    bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, saddr), vip, 4, 0);
+  } else {
+    bpf_l4_csum_replace(skb, csum_off, 0, (u64)diff, BPF_F_PSEUDO_HDR);
+    bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct ipv6hdr, saddr), vip, 16, 0);
+  }
+  return 1;
+}
+
 // A reply from a backend's endpoint: 1 if it was one of hostlb's (and is
 // rewritten, or was dropped: *verdict), 0 if not.
 static __always_inline int reverse(struct __sk_buff *skb, struct packet *p,
@@ -671,6 +778,8 @@ int hostlb_host(struct __sk_buff *skb) {
       int verdict;
       if (bpf_map_lookup_elem(&endpoints, &endpoint) && reverse(skb, &p, cfg, &verdict))
         return verdict;
+    } else if (reverse_icmp(skb, &p, cfg)) {
+      return TC_ACT_UNSPEC;
     }
     struct addr_key source = {.family = p.family};
     copy_addr(source.addr, &p, true);

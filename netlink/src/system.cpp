@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
+#include <vector>
 
 #include "hostlb/netlink/error.h"
 #include "hostlb/policies/state_document.h"
@@ -67,6 +70,24 @@ int forward_bpf_library_message(libbpf_print_level, const char* format, va_list 
   return 0;
 }
 }  // namespace
+
+std::optional<bool> has_default_route(IpFamily family) {
+  // IPv4: "Iface Destination Gateway Flags ... Mask ..." in hex; IPv6:
+  // "destination prefix-length source prefix-length next-hop ... iface".
+  std::ifstream in(family == IpFamily::kV4 ? "/proc/net/route" : "/proc/net/ipv6_route");
+  if (!in) return std::nullopt;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
+    if (family == IpFamily::kV4) {
+      if (w.size() > 7 && w[1] == "00000000" && w[7] == "00000000") return true;
+    } else if (w.size() > 9 && w[0] == std::string(32, '0') && w[1] == "00" && w[9] != "lo") {
+      return true;
+    }
+  }
+  return false;
+}
 
 void send_bpf_library_messages_to(BpfLibraryLog log) {
   bpf_library_log().store(log);

@@ -309,6 +309,9 @@ class FloodTest : public ChaosTest {
                  .output;
     });
   }
+  // A flood at VIP 10 with the admission limits on, on `datapath` (hostlbd
+  // started with `extra` too).
+  void flood_with_limits(const std::string& datapath, std::vector<std::string> extra);
   SysctlFor max_{"/proc/sys/net/netfilter/nf_conntrack_max", std::to_string(kMax)};
 };
 
@@ -317,9 +320,26 @@ class FloodTest : public ChaosTest {
 // VIP 20 keeps opening connections, an established connection to VIP 10
 // carries on, and the drops are counted for VIP 10 alone.
 TEST_F(FloodTest, ASynFloodAtOneVipFillsNeitherTheTableNorStarvesAnotherVip) {
+  flood_with_limits("nft", {});
+}
+
+// The same on the BPF host datapath: its meter and embryonic timeouts are
+// the program's, its entries the kernel's table's.
+TEST_F(FloodTest, OnTheBpfDatapathTooASynFloodFillsNeitherTheTableNorStarvesAnotherVip) {
+  ASSERT_EQ(lab_.in("hv",
+                    "sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
+                    "net.bridge.bridge-nf-call-ip6tables=0")
+                .exit_code,
+            0);
+  flood_with_limits("bpf", {"--host-datapath", "bpf"});
+}
+
+void FloodTest::flood_with_limits(const std::string& datapath, std::vector<std::string> extra) {
   BackendServer vm1(lab_, "vm1", 8080), vm2(lab_, "vm2", 8080);
-  auto daemon = start_hostlbd(two_vips(), {"--service-new-rate", "1000", "--service-new-burst",
-                                           "200", "--embryonic-timeout", "3"});
+  std::vector<std::string> args = {"--service-new-rate",  "1000", "--service-new-burst", "200",
+                                   "--embryonic-timeout", "3"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto daemon = start_hostlbd(two_vips(), args);
   TcpClient established(lab_, "c1", kVip10, 80, 2000ms);
   ASSERT_EQ(established.read_line().substr(0, 3), "vm1");
   open_to_vip20(50);  // warm-up (neighbours, caches): the figure below is the steady rate
@@ -374,7 +394,7 @@ TEST_F(FloodTest, ASynFloodAtOneVipFillsNeitherTheTableNorStarvesAnotherVip) {
   };
   const auto drained = time_until([&] { return live() < 300; }, 10s);
   EXPECT_TRUE(drained) << live() << " entries left";
-  result("SYN flood at one VIP (nf_conntrack_max " + std::to_string(kMax) +
+  result("SYN flood at one VIP (" + datapath + ", nf_conntrack_max " + std::to_string(kMax) +
              ", rate 1000/s, embryonic 3 s)",
          std::to_string(sent / 6) + " SYNs/s; other VIP at " +
              std::to_string(static_cast<int>(100 * during_rate / normal_rate)) +

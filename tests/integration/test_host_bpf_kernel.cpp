@@ -198,6 +198,41 @@ TEST_F(HostBpfTest, RefusalsAreAnsweredOutOfTheIngressPortWithNoRouteToTheClient
   EXPECT_EQ(service_figures("[2001:db8:f00::10]:443/tcp").value("refused", 0), 1);
 }
 
+// What a connected UDP socket in c1 gets for a datagram to `vip`:`port`.
+int udp_answer(const Lab& lab, const std::string& vip, int port) {
+  const bool v6 = vip.find(':') != std::string::npos;
+  const int fd = lab.socket_in("c1", v6 ? AF_INET6 : AF_INET, SOCK_DGRAM);
+  sockaddr_storage dst{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&dst);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET6, vip.c_str(), &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&dst);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, vip.c_str(), &a->sin_addr);
+    len = sizeof *a;
+  }
+  int result = -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&dst), len) == 0 && ::send(fd, "q", 1, 0) == 1)
+    result = udp_error(fd, 2000ms);
+  ::close(fd);
+  return result;
+}
+
+// The backend does not listen: its ICMP port unreachable reaches the client
+// as coming from the VIP, about the datagram the client sent.
+TEST_F(HostBpfTest, ABackendsIcmpErrorAboutAVipConnectionComesFromTheVip) {
+  auto daemon = start_bpf(document({service_json(kVip10, 54, "udp", {{"web-1", 5354}}),
+                                    service_json(kVip6, 54, "udp", {{"web-1", 5354}})}));
+  EXPECT_EQ(udp_answer(lab_, kVip10, 54), ECONNREFUSED);
+  EXPECT_EQ(udp_answer(lab_, kVip6, 54), ECONNREFUSED);
+}
+
 TEST_F(HostBpfTest, RemovalFlushesTheEntriesByMarkAndTheNextPacketIsReset) {
   BackendServer vm1(lab_, "vm1", 8080);
   auto daemon = start_bpf(services());

@@ -32,6 +32,8 @@ HostFacts healthy(const Datapath& d) {
     f.table.targets.insert({b.mac, b.key.service});
     f.table.identities.insert({b.mac, b.key.service});
   }
+  f.default_route_v4 = true;
+  f.default_route_v6 = true;
   f.daemon_reachable = true;
   f.daemon_detail = "hostlbd 0.1.0";
   f.desired_source = "test";
@@ -116,13 +118,15 @@ TEST(Doctor, EachBrokenPieceIsNamedWithItsFix) {
 TEST(Doctor, TheDatapathFindingSaysWhoElseUsesConntrackAndWhatSuits) {
   const Datapath d = one_backend();
   HostFacts f = healthy(d);
-  const auto alone = find(diagnose(d, f), "datapath nft");
+  const auto first = diagnose(d, f);
+  const auto* alone = find(first, "datapath nft");
   ASSERT_NE(alone, nullptr);
   EXPECT_EQ(alone->level, Finding::Level::kPass);
   EXPECT_NE(alone->detail.find("--host-datapath bpf would"), std::string::npos) << alone->detail;
 
   f.conntrack_users = {"inet filter (ct state)"};
-  const auto shared = find(diagnose(d, f), "datapath nft");
+  const auto second = diagnose(d, f);
+  const auto* shared = find(second, "datapath nft");
   EXPECT_NE(shared->detail.find("inet filter (ct state)): keep nft"), std::string::npos)
       << shared->detail;
 
@@ -136,6 +140,20 @@ TEST(Doctor, TheDatapathFindingSaysWhoElseUsesConntrackAndWhatSuits) {
   EXPECT_EQ(find(all, "host program on br0")->level, Finding::Level::kPass);
   EXPECT_EQ(find(all, "table inet hostlb"), nullptr) << "no nftables table on bpf";
   EXPECT_EQ(find(all, "sysctl net.bridge.bridge-nf-call-iptables"), nullptr);
+}
+
+TEST(Doctor, WithoutADefaultRouteNftsRefusalsAreOnlyDroppedAndBpfIsSuggested) {
+  const Datapath d = one_backend();
+  HostFacts f = healthy(d);
+  f.default_route_v6 = false;
+  const auto findings = diagnose(d, f);
+  const auto* refusals = find(findings, "refusals");
+  ASSERT_NE(refusals, nullptr);
+  EXPECT_EQ(refusals->level, Finding::Level::kWarn);
+  EXPECT_NE(refusals->detail.find("no default route for IPv6"), std::string::npos);
+  EXPECT_NE(refusals->fix.find("--host-datapath bpf"), std::string::npos);
+  f.datapath = HostDatapathKind::kBpf;
+  EXPECT_EQ(find(diagnose(d, f), "refusals")->level, Finding::Level::kPass);
 }
 
 TEST(Doctor, OnBpfBrNetfilterOnAndAPortWithoutTheProgramFail) {

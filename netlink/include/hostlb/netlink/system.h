@@ -13,6 +13,10 @@ namespace hostlb {
 // host are this machine's).
 std::string system_host_name();
 
+// Whether this network namespace's main routing table has a default route
+// of the family (procfs); nullopt if it cannot be read.
+std::optional<bool> has_default_route(IpFamily family);
+
 // An interface's MAC address (sysfs); nullopt if there is no such interface.
 std::optional<MacAddress> interface_mac(const std::string& name);
 
