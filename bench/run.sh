@@ -121,7 +121,7 @@ for mode in request handshake; do
   esac
   echo "round  p(no brnf)  a(brnf)  b(1 svc)  c(${SERVICES})  e(bystander)  d(linear)  f(no limits)  g(bpf vip)  h(bpf bystander)  i(bpf other vm)   c/b    b/a    c/d    a/p    b/p    e/p    b/f    g/p    h/p    i/p"
   ratios=()
-  ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y == 0) print "-"; else printf "%.3f", x/y}'; }
+  ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (x == 0 || y == 0) print "-"; else printf "%.3f", x/y}'; }
   for r in $(seq 1 "$ROUNDS"); do
     declare -A rate=()
     for v in $VARIANTS; do
@@ -143,7 +143,10 @@ for mode in request handshake; do
       "${rate[g]}" "${rate[h]}" "${rate[i]}" "$cb" "$ba" "$cd" "$ap" "$bp" "$ep" "$bf" "$gp" "$hp" "$ip_"
     ratios+=("$cb $ba $cd $ap $bp $ep $bf $gp $hp $ip_")
   done
-  med() { printf '%s\n' "${ratios[@]}" | awk -v f="$1" '{print $f}' | median; }
+  med() {  # "-" for a ratio of variants not run
+    local values; values=$(printf '%s\n' "${ratios[@]}" | awk -v f="$1" '$f != "-" {print $f}')
+    if [ -z "$values" ]; then echo "-"; else echo "$values" | median; fi
+  }
   echo "  $mode: median c/b (10k services vs 1)                   = $(med 1)   (target >= 0.9)"
   echo "  $mode: median b/a (hostlb vs bridging with br_netfilter) = $(med 2)   (target >= 0.8)"
   echo "  $mode: median c/d (map vs linear rules)                 = $(med 3)   (target: clearly > 1)"

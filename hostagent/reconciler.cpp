@@ -191,9 +191,13 @@ void Reconciler::apply_nft(const Datapath& desired, const Datapath& previous,
   report.replaced_table = true;
   report.bindings_added = diff.bindings_added.size();
   report.bindings_removed = diff.bindings_removed.size();
-  spdlog::info("replaced table {} {}: {} bindings, {} before (nft helper peak RSS {} kB)",
-               kNftFamily, kNftTable, desired.bindings.size(), previous.bindings.size(),
-               stats.helper_peak_rss_kb);
+  if (options_.datapath == HostDatapathKind::kBpf)
+    spdlog::info("replaced the host program's maps: {} bindings, {} before",
+                 desired.bindings.size(), previous.bindings.size());
+  else
+    spdlog::info("replaced table {} {}: {} bindings, {} before (nft helper peak RSS {} kB)",
+                 kNftFamily, kNftTable, desired.bindings.size(), previous.bindings.size(),
+                 stats.helper_peak_rss_kb);
 }
 
 void Reconciler::remove_host(int ifindex, const IpAddress& address) {
@@ -211,7 +215,10 @@ void Reconciler::cleanup(const Datapath& previous) {
   for (const auto& host : previous.hosts) {
     if (auto link = routes_.link(host.bridge)) remove_host(link->ifindex, host.address);
   }
-  spdlog::info("cleanup: removed table {} {} and {} host routes", kNftFamily, kNftTable, removed);
+  if (options_.datapath == HostDatapathKind::kBpf)
+    spdlog::info("cleanup: removed the host program and {} host routes", removed);
+  else
+    spdlog::info("cleanup: removed table {} {} and {} host routes", kNftFamily, kNftTable, removed);
 }
 
 }  // namespace hostlb

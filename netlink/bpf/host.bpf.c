@@ -139,6 +139,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // sized by what hostlbd writes
   __uint(max_entries, 1 << 20);
   __type(key, struct delivery_key);
   __type(value, struct key_value);
@@ -146,14 +147,21 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // sized by what hostlbd writes
   __uint(max_entries, 1 << 20);
   __type(key, struct delivery_key);
   __type(value, u8);
 } endpoints SEC(".maps");
 
-// The backends' MACs: only their frames can be replies or forged.
+// The MACs that matter, with what they are: a frame neither from nor to one
+// of them is not VIP-related (two lookups, then it passes).
+enum {
+  MAC_BACKEND = 1,  // a local backend's: its frames can be replies, or forged
+  MAC_KEYS = 2,     // the destination of served or refused keys
+};
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // sized by what hostlbd writes
   __uint(max_entries, 65536);
   __type(key, struct mac);
   __type(value, u8);
@@ -161,6 +169,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // sized by what hostlbd writes
   __uint(max_entries, 65536);
   __type(key, struct addr_key);
   __type(value, u8);
@@ -195,6 +204,8 @@ static __always_inline void count(u32 which) {
   if (value) *value += 1;
 }
 
+// The network and transport headers (the MACs are read before): 0 for TCP
+// and UDP, 1 for another protocol (addresses only), -1 for anything else.
 static __always_inline int parse(struct __sk_buff *skb, struct packet *p) {
   void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
   struct ethhdr *eth = data;
@@ -222,8 +233,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *p) {
   } else {
     return -1;
   }
-  __builtin_memcpy(p->source.bytes, eth->h_source, 6);
-  __builtin_memcpy(p->dest.bytes, eth->h_dest, 6);
   __be16 sport, dport;
   if (p->proto == IPPROTO_TCP) {
     struct tcphdr *tcp = l4;
@@ -762,12 +771,23 @@ static __always_inline int reverse(struct __sk_buff *skb, struct packet *p,
 SEC("tc")
 int hostlb_host(struct __sk_buff *skb) {
   struct packet p = {};
+  {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return TC_ACT_UNSPEC;
+    __builtin_memcpy(p.source.bytes, eth->h_source, 6);
+    __builtin_memcpy(p.dest.bytes, eth->h_dest, 6);
+  }
+  const u8 *source_mac = bpf_map_lookup_elem(&backend_macs, &p.source);
+  const u8 *dest_mac = bpf_map_lookup_elem(&backend_macs, &p.dest);
+  const bool from_backend = source_mac && (*source_mac & MAC_BACKEND);
+  const bool to_keys = dest_mac && (*dest_mac & MAC_KEYS);
+  if (!from_backend && !to_keys) return TC_ACT_UNSPEC;
   const int parsed = parse(skb, &p);
   if (parsed < 0) return TC_ACT_UNSPEC;
   u32 zero = 0;
   const struct settings *cfg = bpf_map_lookup_elem(&settings, &zero);
   if (!cfg) return TC_ACT_UNSPEC;
-  const bool from_backend = bpf_map_lookup_elem(&backend_macs, &p.source) != 0;
   if (from_backend) {
     // Replies first: the bulk of a backend's frames. An endpoint's source
     // is the backend's own address, never a VIP.
@@ -788,7 +808,7 @@ int hostlb_host(struct __sk_buff *skb) {
       return TC_ACT_SHOT;
     }
   }
-  if (parsed > 0) return TC_ACT_UNSPEC;  // neither TCP nor UDP
+  if (parsed > 0 || !to_keys) return TC_ACT_UNSPEC;  // neither TCP nor UDP, or no key's MAC
   // A backend may also be a client of a VIP served here.
   struct delivery_key key = {.proto = p.proto, .family = p.family, .port = dport_of(&p)};
   __builtin_memcpy(key.mac, p.dest.bytes, 6);

@@ -40,6 +40,7 @@ struct DeliveryKeyBpf {
 static_assert(sizeof(DeliveryKeyBpf) == 28);
 
 constexpr uint8_t kKindBinding = 1, kKindRefused = 2;
+constexpr uint8_t kMacBackend = 1, kMacKeys = 2;  // backend_macs' values: what a MAC is
 
 struct KeyValueBpf {
   uint8_t target[16];
@@ -92,6 +93,12 @@ constexpr const char* kWhat = "hostlb's host program";
 
 [[noreturn]] void fail(const std::string& what, int error) { throw KernelError(what, error); }
 
+// Removes `key` from a map; one that is not there is gone already.
+void erase(int fd, const void* key, const std::string& what) {
+  if (bpf_map_delete_elem(fd, key) != 0 && errno != ENOENT)
+    fail("removing " + what + " from the host program", errno);
+}
+
 uint8_t proto_of(Protocol protocol) {
   return protocol == Protocol::kTcp ? IPPROTO_TCP : IPPROTO_UDP;
 }
@@ -128,7 +135,7 @@ std::optional<DeliveryKey> delivery_of(const DeliveryKeyBpf& k) {
 struct Contents {
   std::map<DeliveryKeyBpf, KeyValueBpf> keys;
   std::set<DeliveryKeyBpf> endpoints;
-  std::set<MacAddress> macs;
+  std::map<MacAddress, uint8_t> macs;  // kMacBackend | kMacKeys
   std::set<AddrKeyBpf> vips;
 };
 
@@ -146,6 +153,7 @@ Contents contents_of(const Datapath& dp, const MarkLayout& marks) {
     }
     out.keys[delivery_key(b.mac, b.key.service.vip, b.key.service.protocol, b.key.service.port)] =
         v;
+    out.macs[b.mac] |= kMacKeys;
     // Established connections of a binding that no longer serves are still
     // answered through it.
     out.endpoints.insert(delivery_key(b.mac, b.target, b.key.service.protocol, b.target_port));
@@ -154,8 +162,9 @@ Contents contents_of(const Datapath& dp, const MarkLayout& marks) {
     KeyValueBpf v{};
     v.kind = kKindRefused;
     out.keys[delivery_key(k.mac, k.service.vip, k.service.protocol, k.service.port)] = v;
+    out.macs[k.mac] |= kMacKeys;
   }
-  out.macs.insert(dp.guard_macs.begin(), dp.guard_macs.end());
+  for (const auto& mac : dp.guard_macs) out.macs[mac] |= kMacBackend;
   for (const auto& vip : dp.guard_vips) out.vips.insert(addr_key(vip));
   return out;
 }
@@ -267,10 +276,10 @@ class BpfHostRuleset final : public NftRuleset {
     std::set<DeliveryKeyBpf> endpoints;
     for (const auto& [k, v] : read_map<DeliveryKeyBpf, uint8_t>(endpoints_)) endpoints.insert(k);
     if (endpoints != want.endpoints) return std::string("endpoints differ");
-    std::set<MacAddress> macs;
+    std::map<MacAddress, uint8_t> macs;
     for (const auto& [k, v] : read_map<std::array<uint8_t, 6>, uint8_t>(macs_))
-      macs.insert(MacAddress(k));
-    if (macs != want.macs) return std::string("backend MACs differ");
+      macs[MacAddress(k)] = v;
+    if (macs != want.macs) return std::string("MACs differ");
     std::set<AddrKeyBpf> vips;
     for (const auto& [k, v] : read_map<AddrKeyBpf, uint8_t>(vips_)) vips.insert(k);
     if (vips != want.vips) return std::string("guarded VIPs differ");
@@ -382,7 +391,7 @@ class BpfHostRuleset final : public NftRuleset {
     Contents want = contents_of(current_, marks);
     const uint8_t one = 1;
     for (const auto& [k, v] : written_.keys)
-      if (!want.keys.count(k)) bpf_map_delete_elem(keys_, &k);
+      if (!want.keys.count(k)) erase(keys_, &k, "a key");
     for (auto& [k, v] : want.keys) {
       auto it = written_.keys.find(k);
       if (it != written_.keys.end() && it->second.same_entry(v)) continue;
@@ -400,18 +409,20 @@ class BpfHostRuleset final : public NftRuleset {
       }
     }
     for (const auto& k : written_.endpoints)
-      if (!want.endpoints.count(k)) bpf_map_delete_elem(endpoints_, &k);
+      if (!want.endpoints.count(k)) erase(endpoints_, &k, "a backend endpoint");
     for (const auto& k : want.endpoints)
       if (!written_.endpoints.count(k) && bpf_map_update_elem(endpoints_, &k, &one, BPF_ANY) != 0)
         fail("writing a backend endpoint to the host program", errno);
-    for (const auto& mac : written_.macs)
-      if (!want.macs.count(mac)) bpf_map_delete_elem(macs_, mac.bytes().data());
-    for (const auto& mac : want.macs)
-      if (!written_.macs.count(mac) &&
-          bpf_map_update_elem(macs_, mac.bytes().data(), &one, BPF_ANY) != 0)
-        fail("writing backend MAC " + mac.str() + " to the host program", errno);
+    for (const auto& [mac, what] : written_.macs)
+      if (!want.macs.count(mac)) erase(macs_, mac.bytes().data(), "MAC " + mac.str());
+    for (const auto& [mac, what] : want.macs) {
+      auto it = written_.macs.find(mac);
+      if (it != written_.macs.end() && it->second == what) continue;
+      if (bpf_map_update_elem(macs_, mac.bytes().data(), &what, BPF_ANY) != 0)
+        fail("writing MAC " + mac.str() + " to the host program", errno);
+    }
     for (const auto& k : written_.vips)
-      if (!want.vips.count(k)) bpf_map_delete_elem(vips_, &k);
+      if (!want.vips.count(k)) erase(vips_, &k, "a guarded VIP");
     for (const auto& k : want.vips)
       if (!written_.vips.count(k) && bpf_map_update_elem(vips_, &k, &one, BPF_ANY) != 0)
         fail("writing a guarded VIP to the host program", errno);

@@ -196,6 +196,17 @@ TEST_F(HostBpfTest, RefusalsAreAnsweredOutOfTheIngressPortWithNoRouteToTheClient
   EXPECT_EQ(service_figures("203.0.113.10:80/tcp").value("refused", 0), 1);
   EXPECT_EQ(service_figures("203.0.113.10:53/udp").value("refused", 0), 1);
   EXPECT_EQ(service_figures("[2001:db8:f00::10]:443/tcp").value("refused", 0), 1);
+
+  // A backend removed altogether: its keys are still refused for a while,
+  // though its MAC is no longer a backend's here.
+  auto r = ctl("backend del web-1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  try {
+    TcpClient refused(lab_, "c1", kVip10, 80, 3000ms);
+    ADD_FAILURE() << "a new connection to a removed backend was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("Connection refused"), std::string::npos) << e.what();
+  }
 }
 
 // What a connected UDP socket in c1 gets for a datagram to `vip`:`port`.
