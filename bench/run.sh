@@ -65,7 +65,7 @@ hostlbd_apply() {  # CONFIG [LIMIT...]: run hostlbd until it has applied, then s
     sleep 0.05
   done
   APPLY_MS=$(grep -oE 'host entries in [0-9]+ ms' "$log" | grep -oE '[0-9]+' | tail -1)
-  HELPER_KB=$(grep -oE 'nft helper peak RSS [0-9]+ kB' "$log" | grep -oE '[0-9]+' | tail -1)
+  HELPER_KB=$(grep -oE 'nft helper peak RSS [0-9]+ kB' "$log" | grep -oE '[0-9]+' | tail -1 || true)  # nft only
   PEAK_KB=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill -TERM $pid; wait $pid
 }
