@@ -24,12 +24,17 @@ using namespace std::chrono_literals;
 
 class HostBpfTest : public LabTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(lab_.in("hv",
-                      "sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
-                      "net.bridge.bridge-nf-call-ip6tables=0")
+  // br_netfilter for bridged IPv4 and IPv6 in the hypervisor's namespace.
+  void set_br_netfilter(bool on) {
+    const std::string v = on ? "1" : "0";
+    ASSERT_EQ(lab_.in("hv", "sysctl -qw net.bridge.bridge-nf-call-iptables=" + v +
+                                " net.bridge.bridge-nf-call-ip6tables=" + v)
                   .exit_code,
               0);
+  }
+
+  void SetUp() override {
+    set_br_netfilter(false);
     lab_.gateway("c1", kVip10, kVm1.mac);
     lab_.gateway("c1", kVip6, kVm1.mac);
   }
@@ -319,11 +324,7 @@ TEST_F(HostBpfTest, SwitchingDatapathsRemovesTheOtherAndKeepsConnections) {
   ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
 
   // To nft (br_netfilter back on): the programs go.
-  ASSERT_EQ(lab_.in("hv",
-                    "sysctl -qw net.bridge.bridge-nf-call-iptables=1 "
-                    "net.bridge.bridge-nf-call-ip6tables=1")
-                .exit_code,
-            0);
+  set_br_netfilter(true);
   daemon = start_hostlbd(services());
   EXPECT_FALSE(program_on("vm1"));
   EXPECT_NE(ruleset().find("table inet hostlb"), std::string::npos);
@@ -332,11 +333,7 @@ TEST_F(HostBpfTest, SwitchingDatapathsRemovesTheOtherAndKeepsConnections) {
   ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
 
   // And back: the table goes.
-  ASSERT_EQ(lab_.in("hv",
-                    "sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
-                    "net.bridge.bridge-nf-call-ip6tables=0")
-                .exit_code,
-            0);
+  set_br_netfilter(false);
   daemon = start_bpf(services());
   EXPECT_EQ(ruleset().find("hostlb"), std::string::npos) << ruleset();
   EXPECT_TRUE(program_on("vm1"));
