@@ -1,7 +1,7 @@
-// The host's VIP datapath without br_netfilter (hostlbd --datapath bpf), at
-// tc ingress of every port of the backends' bridges. Bridged frames that are
-// not VIP-related pass after one or two hash lookups: no netfilter hook, no
-// conntrack entry. VIP frames get what hostlb's nft table gives them, with
+// The host's VIP datapath without br_netfilter (hostlbd --host-datapath
+// bpf), at tc ingress of every port of the backends' bridges. A frame
+// neither from a backend's MAC nor to a key's passes after two lookups in a
+// small map: no netfilter hook, no conntrack entry. VIP frames get what hostlb's nft table gives them, with
 // their entries in the kernel's own conntrack table (conntrack -L, flush by
 // mark and ctnetlink keep working):
 //
@@ -15,12 +15,15 @@
 // - Refusals and misses answered from here (a TCP reset, an ICMP port
 //   unreachable), sent back out of the port the frame came in by: the host's
 //   routing table plays no part.
+// - A backend's ICMP error about a VIP connection: from the VIP, quoting
+//   what the client sent.
 // - Frames from a backend's MAC with a VIP as source are forged: dropped.
 //
 // Conntrack's state machine never sees these packets, so the program keeps
 // the entries' timeouts itself, like the kernel's: embryonic until the
-// backend answers, established once both sides spoke, short after a FIN or
-// a reset (IPS_FIXED_TIMEOUT marks an entry as closing). Every timeout is
+// backend answers, established once both sides spoke, short after a FIN,
+// shorter after a reset (then IPS_FIXED_TIMEOUT: no packet extends it
+// again). Every timeout is
 // hostlbd's copy of the kernel's sysctls (the `settings` map).
 //
 // IPv4 without options and unfragmented, IPv6 with TCP or UDP right after
