@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "bpf_map_read.h"
 #include "bpf_service_key.h"
 #include "hostlb/netlink/chaining.h"
 #include "hostlb/netlink/error.h"
@@ -100,24 +101,7 @@ class BpfChaining final : public ChainDatapath {
     written_ = tables;
   }
 
-  std::map<uint32_t, uint64_t> chained() override {
-    std::map<uint32_t, uint64_t> out;
-    const int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0) return out;
-    std::vector<uint64_t> values(static_cast<size_t>(cpus));
-    uint32_t key = 0, next = 0;
-    const uint32_t* at = nullptr;
-    while (bpf_map_get_next_key(chained_, at, &next) == 0) {
-      if (bpf_map_lookup_elem(chained_, &next, values.data()) == 0) {
-        uint64_t total = 0;
-        for (auto v : values) total += v;
-        out[next] = total;
-      }
-      key = next;
-      at = &key;
-    }
-    return out;
-  }
+  std::map<uint32_t, uint64_t> chained() override { return PercpuSums().all<uint32_t>(chained_); }
 
   void detach() override {
     if (!attached_ || !uplink_) return;

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "bpf_map_read.h"
 #include "bpf_service_key.h"
 #include "hostlb/netlink/error.h"
 #include "tc_ingress.h"
@@ -188,25 +189,6 @@ std::vector<std::string> all_bridges() {
   return out;
 }
 
-template <typename Key, typename Value, typename F>
-void each_entry(int fd, F&& f) {
-  Key key{}, next{};
-  const Key* at = nullptr;
-  while (bpf_map_get_next_key(fd, at, &next) == 0) {
-    Value value{};
-    if (bpf_map_lookup_elem(fd, &next, &value) == 0) f(next, value);
-    key = next;
-    at = &key;
-  }
-}
-
-template <typename Key, typename Value>
-std::map<Key, Value> read_map(int fd) {
-  std::map<Key, Value> out;
-  each_entry<Key, Value>(fd, [&](const Key& k, const Value& v) { out[k] = v; });
-  return out;
-}
-
 class BpfHostRuleset final : public NftRuleset {
  public:
   BpfHostRuleset(RulesetPolicies policies, ConntrackTimeouts timeouts)
@@ -289,19 +271,10 @@ class BpfHostRuleset final : public NftRuleset {
   Counters counters() override {
     Counters out;
     if (!object_) return out;
-    const int cpus = libbpf_num_possible_cpus();
-    if (cpus > 0) {
-      std::vector<uint64_t> values(static_cast<size_t>(cpus));
-      auto total = [&](uint32_t which) {
-        uint64_t sum = 0;
-        if (bpf_map_lookup_elem(totals_, &which, values.data()) == 0)
-          for (auto v : values) sum += v;
-        return sum;
-      };
-      out.guard_drops = total(kGuardDrops);
-      out.misses = total(kMisses);
-      out.limited = total(kLimited);
-    }
+    PercpuSums totals;
+    out.guard_drops = totals.sum(totals_, uint32_t{kGuardDrops});
+    out.misses = totals.sum(totals_, uint32_t{kMisses});
+    out.limited = totals.sum(totals_, uint32_t{kLimited});
     for (const auto& [k, v] : read_map<DeliveryKeyBpf, KeyValueBpf>(keys_)) {
       auto key = delivery_of(k);
       if (!key) continue;
