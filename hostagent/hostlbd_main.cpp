@@ -245,6 +245,14 @@ void setup_logging() {
   }
 }
 
+// Takes off what the host datapath other than `running` left in the kernel.
+void remove_other_host_datapath(HostDatapathKind running) {
+  if (running == HostDatapathKind::kBpf)
+    make_kernel_ruleset()->remove();
+  else
+    remove_bpf_host_datapath();
+}
+
 // The signals both roles handle: SIGHUP re-reads the files, SIGTERM and
 // SIGINT end the loop (the kernel's tables stay in place).
 bool handle_signals(EventLoop& loop, const std::function<void()>& on_hup) {
@@ -625,11 +633,7 @@ int run(const Flags& flags) {
 
     if (flags.cleanup) {
       agent.cleanup();
-      // Whichever datapath ran before.
-      if (datapath == HostDatapathKind::kBpf)
-        make_kernel_ruleset()->remove();
-      else
-        remove_bpf_host_datapath();
+      remove_other_host_datapath(datapath);  // whichever ran before
       if (!chain_options.uplink.empty()) remove_chaining(chain_options.uplink);
       return kExitOk;
     }
@@ -652,10 +656,7 @@ int run(const Flags& flags) {
     agent.start(config);
     // What the other datapath left (a change of --host-datapath) goes, once
     // this one serves.
-    if (datapath == HostDatapathKind::kBpf)
-      make_kernel_ruleset()->remove();
-    else
-      remove_bpf_host_datapath();
+    remove_other_host_datapath(datapath);
     ::malloc_trim(0);  // what the start-up parse and transaction freed
     if (desired)
       spdlog::info("applied {}: {} backends, {} services", desired->sources,

@@ -47,17 +47,17 @@
 #define ICMP_LEN 8
 #define IPPROTO_ICMPV6 58
 
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff*, struct bpf_sock_tuple*, u32,
-                                         struct bpf_ct_opts*, u32) __ksym;
-extern struct nf_conn *bpf_skb_ct_alloc(struct __sk_buff*, struct bpf_sock_tuple*, u32,
-                                        struct bpf_ct_opts*, u32) __ksym;
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, u32,
+                                         struct bpf_ct_opts *, u32) __ksym;
+extern struct nf_conn *bpf_skb_ct_alloc(struct __sk_buff *, struct bpf_sock_tuple *, u32,
+                                        struct bpf_ct_opts *, u32) __ksym;
 extern struct nf_conn *bpf_ct_insert_entry(struct nf_conn *) __ksym;
 extern void bpf_ct_release(struct nf_conn *) __ksym;
-extern int bpf_ct_set_nat_info(struct nf_conn*, union nf_inet_addr*, int,
+extern int bpf_ct_set_nat_info(struct nf_conn *, union nf_inet_addr *, int,
                                enum nf_nat_manip_type) __ksym;
-extern void bpf_ct_set_timeout(struct nf_conn*, u32) __ksym;
-extern int bpf_ct_change_timeout(struct nf_conn*, u32) __ksym;
-extern int bpf_ct_change_status(struct nf_conn*, u32) __ksym;
+extern void bpf_ct_set_timeout(struct nf_conn *, u32) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *, u32) __ksym;
+extern int bpf_ct_change_status(struct nf_conn *, u32) __ksym;
 
 // A key as a frame carries it: (MAC, address, protocol, port). For `keys`
 // the destination's (what a gateway delivers), for `endpoints` the
@@ -572,11 +572,16 @@ static __always_inline void refresh(struct nf_conn *ct, const struct packet *p,
 }
 
 // The tuple's length, as a constant the verifier can bound.
+static __always_inline struct nf_conn *ct_lookup_tuple(struct __sk_buff *skb,
+                                                       struct bpf_sock_tuple *tuple, u8 family,
+                                                       struct bpf_ct_opts *opts) {
+  if (family == 4)
+    return bpf_skb_ct_lookup(skb, tuple, sizeof(tuple->ipv4), opts, sizeof *opts);
+  return bpf_skb_ct_lookup(skb, tuple, sizeof(tuple->ipv6), opts, sizeof *opts);
+}
 static __always_inline struct nf_conn *ct_lookup(struct __sk_buff *skb, struct packet *p,
                                                  struct bpf_ct_opts *opts) {
-  if (p->family == 4)
-    return bpf_skb_ct_lookup(skb, &p->tuple, sizeof(p->tuple.ipv4), opts, sizeof *opts);
-  return bpf_skb_ct_lookup(skb, &p->tuple, sizeof(p->tuple.ipv6), opts, sizeof *opts);
+  return ct_lookup_tuple(skb, &p->tuple, p->family, opts);
 }
 static __always_inline struct nf_conn *ct_alloc(struct __sk_buff *skb, struct packet *p,
                                                 struct bpf_ct_opts *opts) {
@@ -693,10 +698,7 @@ static __always_inline int reverse_icmp(struct __sk_buff *skb, struct packet *p,
   }
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
   struct bpf_ct_opts opts = {.netns_id = -1, .l4proto = proto};
-  struct nf_conn *ct =
-      p->family == 4
-          ? bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof opts)
-          : bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv6), &opts, sizeof opts);
+  struct nf_conn *ct = ct_lookup_tuple(skb, &tuple, p->family, &opts);
   if (!ct) return 0;
   if (opts.dir != IP_CT_DIR_REPLY || !(ct->mark & cfg->mark_mask)) {
     bpf_ct_release(ct);
